@@ -1,0 +1,170 @@
+//! Agents: how an agent process is started for one task.
+//!
+//! Two kinds ([`crate::config::raw::AgentKind`]): `builtin` runs `megatest agent`
+//! ([`reference`]), megatest's reference tool-calling agent; `command` runs any agent CLI from a
+//! command template or a documented [`PRESETS`] entry. Either way the process sees only
+//! megatest's model endpoint and its own per-agent key, never the provider's key.
+
+pub mod reference;
+
+/// A documented command template for a known agent CLI.
+#[derive(Debug, Clone, Copy)]
+pub struct Preset {
+    pub name: &'static str,
+    /// Run with `sh -c` in `project/`; placeholders as in [`render_command`].
+    pub template: &'static str,
+    pub notes: &'static str,
+}
+
+/// Presets for common agent CLIs. Each reaches megatest through the environment set in
+/// [`agent_env`] (`OPENAI_BASE_URL`, `OPENAI_API_BASE`, `ANTHROPIC_BASE_URL`, their keys).
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "mini-swe-agent",
+        template: "mini --yolo --exit-immediately --model openai/{model} --task \"$(cat {prompt_file})\"",
+        notes: "mini-swe-agent's `mini` (PyPI mini-swe-agent); bash actions, so tool calls are not native",
+    },
+    Preset {
+        name: "aider",
+        template: "aider --yes-always --no-git --no-auto-commits --no-show-model-warnings --model openai/{model} --openai-api-base {base_url} --message-file {prompt_file}",
+        notes: "aider (PyPI aider-chat); edit blocks, so tool calls are not native",
+    },
+    Preset {
+        name: "claude-code",
+        template: "claude -p --dangerously-skip-permissions --model {model} < {prompt_file}",
+        notes: "Claude Code headless; uses ANTHROPIC_BASE_URL (Anthropic wire format: issue 3)",
+    },
+    Preset {
+        name: "codex",
+        template: "codex exec --sandbox workspace-write --skip-git-repo-check --model {model} - < {prompt_file}",
+        notes: "OpenAI Codex CLI non-interactive; uses OPENAI_BASE_URL (Responses API: issue 3)",
+    },
+    Preset {
+        name: "selfware",
+        template: "selfware --config {agent_config} --yolo -p \"$(cat {prompt_file})\"",
+        notes: "Selfware headless; {agent_config} is a per-agent selfware.toml megatest writes (endpoint, model)",
+    },
+];
+
+/// The preset named `name`.
+pub fn preset(name: &str) -> Option<&'static Preset> {
+    PRESETS.iter().find(|p| p.name == name)
+}
+
+/// Values substituted into a command template; each is shell-quoted when substituted.
+#[derive(Debug, Clone)]
+pub struct CommandVars<'a> {
+    pub prompt_file: &'a str,
+    pub workspace: &'a str,
+    pub model: &'a str,
+    pub base_url: &'a str,
+    pub agent_id: &'a str,
+    pub task_id: &'a str,
+    pub agent_config: &'a str,
+}
+
+/// Substitute `{prompt_file}`, `{workspace}`, `{model}`, `{base_url}`, `{agent_id}`,
+/// `{task_id}`, `{agent_config}` in `template`, each value single-quoted for `sh`.
+pub fn render_command(template: &str, vars: &CommandVars<'_>) -> String {
+    let pairs = [
+        ("{prompt_file}", vars.prompt_file),
+        ("{workspace}", vars.workspace),
+        ("{model}", vars.model),
+        ("{base_url}", vars.base_url),
+        ("{agent_id}", vars.agent_id),
+        ("{task_id}", vars.task_id),
+        ("{agent_config}", vars.agent_config),
+    ];
+    let mut out = template.to_string();
+    for (placeholder, value) in pairs {
+        out = out.replace(placeholder, &shell_quote(value));
+    }
+    out
+}
+
+/// Quote `value` as one `sh` word.
+pub fn shell_quote(value: &str) -> String {
+    if !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c))
+    {
+        return value.to_string();
+    }
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+/// Environment variables inherited from megatest by agent processes and phase checks: what a
+/// toolchain needs to run, nothing that could carry a credential.
+pub const INHERITED_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ",
+    "TMPDIR", "CARGO_HOME", "RUSTUP_HOME", "PYENV_ROOT", "VIRTUAL_ENV", "GOPATH", "GOROOT",
+    "JAVA_HOME", "NODE_PATH",
+];
+
+/// The environment of the calling process reduced to [`INHERITED_ENV`].
+pub fn inherited_env() -> Vec<(String, String)> {
+    INHERITED_ENV
+        .iter()
+        .filter_map(|name| std::env::var(name).ok().map(|v| (name.to_string(), v)))
+        .collect()
+}
+
+/// The model endpoint settings an agent process gets: base URLs for OpenAI- and
+/// Anthropic-style clients, the per-agent key under every name those clients read, and
+/// megatest's own `MEGATEST_*` variables.
+pub fn agent_env(
+    proxy_root: &str,
+    agent_key: &str,
+    model: &str,
+    agent_id: &str,
+    role: &str,
+    task_id: &str,
+) -> Vec<(String, String)> {
+    let v1 = format!("{proxy_root}/v1");
+    [
+        ("OPENAI_BASE_URL", v1.as_str()),
+        ("OPENAI_API_BASE", v1.as_str()),
+        ("OPENAI_API_KEY", agent_key),
+        ("ANTHROPIC_BASE_URL", proxy_root),
+        ("ANTHROPIC_API_KEY", agent_key),
+        ("SELFWARE_API_KEY", agent_key),
+        ("MSWEA_CONFIGURED", "true"),
+        ("MEGATEST_BASE_URL", v1.as_str()),
+        ("MEGATEST_AGENT_KEY", agent_key),
+        ("MEGATEST_MODEL", model),
+        ("MEGATEST_AGENT_ID", agent_id),
+        ("MEGATEST_ROLE", role),
+        ("MEGATEST_TASK_ID", task_id),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_quotes_every_value() {
+        let vars = CommandVars {
+            prompt_file: "/tmp/a b.md",
+            workspace: "/w",
+            model: "gpt-4o",
+            base_url: "http://127.0.0.1:1/v1",
+            agent_id: "agent-1",
+            task_id: "t'1",
+            agent_config: "/c.toml",
+        };
+        let out = render_command("x {prompt_file} {task_id} {model}", &vars);
+        assert_eq!(out, r"x '/tmp/a b.md' 't'\''1' gpt-4o");
+    }
+
+    #[test]
+    fn every_preset_uses_the_prompt_file() {
+        for preset in PRESETS {
+            assert!(preset.template.contains("{prompt_file}"), "{}", preset.name);
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The local backend: agent processes as children of megatest.
+//!
+//! Theory of operation: every agent run is `sh -c <command>` (or `megatest agent`) started as
+//! the leader of a new process group (`setpgid(0, 0)`), with a cleared environment (only
+//! [`crate::agent::INHERITED_ENV`] plus the agent's own variables), `RLIMIT_CORE = 0`, a capped
+//! `RLIMIT_NOFILE`, stdin from `/dev/null` and stdout/stderr appended to the agent's log file.
+//! [`supervise`] waits for the leader, a step timeout or a stop request; stopping is SIGTERM to
+//! the whole group, a grace period, then SIGKILL to the whole group. After the leader has exited
+//! for any reason the group gets a SIGKILL as well, so no grandchild outlives its run.
+//!
+//! Architecture invariant: every live process group is in a process-wide registry;
+//! [`kill_all_groups`] (called on every exit path of `megatest run`, panics included) SIGKILLs them.
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Soft and hard `RLIMIT_NOFILE` for agent processes (lowered only, never raised).
+pub const NOFILE_LIMIT: u64 = 4096;
+
+static LIVE_GROUPS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// The complete environment (the process inherits nothing else).
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    /// stdout and stderr are appended here.
+    pub log_path: PathBuf,
+}
+
+/// A started agent process; its pid is also its process group id.
+#[derive(Debug)]
+pub struct AgentProcess {
+    pub pid: u32,
+    child: tokio::process::Child,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunEnd {
+    /// The leader exited by itself.
+    Exited,
+    /// The step timeout passed and the group was stopped.
+    TimedOut,
+    /// megatest asked it to stop (phase end, shutdown).
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RunOutcome {
+    pub end: RunEnd,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+impl RunOutcome {
+    /// True when the leader exited by itself with status 0.
+    pub fn succeeded(&self) -> bool {
+        self.end == RunEnd::Exited && self.exit_code == Some(0)
+    }
+}
+
+/// Start `spec` as the leader of a new process group and register the group.
+///
+/// Errors: the log file cannot be opened, or the program cannot be started.
+pub fn spawn(spec: &LaunchSpec) -> Result<AgentProcess> {
+    if let Some(parent) = spec.log_path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&spec.log_path)
+        .with_context(|| format!("open agent log {}", spec.log_path.display()))?;
+    let mut command = tokio::process::Command::new(&spec.program);
+    command
+        .args(&spec.args)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spec.cwd)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .kill_on_drop(true);
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            use nix::sys::resource::{getrlimit, setrlimit, Resource};
+            setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(std::io::Error::from)?;
+            let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(std::io::Error::from)?;
+            setrlimit(Resource::RLIMIT_NOFILE, soft.min(NOFILE_LIMIT), hard.min(NOFILE_LIMIT))
+                .map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let child = command
+        .spawn()
+        .with_context(|| format!("start {}", spec.program.display()))?;
+    let pid = child.id().context("agent exited before its pid was read")?;
+    LIVE_GROUPS.lock().unwrap().insert(pid as i32);
+    Ok(AgentProcess { pid, child })
+}
+
+/// Wait for `process` to exit, `timeout` (wall) to pass, or `stop` to be cancelled; on the
+/// latter two, stop the group (SIGTERM, `grace`, SIGKILL). Always SIGKILLs what is left of the
+/// group at the end and unregisters it.
+pub async fn supervise(
+    mut process: AgentProcess,
+    timeout: Duration,
+    grace: Duration,
+    stop: CancellationToken,
+) -> RunOutcome {
+    let pgid = process.pid as i32;
+    let (end, status) = tokio::select! {
+        status = process.child.wait() => (RunEnd::Exited, status.ok()),
+        _ = tokio::time::sleep(timeout) => (RunEnd::TimedOut, stop_group(&mut process, grace).await),
+        _ = stop.cancelled() => (RunEnd::Stopped, stop_group(&mut process, grace).await),
+    };
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    LIVE_GROUPS.lock().unwrap().remove(&pgid);
+    RunOutcome {
+        end,
+        exit_code: status.and_then(|s| s.code()),
+        signal: status.and_then(|s| s.signal()),
+    }
+}
+
+/// SIGTERM the group, wait up to `grace` for the leader, then SIGKILL the group and reap.
+async fn stop_group(process: &mut AgentProcess, grace: Duration) -> Option<std::process::ExitStatus> {
+    let group = Pid::from_raw(process.pid as i32);
+    let _ = killpg(group, Signal::SIGTERM);
+    if let Ok(status) = tokio::time::timeout(grace, process.child.wait()).await {
+        let _ = killpg(group, Signal::SIGKILL);
+        return status.ok();
+    }
+    let _ = killpg(group, Signal::SIGKILL);
+    process.child.wait().await.ok()
+}
+
+/// SIGKILL every registered process group (last-resort cleanup on exit or panic). Returns how
+/// many groups were signalled.
+pub fn kill_all_groups() -> usize {
+    let groups: Vec<i32> = match LIVE_GROUPS.lock() {
+        Ok(mut set) => std::mem::take(&mut *set).into_iter().collect(),
+        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()).into_iter().collect(),
+    };
+    for pgid in &groups {
+        let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
+    }
+    groups.len()
+}
+
+/// Number of registered live groups.
+pub fn live_group_count() -> usize {
+    LIVE_GROUPS.lock().map(|s| s.len()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str, dir: &std::path::Path) -> LaunchSpec {
+        LaunchSpec {
+            program: "sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: crate::agent::inherited_env(),
+            cwd: dir.to_path_buf(),
+            log_path: dir.join("agent.log"),
+        }
+    }
+
+    #[tokio::test]
+    async fn exit_code_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let process = spawn(&sh("echo hi; exit 7", dir.path())).unwrap();
+        let outcome = supervise(process, Duration::from_secs(10), Duration::from_secs(1), CancellationToken::new()).await;
+        assert_eq!(outcome, RunOutcome { end: RunEnd::Exited, exit_code: Some(7), signal: None });
+        assert_eq!(std::fs::read_to_string(dir.path().join("agent.log")).unwrap(), "hi\n");
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_a_term_ignoring_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let process = spawn(&sh("trap '' TERM; sleep 30 & echo $! > child.pid; wait", dir.path())).unwrap();
+        let outcome = supervise(process, Duration::from_millis(300), Duration::from_millis(200), CancellationToken::new()).await;
+        assert_eq!(outcome.end, RunEnd::TimedOut);
+        assert_eq!(outcome.signal, Some(libc_sigkill()));
+        let pid: i32 = std::fs::read_to_string(dir.path().join("child.pid")).unwrap().trim().parse().unwrap();
+        assert!(!crate::backend::local::tests::alive(pid), "grandchild {pid} survived");
+    }
+
+    fn libc_sigkill() -> i32 {
+        Signal::SIGKILL as i32
+    }
+
+    /// True if `pid` exists and is not a zombie.
+    pub fn alive(pid: i32) -> bool {
+        for _ in 0..50 {
+            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Err(_) => return false,
+                Ok(stat) => {
+                    let state = stat.rsplit(')').next().unwrap_or("").trim_start().chars().next();
+                    if state == Some('Z') || state == Some('X') {
+                        return false;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+}

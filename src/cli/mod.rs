@@ -1,0 +1,102 @@
+//! Command-line interface: one file per subcommand, dispatched from [`run`].
+
+pub mod agent;
+pub mod run;
+pub mod validate;
+
+use crate::config::raw::Provider;
+use crate::config::Overrides;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Supervisor for multi-hour, multi-agent AI coding sessions.
+#[derive(Debug, Parser)]
+#[command(name = "megatest", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one session: agents build the project through the four phases; writes
+    /// test_runs/<session_id>/ and exits 0 (criteria met), 1 (a critical criterion failed),
+    /// 2 (usage or config error, nothing started), 3 (aborted), 130/143 (interrupted).
+    Run(run::RunArgs),
+    /// Check a config file (and overrides) without starting anything; exit 0 or 2.
+    Validate(validate::ValidateArgs),
+    /// megatest's reference agent: a tool-calling loop against MEGATEST_BASE_URL (used by
+    /// `run` for agents of kind "builtin").
+    Agent(agent::AgentCommandArgs),
+}
+
+/// Provider names accepted on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ProviderArg {
+    Scripted,
+    Sim,
+    OpenaiCompatible,
+    Anthropic,
+}
+
+impl From<ProviderArg> for Provider {
+    fn from(value: ProviderArg) -> Self {
+        match value {
+            ProviderArg::Scripted => Provider::Scripted,
+            ProviderArg::Sim => Provider::Sim,
+            ProviderArg::OpenaiCompatible => Provider::OpenaiCompatible,
+            ProviderArg::Anthropic => Provider::Anthropic,
+        }
+    }
+}
+
+/// Overrides shared by `run` and `validate`; each also reads its environment variable.
+#[derive(Debug, Clone, Args)]
+pub struct OverrideArgs {
+    /// Project type (spec under system_tests/long_running/projects/), overrides session.project_type
+    #[arg(long, env = "MEGATEST_PROJECT")]
+    pub project: Option<String>,
+    /// Session length in hours (1-24), overrides session.duration_hours; phases scale in proportion
+    #[arg(long, env = "MEGATEST_HOURS")]
+    pub hours: Option<f64>,
+    /// Number of agents (2-16), overrides session.agent_count and agent.concurrent_agents
+    #[arg(long, env = "MEGATEST_AGENTS")]
+    pub agents: Option<u32>,
+    /// Session seconds per wall second: 3600 runs a 6 h session in 6 s
+    #[arg(long, env = "MEGATEST_TIME_SCALE")]
+    pub time_scale: Option<f64>,
+    /// Model provider, overrides [model].provider
+    #[arg(long, env = "MEGATEST_PROVIDER", value_enum)]
+    pub provider: Option<ProviderArg>,
+    /// Session id (default: mega-YYYYmmdd-HHMMSS-<8 hex>), overrides session.id
+    #[arg(long, env = "MEGATEST_SESSION_ID")]
+    pub session_id: Option<String>,
+}
+
+impl OverrideArgs {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            project: self.project.clone(),
+            hours: self.hours,
+            agents: self.agents,
+            time_scale: self.time_scale,
+            provider: self.provider.map(Provider::from),
+            session_id: self.session_id.clone(),
+        }
+    }
+}
+
+/// The default config path.
+pub fn default_config() -> PathBuf {
+    PathBuf::from("configs/mega_test_config.toml")
+}
+
+/// Parse the command line and run; returns the process exit code.
+pub fn run() -> anyhow::Result<i32> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Validate(args) => validate::run(args),
+        Command::Agent(args) => agent::run(args),
+    }
+}

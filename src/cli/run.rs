@@ -1,0 +1,112 @@
+//! `megatest run [CONFIG]`: validate, prepare, create the session directory, then run the
+//! session on a tokio runtime with signals forwarded as events.
+
+use crate::backend::local;
+use crate::cli::OverrideArgs;
+use crate::session::event::{Event, ShutdownSignal};
+use crate::session::{self, Session};
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Config file (default configs/mega_test_config.toml)
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+    /// Directory holding session directories
+    #[arg(long, env = "MEGATEST_RUNS_DIR", default_value = "test_runs")]
+    pub runs_dir: PathBuf,
+}
+
+pub fn run(args: RunArgs) -> Result<i32> {
+    let path = args.config.clone().unwrap_or_else(crate::cli::default_config);
+    let config = match crate::config::load(&path, &args.overrides.overrides()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("megatest: invalid config:\n{err}");
+            return Ok(2);
+        }
+    };
+    let prepared = match session::prepare(config, &args.runs_dir) {
+        Ok(prepared) => prepared,
+        Err(err) => {
+            eprintln!("megatest: {err}");
+            return Ok(2);
+        }
+    };
+    let log_level = prepared.config.raw.monitoring.log_level;
+    let warnings = prepared.config.warnings.clone();
+    let not_yet = prepared.config.not_yet_enforced.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    // Last resort: a panic anywhere still takes every agent process group down with it.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        local::kill_all_groups();
+        default_hook(info);
+    }));
+    let code = runtime.block_on(async move {
+        let session = Session::create(prepared)?;
+        let _log_guard = init_logging(session.dir(), log_level.as_str());
+        tracing::info!(message = "session created", session_id = session.id(), dir = %session.dir().display());
+        eprintln!("megatest: session {} in {}", session.id(), session.dir().display());
+        for warning in &warnings {
+            tracing::warn!(message = "config", warning = %warning);
+        }
+        for key in &not_yet {
+            tracing::info!(message = "parsed and validated, not yet enforced", key = %key);
+        }
+        forward_signals(session.events());
+        let code = session.run().await;
+        local::kill_all_groups();
+        code
+    });
+    local::kill_all_groups();
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
+}
+
+/// Log to stderr and to `session.log` in the session directory. `RUST_LOG` overrides
+/// `[monitoring].log_level`.
+fn init_logging(dir: &std::path::Path, level: &str) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("megatest={level},warn")));
+    let file = tracing_appender::rolling::never(dir, "session.log");
+    let (writer, guard) = tracing_appender::non_blocking(file);
+    let result = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false))
+        .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(writer))
+        .try_init();
+    result.ok().map(|_| guard)
+}
+
+/// SIGTERM and SIGINT become [`Event::Signal`]s (every one of them: the session treats a second
+/// as "stop now").
+fn forward_signals(events: tokio::sync::mpsc::Sender<Event>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    for (kind, intent) in [
+        (SignalKind::terminate(), ShutdownSignal::Terminate),
+        (SignalKind::interrupt(), ShutdownSignal::Interrupt),
+    ] {
+        let events = events.clone();
+        match signal(kind) {
+            Ok(mut stream) => {
+                tokio::spawn(async move {
+                    while stream.recv().await.is_some() {
+                        if events.send(Event::Signal(intent)).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(err) => tracing::warn!(message = "cannot install signal handler", error = %err),
+        }
+    }
+}

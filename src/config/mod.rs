@@ -1,0 +1,718 @@
+//! Configuration: parse the raw TOML ([`raw::RawConfig`]), apply command-line / environment
+//! overrides, then validate into a [`Config`] that cannot hold nonsense.
+//!
+//! Errors name the file, the dotted key, the line and the column ([`ConfigError`]); nothing is
+//! created on disk before a config validates. Ranges are the upstream file's comments:
+//! `duration_hours` 1–24, `agent_count` 2–16, positive durations, `max_total_agents ≥ agent_count`.
+
+pub mod raw;
+
+use crate::config::raw::{AgentKind, Provider, RawConfig};
+use serde::Serialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The default roles when `[agent].roles` is empty (the upstream "default development swarm").
+pub const DEFAULT_ROLES: [&str; 4] = ["Architect", "Coder", "Tester", "Reviewer"];
+
+/// Upstream phase plan used when the file has no `[[phases]]`: 60/120/120/60 minutes.
+const DEFAULT_PHASES: [(&str, f64); 4] = [
+    ("bootstrap", 60.0),
+    ("development", 120.0),
+    ("refinement", 120.0),
+    ("finalization", 60.0),
+];
+
+/// Overrides from the command line or `MEGATEST_*` environment variables.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub project: Option<String>,
+    pub hours: Option<f64>,
+    pub agents: Option<u32>,
+    pub time_scale: Option<f64>,
+    pub provider: Option<Provider>,
+    pub session_id: Option<String>,
+}
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    /// Dotted key, e.g. `session.agent_count` or `phases[1].duration_minutes`; empty for syntax errors.
+    pub key: String,
+    /// 1-based line and column, when the key is in the file (an override has none).
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let (Some(line), Some(column)) = (self.line, self.column) {
+            write!(f, ":{line}:{column}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": key `{}`", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// A config that did not load; every problem found, in file order.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, diagnostic) in self.diagnostics.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{diagnostic}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One phase as the session runs it, after scaling to `duration_hours`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhasePlan {
+    pub name: String,
+    /// Length of the time box in session seconds.
+    pub session_secs: f64,
+    pub objectives: Vec<String>,
+    pub success_criteria: Vec<String>,
+}
+
+/// A validated, effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// The effective raw values: overrides applied, phases scaled to `duration_hours`.
+    pub raw: RawConfig,
+    /// Session seconds per wall second (`--time-scale`); 1.0 is real time.
+    pub time_scale: f64,
+    pub phases: Vec<PhasePlan>,
+    /// The role of each agent, `agent_count` long (`[agent].roles` cycled).
+    pub agent_roles: Vec<String>,
+    /// Agents that may run a task at the same time: `min(agent_count, concurrent_agents)`.
+    pub concurrency: usize,
+    /// Where the project spec lives (validated to exist).
+    pub spec_dir: PathBuf,
+    /// Keys that are parsed and validated but whose behaviour lands in a later issue.
+    pub not_yet_enforced: Vec<String>,
+    /// Non-fatal remarks (printed at start-up).
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// The configured provider, or None when the config names none.
+    pub fn provider(&self) -> Option<Provider> {
+        self.raw.model.provider
+    }
+
+    /// The model name agents ask for: `[model].name`, or the built-in model's own name.
+    pub fn model_name(&self) -> String {
+        match (&self.raw.model.name, self.raw.model.provider) {
+            (Some(name), _) => name.clone(),
+            (None, Some(provider)) => provider.as_str().to_string(),
+            (None, None) => "unconfigured".to_string(),
+        }
+    }
+
+    /// Session length in session seconds (the sum of the phase time boxes).
+    pub fn session_secs(&self) -> f64 {
+        self.phases.iter().map(|p| p.session_secs).sum()
+    }
+
+    /// The effective config as JSON with secrets replaced by `"<redacted>"`: the content of
+    /// `config.json`. The provider API key is never held here at all, only its variable's name.
+    pub fn redacted_json(&self) -> serde_json::Value {
+        let mut raw = self.raw.clone();
+        if raw.notifications.webhook_url.is_some() {
+            raw.notifications.webhook_url = Some("<redacted>".into());
+        }
+        if let Some(email) = raw.notifications.email.as_mut() {
+            if email.password.is_some() {
+                email.password = Some("<redacted>".into());
+            }
+        }
+        for (key, value) in raw.agents.env.iter_mut() {
+            if looks_secret(key) {
+                *value = "<redacted>".into();
+            }
+        }
+        serde_json::json!({
+            "source": self.path,
+            "time_scale": self.time_scale,
+            "config": raw,
+            "phases": self.phases,
+            "agent_roles": self.agent_roles,
+            "concurrency": self.concurrency,
+            "spec_dir": self.spec_dir,
+            "not_yet_enforced": self.not_yet_enforced,
+            "warnings": self.warnings,
+        })
+    }
+}
+
+/// True for environment variable names that usually hold credentials.
+pub fn looks_secret(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    ["KEY", "TOKEN", "SECRET", "PASSWORD", "AUTH"]
+        .iter()
+        .any(|word| upper.contains(word))
+}
+
+/// Read, parse, override and validate `path`.
+///
+/// Errors: unreadable file, TOML syntax, unknown keys, wrong types, out-of-range values, a
+/// missing project spec — each as a [`Diagnostic`] with file, key, line and column.
+pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+        diagnostics: vec![Diagnostic {
+            file: path.to_path_buf(),
+            key: String::new(),
+            line: None,
+            column: None,
+            message: format!("cannot read config file: {err}"),
+        }],
+    })?;
+    load_str(path, &text, overrides)
+}
+
+/// [`load`] on text already read; `path` names it in errors and anchors relative paths.
+pub fn load_str(path: &Path, text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|err| {
+        let (line, column) = match err.span() {
+            Some(span) => {
+                let (l, c) = line_col(text, span.start);
+                (Some(l), Some(c))
+            }
+            None => (None, None),
+        };
+        ConfigError {
+            diagnostics: vec![Diagnostic {
+                file: path.to_path_buf(),
+                key: key_at(text, err.span().map(|s| s.start)),
+                line,
+                column,
+                message: err.message().trim().to_string(),
+            }],
+        }
+    })?;
+    Validator::new(path, text).run(raw, overrides)
+}
+
+/// Validation with access to the source text, so each problem gets its position.
+struct Validator<'a> {
+    path: &'a Path,
+    text: &'a str,
+    document: Option<toml::Spanned<toml::de::DeTable<'a>>>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl<'a> Validator<'a> {
+    fn new(path: &'a Path, text: &'a str) -> Self {
+        Validator {
+            path,
+            text,
+            document: toml::de::DeTable::parse(text).ok(),
+            diagnostics: Vec::new(),
+        }
+    }
+
+    /// Record a problem at `key` (dotted, with `[i]` for array elements).
+    fn error(&mut self, key: &str, message: impl Into<String>, overridden_by: Option<&str>) {
+        let position = match overridden_by {
+            Some(_) => None,
+            None => self.position_of(key),
+        };
+        let mut message = message.into();
+        if let Some(flag) = overridden_by {
+            message = format!("{message} (value from {flag})");
+        }
+        self.diagnostics.push(Diagnostic {
+            file: self.path.to_path_buf(),
+            key: key.to_string(),
+            line: position.map(|p| p.0),
+            column: position.map(|p| p.1),
+            message,
+        });
+    }
+
+    /// Line and column of the value at `key`, or of its nearest present ancestor.
+    fn position_of(&self, key: &str) -> Option<(usize, usize)> {
+        let document = self.document.as_ref()?;
+        let mut span = document.span();
+        let mut table: Option<&toml::de::DeTable> = Some(document.get_ref());
+        let mut array: Option<&toml::de::DeArray> = None;
+        for segment in key_segments(key) {
+            let value = match (segment, table, array) {
+                (Segment::Key(name), Some(t), _) => t.get(name),
+                (Segment::Index(i), _, Some(a)) => a.get(i),
+                _ => None,
+            };
+            let Some(value) = value else { break };
+            span = value.span();
+            table = value.get_ref().as_table();
+            array = value.get_ref().as_array();
+        }
+        Some(line_col(self.text, span.start))
+    }
+
+    fn run(mut self, mut raw: RawConfig, overrides: &Overrides) -> Result<Config, ConfigError> {
+        // Overrides first, so that their values are validated like the file's.
+        let flag = |name: &'static str, set: bool| if set { Some(name) } else { None };
+        if let Some(project) = &overrides.project {
+            raw.session.project_type = project.clone();
+        }
+        if let Some(hours) = overrides.hours {
+            raw.session.duration_hours = hours;
+        }
+        if let Some(agents) = overrides.agents {
+            raw.session.agent_count = agents;
+            raw.agent.concurrent_agents = agents;
+            // `--agents` is the operator's word: it lifts the dynamic-spawning ceiling with it.
+            raw.agent.max_total_agents = raw.agent.max_total_agents.max(agents);
+        }
+        if let Some(provider) = overrides.provider {
+            raw.model.provider = Some(provider);
+        }
+        if let Some(id) = &overrides.session_id {
+            raw.session.id = id.clone();
+        }
+        let time_scale = overrides.time_scale.unwrap_or(1.0);
+        let hours_flag = flag("--hours/MEGATEST_HOURS", overrides.hours.is_some());
+        let agents_flag = flag("--agents/MEGATEST_AGENTS", overrides.agents.is_some());
+        let project_flag = flag("--project/MEGATEST_PROJECT", overrides.project.is_some());
+        let id_flag = flag("--session-id/MEGATEST_SESSION_ID", overrides.session_id.is_some());
+
+        if !(time_scale.is_finite() && time_scale > 0.0 && time_scale <= 1_000_000.0) {
+            self.error(
+                "time_scale",
+                format!("time scale must be in (0, 1000000], got {time_scale}"),
+                Some("--time-scale/MEGATEST_TIME_SCALE"),
+            );
+        }
+        let s = &raw.session;
+        if !(1.0..=24.0).contains(&s.duration_hours) {
+            let msg = format!("must be between 1 and 24 hours, got {}", s.duration_hours);
+            self.error("session.duration_hours", msg, hours_flag);
+        }
+        if !(2..=16).contains(&s.agent_count) {
+            let msg = format!("must be between 2 and 16, got {}", s.agent_count);
+            self.error("session.agent_count", msg, agents_flag);
+        }
+        if s.id != "auto" && !valid_session_id(&s.id) {
+            let msg = format!(
+                "session id {:?} must be \"auto\" or 1-100 characters of letters, digits, '-', '_' and '.' (not starting with '.')",
+                s.id
+            );
+            self.error("session.id", msg, id_flag);
+        }
+        self.check_checkpoint(&raw);
+        self.check_agent(&raw);
+        self.check_consensus(&raw);
+        self.check_limits(&raw);
+        self.check_monitoring(&raw);
+        self.check_rules(&raw);
+        self.check_target(&raw);
+        self.check_model(&raw);
+
+        // Phases: upstream defaults when absent; scaled so that they fill `duration_hours`.
+        if raw.phases.is_empty() {
+            raw.phases = DEFAULT_PHASES
+                .iter()
+                .map(|(name, minutes)| raw::Phase {
+                    name: name.to_string(),
+                    duration_minutes: *minutes,
+                    objectives: Vec::new(),
+                    success_criteria: Vec::new(),
+                })
+                .collect();
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, phase) in raw.phases.clone().iter().enumerate() {
+            if !(phase.duration_minutes.is_finite() && phase.duration_minutes > 0.0) {
+                let msg = format!("must be > 0 minutes, got {}", phase.duration_minutes);
+                self.error(&format!("phases[{i}].duration_minutes"), msg, None);
+            }
+            if phase.name.trim().is_empty() {
+                self.error(&format!("phases[{i}].name"), "must not be empty", None);
+            } else if !seen.insert(phase.name.clone()) {
+                let msg = format!("phase name {:?} appears twice", phase.name);
+                self.error(&format!("phases[{i}].name"), msg, None);
+            }
+        }
+
+        let spec_dir = self.resolve_spec_dir(&raw, project_flag);
+
+        if !self.diagnostics.is_empty() {
+            self.diagnostics.sort_by_key(|d| (d.line.unwrap_or(0), d.column.unwrap_or(0)));
+            return Err(ConfigError {
+                diagnostics: self.diagnostics,
+            });
+        }
+
+        let planned_minutes: f64 = raw.phases.iter().map(|p| p.duration_minutes).sum();
+        let factor = raw.session.duration_hours * 60.0 / planned_minutes;
+        let mut warnings = Vec::new();
+        if (factor - 1.0).abs() > 1e-9 {
+            warnings.push(format!(
+                "phases add up to {planned_minutes} minutes but the session lasts {} hours: each phase scaled by {factor:.4}",
+                raw.session.duration_hours
+            ));
+            for phase in raw.phases.iter_mut() {
+                phase.duration_minutes *= factor;
+            }
+        }
+        if raw.agent.concurrent_agents != raw.session.agent_count {
+            warnings.push(format!(
+                "agent.concurrent_agents ({}) differs from session.agent_count ({}): at most {} agents run at once",
+                raw.agent.concurrent_agents,
+                raw.session.agent_count,
+                raw.agent.concurrent_agents.min(raw.session.agent_count)
+            ));
+        }
+        let phases = raw
+            .phases
+            .iter()
+            .map(|p| PhasePlan {
+                name: p.name.clone(),
+                session_secs: p.duration_minutes * 60.0,
+                objectives: p.objectives.clone(),
+                success_criteria: p.success_criteria.clone(),
+            })
+            .collect();
+        let roles: Vec<String> = if raw.agent.roles.is_empty() {
+            DEFAULT_ROLES.iter().map(|r| r.to_string()).collect()
+        } else {
+            raw.agent.roles.clone()
+        };
+        let agent_roles = (0..raw.session.agent_count as usize)
+            .map(|i| roles[i % roles.len()].clone())
+            .collect();
+        let concurrency = raw.agent.concurrent_agents.min(raw.session.agent_count) as usize;
+        let not_yet_enforced = not_yet_enforced(&raw);
+        Ok(Config {
+            path: self.path.to_path_buf(),
+            raw,
+            time_scale,
+            phases,
+            agent_roles,
+            concurrency,
+            spec_dir: spec_dir.unwrap_or_default(),
+            not_yet_enforced,
+            warnings,
+        })
+    }
+
+    fn positive(&mut self, key: &str, value: f64) {
+        if !(value.is_finite() && value > 0.0) {
+            self.error(key, format!("must be > 0, got {value}"), None);
+        }
+    }
+
+    fn fraction(&mut self, key: &str, value: f64) {
+        if !(0.0..=1.0).contains(&value) {
+            self.error(key, format!("must be between 0.0 and 1.0, got {value}"), None);
+        }
+    }
+
+    fn check_checkpoint(&mut self, raw: &RawConfig) {
+        let c = &raw.checkpoint;
+        self.positive("checkpoint.interval_minutes", c.interval_minutes);
+        self.positive("checkpoint.backoff_initial_seconds", c.backoff_initial_seconds);
+        self.positive("checkpoint.backoff_max_seconds", c.backoff_max_seconds);
+        if c.backoff_max_seconds < c.backoff_initial_seconds {
+            let msg = format!(
+                "must be >= checkpoint.backoff_initial_seconds ({}), got {}",
+                c.backoff_initial_seconds, c.backoff_max_seconds
+            );
+            self.error("checkpoint.backoff_max_seconds", msg, None);
+        }
+        if c.tool_call_threshold == 0 {
+            self.error("checkpoint.tool_call_threshold", "must be >= 1", None);
+        }
+        if c.token_threshold == 0 {
+            self.error("checkpoint.token_threshold", "must be >= 1", None);
+        }
+    }
+
+    fn check_agent(&mut self, raw: &RawConfig) {
+        let a = &raw.agent;
+        if a.max_iterations == 0 {
+            self.error("agent.max_iterations", "must be >= 1", None);
+        }
+        self.positive("agent.step_timeout_secs", a.step_timeout_secs);
+        if a.concurrent_agents == 0 {
+            self.error("agent.concurrent_agents", "must be >= 1", None);
+        }
+        self.fraction("agent.min_trust_score", a.min_trust_score);
+        self.fraction("agent.max_trust_score", a.max_trust_score);
+        if a.min_trust_score > a.max_trust_score {
+            let msg = format!(
+                "must be <= agent.max_trust_score ({}), got {}",
+                a.max_trust_score, a.min_trust_score
+            );
+            self.error("agent.min_trust_score", msg, None);
+        }
+        if a.max_total_agents < raw.session.agent_count {
+            let msg = format!(
+                "must be >= session.agent_count ({}), got {}",
+                raw.session.agent_count, a.max_total_agents
+            );
+            self.error("agent.max_total_agents", msg, None);
+        }
+        for (i, role) in a.roles.iter().enumerate() {
+            if role.trim().is_empty() {
+                self.error(&format!("agent.roles[{i}]"), "role must not be empty", None);
+            }
+        }
+    }
+
+    fn check_consensus(&mut self, raw: &RawConfig) {
+        let c = &raw.consensus;
+        if c.min_votes == 0 {
+            self.error("consensus.min_votes", "must be >= 1", None);
+        }
+        self.positive("consensus.vote_timeout_secs", c.vote_timeout_secs);
+        self.fraction("consensus.threshold", c.threshold);
+    }
+
+    fn check_limits(&mut self, raw: &RawConfig) {
+        let l = &raw.limits;
+        for (key, value) in [
+            ("limits.total_token_budget", l.total_token_budget),
+            ("limits.tokens_per_agent_per_hour", l.tokens_per_agent_per_hour),
+            ("limits.tool_calls_per_agent_per_hour", l.tool_calls_per_agent_per_hour),
+            ("limits.max_context_size", l.max_context_size),
+        ] {
+            if value == 0 {
+                self.error(key, "must be >= 1", None);
+            }
+        }
+        self.positive("limits.disk_space_limit_gb", l.disk_space_limit_gb);
+        self.positive("limits.max_test_runtime_min", l.max_test_runtime_min);
+    }
+
+    fn check_monitoring(&mut self, raw: &RawConfig) {
+        let m = &raw.monitoring;
+        self.positive("monitoring.health_check_interval", m.health_check_interval);
+        self.positive("monitoring.metrics_export_interval", m.metrics_export_interval);
+        self.positive("monitoring.dashboard_update_interval", m.dashboard_update_interval);
+    }
+
+    fn check_rules(&mut self, raw: &RawConfig) {
+        if raw.error_handling.max_consecutive_errors == 0 {
+            self.error("error_handling.max_consecutive_errors", "must be >= 1", None);
+        }
+        for (i, rule) in raw.error_handling.rules.iter().enumerate() {
+            if rule.pattern.is_empty() {
+                let key = format!("error_handling.rules[{i}].pattern");
+                self.error(&key, "pattern must not be empty", None);
+            }
+        }
+    }
+
+    fn check_target(&mut self, raw: &RawConfig) {
+        let t = &raw.project.target;
+        self.fraction("project.target.test_coverage", t.test_coverage);
+        self.fraction("project.target.documentation_coverage", t.documentation_coverage);
+        let p = &raw.project.performance;
+        self.positive("project.performance.build_time_secs", p.build_time_secs);
+        self.positive("project.performance.test_execution_time_secs", p.test_execution_time_secs);
+        self.positive("project.performance.memory_usage_mb", p.memory_usage_mb);
+        self.positive("project.performance.binary_size_mb", p.binary_size_mb);
+    }
+
+    fn check_model(&mut self, raw: &RawConfig) {
+        let m = &raw.model;
+        if let Some(provider) = m.provider {
+            if !provider.is_builtin() {
+                if m.base_url.is_none() && provider == Provider::OpenaiCompatible {
+                    self.error("model.base_url", "an openai-compatible provider needs base_url", None);
+                }
+                if m.name.is_none() {
+                    self.error("model.name", "a passthrough provider needs a model name", None);
+                }
+            }
+        }
+        let sim = &m.sim;
+        self.positive("model.sim.latency_secs", sim.latency_secs);
+        if sim.steps_min == 0 || sim.steps_min > sim.steps_max {
+            let msg = format!(
+                "need 1 <= steps_min <= steps_max, got {}..{}",
+                sim.steps_min, sim.steps_max
+            );
+            self.error("model.sim.steps_min", msg, None);
+        }
+        let a = &raw.agents;
+        if a.kind == AgentKind::Command && a.command.is_none() && a.preset.is_none() {
+            self.error("agents.command", "kind = \"command\" needs `command` or `preset`", None);
+        }
+        if let Some(preset) = &a.preset {
+            if crate::agent::preset(preset).is_none() {
+                let msg = format!(
+                    "unknown preset {preset:?}; known presets: {}",
+                    crate::agent::PRESETS.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+                );
+                self.error("agents.preset", msg, None);
+            }
+        }
+        if !(a.stop_grace_secs.is_finite() && a.stop_grace_secs >= 0.0) {
+            self.error("agents.stop_grace_secs", "must be >= 0", None);
+        }
+        if a.max_task_attempts == 0 {
+            self.error("agents.max_task_attempts", "must be >= 1", None);
+        }
+    }
+
+    fn resolve_spec_dir(&mut self, raw: &RawConfig, project_flag: Option<&str>) -> Option<PathBuf> {
+        let config_dir = self.path.parent().unwrap_or(Path::new("."));
+        if let Some(dir) = &raw.project.spec_dir {
+            let path = config_dir.join(dir);
+            if path.join("spec.toml").is_file() {
+                return Some(path);
+            }
+            let msg = format!("no project spec (spec.toml) in {}", path.display());
+            self.error("project.spec_dir", msg, None);
+            return None;
+        }
+        let name = &raw.session.project_type;
+        if name.is_empty() || name.contains('/') || name.contains("..") {
+            self.error("session.project_type", format!("invalid project type {name:?}"), project_flag);
+            return None;
+        }
+        let found = crate::project::find_spec_dir(name, config_dir);
+        if found.is_none() {
+            let known = crate::project::known_project_types(config_dir);
+            let msg = format!(
+                "unknown project type {name:?}; known: {}",
+                if known.is_empty() { "none found".to_string() } else { known.join(", ") }
+            );
+            self.error("session.project_type", msg, project_flag);
+        }
+        found
+    }
+}
+
+/// Keys parsed and validated now whose behaviour lands in a later issue. Each entry is the key
+/// and the issue that enforces it; the list shrinks as those issues land.
+fn not_yet_enforced(raw: &RawConfig) -> Vec<String> {
+    let mut keys: Vec<&str> = vec![
+        "checkpoint.* (checkpoints and resume, issue 4)",
+        "checkpoint.auto_recovery, max_recovery_attempts, backoff_* (recovery table, issue 5)",
+        "agent.min_trust_score, agent.max_trust_score, agent.dynamic_spawning, agent.max_total_agents (consensus work)",
+        "consensus.* (consensus work)",
+        "limits.total_token_budget, tokens_per_agent_per_hour, tool_calls_per_agent_per_hour, max_context_size (budgets, issue 3)",
+        "limits.disk_space_limit_gb (checkpoints/recovery, issues 4-5)",
+        "monitoring.metrics_export_interval, dashboard_update_interval, export_metrics, metrics_format, agent_activity_logging (observability, issue 6)",
+        "error_handling.* (recovery table, issue 5)",
+        "project.target.documentation_coverage, max_bugs_* (evaluation)",
+        "project.performance.memory_usage_mb, binary_size_mb (evaluation)",
+        "model.fallbacks (proxy, issue 3)",
+        "api.* (control API, issue 6)",
+    ];
+    if raw.notifications.enabled {
+        keys.push("notifications.* (alerts, issue 5)");
+    } else {
+        keys.push("notifications.* (disabled in this config; alerts land in issue 5)");
+    }
+    keys.into_iter().map(String::from).collect()
+}
+
+fn valid_session_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 100
+        && !id.starts_with('.')
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+enum Segment<'k> {
+    Key(&'k str),
+    Index(usize),
+}
+
+/// `phases[1].duration_minutes` → Key("phases"), Index(1), Key("duration_minutes").
+fn key_segments(key: &str) -> Vec<Segment<'_>> {
+    let mut out = Vec::new();
+    for part in key.split('.') {
+        let mut rest = part;
+        if let Some(open) = rest.find('[') {
+            out.push(Segment::Key(&rest[..open]));
+            rest = &rest[open..];
+            while let Some(close) = rest.find(']') {
+                if let Ok(i) = rest[1..close].parse() {
+                    out.push(Segment::Index(i));
+                }
+                rest = &rest[close + 1..];
+            }
+        } else {
+            out.push(Segment::Key(rest));
+        }
+    }
+    out
+}
+
+/// 1-based (line, column) of a byte offset; columns count characters.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// The dotted key of the section and key on the line at `offset`, best effort, for syntax and
+/// type errors whose message does not name the key.
+fn key_at(text: &str, offset: Option<usize>) -> String {
+    let Some(offset) = offset else { return String::new() };
+    let offset = offset.min(text.len());
+    let mut section = String::new();
+    for line in text[..offset].lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            section = trimmed.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        }
+    }
+    let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line
+        .split('=')
+        .next()
+        .filter(|_| line.contains('='))
+        .map(|k| k.trim().to_string())
+        .unwrap_or_default();
+    match (section.is_empty(), key.is_empty()) {
+        (_, true) => section,
+        (true, false) => key,
+        (false, false) => format!("{section}.{key}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("a\nbc\n", 3), (2, 2));
+        assert_eq!(line_col("abc", 0), (1, 1));
+    }
+
+    #[test]
+    fn key_segments_split_indices() {
+        let segments = key_segments("phases[2].duration_minutes");
+        assert!(matches!(segments[0], Segment::Key("phases")));
+        assert!(matches!(segments[1], Segment::Index(2)));
+        assert!(matches!(segments[2], Segment::Key("duration_minutes")));
+    }
+}

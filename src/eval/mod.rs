@@ -1,0 +1,177 @@
+//! Evaluation of the produced code: phase checks (the spec's build and test commands run for
+//! real in `project/`) and the success criteria derived from them.
+
+use crate::store::CheckRow;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Bytes of combined stdout/stderr kept from each check.
+pub const OUTPUT_TAIL_BYTES: usize = 4096;
+
+/// Run `command` with `sh -c` in `workspace` (stderr merged into stdout) in its own process
+/// group, killed as a group after `timeout` (wall). Never fails: a command that cannot start is
+/// a failed check with the reason in its output.
+pub async fn run_check(phase: &str, name: &str, command: &str, workspace: &Path, timeout: Duration) -> CheckRow {
+    let started = Instant::now();
+    let spawned = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec 2>&1\n{command}"))
+        .current_dir(workspace)
+        .env_clear()
+        .envs(crate::agent::inherited_env())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn();
+    let mut row = CheckRow {
+        phase: phase.to_string(),
+        name: name.to_string(),
+        command: command.to_string(),
+        exit_code: None,
+        passed: false,
+        timed_out: false,
+        wall_secs: 0.0,
+        output_tail: String::new(),
+    };
+    let child = match spawned {
+        Ok(child) => child,
+        Err(err) => {
+            row.output_tail = format!("cannot start sh: {err}");
+            return row;
+        }
+    };
+    let pgid = child.id().map(|pid| pid as i32);
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(Ok(output)) => {
+            row.exit_code = output.status.code();
+            row.passed = output.status.success();
+            row.output_tail = tail(&output.stdout);
+        }
+        Ok(Err(err)) => row.output_tail = format!("waiting for the check failed: {err}"),
+        Err(_) => {
+            row.timed_out = true;
+            row.output_tail = format!("timed out after {} s (limits.max_test_runtime_min)", timeout.as_secs());
+        }
+    }
+    if let Some(pgid) = pgid {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
+    }
+    row.wall_secs = started.elapsed().as_secs_f64();
+    row
+}
+
+/// The last [`OUTPUT_TAIL_BYTES`] of `bytes`, on a character boundary.
+fn tail(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    if text.len() <= OUTPUT_TAIL_BYTES {
+        return text.into_owned();
+    }
+    let mut start = text.len() - OUTPUT_TAIL_BYTES;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_string()
+}
+
+/// One line saying how a check ended, for criteria evidence.
+pub fn describe_check(check: &CheckRow) -> String {
+    let ending = match (check.timed_out, check.exit_code) {
+        (true, _) => "timed out".to_string(),
+        (false, Some(code)) => format!("exited {code}"),
+        (false, None) => "was killed by a signal or did not start".to_string(),
+    };
+    format!("`{}` {ending} after {:.1} s", check.command, check.wall_secs)
+}
+
+/// How one upstream success criterion (free text from `[[phases]].success_criteria`) is judged.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CriterionResult {
+    pub phase: String,
+    pub criterion: String,
+    /// true / false when judged; null when no objective check exists for it yet.
+    pub met: Option<bool>,
+    /// How it was judged, or why it was not.
+    pub evidence: String,
+    /// Critical criteria decide the exit code (0 all met, 1 otherwise).
+    pub critical: bool,
+}
+
+/// Judge a phase's criteria from its checks. Criteria about compiling map to the build check,
+/// criteria about tests passing to the test check; the rest are `null` with the reason.
+pub fn judge_criteria(phase: &str, criteria: &[String], checks: &[CheckRow]) -> Vec<CriterionResult> {
+    let find = |name: &str| checks.iter().find(|c| c.name == name);
+    criteria
+        .iter()
+        .map(|criterion| {
+            let lower = criterion.to_lowercase();
+            let check = if lower.contains("compile") || lower.contains("build") {
+                find("build")
+            } else if lower.contains("coverage") {
+                None
+            } else if lower.contains("tests pass") || lower.contains("tests passing") {
+                find("test")
+            } else {
+                None
+            };
+            let (met, evidence) = match check {
+                Some(check) => (
+                    Some(check.passed),
+                    describe_check(check),
+                ),
+                None if lower.contains("coverage") => {
+                    (None, "test coverage is not measured yet (coverage command: observability issue)".into())
+                }
+                None => (None, "no objective check is defined for this criterion yet".into()),
+            };
+            CriterionResult {
+                phase: phase.to_string(),
+                criterion: criterion.clone(),
+                met,
+                evidence,
+                critical: false,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(name: &str, passed: bool) -> CheckRow {
+        CheckRow {
+            phase: "p".into(),
+            name: name.into(),
+            command: "x".into(),
+            exit_code: Some(if passed { 0 } else { 1 }),
+            passed,
+            timed_out: false,
+            wall_secs: 0.1,
+            output_tail: String::new(),
+        }
+    }
+
+    #[test]
+    fn criteria_map_to_checks_or_null() {
+        let criteria = vec![
+            "Project compiles successfully".to_string(),
+            "All tests passing".to_string(),
+            "Test coverage >= 70%".to_string(),
+            "Architecture document complete".to_string(),
+        ];
+        let results = judge_criteria("p", &criteria, &[check("build", true), check("test", false)]);
+        let met: Vec<_> = results.iter().map(|r| r.met).collect();
+        assert_eq!(met, vec![Some(true), Some(false), None, None]);
+    }
+
+    #[tokio::test]
+    async fn check_records_exit_code_and_tail_and_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let row = run_check("p", "test", "echo out; echo err >&2; exit 4", dir.path(), Duration::from_secs(10)).await;
+        assert_eq!((row.exit_code, row.passed), (Some(4), false));
+        assert_eq!(row.output_tail, "out\nerr\n");
+        let slow = run_check("p", "test", "sleep 5", dir.path(), Duration::from_millis(200)).await;
+        assert!(slow.timed_out && !slow.passed);
+    }
+}

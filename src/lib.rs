@@ -1,0 +1,20 @@
+//! megatest: a supervisor daemon that runs multi-hour, multi-agent AI coding sessions and
+//! reports what really happened. See ARCHITECTURE.md for the bird's-eye view.
+//!
+//! Reading order: [`config`] (file → validated [`config::Config`]) → [`session`] (the one task
+//! that owns state; [`session::event::Event`] is every input) → [`backend`] (agent processes) →
+//! [`proxy`] (the metered model endpoint) → [`eval`] / [`metrics`] / [`report`] (what the session
+//! measured) → [`store`] (`session.db`). [`cli`] is the thin edge.
+
+pub mod agent;
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod eval;
+pub mod fsutil;
+pub mod metrics;
+pub mod project;
+pub mod proxy;
+pub mod report;
+pub mod session;
+pub mod store;

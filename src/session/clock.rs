@@ -1,0 +1,57 @@
+//! The one session clock. Session time runs `time_scale` times faster than wall time; every
+//! configured duration (phase lengths, intervals, timeouts) is in session seconds and becomes a
+//! wall [`Duration`] through [`SessionClock::wall`]. No other module measures session time.
+
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy)]
+pub struct SessionClock {
+    started: Instant,
+    time_scale: f64,
+}
+
+impl SessionClock {
+    /// A clock starting now. `time_scale` must be > 0 (validated with the config).
+    pub fn start(time_scale: f64) -> SessionClock {
+        SessionClock {
+            started: Instant::now(),
+            time_scale,
+        }
+    }
+
+    pub fn time_scale(&self) -> f64 {
+        self.time_scale
+    }
+
+    /// Wall seconds since the session started.
+    pub fn wall_secs(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Session seconds since the session started (wall seconds × time scale).
+    pub fn session_secs(&self) -> f64 {
+        self.wall_secs() * self.time_scale
+    }
+
+    /// The wall duration of `session_secs` session seconds.
+    pub fn wall(&self, session_secs: f64) -> Duration {
+        Duration::from_secs_f64((session_secs / self.time_scale).max(0.0))
+    }
+
+    /// The wall instant at which session time reaches `session_secs`.
+    pub fn instant_at(&self, session_secs: f64) -> Instant {
+        self.started + self.wall(session_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wall_divides_by_time_scale() {
+        let clock = SessionClock::start(3600.0);
+        assert_eq!(clock.wall(3600.0), Duration::from_secs(1));
+        assert_eq!(clock.wall(-1.0), Duration::ZERO);
+    }
+}

@@ -1,0 +1,69 @@
+//! The closed set of inputs to the session task. Everything that can change session state
+//! arrives as one [`Event`]; the session task is the only writer of that state.
+
+use crate::backend::local::RunOutcome;
+use crate::store::LedgerRow;
+use tokio::sync::oneshot;
+
+/// Who is calling the model endpoint, as the session knows it from the per-agent key.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub agent_idx: usize,
+    pub agent_id: String,
+    pub role: String,
+    /// The phase the session is in (None between phases).
+    pub phase: Option<String>,
+    /// The task the agent is running (None when idle).
+    pub task_id: Option<String>,
+    /// Which run of that task this is (1 for the first).
+    pub attempt: u32,
+}
+
+/// An operator signal, mapped to its intent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownSignal {
+    /// SIGTERM: graceful stop, exit 143.
+    Terminate,
+    /// SIGINT: graceful stop, exit 130.
+    Interrupt,
+}
+
+impl ShutdownSignal {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ShutdownSignal::Terminate => 143,
+            ShutdownSignal::Interrupt => 130,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ShutdownSignal::Terminate => "SIGTERM",
+            ShutdownSignal::Interrupt => "SIGINT",
+        }
+    }
+}
+
+/// Every input of the session loop.
+#[derive(Debug)]
+pub enum Event {
+    /// The proxy asks who holds `agent_key`; None in the reply means 401.
+    Authenticate {
+        agent_key: String,
+        reply: oneshot::Sender<Option<CallContext>>,
+    },
+    /// The proxy finished a model call; the reply is sent once the ledger row is committed.
+    ModelCall {
+        row: Box<LedgerRow>,
+        reply: oneshot::Sender<()>,
+    },
+    /// An agent process run ended (by itself, by timeout, or stopped).
+    AgentRunEnded {
+        agent_idx: usize,
+        task_idx: usize,
+        run_id: i64,
+        outcome: RunOutcome,
+    },
+    /// SIGTERM or SIGINT arrived.
+    Signal(ShutdownSignal),
+}

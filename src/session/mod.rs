@@ -1,0 +1,1087 @@
+//! The session: one task that owns all state and drives the phases.
+//!
+//! Theory of operation. [`prepare`] checks everything that can be checked without touching the
+//! disk (provider, project spec, script, agent command, session id); nothing exists on disk
+//! until it succeeds. [`Session::create`] lays out the session directory. [`Session::run`] then
+//! starts the metering proxy and walks the phases: each phase puts its planned tasks on the
+//! board, hands claimable tasks to idle agents (role match first), and ends when its time box
+//! (session clock) is up or all its tasks are done or failed; running agents are then stopped
+//! (TERM → grace → KILL of each process group), the spec's build and test commands run in
+//! `project/` as the phase checks, and the next phase begins. Every input — proxy calls, agent
+//! exits, signals — arrives as an [`Event`] on one channel; only this task writes state, and
+//! every change is committed to `session.db` before it counts. At any end (complete, failed,
+//! interrupted) `final_report.json` and `status` are written.
+
+pub mod clock;
+pub mod event;
+
+use crate::agent::{self, CommandVars};
+use crate::backend::local::{self, LaunchSpec, RunEnd, RunOutcome};
+use crate::config::raw::{AgentKind, Provider};
+use crate::config::Config;
+use crate::eval::{self, CriterionResult};
+use crate::fsutil::{write_atomic, write_json_atomic, write_private};
+use crate::metrics::{self, CodeStats};
+use crate::project::{ProjectSpec, Script, TaskSpec};
+use crate::proxy::{self, BuiltinModel};
+use crate::report::*;
+use crate::store::{CheckRow, LedgerTotals, Store};
+use anyhow::{Context, Result};
+use clock::SessionClock;
+use event::{CallContext, Event, ShutdownSignal};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Smallest wall interval between `metrics_current.json` writes, whatever the time scale (so a
+/// 30 s health-check interval at time scale 3600 does not rewrite the file every 8 ms).
+pub const MIN_METRICS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A problem found before the session started: exit code 2, nothing on disk.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PrepareError(pub String);
+
+/// Everything checked and resolved before the session directory is created.
+pub struct Prepared {
+    pub config: Config,
+    pub provider: Provider,
+    pub spec: ProjectSpec,
+    pub model: BuiltinModel,
+    pub session_id: String,
+    pub dir: PathBuf,
+    pub command_template: Option<String>,
+}
+
+/// Check that a session can start, without writing anything.
+///
+/// Errors ([`PrepareError`], exit 2): no provider configured, a passthrough provider (lands
+/// with the proxy issue), an unloadable spec, a scripted run whose script misses a task, a
+/// session directory that already exists.
+pub fn prepare(config: Config, runs_dir: &Path) -> Result<Prepared, PrepareError> {
+    let provider = config.provider().ok_or_else(|| {
+        PrepareError(format!(
+            "no model provider configured in {}: set [model].provider (scripted, sim, openai-compatible, anthropic) \
+             or MEGATEST_PROVIDER / --provider; for a run without a key or network use `scripted` (the quickstart \
+             project) or `sim` (any project)",
+            config.path.display()
+        ))
+    })?;
+    let spec = ProjectSpec::load(&config.spec_dir).map_err(|e| PrepareError(format!("{e:#}")))?;
+    let model = match provider {
+        Provider::Scripted => {
+            let script = Script::load(&spec.dir).map_err(|e| PrepareError(format!("{e:#}")))?;
+            let missing: Vec<&str> = config
+                .phases
+                .iter()
+                .flat_map(|p| spec.tasks_of(&p.name))
+                .filter(|t| !script.tasks.contains_key(&t.id))
+                .map(|t| t.id.as_str())
+                .collect();
+            if !missing.is_empty() {
+                return Err(PrepareError(format!(
+                    "the scripted model has no script for task(s) {} of project {:?} ({}); use provider `sim` for this project",
+                    missing.join(", "),
+                    config.raw.session.project_type,
+                    spec.dir.join("script.toml").display()
+                )));
+            }
+            BuiltinModel::Scripted(Arc::new(script))
+        }
+        Provider::Sim => BuiltinModel::Sim(config.raw.model.sim.clone()),
+        Provider::OpenaiCompatible | Provider::Anthropic => {
+            return Err(PrepareError(format!(
+                "provider {:?} needs passthrough in the metering proxy, which is not implemented yet (issue 3); \
+                 use `scripted` or `sim` for now",
+                provider.as_str()
+            )))
+        }
+    };
+    let command_template = match config.raw.agents.kind {
+        AgentKind::Builtin => None,
+        AgentKind::Command => Some(match (&config.raw.agents.command, &config.raw.agents.preset) {
+            (Some(command), _) => command.clone(),
+            (None, Some(preset)) => agent::preset(preset).map(|p| p.template.to_string()).unwrap_or_default(),
+            (None, None) => unreachable!("validated in config"),
+        }),
+    };
+    let session_id = match config.raw.session.id.as_str() {
+        "auto" => format!(
+            "mega-{}-{:08x}",
+            chrono::Local::now().format("%Y%m%d-%H%M%S"),
+            fastrand::u32(..)
+        ),
+        id => id.to_string(),
+    };
+    let dir = runs_dir.join(&session_id);
+    if dir.exists() {
+        return Err(PrepareError(format!(
+            "session directory {} already exists; choose another --session-id",
+            dir.display()
+        )));
+    }
+    Ok(Prepared {
+        config,
+        provider,
+        spec,
+        model,
+        session_id,
+        dir,
+        command_template,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TaskState {
+    Pending,
+    Running,
+    Done,
+    Failed,
+}
+
+impl TaskState {
+    fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Running => "running",
+            TaskState::Done => "done",
+            TaskState::Failed => "failed",
+        }
+    }
+}
+
+struct Task {
+    spec: TaskSpec,
+    phase_idx: usize,
+    state: TaskState,
+    attempts: u32,
+    agent_id: Option<String>,
+    claimed_session_secs: Option<f64>,
+    finished_session_secs: Option<f64>,
+    last_error: Option<String>,
+}
+
+struct Running {
+    task_idx: usize,
+    attempt: u32,
+    stop: CancellationToken,
+}
+
+struct AgentSlot {
+    id: String,
+    role: String,
+    key: String,
+    dir: PathBuf,
+    running: Option<Running>,
+    runs: u32,
+    tasks_done: u32,
+    failed_runs: u32,
+}
+
+struct PhaseRecord {
+    started: Option<(f64, f64)>,
+    ended: Option<(f64, f64)>,
+    ended_because: Option<String>,
+    checks: Vec<CheckRow>,
+}
+
+/// How the loop ended.
+enum Ending {
+    Completed,
+    Interrupted(ShutdownSignal),
+}
+
+/// A live session.
+pub struct Session {
+    prepared: Prepared,
+    store: Store,
+    clock: SessionClock,
+    started_at: String,
+    workspace: PathBuf,
+    agents: Vec<AgentSlot>,
+    tasks: Vec<Task>,
+    phases: Vec<PhaseRecord>,
+    current_phase: Option<usize>,
+    totals: LedgerTotals,
+    errors: u64,
+    events_tx: mpsc::Sender<Event>,
+    events_rx: mpsc::Receiver<Event>,
+    proxy_root: String,
+    shutdown: Option<ShutdownSignal>,
+    last_code_stats: Option<CodeStats>,
+    metrics_log: Option<std::fs::File>,
+}
+
+impl Session {
+    /// Create the session directory and its files (`config.json`, `agents.toml`, `status`,
+    /// `session.db` with the plan). Errors leave what was created for inspection.
+    pub fn create(prepared: Prepared) -> Result<Session> {
+        let dir = prepared.dir.clone();
+        std::fs::create_dir_all(dir.join("project"))
+            .with_context(|| format!("create session directory {}", dir.display()))?;
+        for sub in ["metrics", "checkpoints", "agents"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        write_json_atomic(&dir.join("config.json"), &prepared.config.redacted_json())?;
+        write_atomic(&dir.join("status"), b"running\n")?;
+        let store = Store::open(&dir.join("session.db"))?;
+        let clock = SessionClock::start(prepared.config.time_scale);
+        let started_at = now();
+        let config = &prepared.config;
+        store.insert_session(
+            &prepared.session_id,
+            &config.raw.session.project_type,
+            prepared.provider.as_str(),
+            &config.model_name(),
+            config.time_scale,
+            &started_at,
+        )?;
+        let mut agents = Vec::new();
+        for (idx, role) in config.agent_roles.iter().enumerate() {
+            let id = format!("agent-{}", idx + 1);
+            let key = format!("mt-{id}-{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+            let agent_dir = dir.join("agents").join(&id);
+            std::fs::create_dir_all(agent_dir.join("prompts"))?;
+            let kind = match config.raw.agents.kind {
+                AgentKind::Builtin => "builtin",
+                AgentKind::Command => "command",
+            };
+            store.insert_agent(&id, idx, role, kind)?;
+            agents.push(AgentSlot {
+                id,
+                role: role.clone(),
+                key,
+                dir: agent_dir,
+                running: None,
+                runs: 0,
+                tasks_done: 0,
+                failed_runs: 0,
+            });
+        }
+        let mut tasks = Vec::new();
+        for (phase_idx, phase) in config.phases.iter().enumerate() {
+            store.insert_phase(phase_idx, &phase.name, phase.session_secs)?;
+            for task in prepared.spec.tasks_of(&phase.name) {
+                store.insert_task(&task.id, &phase.name, &task.role, &task.title)?;
+                tasks.push(Task {
+                    spec: task.clone(),
+                    phase_idx,
+                    state: TaskState::Pending,
+                    attempts: 0,
+                    agent_id: None,
+                    claimed_session_secs: None,
+                    finished_session_secs: None,
+                    last_error: None,
+                });
+            }
+        }
+        let phases = config
+            .phases
+            .iter()
+            .map(|_| PhaseRecord { started: None, ended: None, ended_because: None, checks: Vec::new() })
+            .collect();
+        let (events_tx, events_rx) = mpsc::channel(1024);
+        let metrics_log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("metrics").join("metrics.jsonl"))
+            .ok();
+        Ok(Session {
+            workspace: dir.join("project"),
+            prepared,
+            store,
+            clock,
+            started_at,
+            agents,
+            tasks,
+            phases,
+            current_phase: None,
+            totals: LedgerTotals::default(),
+            errors: 0,
+            events_tx,
+            events_rx,
+            proxy_root: String::new(),
+            shutdown: None,
+            last_code_stats: None,
+            metrics_log,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.prepared.dir
+    }
+
+    pub fn id(&self) -> &str {
+        &self.prepared.session_id
+    }
+
+    /// A sender for events from outside (signals).
+    pub fn events(&self) -> mpsc::Sender<Event> {
+        self.events_tx.clone()
+    }
+
+    /// Run the session to its end and return the exit code (DESIGN.md: 0, 1, 3, 130, 143).
+    /// `final_report.json` and `status` are written on every path that returns.
+    pub async fn run(mut self) -> Result<i32> {
+        let proxy_shutdown = CancellationToken::new();
+        let outcome = match self.start_proxy(proxy_shutdown.clone()).await {
+            Ok(()) => self.run_phases().await,
+            Err(err) => Err(err),
+        };
+        let (status, exit_code, because) = match outcome {
+            Ok(Ending::Interrupted(signal)) => (
+                "interrupted",
+                signal.exit_code(),
+                format!("{} received: graceful stop", signal.name()),
+            ),
+            Ok(Ending::Completed) => {
+                let all_met = self.critical_criteria().iter().all(|c| c.met == Some(true));
+                if all_met {
+                    ("complete", 0, "all phases ran; every critical success criterion met".to_string())
+                } else {
+                    ("complete", 1, "all phases ran; a critical success criterion failed".to_string())
+                }
+            }
+            Err(err) => {
+                tracing::error!(message = "session aborted", error = %format!("{err:#}"));
+                // Stop whatever still runs before reporting.
+                self.stop_all_agents().await;
+                ("failed", 3, format!("aborted: {err:#}"))
+            }
+        };
+        proxy_shutdown.cancel();
+        let report = self.final_report(status, exit_code, &because);
+        write_json_atomic(&self.dir().join("final_report.json"), &report)?;
+        self.store.end_session(self.id(), status, exit_code, &because, &report.ended_at)?;
+        self.write_metrics(status);
+        write_atomic(&self.dir().join("status"), format!("{status}\n").as_bytes())?;
+        let _ = self.event("session_ended", None, None, None, serde_json::json!({"status": status, "exit_code": exit_code, "because": because}));
+        tracing::info!(message = "session ended", status, exit_code, because = %because);
+        Ok(exit_code)
+    }
+
+    async fn start_proxy(&mut self, shutdown: CancellationToken) -> Result<()> {
+        let proxy = proxy::start(
+            self.events_tx.clone(),
+            self.prepared.model.clone(),
+            self.prepared.config.model_name(),
+            self.clock,
+            shutdown,
+        )
+        .await
+        .context("start the model endpoint on 127.0.0.1")?;
+        self.proxy_root = proxy.root_url();
+        tracing::info!(message = "model endpoint listening", url = %self.proxy_root, model = self.prepared.model.name());
+        self.write_agents_toml()?;
+        self.event(
+            "session_started",
+            None,
+            None,
+            None,
+            serde_json::json!({"proxy": self.proxy_root, "model": self.prepared.config.model_name(),
+                               "provider": self.prepared.provider.as_str(), "time_scale": self.clock.time_scale()}),
+        )?;
+        Ok(())
+    }
+
+    /// `agents.toml`: what each agent CLI is handed (mode 0600: it holds per-agent keys), and
+    /// per-agent `selfware.toml` for the selfware preset.
+    fn write_agents_toml(&self) -> Result<()> {
+        let model = self.prepared.config.model_name();
+        let base_url = format!("{}/v1", self.proxy_root);
+        let mut out = String::from("# Per-agent settings handed to agent CLIs. The keys are megatest per-agent keys, not provider keys.\n");
+        for agent in &self.agents {
+            out.push_str(&format!(
+                "\n[[agent]]\nid = {:?}\nrole = {:?}\nbase_url = {:?}\nmodel = {:?}\napi_key = {:?}\n",
+                agent.id, agent.role, base_url, model, agent.key
+            ));
+            let selfware = format!("endpoint = {base_url:?}\nmodel = {model:?}\napi_key = {:?}\n", agent.key);
+            write_private(&agent.dir.join("selfware.toml"), selfware.as_bytes())?;
+        }
+        write_private(&self.dir().join("agents.toml"), out.as_bytes())
+    }
+
+    async fn run_phases(&mut self) -> Result<Ending> {
+        let metrics_every = self
+            .clock
+            .wall(self.prepared.config.raw.monitoring.health_check_interval)
+            .max(MIN_METRICS_INTERVAL);
+        let mut metrics_tick = tokio::time::interval(metrics_every);
+        metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for phase_idx in 0..self.prepared.config.phases.len() {
+            let plan = self.prepared.config.phases[phase_idx].clone();
+            self.current_phase = Some(phase_idx);
+            let started = (self.clock.session_secs(), self.clock.wall_secs());
+            self.phases[phase_idx].started = Some(started);
+            self.store.start_phase(phase_idx, started.0, started.1)?;
+            self.event("phase_started", None, Some(&plan.name), None, serde_json::json!({"planned_session_secs": plan.session_secs}))?;
+            tracing::info!(message = "phase started", phase = %plan.name, planned_session_secs = plan.session_secs);
+            let deadline = tokio::time::Instant::from_std(Instant::now() + self.clock.wall(plan.session_secs));
+            let because = loop {
+                if self.shutdown.is_some() {
+                    break "interrupted";
+                }
+                self.schedule(phase_idx)?;
+                if self.phase_tasks_settled(phase_idx) {
+                    break "tasks_done";
+                }
+                tokio::select! {
+                    event = self.events_rx.recv() => {
+                        if let Some(event) = event {
+                            self.handle(event)?;
+                        }
+                    }
+                    _ = tokio::time::sleep_until(deadline) => break "time_up",
+                    _ = metrics_tick.tick() => self.write_metrics("running"),
+                }
+            };
+            self.stop_all_agents().await;
+            if let Some(signal) = self.shutdown {
+                self.end_phase(phase_idx, "interrupted")?;
+                return Ok(Ending::Interrupted(signal));
+            }
+            self.run_checks(phase_idx).await?;
+            if let Some(signal) = self.shutdown {
+                self.end_phase(phase_idx, "interrupted")?;
+                return Ok(Ending::Interrupted(signal));
+            }
+            self.end_phase(phase_idx, because)?;
+        }
+        self.current_phase = None;
+        Ok(Ending::Completed)
+    }
+
+    fn end_phase(&mut self, phase_idx: usize, because: &str) -> Result<()> {
+        let ended = (self.clock.session_secs(), self.clock.wall_secs());
+        let record = &mut self.phases[phase_idx];
+        record.ended = Some(ended);
+        record.ended_because = Some(because.to_string());
+        self.store.end_phase(phase_idx, ended.0, ended.1, because)?;
+        let name = self.prepared.config.phases[phase_idx].name.clone();
+        let counts = self.task_counts(Some(phase_idx));
+        self.event("phase_completed", None, Some(&name), None, serde_json::json!({"because": because, "tasks": counts}))?;
+        tracing::info!(message = "phase ended", phase = %name, because, done = counts.done, failed = counts.failed, pending = counts.pending);
+        Ok(())
+    }
+
+    /// True when no task of the phase is pending or running.
+    fn phase_tasks_settled(&self, phase_idx: usize) -> bool {
+        self.tasks
+            .iter()
+            .filter(|t| t.phase_idx == phase_idx)
+            .all(|t| matches!(t.state, TaskState::Done | TaskState::Failed))
+    }
+
+    /// Hand claimable tasks of the phase to idle agents, up to the concurrency limit. A task
+    /// goes to an agent of its role; when no agent has that role, to any agent.
+    fn schedule(&mut self, phase_idx: usize) -> Result<()> {
+        loop {
+            let running = self.agents.iter().filter(|a| a.running.is_some()).count();
+            if running >= self.prepared.config.concurrency {
+                return Ok(());
+            }
+            let Some((agent_idx, task_idx)) = self.next_assignment(phase_idx) else {
+                return Ok(());
+            };
+            self.start_run(agent_idx, task_idx)?;
+        }
+    }
+
+    fn next_assignment(&self, phase_idx: usize) -> Option<(usize, usize)> {
+        let done = |id: &str| self.tasks.iter().any(|t| t.spec.id == id && t.state == TaskState::Done);
+        let claimable = self.tasks.iter().enumerate().filter(|(_, t)| {
+            t.phase_idx == phase_idx && t.state == TaskState::Pending && t.spec.after.iter().all(|d| done(d))
+        });
+        for (task_idx, task) in claimable {
+            let role_exists = self.agents.iter().any(|a| a.role == task.spec.role);
+            let idle = self.agents.iter().enumerate().filter(|(_, a)| a.running.is_none());
+            // Prefer an agent other than the one whose last run of this task failed.
+            let mut candidates: Vec<usize> = idle
+                .filter(|(_, a)| !role_exists || a.role == task.spec.role)
+                .map(|(i, _)| i)
+                .collect();
+            if let Some(last) = &task.agent_id {
+                candidates.sort_by_key(|&i| self.agents[i].id == *last);
+            }
+            if let Some(&agent_idx) = candidates.first() {
+                return Some((agent_idx, task_idx));
+            }
+        }
+        None
+    }
+
+    fn start_run(&mut self, agent_idx: usize, task_idx: usize) -> Result<()> {
+        let session_secs = self.clock.session_secs();
+        let config = &self.prepared.config;
+        let phase = &config.phases[self.tasks[task_idx].phase_idx];
+        let task = &mut self.tasks[task_idx];
+        task.attempts += 1;
+        task.state = TaskState::Running;
+        task.agent_id = Some(self.agents[agent_idx].id.clone());
+        task.claimed_session_secs = Some(session_secs);
+        let attempt = task.attempts;
+        let agent = &self.agents[agent_idx];
+        let prompt_file = agent.dir.join("prompts").join(format!("{}.{attempt}.md", task.spec.id));
+        let prompt = compose_prompt(&self.prepared.spec, phase, &agent.role, &task.spec, attempt, task.last_error.as_deref());
+        std::fs::write(&prompt_file, prompt)?;
+        let model = config.model_name();
+        let mut env = agent::inherited_env();
+        env.extend(config.raw.agents.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.extend(agent::agent_env(&self.proxy_root, &agent.key, &model, &agent.id, &agent.role, &task.spec.id));
+        let workspace = self.workspace.to_string_lossy().into_owned();
+        let (program, args) = match &self.prepared.command_template {
+            None => (
+                std::env::current_exe().context("locate the megatest binary for `megatest agent`")?,
+                vec![
+                    "agent".to_string(),
+                    "--prompt-file".to_string(),
+                    prompt_file.to_string_lossy().into_owned(),
+                    "--max-iterations".to_string(),
+                    config.raw.agent.max_iterations.to_string(),
+                    "--role".to_string(),
+                    agent.role.clone(),
+                ],
+            ),
+            Some(template) => {
+                let base_url = format!("{}/v1", self.proxy_root);
+                let agent_config = agent.dir.join("selfware.toml").to_string_lossy().into_owned();
+                let vars = CommandVars {
+                    prompt_file: &prompt_file.to_string_lossy(),
+                    workspace: &workspace,
+                    model: &model,
+                    base_url: &base_url,
+                    agent_id: &agent.id,
+                    task_id: &task.spec.id,
+                    agent_config: &agent_config,
+                };
+                ("sh".into(), vec!["-c".to_string(), agent::render_command(template, &vars)])
+            }
+        };
+        let spec = LaunchSpec {
+            program,
+            args,
+            env,
+            cwd: self.workspace.clone(),
+            log_path: agent.dir.join("agent.log"),
+        };
+        let task_id = task.spec.id.clone();
+        let agent_id = agent.id.clone();
+        let phase_name = phase.name.clone();
+        let process = match local::spawn(&spec) {
+            Ok(process) => process,
+            Err(err) => {
+                let message = format!("{err:#}");
+                self.record_error("agent_start_failed", Some(&agent_id), Some(&task_id), &message)?;
+                self.settle_failed_run(task_idx, &message);
+                self.sync_task(task_idx)?;
+                return Ok(());
+            }
+        };
+        let pid = process.pid;
+        let run_id = self.store.insert_agent_run(&agent_id, &task_id, attempt, Some(pid), session_secs)?;
+        self.sync_task(task_idx)?;
+        self.store.set_agent_status(&agent_id, "running")?;
+        self.event("agent_started", Some(&agent_id), Some(&phase_name), Some(&task_id), serde_json::json!({"pid": pid, "pgid": pid, "attempt": attempt, "run_id": run_id}))?;
+        tracing::info!(message = "agent started", agent = %agent_id, task = %task_id, attempt, pid);
+        let stop = CancellationToken::new();
+        let timeout = self.clock.wall(config.raw.agent.step_timeout_secs);
+        let grace = Duration::from_secs_f64(config.raw.agents.stop_grace_secs);
+        let events = self.events_tx.clone();
+        let stop_for_task = stop.clone();
+        tokio::spawn(async move {
+            let outcome = local::supervise(process, timeout, grace, stop_for_task).await;
+            let _ = events
+                .send(Event::AgentRunEnded { agent_idx, task_idx, run_id, outcome })
+                .await;
+        });
+        let slot = &mut self.agents[agent_idx];
+        slot.runs += 1;
+        slot.running = Some(Running { task_idx, attempt, stop });
+        Ok(())
+    }
+
+    /// A run that did not finish its task: back to the board, or failed after
+    /// `[agents].max_task_attempts` runs.
+    fn settle_failed_run(&mut self, task_idx: usize, message: &str) {
+        let max = self.prepared.config.raw.agents.max_task_attempts;
+        let task = &mut self.tasks[task_idx];
+        task.last_error = Some(message.to_string());
+        task.state = if task.attempts >= max { TaskState::Failed } else { TaskState::Pending };
+        if task.state == TaskState::Failed {
+            task.finished_session_secs = Some(self.clock.session_secs());
+        }
+    }
+
+    fn sync_task(&self, task_idx: usize) -> Result<()> {
+        let t = &self.tasks[task_idx];
+        self.store.update_task(
+            &t.spec.id,
+            t.state.as_str(),
+            t.attempts,
+            t.agent_id.as_deref(),
+            t.claimed_session_secs,
+            t.finished_session_secs,
+            t.last_error.as_deref(),
+        )
+    }
+
+    fn handle(&mut self, event: Event) -> Result<()> {
+        match event {
+            Event::Authenticate { agent_key, reply } => {
+                let context = self.agents.iter().enumerate().find(|(_, a)| a.key == agent_key).map(|(idx, a)| {
+                    let running = a.running.as_ref();
+                    CallContext {
+                        agent_idx: idx,
+                        agent_id: a.id.clone(),
+                        role: a.role.clone(),
+                        phase: self.current_phase.map(|p| self.prepared.config.phases[p].name.clone()),
+                        task_id: running.map(|r| self.tasks[r.task_idx].spec.id.clone()),
+                        attempt: running.map(|r| r.attempt).unwrap_or(0),
+                    }
+                });
+                if context.is_none() {
+                    self.event("auth_rejected", None, None, None, serde_json::json!({"reason": "unknown agent key"}))?;
+                }
+                let _ = reply.send(context);
+            }
+            Event::ModelCall { row, reply } => {
+                self.store.record_model_call(&now(), self.clock.session_secs(), &row)?;
+                self.totals.model_calls += 1;
+                self.totals.prompt_tokens += row.prompt_tokens;
+                self.totals.completion_tokens += row.completion_tokens;
+                self.totals.cached_tokens += row.cached_tokens;
+                self.totals.total_tokens += row.prompt_tokens + row.completion_tokens;
+                for name in &row.tool_names {
+                    self.totals.tool_calls += 1;
+                    *self.totals.tool_calls_by_name.entry(name.clone()).or_default() += 1;
+                }
+                let _ = reply.send(());
+            }
+            Event::AgentRunEnded { agent_idx, task_idx, run_id, outcome } => {
+                self.run_ended(agent_idx, task_idx, run_id, outcome)?;
+            }
+            Event::Signal(signal) => {
+                if self.shutdown.is_some() {
+                    // A second signal: stop now.
+                    let killed = local::kill_all_groups();
+                    tracing::warn!(message = "second signal: killing all agent process groups now", signal = signal.name(), killed);
+                } else {
+                    tracing::warn!(message = "signal received: stopping gracefully", signal = signal.name());
+                    self.shutdown = Some(signal);
+                    self.event("signal", None, None, None, serde_json::json!({"signal": signal.name()}))?;
+                    for agent in &self.agents {
+                        if let Some(running) = &agent.running {
+                            running.stop.cancel();
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn run_ended(&mut self, agent_idx: usize, task_idx: usize, run_id: i64, outcome: RunOutcome) -> Result<()> {
+        let session_secs = self.clock.session_secs();
+        let outcome_word = match (outcome.end, outcome.succeeded()) {
+            (_, true) => "finished",
+            (RunEnd::Exited, false) => "exited_nonzero",
+            (RunEnd::TimedOut, _) => "step_timeout",
+            (RunEnd::Stopped, _) => "stopped",
+        };
+        self.store.end_agent_run(run_id, session_secs, outcome.exit_code, outcome.signal, outcome_word)?;
+        let agent_id = self.agents[agent_idx].id.clone();
+        let task_id = self.tasks[task_idx].spec.id.clone();
+        let phase = self.prepared.config.phases[self.tasks[task_idx].phase_idx].name.clone();
+        self.agents[agent_idx].running = None;
+        self.store.set_agent_status(&agent_id, "idle")?;
+        self.event("agent_exited", Some(&agent_id), Some(&phase), Some(&task_id), serde_json::json!({"outcome": outcome, "result": outcome_word}))?;
+        tracing::info!(message = "agent exited", agent = %agent_id, task = %task_id, result = outcome_word, code = ?outcome.exit_code, signal = ?outcome.signal);
+        match outcome_word {
+            "finished" => {
+                let task = &mut self.tasks[task_idx];
+                task.state = TaskState::Done;
+                task.finished_session_secs = Some(session_secs);
+                task.last_error = None;
+                self.agents[agent_idx].tasks_done += 1;
+            }
+            "stopped" => {
+                // Stopped by megatest (phase end, shutdown): not the agent's failure.
+                let task = &mut self.tasks[task_idx];
+                task.state = TaskState::Pending;
+                task.last_error = Some("stopped by megatest before it finished".into());
+            }
+            word => {
+                let message = match outcome.signal {
+                    Some(signal) => format!("agent run {word}: killed by signal {signal}"),
+                    None => format!("agent run {word}: exit code {:?}", outcome.exit_code),
+                };
+                let kind = if word == "step_timeout" { "step_timeout" } else { "agent_crash" };
+                self.record_error(kind, Some(&agent_id), Some(&task_id), &message)?;
+                self.agents[agent_idx].failed_runs += 1;
+                self.settle_failed_run(task_idx, &message);
+            }
+        }
+        self.sync_task(task_idx)
+    }
+
+    fn record_error(&mut self, kind: &str, agent_id: Option<&str>, task_id: Option<&str>, message: &str) -> Result<()> {
+        self.errors += 1;
+        let phase = self.current_phase.map(|p| self.prepared.config.phases[p].name.clone());
+        tracing::warn!(message = "error", error_kind = kind, agent = ?agent_id, task = ?task_id, detail = message);
+        self.event("error", agent_id, phase.as_deref(), task_id, serde_json::json!({"error_kind": kind, "message": message}))?;
+        Ok(())
+    }
+
+    /// Stop every running agent and process events until all their runs have ended. A second
+    /// signal meanwhile SIGKILLs every group at once.
+    async fn stop_all_agents(&mut self) {
+        for agent in &self.agents {
+            if let Some(running) = &agent.running {
+                running.stop.cancel();
+            }
+        }
+        while self.agents.iter().any(|a| a.running.is_some()) {
+            match self.events_rx.recv().await {
+                Some(event) => {
+                    if let Err(err) = self.handle(event) {
+                        tracing::error!(message = "event while stopping agents failed", error = %format!("{err:#}"));
+                    }
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// The phase checks: the spec's build and test commands in `project/`, each bounded by
+    /// `[limits].max_test_runtime_min` (wall minutes: real commands are not time-scaled). Events
+    /// are still served meanwhile; a signal cancels the running check.
+    async fn run_checks(&mut self, phase_idx: usize) -> Result<()> {
+        let phase = self.prepared.config.phases[phase_idx].name.clone();
+        let timeout = Duration::from_secs_f64(self.prepared.config.raw.limits.max_test_runtime_min * 60.0);
+        let commands = self.prepared.spec.commands.clone();
+        for (name, command) in [("build", commands.build), ("test", commands.test)] {
+            let workspace = self.workspace.clone();
+            let phase_name = phase.clone();
+            let cancel = CancellationToken::new();
+            let cancel_for_check = cancel.clone();
+            let mut check = tokio::spawn(async move {
+                tokio::select! {
+                    row = eval::run_check(&phase_name, name, &command, &workspace, timeout) => Some(row),
+                    _ = cancel_for_check.cancelled() => None,
+                }
+            });
+            let row = loop {
+                tokio::select! {
+                    result = &mut check => break result.ok().flatten(),
+                    event = self.events_rx.recv() => {
+                        if let Some(event) = event {
+                            self.handle(event)?;
+                            if self.shutdown.is_some() {
+                                cancel.cancel();
+                            }
+                        }
+                    }
+                }
+            };
+            let Some(row) = row else { return Ok(()) };
+            self.store.insert_check(&row)?;
+            self.event(
+                "check",
+                None,
+                Some(&phase),
+                None,
+                serde_json::json!({"name": row.name, "passed": row.passed, "exit_code": row.exit_code, "wall_secs": row.wall_secs}),
+            )?;
+            tracing::info!(message = "phase check", phase = %phase, check = name, passed = row.passed, exit_code = ?row.exit_code, wall_secs = row.wall_secs);
+            if !row.passed {
+                let message = format!("phase {phase} {name} check failed (exit {:?})", row.exit_code);
+                self.record_error("test_failure", None, None, &message)?;
+            }
+            self.phases[phase_idx].checks.push(row);
+        }
+        self.last_code_stats = Some(metrics::code_stats(&self.workspace));
+        Ok(())
+    }
+
+    fn event(
+        &self,
+        kind: &str,
+        agent_id: Option<&str>,
+        phase: Option<&str>,
+        task_id: Option<&str>,
+        data: serde_json::Value,
+    ) -> Result<i64> {
+        self.store.append_event(&now(), self.clock.session_secs(), kind, agent_id, phase, task_id, &data)
+    }
+
+    fn task_counts(&self, phase_idx: Option<usize>) -> TaskCounts {
+        let mut counts = TaskCounts::default();
+        for task in self.tasks.iter().filter(|t| phase_idx.is_none_or(|p| t.phase_idx == p)) {
+            counts.total += 1;
+            match task.state {
+                TaskState::Pending => counts.pending += 1,
+                TaskState::Running => counts.running += 1,
+                TaskState::Done => counts.done += 1,
+                TaskState::Failed => counts.failed += 1,
+            }
+        }
+        counts
+    }
+
+    /// Write `metrics_current.json` and append it to `metrics/metrics.jsonl`. Failures are
+    /// logged, never fatal (the ledger and event log are the record).
+    fn write_metrics(&mut self, status: &str) {
+        let elapsed_session = self.clock.session_secs();
+        let elapsed_minutes = elapsed_session / 60.0;
+        let remaining: f64 = self
+            .prepared
+            .config
+            .phases
+            .iter()
+            .enumerate()
+            .map(|(i, plan)| match (&self.phases[i].started, &self.phases[i].ended) {
+                (_, Some(_)) => 0.0,
+                (Some((start, _)), None) => (plan.session_secs - (elapsed_session - start)).max(0.0),
+                (None, None) => plan.session_secs,
+            })
+            .sum();
+        let last_test = self.phases.iter().rev().flat_map(|p| p.checks.iter()).find(|c| c.name == "test");
+        let metrics = SessionMetrics {
+            session_id: self.id().to_string(),
+            status: status.to_string(),
+            phase: self.current_phase.map(|p| self.prepared.config.phases[p].name.clone()),
+            updated_at: now(),
+            elapsed_session_secs: elapsed_session,
+            elapsed_wall_secs: self.clock.wall_secs(),
+            remaining_session_secs: if status == "running" { remaining } else { 0.0 },
+            model_calls: self.totals.model_calls,
+            total_tokens: self.totals.total_tokens,
+            tokens_per_minute: if elapsed_minutes > 0.0 {
+                Figure::measured(self.totals.total_tokens as f64 / elapsed_minutes)
+            } else {
+                Figure::missing("no session time has passed yet")
+            },
+            tool_calls: self.totals.tool_calls,
+            tasks: self.task_counts(None),
+            agents: self
+                .agents
+                .iter()
+                .map(|a| AgentStatus {
+                    id: a.id.clone(),
+                    role: a.role.clone(),
+                    status: if a.running.is_some() { "running".into() } else { "idle".into() },
+                    task: a.running.as_ref().map(|r| self.tasks[r.task_idx].spec.id.clone()),
+                })
+                .collect(),
+            lines_of_code: match &self.last_code_stats {
+                Some(stats) => Figure::measured(stats.lines_of_code),
+                None => Figure::missing("measured with tokei at each phase end; no phase has ended yet"),
+            },
+            test_pass_rate: match last_test {
+                // The contract's test command gives pass/fail for the whole suite, not per test.
+                Some(check) => Figure::measured(if check.passed { 1.0 } else { 0.0 }),
+                None => Figure::missing("no phase test check has run yet"),
+            },
+            errors: self.errors,
+        };
+        let path = self.dir().join("metrics_current.json");
+        if let Err(err) = write_json_atomic(&path, &metrics) {
+            tracing::warn!(message = "cannot write metrics_current.json", error = %format!("{err:#}"));
+        }
+        if let Some(log) = self.metrics_log.as_mut() {
+            use std::io::Write;
+            if let Ok(line) = serde_json::to_string(&metrics) {
+                let _ = writeln!(log, "{line}");
+            }
+        }
+    }
+
+    /// The criteria that decide the exit code: every phase ran, and the last phase's build and
+    /// test checks passed.
+    fn critical_criteria(&self) -> Vec<CriterionResult> {
+        let last = self.phases.len().saturating_sub(1);
+        let last_name = self.prepared.config.phases.get(last).map(|p| p.name.clone()).unwrap_or_default();
+        let all_ran = self.phases.iter().all(|p| p.ended.is_some());
+        let mut out = vec![CriterionResult {
+            phase: "session".into(),
+            criterion: "every phase ran to its end".into(),
+            met: Some(all_ran),
+            evidence: format!(
+                "{} of {} phases ended",
+                self.phases.iter().filter(|p| p.ended.is_some()).count(),
+                self.phases.len()
+            ),
+            critical: true,
+        }];
+        for (name, text) in [("build", "the project builds at the end"), ("test", "the project's tests pass at the end")] {
+            let check = self.phases.get(last).and_then(|p| p.checks.iter().find(|c| c.name == name));
+            out.push(CriterionResult {
+                phase: last_name.clone(),
+                criterion: text.into(),
+                met: Some(check.is_some_and(|c| c.passed)),
+                evidence: match check {
+                    Some(c) => eval::describe_check(c),
+                    None => format!("the {name} check of the last phase did not run"),
+                },
+                critical: true,
+            });
+        }
+        out
+    }
+
+    fn final_report(&mut self, status: &str, exit_code: i32, because: &str) -> FinalReport {
+        let config = &self.prepared.config;
+        let code = if self.workspace.is_dir() {
+            let stats = metrics::code_stats(&self.workspace);
+            self.last_code_stats = Some(stats.clone());
+            Figure::measured(stats)
+        } else {
+            Figure::missing("the workspace does not exist")
+        };
+        let usage = self.store.ledger_totals(None).unwrap_or_else(|err| {
+            tracing::error!(message = "cannot read the ledger", error = %format!("{err:#}"));
+            self.totals.clone()
+        });
+        let phases: Vec<PhaseReport> = config
+            .phases
+            .iter()
+            .enumerate()
+            .map(|(i, plan)| {
+                let record = &self.phases[i];
+                PhaseReport {
+                    name: plan.name.clone(),
+                    ended_because: record.ended_because.clone().unwrap_or_else(|| {
+                        if record.started.is_some() { status.to_string() } else { "not_started".into() }
+                    }),
+                    planned_session_secs: plan.session_secs,
+                    session_secs: record.started.map(|(s, _)| record.ended.map(|(e, _)| e).unwrap_or(self.clock.session_secs()) - s),
+                    wall_secs: record.started.map(|(_, s)| record.ended.map(|(_, e)| e).unwrap_or(self.clock.wall_secs()) - s),
+                    objectives: plan.objectives.clone(),
+                    tasks: self.task_counts(Some(i)),
+                    checks: record.checks.clone(),
+                    success_criteria: eval::judge_criteria(&plan.name, &plan.success_criteria, &record.checks),
+                }
+            })
+            .collect();
+        let mut criteria = self.critical_criteria();
+        criteria.extend(phases.iter().flat_map(|p| p.success_criteria.clone()));
+        let agents = self
+            .agents
+            .iter()
+            .map(|a| {
+                let totals = self.store.ledger_totals(Some(&a.id)).unwrap_or_default();
+                AgentReport {
+                    id: a.id.clone(),
+                    role: a.role.clone(),
+                    runs: a.runs,
+                    tasks_done: a.tasks_done,
+                    tasks_failed_runs: a.failed_runs,
+                    model_calls: totals.model_calls,
+                    total_tokens: totals.total_tokens,
+                    tool_calls: totals.tool_calls,
+                }
+            })
+            .collect();
+        FinalReport {
+            schema_version: REPORT_SCHEMA_VERSION,
+            session_id: self.id().to_string(),
+            project: ProjectInfo {
+                project_type: config.raw.session.project_type.clone(),
+                name: self.prepared.spec.name.clone(),
+                spec_dir: self.prepared.spec.dir.display().to_string(),
+                workspace: self.workspace.display().to_string(),
+            },
+            status: status.to_string(),
+            exit_code,
+            ended_because: because.to_string(),
+            started_at: self.started_at.clone(),
+            ended_at: now(),
+            duration: Durations {
+                planned_session_secs: config.session_secs(),
+                session_secs: self.clock.session_secs(),
+                wall_secs: self.clock.wall_secs(),
+                time_scale: self.clock.time_scale(),
+            },
+            model: ModelInfo {
+                provider: self.prepared.provider.as_str().to_string(),
+                name: config.model_name(),
+                builtin: self.prepared.provider.is_builtin(),
+                label: self.prepared.model.label().to_string(),
+            },
+            agent_count: self.agents.len(),
+            agent_kind: match (&config.raw.agents.kind, &config.raw.agents.preset) {
+                (AgentKind::Builtin, _) => "builtin (megatest agent)".into(),
+                (AgentKind::Command, Some(preset)) => format!("command (preset {preset})"),
+                (AgentKind::Command, None) => "command".into(),
+            },
+            phases,
+            usage,
+            tasks: self.task_counts(None),
+            task_list: self
+                .tasks
+                .iter()
+                .map(|t| TaskReport {
+                    id: t.spec.id.clone(),
+                    phase: t.spec.phase.clone(),
+                    role: t.spec.role.clone(),
+                    state: t.state.as_str().to_string(),
+                    attempts: t.attempts,
+                    agent_id: t.agent_id.clone(),
+                    last_error: t.last_error.clone(),
+                })
+                .collect(),
+            agents,
+            errors: self.store.error_counts().unwrap_or_default(),
+            code,
+            test_coverage: Figure::missing(
+                "coverage is not measured yet: the spec's coverage command is run by the observability issue",
+            ),
+            success_criteria: criteria,
+            not_yet_enforced: config.not_yet_enforced.clone(),
+        }
+    }
+}
+
+/// The prompt of one task run: project, role, phase objectives, requirements, contract, task.
+fn compose_prompt(
+    spec: &ProjectSpec,
+    phase: &crate::config::PhasePlan,
+    role: &str,
+    task: &TaskSpec,
+    attempt: u32,
+    last_error: Option<&str>,
+) -> String {
+    let mut out = format!(
+        "# {} — {} phase — task {}\n\nYou are the **{role}** of a team building {}: {}\n\n## Your task: {}\n\n{}\n",
+        spec.name, phase.name, task.id, spec.name, spec.description, task.title, task.prompt.trim()
+    );
+    if attempt > 1 {
+        out.push_str(&format!(
+            "\nThis is attempt {attempt}. The previous run ended with: {}\n",
+            last_error.unwrap_or("unknown")
+        ));
+    }
+    if !phase.objectives.is_empty() {
+        out.push_str("\n## Phase objectives\n\n");
+        for objective in &phase.objectives {
+            out.push_str(&format!("- {objective}\n"));
+        }
+    }
+    let contract = spec.doc("CONTRACT.md");
+    if !contract.is_empty() {
+        out.push_str(&format!("\n## Interface contract (must hold)\n\n{contract}\n"));
+    }
+    let requirements = spec.doc("REQUIREMENTS.md");
+    if !requirements.is_empty() {
+        out.push_str(&format!("\n## Requirements\n\n{requirements}\n"));
+    }
+    out.push_str("\nWork in the current directory (the project workspace). Finish when your task is done.\n");
+    out
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+

@@ -1,0 +1,523 @@
+//! `session.db`: the SQLite store of one session (WAL). The only module that knows rusqlite.
+//!
+//! Tables: `sessions`, `phases`, `agents`, `tasks` (the task board), `agent_runs` (one row per
+//! agent process started), `events` (append-only event log), `ledger` (one row per model call),
+//! `checks` (phase checks with their output tail). The schema is versioned with
+//! `PRAGMA user_version` and upgraded by [`MIGRATIONS`] in order.
+//!
+//! Durability: `journal_mode = WAL`, `synchronous = NORMAL`: a committed row survives the daemon
+//! being killed (`kill -9`); the last transactions may be lost on power failure.
+
+use anyhow::{Context, Result};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Schema migrations; index + 1 is the `user_version` after applying it.
+pub const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    project_type TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    time_scale REAL NOT NULL,
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    status TEXT NOT NULL,
+    exit_code INTEGER,
+    ended_because TEXT
+);
+CREATE TABLE phases (
+    idx INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    planned_session_secs REAL NOT NULL,
+    started_session_secs REAL,
+    ended_session_secs REAL,
+    started_wall_secs REAL,
+    ended_wall_secs REAL,
+    ended_because TEXT
+);
+CREATE TABLE agents (
+    id TEXT PRIMARY KEY,
+    idx INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL
+);
+CREATE TABLE tasks (
+    id TEXT PRIMARY KEY,
+    phase TEXT NOT NULL,
+    role TEXT NOT NULL,
+    title TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending','claimed','running','done','failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    agent_id TEXT,
+    claimed_session_secs REAL,
+    finished_session_secs REAL,
+    last_error TEXT
+);
+CREATE TABLE agent_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    pid INTEGER,
+    pgid INTEGER,
+    started_session_secs REAL NOT NULL,
+    ended_session_secs REAL,
+    exit_code INTEGER,
+    signal INTEGER,
+    outcome TEXT
+);
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    session_secs REAL NOT NULL,
+    kind TEXT NOT NULL,
+    agent_id TEXT,
+    phase TEXT,
+    task_id TEXT,
+    data TEXT NOT NULL
+);
+CREATE INDEX events_kind ON events(kind);
+CREATE TABLE ledger (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    session_secs REAL NOT NULL,
+    agent_id TEXT NOT NULL,
+    role TEXT NOT NULL,
+    phase TEXT,
+    task_id TEXT,
+    model_requested TEXT NOT NULL,
+    model_served TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cached_tokens INTEGER NOT NULL,
+    tool_calls INTEGER NOT NULL,
+    tool_names TEXT NOT NULL,
+    latency_ms REAL NOT NULL,
+    status INTEGER NOT NULL,
+    error_kind TEXT
+);
+CREATE TABLE checks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    phase TEXT NOT NULL,
+    name TEXT NOT NULL,
+    command TEXT NOT NULL,
+    exit_code INTEGER,
+    passed INTEGER NOT NULL,
+    timed_out INTEGER NOT NULL,
+    wall_secs REAL NOT NULL,
+    output_tail TEXT NOT NULL
+);
+"#];
+
+/// One model call as the proxy saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LedgerRow {
+    pub agent_id: String,
+    pub role: String,
+    pub phase: Option<String>,
+    pub task_id: Option<String>,
+    pub model_requested: String,
+    pub model_served: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    pub tool_names: Vec<String>,
+    /// Wall milliseconds from request to response.
+    pub latency_ms: f64,
+    /// HTTP status returned to the agent.
+    pub status: u16,
+    pub error_kind: Option<String>,
+}
+
+/// Totals over the ledger.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LedgerTotals {
+    pub model_calls: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    pub total_tokens: u64,
+    pub tool_calls: u64,
+    pub tool_calls_by_name: BTreeMap<String, u64>,
+}
+
+/// One phase check's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckRow {
+    pub phase: String,
+    pub name: String,
+    pub command: String,
+    pub exit_code: Option<i32>,
+    pub passed: bool,
+    pub timed_out: bool,
+    pub wall_secs: f64,
+    pub output_tail: String,
+}
+
+/// An open `session.db`.
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Open (creating if needed) and migrate `path`. Errors: cannot open, not a database, a
+    /// schema newer than this binary knows.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path).with_context(|| format!("open {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut store = Store { conn };
+        store.migrate().with_context(|| format!("migrate {}", path.display()))?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version = self.conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+        anyhow::ensure!(
+            version <= MIGRATIONS.len(),
+            "session.db has schema version {version}, newer than this megatest knows ({})",
+            MIGRATIONS.len()
+        );
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    pub fn schema_version(&self) -> Result<usize> {
+        Ok(self.conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize)
+    }
+
+    pub fn insert_session(
+        &self,
+        id: &str,
+        project_type: &str,
+        provider: &str,
+        model: &str,
+        time_scale: f64,
+        started_at: &str,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO sessions (id, project_type, provider, model, time_scale, started_at, status)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running')",
+            params![id, project_type, provider, model, time_scale, started_at],
+        )?;
+        Ok(())
+    }
+
+    pub fn end_session(
+        &self,
+        id: &str,
+        status: &str,
+        exit_code: i32,
+        ended_because: &str,
+        ended_at: &str,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE sessions SET status = ?2, exit_code = ?3, ended_because = ?4, ended_at = ?5 WHERE id = ?1",
+            params![id, status, exit_code, ended_because, ended_at],
+        )?;
+        Ok(())
+    }
+
+    pub fn insert_phase(&self, idx: usize, name: &str, planned_session_secs: f64) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO phases (idx, name, planned_session_secs) VALUES (?1, ?2, ?3)",
+            params![idx as i64, name, planned_session_secs],
+        )?;
+        Ok(())
+    }
+
+    pub fn start_phase(&self, idx: usize, session_secs: f64, wall_secs: f64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE phases SET started_session_secs = ?2, started_wall_secs = ?3 WHERE idx = ?1",
+            params![idx as i64, session_secs, wall_secs],
+        )?;
+        Ok(())
+    }
+
+    pub fn end_phase(&self, idx: usize, session_secs: f64, wall_secs: f64, because: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE phases SET ended_session_secs = ?2, ended_wall_secs = ?3, ended_because = ?4 WHERE idx = ?1",
+            params![idx as i64, session_secs, wall_secs, because],
+        )?;
+        Ok(())
+    }
+
+    pub fn insert_agent(&self, id: &str, idx: usize, role: &str, kind: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO agents (id, idx, role, kind, status) VALUES (?1, ?2, ?3, ?4, 'idle')",
+            params![id, idx as i64, role, kind],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_agent_status(&self, id: &str, status: &str) -> Result<()> {
+        self.conn
+            .execute("UPDATE agents SET status = ?2 WHERE id = ?1", params![id, status])?;
+        Ok(())
+    }
+
+    pub fn insert_task(&self, id: &str, phase: &str, role: &str, title: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO tasks (id, phase, role, title, state) VALUES (?1, ?2, ?3, ?4, 'pending')",
+            params![id, phase, role, title],
+        )?;
+        Ok(())
+    }
+
+    /// Write a task's board state (the board in memory is the source; this mirrors it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn update_task(
+        &self,
+        id: &str,
+        state: &str,
+        attempts: u32,
+        agent_id: Option<&str>,
+        claimed_session_secs: Option<f64>,
+        finished_session_secs: Option<f64>,
+        last_error: Option<&str>,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE tasks SET state = ?2, attempts = ?3, agent_id = ?4, claimed_session_secs = ?5,
+                 finished_session_secs = ?6, last_error = ?7 WHERE id = ?1",
+            params![id, state, attempts, agent_id, claimed_session_secs, finished_session_secs, last_error],
+        )?;
+        Ok(())
+    }
+
+    /// Record an agent process start; returns the run id.
+    pub fn insert_agent_run(
+        &self,
+        agent_id: &str,
+        task_id: &str,
+        attempt: u32,
+        pid: Option<u32>,
+        session_secs: f64,
+    ) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO agent_runs (agent_id, task_id, attempt, pid, pgid, started_session_secs)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+            params![agent_id, task_id, attempt, pid, session_secs],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn end_agent_run(
+        &self,
+        run_id: i64,
+        session_secs: f64,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        outcome: &str,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE agent_runs SET ended_session_secs = ?2, exit_code = ?3, signal = ?4, outcome = ?5 WHERE id = ?1",
+            params![run_id, session_secs, exit_code, signal, outcome],
+        )?;
+        Ok(())
+    }
+
+    /// Append to the event log; returns its sequence number.
+    pub fn append_event(
+        &self,
+        at: &str,
+        session_secs: f64,
+        kind: &str,
+        agent_id: Option<&str>,
+        phase: Option<&str>,
+        task_id: Option<&str>,
+        data: &serde_json::Value,
+    ) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO events (at, session_secs, kind, agent_id, phase, task_id, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![at, session_secs, kind, agent_id, phase, task_id, data.to_string()],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Commit one ledger row and its model-call and tool-call events in one transaction.
+    pub fn record_model_call(&mut self, at: &str, session_secs: f64, row: &LedgerRow) -> Result<i64> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO ledger (at, session_secs, agent_id, role, phase, task_id, model_requested,
+                 model_served, prompt_tokens, completion_tokens, cached_tokens, tool_calls, tool_names,
+                 latency_ms, status, error_kind)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            params![
+                at,
+                session_secs,
+                row.agent_id,
+                row.role,
+                row.phase,
+                row.task_id,
+                row.model_requested,
+                row.model_served,
+                row.prompt_tokens as i64,
+                row.completion_tokens as i64,
+                row.cached_tokens as i64,
+                row.tool_names.len() as i64,
+                serde_json::to_string(&row.tool_names)?,
+                row.latency_ms,
+                row.status,
+                row.error_kind,
+            ],
+        )?;
+        let seq = tx.last_insert_rowid();
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO events (at, session_secs, kind, agent_id, phase, task_id, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        let call = serde_json::json!({
+            "ledger_seq": seq,
+            "model": row.model_served,
+            "prompt_tokens": row.prompt_tokens,
+            "completion_tokens": row.completion_tokens,
+            "status": row.status,
+            "error_kind": row.error_kind,
+        });
+        insert.execute(params![at, session_secs, "model_call", row.agent_id, row.phase, row.task_id, call.to_string()])?;
+        for name in &row.tool_names {
+            let data = serde_json::json!({ "ledger_seq": seq, "tool": name });
+            insert.execute(params![at, session_secs, "tool_call", row.agent_id, row.phase, row.task_id, data.to_string()])?;
+        }
+        drop(insert);
+        tx.commit()?;
+        Ok(seq)
+    }
+
+    pub fn insert_check(&self, check: &CheckRow) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO checks (phase, name, command, exit_code, passed, timed_out, wall_secs, output_tail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                check.phase,
+                check.name,
+                check.command,
+                check.exit_code,
+                check.passed,
+                check.timed_out,
+                check.wall_secs,
+                check.output_tail
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Token and tool-call totals, from the ledger (the figures the report gives). With
+    /// `agent_id`, only that agent's calls.
+    pub fn ledger_totals(&self, agent_id: Option<&str>) -> Result<LedgerTotals> {
+        let mut totals = LedgerTotals::default();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT prompt_tokens, completion_tokens, cached_tokens, tool_names FROM ledger
+             WHERE ?1 IS NULL OR agent_id = ?1",
+        )?;
+        let mut rows = stmt.query(params![agent_id])?;
+        while let Some(row) = rows.next()? {
+            totals.model_calls += 1;
+            totals.prompt_tokens += row.get::<_, i64>(0)? as u64;
+            totals.completion_tokens += row.get::<_, i64>(1)? as u64;
+            totals.cached_tokens += row.get::<_, i64>(2)? as u64;
+            let names: Vec<String> = serde_json::from_str(&row.get::<_, String>(3)?)?;
+            for name in names {
+                totals.tool_calls += 1;
+                *totals.tool_calls_by_name.entry(name).or_default() += 1;
+            }
+        }
+        totals.total_tokens = totals.prompt_tokens + totals.completion_tokens;
+        Ok(totals)
+    }
+
+    /// Count of events per kind.
+    pub fn event_counts(&self) -> Result<BTreeMap<String, u64>> {
+        let mut stmt = self.conn.prepare("SELECT kind, COUNT(*) FROM events GROUP BY kind")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Errors recorded in the event log (kind `error`), counted by their `error_kind`.
+    pub fn error_counts(&self) -> Result<BTreeMap<String, u64>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT json_extract(data, '$.error_kind'), COUNT(*) FROM events WHERE kind = 'error' GROUP BY 1",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, Option<String>>(0)?.unwrap_or_else(|| "unknown".into()), r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Process group ids of agent runs that have not ended (used to stop leftovers).
+    pub fn open_run_pgids(&self) -> Result<Vec<i64>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT pgid FROM agent_runs WHERE ended_session_secs IS NULL AND pgid IS NOT NULL")?;
+        let rows = stmt.query_map([], |r| r.get::<_, i64>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The session's recorded status, if the session row exists.
+    pub fn session_status(&self, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT status FROM sessions WHERE id = ?1", params![id], |r| r.get(0))
+            .optional()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("session.db");
+        {
+            let store = Store::open(&path).unwrap();
+            assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len());
+            store.insert_session("s", "quickstart", "scripted", "scripted", 1.0, "t").unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.session_status("s").unwrap().as_deref(), Some("running"));
+    }
+
+    #[test]
+    fn ledger_totals_sum_rows_and_tool_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("session.db")).unwrap();
+        let mut row = LedgerRow {
+            agent_id: "agent-1".into(),
+            role: "Coder".into(),
+            phase: Some("development".into()),
+            task_id: Some("t1".into()),
+            model_requested: "scripted".into(),
+            model_served: "scripted".into(),
+            prompt_tokens: 100,
+            completion_tokens: 20,
+            cached_tokens: 0,
+            tool_names: vec!["write_file".into()],
+            latency_ms: 1.0,
+            status: 200,
+            error_kind: None,
+        };
+        store.record_model_call("t", 1.0, &row).unwrap();
+        row.agent_id = "agent-2".into();
+        row.tool_names = vec!["run_command".into(), "write_file".into()];
+        store.record_model_call("t", 2.0, &row).unwrap();
+        let all = store.ledger_totals(None).unwrap();
+        assert_eq!((all.model_calls, all.total_tokens, all.tool_calls), (2, 240, 3));
+        assert_eq!(all.tool_calls_by_name["write_file"], 2);
+        assert_eq!(store.ledger_totals(Some("agent-2")).unwrap().tool_calls, 2);
+        assert_eq!(store.event_counts().unwrap()["tool_call"], 3);
+    }
+}

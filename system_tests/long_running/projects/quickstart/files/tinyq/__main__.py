@@ -1,0 +1,5 @@
+import sys
+
+from tinyq.cli import main
+
+sys.exit(main())
