@@ -97,9 +97,25 @@ pub fn shell_quote(value: &str) -> String {
 /// Environment variables inherited from megatest by agent processes and phase checks: what a
 /// toolchain needs to run, nothing that could carry a credential.
 pub const INHERITED_ENV: &[&str] = &[
-    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ",
-    "TMPDIR", "CARGO_HOME", "RUSTUP_HOME", "PYENV_ROOT", "VIRTUAL_ENV", "GOPATH", "GOROOT",
-    "JAVA_HOME", "NODE_PATH",
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TERM",
+    "TZ",
+    "TMPDIR",
+    "CARGO_HOME",
+    "RUSTUP_HOME",
+    "PYENV_ROOT",
+    "VIRTUAL_ENV",
+    "GOPATH",
+    "GOROOT",
+    "JAVA_HOME",
+    "NODE_PATH",
 ];
 
 /// The environment of the calling process reduced to [`INHERITED_ENV`].

@@ -88,7 +88,10 @@ pub async fn run(args: AgentArgs) -> Result<AgentExit> {
             }
         };
         let message = response["choices"][0]["message"].clone();
-        let tool_calls = message["tool_calls"].as_array().cloned().unwrap_or_default();
+        let tool_calls = message["tool_calls"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let names: Vec<&str> = tool_calls
             .iter()
             .filter_map(|c| c["function"]["name"].as_str())
@@ -114,7 +117,10 @@ pub async fn run(args: AgentArgs) -> Result<AgentExit> {
                 Ok(text) => (true, text),
                 Err(err) => (false, format!("error: {err:#}")),
             };
-            println!("{}", json!({"event": "tool_result", "tool": name, "ok": ok}));
+            println!(
+                "{}",
+                json!({"event": "tool_result", "tool": name, "ok": ok})
+            );
             messages.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
             if name == "finish" && ok {
                 finished = true;
@@ -124,7 +130,10 @@ pub async fn run(args: AgentArgs) -> Result<AgentExit> {
             return Ok(AgentExit::Finished);
         }
     }
-    eprintln!("megatest agent: max_iterations ({}) reached", args.max_iterations);
+    eprintln!(
+        "megatest agent: max_iterations ({}) reached",
+        args.max_iterations
+    );
     Ok(AgentExit::MaxIterations)
 }
 
@@ -139,7 +148,10 @@ async fn call_model(client: &reqwest::Client, url: &str, key: &str, body: &Value
     let status = response.status();
     let text = response.text().await.context("read body")?;
     if !status.is_success() {
-        bail!("HTTP {status}: {}", text.chars().take(500).collect::<String>());
+        bail!(
+            "HTTP {status}: {}",
+            text.chars().take(500).collect::<String>()
+        );
     }
     serde_json::from_str(&text).context("response is not JSON")
 }
@@ -150,7 +162,10 @@ fn confined(workspace: &Path, path: &str) -> Result<PathBuf> {
     if relative.is_absolute() {
         bail!("path {path:?} is absolute; use a path relative to the workspace");
     }
-    if relative.components().any(|c| matches!(c, Component::ParentDir)) {
+    if relative
+        .components()
+        .any(|c| matches!(c, Component::ParentDir))
+    {
         bail!("path {path:?} leaves the workspace");
     }
     Ok(workspace.join(relative))
@@ -184,7 +199,8 @@ pub async fn execute_tool(workspace: &Path, name: &str, args: &Value) -> Result<
             let path = confined(workspace, str_arg(args, "path")?)?;
             let old = str_arg(args, "old_text")?;
             let new = str_arg(args, "new_text")?;
-            let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("read {}", path.display()))?;
             match text.matches(old).count() {
                 1 => {
                     std::fs::write(&path, text.replacen(old, new, 1))?;
@@ -236,7 +252,11 @@ async fn run_command(workspace: &Path, command: &str, timeout: Duration) -> Resu
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(output) => {
             let output = output?;
-            let code = output.status.code().map(|c| c.to_string()).unwrap_or_else(|| "signal".into());
+            let code = output
+                .status
+                .code()
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "signal".into());
             Ok(format!("exit code {code}\n{}", cap_output(&output.stdout)))
         }
         Err(_) => Ok(format!("timed out after {} s", timeout.as_secs())),
@@ -273,13 +293,39 @@ mod tests {
     async fn tools_write_edit_read_and_run() {
         let dir = tempfile::tempdir().unwrap();
         let ws = dir.path();
-        execute_tool(ws, "write_file", &json!({"path": "a/b.txt", "content": "hello world"})).await.unwrap();
-        execute_tool(ws, "edit_file", &json!({"path": "a/b.txt", "old_text": "world", "new_text": "there"})).await.unwrap();
-        let text = execute_tool(ws, "read_file", &json!({"path": "a/b.txt"})).await.unwrap();
+        execute_tool(
+            ws,
+            "write_file",
+            &json!({"path": "a/b.txt", "content": "hello world"}),
+        )
+        .await
+        .unwrap();
+        execute_tool(
+            ws,
+            "edit_file",
+            &json!({"path": "a/b.txt", "old_text": "world", "new_text": "there"}),
+        )
+        .await
+        .unwrap();
+        let text = execute_tool(ws, "read_file", &json!({"path": "a/b.txt"}))
+            .await
+            .unwrap();
         assert_eq!(text, "hello there");
-        let out = execute_tool(ws, "run_command", &json!({"command": "cat a/b.txt; exit 3"})).await.unwrap();
+        let out = execute_tool(
+            ws,
+            "run_command",
+            &json!({"command": "cat a/b.txt; exit 3"}),
+        )
+        .await
+        .unwrap();
         assert_eq!(out, "exit code 3\nhello there");
-        assert!(execute_tool(ws, "edit_file", &json!({"path": "a/b.txt", "old_text": "zzz", "new_text": ""})).await.is_err());
+        assert!(execute_tool(
+            ws,
+            "edit_file",
+            &json!({"path": "a/b.txt", "old_text": "zzz", "new_text": ""})
+        )
+        .await
+        .is_err());
     }
 
     #[test]

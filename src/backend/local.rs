@@ -100,8 +100,12 @@ pub fn spawn(spec: &LaunchSpec) -> Result<AgentProcess> {
             use nix::sys::resource::{getrlimit, setrlimit, Resource};
             setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(std::io::Error::from)?;
             let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(std::io::Error::from)?;
-            setrlimit(Resource::RLIMIT_NOFILE, soft.min(NOFILE_LIMIT), hard.min(NOFILE_LIMIT))
-                .map_err(std::io::Error::from)?;
+            setrlimit(
+                Resource::RLIMIT_NOFILE,
+                soft.min(NOFILE_LIMIT),
+                hard.min(NOFILE_LIMIT),
+            )
+            .map_err(std::io::Error::from)?;
             Ok(())
         });
     }
@@ -138,7 +142,10 @@ pub async fn supervise(
 }
 
 /// SIGTERM the group, wait up to `grace` for the leader, then SIGKILL the group and reap.
-async fn stop_group(process: &mut AgentProcess, grace: Duration) -> Option<std::process::ExitStatus> {
+async fn stop_group(
+    process: &mut AgentProcess,
+    grace: Duration,
+) -> Option<std::process::ExitStatus> {
     let group = Pid::from_raw(process.pid as i32);
     let _ = killpg(group, Signal::SIGTERM);
     if let Ok(status) = tokio::time::timeout(grace, process.child.wait()).await {
@@ -154,7 +161,9 @@ async fn stop_group(process: &mut AgentProcess, grace: Duration) -> Option<std::
 pub fn kill_all_groups() -> usize {
     let groups: Vec<i32> = match LIVE_GROUPS.lock() {
         Ok(mut set) => std::mem::take(&mut *set).into_iter().collect(),
-        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()).into_iter().collect(),
+        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner())
+            .into_iter()
+            .collect(),
     };
     for pgid in &groups {
         let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
@@ -185,20 +194,53 @@ mod tests {
     async fn exit_code_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let process = spawn(&sh("echo hi; exit 7", dir.path())).unwrap();
-        let outcome = supervise(process, Duration::from_secs(10), Duration::from_secs(1), CancellationToken::new()).await;
-        assert_eq!(outcome, RunOutcome { end: RunEnd::Exited, exit_code: Some(7), signal: None });
-        assert_eq!(std::fs::read_to_string(dir.path().join("agent.log")).unwrap(), "hi\n");
+        let outcome = supervise(
+            process,
+            Duration::from_secs(10),
+            Duration::from_secs(1),
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(
+            outcome,
+            RunOutcome {
+                end: RunEnd::Exited,
+                exit_code: Some(7),
+                signal: None
+            }
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("agent.log")).unwrap(),
+            "hi\n"
+        );
     }
 
     #[tokio::test]
     async fn timeout_kills_a_term_ignoring_group() {
         let dir = tempfile::tempdir().unwrap();
-        let process = spawn(&sh("trap '' TERM; sleep 30 & echo $! > child.pid; wait", dir.path())).unwrap();
-        let outcome = supervise(process, Duration::from_millis(300), Duration::from_millis(200), CancellationToken::new()).await;
+        let process = spawn(&sh(
+            "trap '' TERM; sleep 30 & echo $! > child.pid; wait",
+            dir.path(),
+        ))
+        .unwrap();
+        let outcome = supervise(
+            process,
+            Duration::from_millis(300),
+            Duration::from_millis(200),
+            CancellationToken::new(),
+        )
+        .await;
         assert_eq!(outcome.end, RunEnd::TimedOut);
         assert_eq!(outcome.signal, Some(libc_sigkill()));
-        let pid: i32 = std::fs::read_to_string(dir.path().join("child.pid")).unwrap().trim().parse().unwrap();
-        assert!(!crate::backend::local::tests::alive(pid), "grandchild {pid} survived");
+        let pid: i32 = std::fs::read_to_string(dir.path().join("child.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            !crate::backend::local::tests::alive(pid),
+            "grandchild {pid} survived"
+        );
     }
 
     fn libc_sigkill() -> i32 {
@@ -211,7 +253,13 @@ mod tests {
             match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
                 Err(_) => return false,
                 Ok(stat) => {
-                    let state = stat.rsplit(')').next().unwrap_or("").trim_start().chars().next();
+                    let state = stat
+                        .rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .chars()
+                        .next();
                     if state == Some('Z') || state == Some('X') {
                         return false;
                     }

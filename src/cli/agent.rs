@@ -27,7 +27,9 @@ pub struct AgentCommandArgs {
 }
 
 pub fn run(args: AgentCommandArgs) -> anyhow::Result<i32> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let exit = runtime.block_on(reference::run(AgentArgs {
         prompt_file: args.prompt_file,
         max_iterations: args.max_iterations,

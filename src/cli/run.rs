@@ -23,7 +23,10 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<i32> {
-    let path = args.config.clone().unwrap_or_else(crate::cli::default_config);
+    let path = args
+        .config
+        .clone()
+        .unwrap_or_else(crate::cli::default_config);
     let config = match crate::config::load(&path, &args.overrides.overrides()) {
         Ok(config) => config,
         Err(err) => {
@@ -74,15 +77,26 @@ pub fn run(args: RunArgs) -> Result<i32> {
 
 /// Log to stderr and to `session.log` in the session directory. `RUST_LOG` overrides
 /// `[monitoring].log_level`.
-fn init_logging(dir: &std::path::Path, level: &str) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+fn init_logging(
+    dir: &std::path::Path,
+    level: &str,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("megatest={level},warn")));
     let file = tracing_appender::rolling::never(dir, "session.log");
     let (writer, guard) = tracing_appender::non_blocking(file);
     let result = tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false))
-        .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(writer))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(writer),
+        )
         .try_init();
     result.ok().map(|_| guard)
 }

@@ -23,7 +23,10 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<i32> {
                 config.agent_roles.len(),
                 config.phases.len(),
                 config.raw.session.duration_hours,
-                config.provider().map(|p| p.as_str()).unwrap_or("not configured"),
+                config
+                    .provider()
+                    .map(|p| p.as_str())
+                    .unwrap_or("not configured"),
             );
             for warning in &config.warnings {
                 println!("warning: {warning}");

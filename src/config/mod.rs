@@ -292,7 +292,10 @@ impl<'a> Validator<'a> {
         let hours_flag = flag("--hours/MEGATEST_HOURS", overrides.hours.is_some());
         let agents_flag = flag("--agents/MEGATEST_AGENTS", overrides.agents.is_some());
         let project_flag = flag("--project/MEGATEST_PROJECT", overrides.project.is_some());
-        let id_flag = flag("--session-id/MEGATEST_SESSION_ID", overrides.session_id.is_some());
+        let id_flag = flag(
+            "--session-id/MEGATEST_SESSION_ID",
+            overrides.session_id.is_some(),
+        );
 
         if !(time_scale.is_finite() && time_scale > 0.0 && time_scale <= 1_000_000.0) {
             self.error(
@@ -355,7 +358,8 @@ impl<'a> Validator<'a> {
         let spec_dir = self.resolve_spec_dir(&raw, project_flag);
 
         if !self.diagnostics.is_empty() {
-            self.diagnostics.sort_by_key(|d| (d.line.unwrap_or(0), d.column.unwrap_or(0)));
+            self.diagnostics
+                .sort_by_key(|d| (d.line.unwrap_or(0), d.column.unwrap_or(0)));
             return Err(ConfigError {
                 diagnostics: self.diagnostics,
             });
@@ -422,14 +426,21 @@ impl<'a> Validator<'a> {
 
     fn fraction(&mut self, key: &str, value: f64) {
         if !(0.0..=1.0).contains(&value) {
-            self.error(key, format!("must be between 0.0 and 1.0, got {value}"), None);
+            self.error(
+                key,
+                format!("must be between 0.0 and 1.0, got {value}"),
+                None,
+            );
         }
     }
 
     fn check_checkpoint(&mut self, raw: &RawConfig) {
         let c = &raw.checkpoint;
         self.positive("checkpoint.interval_minutes", c.interval_minutes);
-        self.positive("checkpoint.backoff_initial_seconds", c.backoff_initial_seconds);
+        self.positive(
+            "checkpoint.backoff_initial_seconds",
+            c.backoff_initial_seconds,
+        );
         self.positive("checkpoint.backoff_max_seconds", c.backoff_max_seconds);
         if c.backoff_max_seconds < c.backoff_initial_seconds {
             let msg = format!(
@@ -491,8 +502,14 @@ impl<'a> Validator<'a> {
         let l = &raw.limits;
         for (key, value) in [
             ("limits.total_token_budget", l.total_token_budget),
-            ("limits.tokens_per_agent_per_hour", l.tokens_per_agent_per_hour),
-            ("limits.tool_calls_per_agent_per_hour", l.tool_calls_per_agent_per_hour),
+            (
+                "limits.tokens_per_agent_per_hour",
+                l.tokens_per_agent_per_hour,
+            ),
+            (
+                "limits.tool_calls_per_agent_per_hour",
+                l.tool_calls_per_agent_per_hour,
+            ),
             ("limits.max_context_size", l.max_context_size),
         ] {
             if value == 0 {
@@ -506,13 +523,23 @@ impl<'a> Validator<'a> {
     fn check_monitoring(&mut self, raw: &RawConfig) {
         let m = &raw.monitoring;
         self.positive("monitoring.health_check_interval", m.health_check_interval);
-        self.positive("monitoring.metrics_export_interval", m.metrics_export_interval);
-        self.positive("monitoring.dashboard_update_interval", m.dashboard_update_interval);
+        self.positive(
+            "monitoring.metrics_export_interval",
+            m.metrics_export_interval,
+        );
+        self.positive(
+            "monitoring.dashboard_update_interval",
+            m.dashboard_update_interval,
+        );
     }
 
     fn check_rules(&mut self, raw: &RawConfig) {
         if raw.error_handling.max_consecutive_errors == 0 {
-            self.error("error_handling.max_consecutive_errors", "must be >= 1", None);
+            self.error(
+                "error_handling.max_consecutive_errors",
+                "must be >= 1",
+                None,
+            );
         }
         for (i, rule) in raw.error_handling.rules.iter().enumerate() {
             if rule.pattern.is_empty() {
@@ -525,10 +552,16 @@ impl<'a> Validator<'a> {
     fn check_target(&mut self, raw: &RawConfig) {
         let t = &raw.project.target;
         self.fraction("project.target.test_coverage", t.test_coverage);
-        self.fraction("project.target.documentation_coverage", t.documentation_coverage);
+        self.fraction(
+            "project.target.documentation_coverage",
+            t.documentation_coverage,
+        );
         let p = &raw.project.performance;
         self.positive("project.performance.build_time_secs", p.build_time_secs);
-        self.positive("project.performance.test_execution_time_secs", p.test_execution_time_secs);
+        self.positive(
+            "project.performance.test_execution_time_secs",
+            p.test_execution_time_secs,
+        );
         self.positive("project.performance.memory_usage_mb", p.memory_usage_mb);
         self.positive("project.performance.binary_size_mb", p.binary_size_mb);
     }
@@ -538,10 +571,18 @@ impl<'a> Validator<'a> {
         if let Some(provider) = m.provider {
             if !provider.is_builtin() {
                 if m.base_url.is_none() && provider == Provider::OpenaiCompatible {
-                    self.error("model.base_url", "an openai-compatible provider needs base_url", None);
+                    self.error(
+                        "model.base_url",
+                        "an openai-compatible provider needs base_url",
+                        None,
+                    );
                 }
                 if m.name.is_none() {
-                    self.error("model.name", "a passthrough provider needs a model name", None);
+                    self.error(
+                        "model.name",
+                        "a passthrough provider needs a model name",
+                        None,
+                    );
                 }
             }
         }
@@ -556,13 +597,21 @@ impl<'a> Validator<'a> {
         }
         let a = &raw.agents;
         if a.kind == AgentKind::Command && a.command.is_none() && a.preset.is_none() {
-            self.error("agents.command", "kind = \"command\" needs `command` or `preset`", None);
+            self.error(
+                "agents.command",
+                "kind = \"command\" needs `command` or `preset`",
+                None,
+            );
         }
         if let Some(preset) = &a.preset {
             if crate::agent::preset(preset).is_none() {
                 let msg = format!(
                     "unknown preset {preset:?}; known presets: {}",
-                    crate::agent::PRESETS.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+                    crate::agent::PRESETS
+                        .iter()
+                        .map(|p| p.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
                 self.error("agents.preset", msg, None);
             }
@@ -588,7 +637,11 @@ impl<'a> Validator<'a> {
         }
         let name = &raw.session.project_type;
         if name.is_empty() || name.contains('/') || name.contains("..") {
-            self.error("session.project_type", format!("invalid project type {name:?}"), project_flag);
+            self.error(
+                "session.project_type",
+                format!("invalid project type {name:?}"),
+                project_flag,
+            );
             return None;
         }
         let found = crate::project::find_spec_dir(name, config_dir);
@@ -596,7 +649,11 @@ impl<'a> Validator<'a> {
             let known = crate::project::known_project_types(config_dir);
             let msg = format!(
                 "unknown project type {name:?}; known: {}",
-                if known.is_empty() { "none found".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none found".to_string()
+                } else {
+                    known.join(", ")
+                }
             );
             self.error("session.project_type", msg, project_flag);
         }
@@ -633,7 +690,9 @@ fn valid_session_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 100
         && !id.starts_with('.')
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 enum Segment<'k> {
@@ -674,13 +733,18 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 /// The dotted key of the section and key on the line at `offset`, best effort, for syntax and
 /// type errors whose message does not name the key.
 fn key_at(text: &str, offset: Option<usize>) -> String {
-    let Some(offset) = offset else { return String::new() };
+    let Some(offset) = offset else {
+        return String::new();
+    };
     let offset = offset.min(text.len());
     let mut section = String::new();
     for line in text[..offset].lines() {
         let trimmed = line.trim();
         if trimmed.starts_with('[') {
-            section = trimmed.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            section = trimmed
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
         }
     }
     let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);

@@ -409,7 +409,11 @@ impl Default for Notifications {
         Notifications {
             enabled: false,
             webhook_url: None,
-            events: vec![NotifyEvent::PhaseComplete, NotifyEvent::Error, NotifyEvent::Complete],
+            events: vec![
+                NotifyEvent::PhaseComplete,
+                NotifyEvent::Error,
+                NotifyEvent::Complete,
+            ],
             email: None,
         }
     }

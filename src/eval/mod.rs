@@ -11,7 +11,13 @@ pub const OUTPUT_TAIL_BYTES: usize = 4096;
 /// Run `command` with `sh -c` in `workspace` (stderr merged into stdout) in its own process
 /// group, killed as a group after `timeout` (wall). Never fails: a command that cannot start is
 /// a failed check with the reason in its output.
-pub async fn run_check(phase: &str, name: &str, command: &str, workspace: &Path, timeout: Duration) -> CheckRow {
+pub async fn run_check(
+    phase: &str,
+    name: &str,
+    command: &str,
+    workspace: &Path,
+    timeout: Duration,
+) -> CheckRow {
     let started = Instant::now();
     let spawned = tokio::process::Command::new("sh")
         .arg("-c")
@@ -51,11 +57,17 @@ pub async fn run_check(phase: &str, name: &str, command: &str, workspace: &Path,
         Ok(Err(err)) => row.output_tail = format!("waiting for the check failed: {err}"),
         Err(_) => {
             row.timed_out = true;
-            row.output_tail = format!("timed out after {} s (limits.max_test_runtime_min)", timeout.as_secs());
+            row.output_tail = format!(
+                "timed out after {} s (limits.max_test_runtime_min)",
+                timeout.as_secs()
+            );
         }
     }
     if let Some(pgid) = pgid {
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     row.wall_secs = started.elapsed().as_secs_f64();
     row
@@ -81,7 +93,10 @@ pub fn describe_check(check: &CheckRow) -> String {
         (false, Some(code)) => format!("exited {code}"),
         (false, None) => "was killed by a signal or did not start".to_string(),
     };
-    format!("`{}` {ending} after {:.1} s", check.command, check.wall_secs)
+    format!(
+        "`{}` {ending} after {:.1} s",
+        check.command, check.wall_secs
+    )
 }
 
 /// How one upstream success criterion (free text from `[[phases]].success_criteria`) is judged.
@@ -99,7 +114,11 @@ pub struct CriterionResult {
 
 /// Judge a phase's criteria from its checks. Criteria about compiling map to the build check,
 /// criteria about tests passing to the test check; the rest are `null` with the reason.
-pub fn judge_criteria(phase: &str, criteria: &[String], checks: &[CheckRow]) -> Vec<CriterionResult> {
+pub fn judge_criteria(
+    phase: &str,
+    criteria: &[String],
+    checks: &[CheckRow],
+) -> Vec<CriterionResult> {
     let find = |name: &str| checks.iter().find(|c| c.name == name);
     criteria
         .iter()
@@ -115,14 +134,16 @@ pub fn judge_criteria(phase: &str, criteria: &[String], checks: &[CheckRow]) -> 
                 None
             };
             let (met, evidence) = match check {
-                Some(check) => (
-                    Some(check.passed),
-                    describe_check(check),
+                Some(check) => (Some(check.passed), describe_check(check)),
+                None if lower.contains("coverage") => (
+                    None,
+                    "test coverage is not measured yet (coverage command: observability issue)"
+                        .into(),
                 ),
-                None if lower.contains("coverage") => {
-                    (None, "test coverage is not measured yet (coverage command: observability issue)".into())
-                }
-                None => (None, "no objective check is defined for this criterion yet".into()),
+                None => (
+                    None,
+                    "no objective check is defined for this criterion yet".into(),
+                ),
             };
             CriterionResult {
                 phase: phase.to_string(),
@@ -160,7 +181,11 @@ mod tests {
             "Test coverage >= 70%".to_string(),
             "Architecture document complete".to_string(),
         ];
-        let results = judge_criteria("p", &criteria, &[check("build", true), check("test", false)]);
+        let results = judge_criteria(
+            "p",
+            &criteria,
+            &[check("build", true), check("test", false)],
+        );
         let met: Vec<_> = results.iter().map(|r| r.met).collect();
         assert_eq!(met, vec![Some(true), Some(false), None, None]);
     }
@@ -168,10 +193,24 @@ mod tests {
     #[tokio::test]
     async fn check_records_exit_code_and_tail_and_timeout() {
         let dir = tempfile::tempdir().unwrap();
-        let row = run_check("p", "test", "echo out; echo err >&2; exit 4", dir.path(), Duration::from_secs(10)).await;
+        let row = run_check(
+            "p",
+            "test",
+            "echo out; echo err >&2; exit 4",
+            dir.path(),
+            Duration::from_secs(10),
+        )
+        .await;
         assert_eq!((row.exit_code, row.passed), (Some(4), false));
         assert_eq!(row.output_tail, "out\nerr\n");
-        let slow = run_check("p", "test", "sleep 5", dir.path(), Duration::from_millis(200)).await;
+        let slow = run_check(
+            "p",
+            "test",
+            "sleep 5",
+            dir.path(),
+            Duration::from_millis(200),
+        )
+        .await;
         assert!(slow.timed_out && !slow.passed);
     }
 }

@@ -5,7 +5,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Directories never counted: build output and dependencies.
-pub const IGNORED_DIRS: &[&str] = &["target", "node_modules", ".venv", "venv", "__pycache__", ".git"];
+pub const IGNORED_DIRS: &[&str] = &[
+    "target",
+    "node_modules",
+    ".venv",
+    "venv",
+    "__pycache__",
+    ".git",
+];
 
 /// Lines in the workspace as tokei counts them.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -32,7 +39,9 @@ pub fn code_stats(workspace: &Path) -> CodeStats {
         stats.comment_lines += language.comments;
         stats.blank_lines += language.blanks;
         stats.files += language.reports.len();
-        stats.by_language.insert(language_type.name().to_string(), language.code);
+        stats
+            .by_language
+            .insert(language_type.name().to_string(), language.code);
     }
     stats
 }

@@ -63,8 +63,8 @@ impl ProjectSpec {
         let path = dir.join("spec.toml");
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read project spec {}", path.display()))?;
-        let mut spec: ProjectSpec = toml::from_str(&text)
-            .map_err(|err| anyhow::anyhow!("{}: {}", path.display(), err))?;
+        let mut spec: ProjectSpec =
+            toml::from_str(&text).map_err(|err| anyhow::anyhow!("{}: {}", path.display(), err))?;
         spec.dir = dir.to_path_buf();
         let mut ids = std::collections::BTreeMap::new();
         for task in &spec.tasks {
@@ -190,7 +190,11 @@ impl Script {
                 let mut args = step.args.clone();
                 if let Some(toml::Value::String(file)) = args.remove("content_file") {
                     let content = std::fs::read_to_string(dir.join(&file)).with_context(|| {
-                        format!("{}: task {:?}: content_file {file:?}", path.display(), task.id)
+                        format!(
+                            "{}: task {:?}: content_file {file:?}",
+                            path.display(),
+                            task.id
+                        )
                     })?;
                     args.insert("content".into(), toml::Value::String(content));
                 }

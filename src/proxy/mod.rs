@@ -160,7 +160,11 @@ pub async fn start(
 }
 
 fn error(status: StatusCode, kind: &str, message: &str) -> Response {
-    (status, Json(json!({"error": {"type": kind, "message": message}}))).into_response()
+    (
+        status,
+        Json(json!({"error": {"type": kind, "message": message}})),
+    )
+        .into_response()
 }
 
 async fn authenticate(state: &ProxyState, headers: &HeaderMap) -> Option<CallContext> {
@@ -174,7 +178,10 @@ async fn authenticate(state: &ProxyState, headers: &HeaderMap) -> Option<CallCon
     let (reply, answer) = oneshot::channel();
     state
         .session
-        .send(Event::Authenticate { agent_key: key, reply })
+        .send(Event::Authenticate {
+            agent_key: key,
+            reply,
+        })
         .await
         .ok()?;
     answer.await.ok().flatten()
@@ -182,7 +189,11 @@ async fn authenticate(state: &ProxyState, headers: &HeaderMap) -> Option<CallCon
 
 async fn models(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Response {
     if authenticate(&state, &headers).await.is_none() {
-        return error(StatusCode::UNAUTHORIZED, "authentication_error", "unknown agent key");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "unknown agent key",
+        );
     }
     Json(json!({"object": "list", "data": [
         {"id": state.served_name, "object": "model", "owned_by": "megatest"}
@@ -190,17 +201,39 @@ async fn models(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Res
     .into_response()
 }
 
-async fn chat_completions(State(state): State<Arc<ProxyState>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn chat_completions(
+    State(state): State<Arc<ProxyState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let started = Instant::now();
     let Some(ctx) = authenticate(&state, &headers).await else {
-        return error(StatusCode::UNAUTHORIZED, "authentication_error", "unknown agent key");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "unknown agent key",
+        );
     };
     let request: Value = match serde_json::from_slice(&body) {
         Ok(value @ Value::Object(_)) => value,
         _ => {
-            let row = ledger_row(&ctx, "", state.model.name(), 0, 0, vec![], started, 400, Some("bad_request"));
+            let row = ledger_row(
+                &ctx,
+                "",
+                state.model.name(),
+                0,
+                0,
+                vec![],
+                started,
+                400,
+                Some("bad_request"),
+            );
             record(&state, row).await;
-            return error(StatusCode::BAD_REQUEST, "invalid_request_error", "body is not a JSON object");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "body is not a JSON object",
+            );
         }
     };
     let requested = request["model"].as_str().unwrap_or("").to_string();
@@ -209,7 +242,11 @@ async fn chat_completions(State(state): State<Arc<ProxyState>>, headers: HeaderM
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let names = reply.tool_calls.iter().map(|(_, name, _)| name.clone()).collect();
+    let names = reply
+        .tool_calls
+        .iter()
+        .map(|(_, name, _)| name.clone())
+        .collect();
     let row = ledger_row(
         &ctx,
         &requested,
@@ -264,7 +301,10 @@ async fn record(state: &ProxyState, row: LedgerRow) {
     let (reply, done) = oneshot::channel();
     if state
         .session
-        .send(Event::ModelCall { row: Box::new(row), reply })
+        .send(Event::ModelCall {
+            row: Box::new(row),
+            reply,
+        })
         .await
         .is_ok()
     {
@@ -319,7 +359,10 @@ fn stream_body(id: &str, model: &str, reply: &ModelReply, include_usage: bool) -
         json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": reply.content}), None)];
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": reply.content}),
+        None,
+    )];
     for (i, (call_id, name, args)) in reply.tool_calls.iter().enumerate() {
         events.push(chunk(
             json!({"tool_calls": [{"index": i, "id": call_id, "type": "function", "function": {"name": name, "arguments": args}}]}),
@@ -328,13 +371,22 @@ fn stream_body(id: &str, model: &str, reply: &ModelReply, include_usage: bool) -
     }
     events.push(chunk(json!({}), Some(finish_reason(reply))));
     if include_usage {
-        events.push(json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                           "choices": [], "usage": usage(reply)}));
+        events.push(
+            json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                           "choices": [], "usage": usage(reply)}),
+        );
     }
     let mut body = String::new();
     for event in events {
         body.push_str(&format!("data: {event}\n\n"));
     }
     body.push_str("data: [DONE]\n\n");
-    ([("content-type", "text/event-stream"), ("cache-control", "no-cache")], body).into_response()
+    (
+        [
+            ("content-type", "text/event-stream"),
+            ("cache-control", "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }

@@ -27,11 +27,17 @@ pub fn answer(script: &Script, ctx: &CallContext, request: &Value) -> ModelReply
             } else {
                 None
             };
-            ("finish".to_string(), json!({"summary": summary}).to_string(), note)
+            (
+                "finish".to_string(),
+                json!({"summary": summary}).to_string(),
+                note,
+            )
         }
     };
-    let completion_tokens =
-        estimate_tokens(&name) + estimate_tokens(&args) + estimate_tokens(content.as_deref().unwrap_or("")) + 8;
+    let completion_tokens = estimate_tokens(&name)
+        + estimate_tokens(&args)
+        + estimate_tokens(content.as_deref().unwrap_or(""))
+        + 8;
     ModelReply {
         content,
         tool_calls: vec![(format!("call_{task}_{step}"), name, args)],
@@ -61,9 +67,16 @@ mod tests {
         let mut script = Script::default();
         script.tasks.insert(
             "t".into(),
-            vec![("write_file".into(), json!({"path": "a.py", "content": "x = 1\n"}))],
+            vec![(
+                "write_file".into(),
+                json!({"path": "a.py", "content": "x = 1\n"}),
+            )],
         );
-        let first = answer(&script, &ctx("t"), &json!({"messages": [{"role": "user", "content": "go"}]}));
+        let first = answer(
+            &script,
+            &ctx("t"),
+            &json!({"messages": [{"role": "user", "content": "go"}]}),
+        );
         assert_eq!(first.tool_calls[0].1, "write_file");
         assert_eq!(first.prompt_tokens, 4 + 1);
         let second = answer(

@@ -46,10 +46,19 @@ pub fn answer(settings: &SimModel, ctx: &CallContext, request: &Value) -> ModelR
     let mut task_rng = fastrand::Rng::with_seed(seed_of(&[task, &attempt], settings.seed));
     let steps = task_rng.u32(settings.steps_min..=settings.steps_max) as usize;
     let step_text = step.to_string();
-    let mut rng = fastrand::Rng::with_seed(seed_of(&[&ctx.agent_id, task, &attempt, &step_text], settings.seed));
+    let mut rng = fastrand::Rng::with_seed(seed_of(
+        &[&ctx.agent_id, task, &attempt, &step_text],
+        settings.seed,
+    ));
     let slug: String = task
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     let target_tokens = {
         let mean = settings.completion_tokens_mean.max(1) as f64;
@@ -58,19 +67,29 @@ pub fn answer(settings: &SimModel, ctx: &CallContext, request: &Value) -> ModelR
         (mean * (0.25 + 1.5 * spread)).round().max(1.0) as u64
     };
     let (name, args) = if step >= steps {
-        ("finish", json!({"summary": format!("sim: {task} done in {steps} steps")}))
+        (
+            "finish",
+            json!({"summary": format!("sim: {task} done in {steps} steps")}),
+        )
     } else if step == 0 {
         ("list_dir", json!({"path": "."}))
     } else {
         let roll = rng.u32(0..100);
         let file = format!("src/{slug}/part_{}.rs", step);
         if roll < 55 {
-            let content = generated_source(&mut rng, &format!("{slug}::part_{step}"), target_tokens);
+            let content =
+                generated_source(&mut rng, &format!("{slug}::part_{step}"), target_tokens);
             ("write_file", json!({"path": file, "content": content}))
         } else if roll < 75 {
-            ("run_command", json!({"command": "ls -R src 2>/dev/null | head -n 40"}))
+            (
+                "run_command",
+                json!({"command": "ls -R src 2>/dev/null | head -n 40"}),
+            )
         } else {
-            ("read_file", json!({"path": format!("src/{slug}/part_{}.rs", step - 1)}))
+            (
+                "read_file",
+                json!({"path": format!("src/{slug}/part_{}.rs", step - 1)}),
+            )
         }
     };
     let args = args.to_string();

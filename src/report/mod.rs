@@ -21,11 +21,17 @@ pub struct Figure<T: Serialize> {
 
 impl<T: Serialize> Figure<T> {
     pub fn measured(value: T) -> Self {
-        Figure { value: Some(value), reason: None }
+        Figure {
+            value: Some(value),
+            reason: None,
+        }
     }
 
     pub fn missing(reason: impl Into<String>) -> Self {
-        Figure { value: None, reason: Some(reason.into()) }
+        Figure {
+            value: None,
+            reason: Some(reason.into()),
+        }
     }
 }
 

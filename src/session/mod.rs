@@ -101,11 +101,15 @@ pub fn prepare(config: Config, runs_dir: &Path) -> Result<Prepared, PrepareError
     };
     let command_template = match config.raw.agents.kind {
         AgentKind::Builtin => None,
-        AgentKind::Command => Some(match (&config.raw.agents.command, &config.raw.agents.preset) {
-            (Some(command), _) => command.clone(),
-            (None, Some(preset)) => agent::preset(preset).map(|p| p.template.to_string()).unwrap_or_default(),
-            (None, None) => unreachable!("validated in config"),
-        }),
+        AgentKind::Command => Some(
+            match (&config.raw.agents.command, &config.raw.agents.preset) {
+                (Some(command), _) => command.clone(),
+                (None, Some(preset)) => agent::preset(preset)
+                    .map(|p| p.template.to_string())
+                    .unwrap_or_default(),
+                (None, None) => unreachable!("validated in config"),
+            },
+        ),
     };
     let session_id = match config.raw.session.id.as_str() {
         "auto" => format!(
@@ -241,7 +245,11 @@ impl Session {
         let mut agents = Vec::new();
         for (idx, role) in config.agent_roles.iter().enumerate() {
             let id = format!("agent-{}", idx + 1);
-            let key = format!("mt-{id}-{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+            let key = format!(
+                "mt-{id}-{:016x}{:016x}",
+                fastrand::u64(..),
+                fastrand::u64(..)
+            );
             let agent_dir = dir.join("agents").join(&id);
             std::fs::create_dir_all(agent_dir.join("prompts"))?;
             let kind = match config.raw.agents.kind {
@@ -280,7 +288,12 @@ impl Session {
         let phases = config
             .phases
             .iter()
-            .map(|_| PhaseRecord { started: None, ended: None, ended_because: None, checks: Vec::new() })
+            .map(|_| PhaseRecord {
+                started: None,
+                ended: None,
+                ended_because: None,
+                checks: Vec::new(),
+            })
             .collect();
         let (events_tx, events_rx) = mpsc::channel(1024);
         let metrics_log = std::fs::OpenOptions::new()
@@ -339,9 +352,17 @@ impl Session {
             Ok(Ending::Completed) => {
                 let all_met = self.critical_criteria().iter().all(|c| c.met == Some(true));
                 if all_met {
-                    ("complete", 0, "all phases ran; every critical success criterion met".to_string())
+                    (
+                        "complete",
+                        0,
+                        "all phases ran; every critical success criterion met".to_string(),
+                    )
                 } else {
-                    ("complete", 1, "all phases ran; a critical success criterion failed".to_string())
+                    (
+                        "complete",
+                        1,
+                        "all phases ran; a critical success criterion failed".to_string(),
+                    )
                 }
             }
             Err(err) => {
@@ -354,10 +375,17 @@ impl Session {
         proxy_shutdown.cancel();
         let report = self.final_report(status, exit_code, &because);
         write_json_atomic(&self.dir().join("final_report.json"), &report)?;
-        self.store.end_session(self.id(), status, exit_code, &because, &report.ended_at)?;
+        self.store
+            .end_session(self.id(), status, exit_code, &because, &report.ended_at)?;
         self.write_metrics(status);
         write_atomic(&self.dir().join("status"), format!("{status}\n").as_bytes())?;
-        let _ = self.event("session_ended", None, None, None, serde_json::json!({"status": status, "exit_code": exit_code, "because": because}));
+        let _ = self.event(
+            "session_ended",
+            None,
+            None,
+            None,
+            serde_json::json!({"status": status, "exit_code": exit_code, "because": because}),
+        );
         tracing::info!(message = "session ended", status, exit_code, because = %because);
         Ok(exit_code)
     }
@@ -397,7 +425,10 @@ impl Session {
                 "\n[[agent]]\nid = {:?}\nrole = {:?}\nbase_url = {:?}\nmodel = {:?}\napi_key = {:?}\n",
                 agent.id, agent.role, base_url, model, agent.key
             ));
-            let selfware = format!("endpoint = {base_url:?}\nmodel = {model:?}\napi_key = {:?}\n", agent.key);
+            let selfware = format!(
+                "endpoint = {base_url:?}\nmodel = {model:?}\napi_key = {:?}\n",
+                agent.key
+            );
             write_private(&agent.dir.join("selfware.toml"), selfware.as_bytes())?;
         }
         write_private(&self.dir().join("agents.toml"), out.as_bytes())
@@ -416,9 +447,16 @@ impl Session {
             let started = (self.clock.session_secs(), self.clock.wall_secs());
             self.phases[phase_idx].started = Some(started);
             self.store.start_phase(phase_idx, started.0, started.1)?;
-            self.event("phase_started", None, Some(&plan.name), None, serde_json::json!({"planned_session_secs": plan.session_secs}))?;
+            self.event(
+                "phase_started",
+                None,
+                Some(&plan.name),
+                None,
+                serde_json::json!({"planned_session_secs": plan.session_secs}),
+            )?;
             tracing::info!(message = "phase started", phase = %plan.name, planned_session_secs = plan.session_secs);
-            let deadline = tokio::time::Instant::from_std(Instant::now() + self.clock.wall(plan.session_secs));
+            let deadline =
+                tokio::time::Instant::from_std(Instant::now() + self.clock.wall(plan.session_secs));
             let because = loop {
                 if self.shutdown.is_some() {
                     break "interrupted";
@@ -461,7 +499,13 @@ impl Session {
         self.store.end_phase(phase_idx, ended.0, ended.1, because)?;
         let name = self.prepared.config.phases[phase_idx].name.clone();
         let counts = self.task_counts(Some(phase_idx));
-        self.event("phase_completed", None, Some(&name), None, serde_json::json!({"because": because, "tasks": counts}))?;
+        self.event(
+            "phase_completed",
+            None,
+            Some(&name),
+            None,
+            serde_json::json!({"because": because, "tasks": counts}),
+        )?;
         tracing::info!(message = "phase ended", phase = %name, because, done = counts.done, failed = counts.failed, pending = counts.pending);
         Ok(())
     }
@@ -490,13 +534,23 @@ impl Session {
     }
 
     fn next_assignment(&self, phase_idx: usize) -> Option<(usize, usize)> {
-        let done = |id: &str| self.tasks.iter().any(|t| t.spec.id == id && t.state == TaskState::Done);
+        let done = |id: &str| {
+            self.tasks
+                .iter()
+                .any(|t| t.spec.id == id && t.state == TaskState::Done)
+        };
         let claimable = self.tasks.iter().enumerate().filter(|(_, t)| {
-            t.phase_idx == phase_idx && t.state == TaskState::Pending && t.spec.after.iter().all(|d| done(d))
+            t.phase_idx == phase_idx
+                && t.state == TaskState::Pending
+                && t.spec.after.iter().all(|d| done(d))
         });
         for (task_idx, task) in claimable {
             let role_exists = self.agents.iter().any(|a| a.role == task.spec.role);
-            let idle = self.agents.iter().enumerate().filter(|(_, a)| a.running.is_none());
+            let idle = self
+                .agents
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| a.running.is_none());
             // Prefer an agent other than the one whose last run of this task failed.
             let mut candidates: Vec<usize> = idle
                 .filter(|(_, a)| !role_exists || a.role == task.spec.role)
@@ -523,17 +577,42 @@ impl Session {
         task.claimed_session_secs = Some(session_secs);
         let attempt = task.attempts;
         let agent = &self.agents[agent_idx];
-        let prompt_file = agent.dir.join("prompts").join(format!("{}.{attempt}.md", task.spec.id));
-        let prompt = compose_prompt(&self.prepared.spec, phase, &agent.role, &task.spec, attempt, task.last_error.as_deref());
+        let prompt_file = agent
+            .dir
+            .join("prompts")
+            .join(format!("{}.{attempt}.md", task.spec.id));
+        let prompt = compose_prompt(
+            &self.prepared.spec,
+            phase,
+            &agent.role,
+            &task.spec,
+            attempt,
+            task.last_error.as_deref(),
+        );
         std::fs::write(&prompt_file, prompt)?;
         let model = config.model_name();
         let mut env = agent::inherited_env();
-        env.extend(config.raw.agents.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        env.extend(agent::agent_env(&self.proxy_root, &agent.key, &model, &agent.id, &agent.role, &task.spec.id));
+        env.extend(
+            config
+                .raw
+                .agents
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        env.extend(agent::agent_env(
+            &self.proxy_root,
+            &agent.key,
+            &model,
+            &agent.id,
+            &agent.role,
+            &task.spec.id,
+        ));
         let workspace = self.workspace.to_string_lossy().into_owned();
         let (program, args) = match &self.prepared.command_template {
             None => (
-                std::env::current_exe().context("locate the megatest binary for `megatest agent`")?,
+                std::env::current_exe()
+                    .context("locate the megatest binary for `megatest agent`")?,
                 vec![
                     "agent".to_string(),
                     "--prompt-file".to_string(),
@@ -546,7 +625,11 @@ impl Session {
             ),
             Some(template) => {
                 let base_url = format!("{}/v1", self.proxy_root);
-                let agent_config = agent.dir.join("selfware.toml").to_string_lossy().into_owned();
+                let agent_config = agent
+                    .dir
+                    .join("selfware.toml")
+                    .to_string_lossy()
+                    .into_owned();
                 let vars = CommandVars {
                     prompt_file: &prompt_file.to_string_lossy(),
                     workspace: &workspace,
@@ -556,7 +639,10 @@ impl Session {
                     task_id: &task.spec.id,
                     agent_config: &agent_config,
                 };
-                ("sh".into(), vec!["-c".to_string(), agent::render_command(template, &vars)])
+                (
+                    "sh".into(),
+                    vec!["-c".to_string(), agent::render_command(template, &vars)],
+                )
             }
         };
         let spec = LaunchSpec {
@@ -573,17 +659,30 @@ impl Session {
             Ok(process) => process,
             Err(err) => {
                 let message = format!("{err:#}");
-                self.record_error("agent_start_failed", Some(&agent_id), Some(&task_id), &message)?;
+                self.record_error(
+                    "agent_start_failed",
+                    Some(&agent_id),
+                    Some(&task_id),
+                    &message,
+                )?;
                 self.settle_failed_run(task_idx, &message);
                 self.sync_task(task_idx)?;
                 return Ok(());
             }
         };
         let pid = process.pid;
-        let run_id = self.store.insert_agent_run(&agent_id, &task_id, attempt, Some(pid), session_secs)?;
+        let run_id =
+            self.store
+                .insert_agent_run(&agent_id, &task_id, attempt, Some(pid), session_secs)?;
         self.sync_task(task_idx)?;
         self.store.set_agent_status(&agent_id, "running")?;
-        self.event("agent_started", Some(&agent_id), Some(&phase_name), Some(&task_id), serde_json::json!({"pid": pid, "pgid": pid, "attempt": attempt, "run_id": run_id}))?;
+        self.event(
+            "agent_started",
+            Some(&agent_id),
+            Some(&phase_name),
+            Some(&task_id),
+            serde_json::json!({"pid": pid, "pgid": pid, "attempt": attempt, "run_id": run_id}),
+        )?;
         tracing::info!(message = "agent started", agent = %agent_id, task = %task_id, attempt, pid);
         let stop = CancellationToken::new();
         let timeout = self.clock.wall(config.raw.agent.step_timeout_secs);
@@ -593,12 +692,21 @@ impl Session {
         tokio::spawn(async move {
             let outcome = local::supervise(process, timeout, grace, stop_for_task).await;
             let _ = events
-                .send(Event::AgentRunEnded { agent_idx, task_idx, run_id, outcome })
+                .send(Event::AgentRunEnded {
+                    agent_idx,
+                    task_idx,
+                    run_id,
+                    outcome,
+                })
                 .await;
         });
         let slot = &mut self.agents[agent_idx];
         slot.runs += 1;
-        slot.running = Some(Running { task_idx, attempt, stop });
+        slot.running = Some(Running {
+            task_idx,
+            attempt,
+            stop,
+        });
         Ok(())
     }
 
@@ -608,7 +716,11 @@ impl Session {
         let max = self.prepared.config.raw.agents.max_task_attempts;
         let task = &mut self.tasks[task_idx];
         task.last_error = Some(message.to_string());
-        task.state = if task.attempts >= max { TaskState::Failed } else { TaskState::Pending };
+        task.state = if task.attempts >= max {
+            TaskState::Failed
+        } else {
+            TaskState::Pending
+        };
         if task.state == TaskState::Failed {
             task.finished_session_secs = Some(self.clock.session_secs());
         }
@@ -630,24 +742,38 @@ impl Session {
     fn handle(&mut self, event: Event) -> Result<()> {
         match event {
             Event::Authenticate { agent_key, reply } => {
-                let context = self.agents.iter().enumerate().find(|(_, a)| a.key == agent_key).map(|(idx, a)| {
-                    let running = a.running.as_ref();
-                    CallContext {
-                        agent_idx: idx,
-                        agent_id: a.id.clone(),
-                        role: a.role.clone(),
-                        phase: self.current_phase.map(|p| self.prepared.config.phases[p].name.clone()),
-                        task_id: running.map(|r| self.tasks[r.task_idx].spec.id.clone()),
-                        attempt: running.map(|r| r.attempt).unwrap_or(0),
-                    }
-                });
+                let context = self
+                    .agents
+                    .iter()
+                    .enumerate()
+                    .find(|(_, a)| a.key == agent_key)
+                    .map(|(idx, a)| {
+                        let running = a.running.as_ref();
+                        CallContext {
+                            agent_idx: idx,
+                            agent_id: a.id.clone(),
+                            role: a.role.clone(),
+                            phase: self
+                                .current_phase
+                                .map(|p| self.prepared.config.phases[p].name.clone()),
+                            task_id: running.map(|r| self.tasks[r.task_idx].spec.id.clone()),
+                            attempt: running.map(|r| r.attempt).unwrap_or(0),
+                        }
+                    });
                 if context.is_none() {
-                    self.event("auth_rejected", None, None, None, serde_json::json!({"reason": "unknown agent key"}))?;
+                    self.event(
+                        "auth_rejected",
+                        None,
+                        None,
+                        None,
+                        serde_json::json!({"reason": "unknown agent key"}),
+                    )?;
                 }
                 let _ = reply.send(context);
             }
             Event::ModelCall { row, reply } => {
-                self.store.record_model_call(&now(), self.clock.session_secs(), &row)?;
+                self.store
+                    .record_model_call(&now(), self.clock.session_secs(), &row)?;
                 self.totals.model_calls += 1;
                 self.totals.prompt_tokens += row.prompt_tokens;
                 self.totals.completion_tokens += row.completion_tokens;
@@ -655,22 +781,44 @@ impl Session {
                 self.totals.total_tokens += row.prompt_tokens + row.completion_tokens;
                 for name in &row.tool_names {
                     self.totals.tool_calls += 1;
-                    *self.totals.tool_calls_by_name.entry(name.clone()).or_default() += 1;
+                    *self
+                        .totals
+                        .tool_calls_by_name
+                        .entry(name.clone())
+                        .or_default() += 1;
                 }
                 let _ = reply.send(());
             }
-            Event::AgentRunEnded { agent_idx, task_idx, run_id, outcome } => {
+            Event::AgentRunEnded {
+                agent_idx,
+                task_idx,
+                run_id,
+                outcome,
+            } => {
                 self.run_ended(agent_idx, task_idx, run_id, outcome)?;
             }
             Event::Signal(signal) => {
                 if self.shutdown.is_some() {
                     // A second signal: stop now.
                     let killed = local::kill_all_groups();
-                    tracing::warn!(message = "second signal: killing all agent process groups now", signal = signal.name(), killed);
+                    tracing::warn!(
+                        message = "second signal: killing all agent process groups now",
+                        signal = signal.name(),
+                        killed
+                    );
                 } else {
-                    tracing::warn!(message = "signal received: stopping gracefully", signal = signal.name());
+                    tracing::warn!(
+                        message = "signal received: stopping gracefully",
+                        signal = signal.name()
+                    );
                     self.shutdown = Some(signal);
-                    self.event("signal", None, None, None, serde_json::json!({"signal": signal.name()}))?;
+                    self.event(
+                        "signal",
+                        None,
+                        None,
+                        None,
+                        serde_json::json!({"signal": signal.name()}),
+                    )?;
                     for agent in &self.agents {
                         if let Some(running) = &agent.running {
                             running.stop.cancel();
@@ -682,7 +830,13 @@ impl Session {
         Ok(())
     }
 
-    fn run_ended(&mut self, agent_idx: usize, task_idx: usize, run_id: i64, outcome: RunOutcome) -> Result<()> {
+    fn run_ended(
+        &mut self,
+        agent_idx: usize,
+        task_idx: usize,
+        run_id: i64,
+        outcome: RunOutcome,
+    ) -> Result<()> {
         let session_secs = self.clock.session_secs();
         let outcome_word = match (outcome.end, outcome.succeeded()) {
             (_, true) => "finished",
@@ -690,13 +844,27 @@ impl Session {
             (RunEnd::TimedOut, _) => "step_timeout",
             (RunEnd::Stopped, _) => "stopped",
         };
-        self.store.end_agent_run(run_id, session_secs, outcome.exit_code, outcome.signal, outcome_word)?;
+        self.store.end_agent_run(
+            run_id,
+            session_secs,
+            outcome.exit_code,
+            outcome.signal,
+            outcome_word,
+        )?;
         let agent_id = self.agents[agent_idx].id.clone();
         let task_id = self.tasks[task_idx].spec.id.clone();
-        let phase = self.prepared.config.phases[self.tasks[task_idx].phase_idx].name.clone();
+        let phase = self.prepared.config.phases[self.tasks[task_idx].phase_idx]
+            .name
+            .clone();
         self.agents[agent_idx].running = None;
         self.store.set_agent_status(&agent_id, "idle")?;
-        self.event("agent_exited", Some(&agent_id), Some(&phase), Some(&task_id), serde_json::json!({"outcome": outcome, "result": outcome_word}))?;
+        self.event(
+            "agent_exited",
+            Some(&agent_id),
+            Some(&phase),
+            Some(&task_id),
+            serde_json::json!({"outcome": outcome, "result": outcome_word}),
+        )?;
         tracing::info!(message = "agent exited", agent = %agent_id, task = %task_id, result = outcome_word, code = ?outcome.exit_code, signal = ?outcome.signal);
         match outcome_word {
             "finished" => {
@@ -717,7 +885,11 @@ impl Session {
                     Some(signal) => format!("agent run {word}: killed by signal {signal}"),
                     None => format!("agent run {word}: exit code {:?}", outcome.exit_code),
                 };
-                let kind = if word == "step_timeout" { "step_timeout" } else { "agent_crash" };
+                let kind = if word == "step_timeout" {
+                    "step_timeout"
+                } else {
+                    "agent_crash"
+                };
                 self.record_error(kind, Some(&agent_id), Some(&task_id), &message)?;
                 self.agents[agent_idx].failed_runs += 1;
                 self.settle_failed_run(task_idx, &message);
@@ -726,11 +898,25 @@ impl Session {
         self.sync_task(task_idx)
     }
 
-    fn record_error(&mut self, kind: &str, agent_id: Option<&str>, task_id: Option<&str>, message: &str) -> Result<()> {
+    fn record_error(
+        &mut self,
+        kind: &str,
+        agent_id: Option<&str>,
+        task_id: Option<&str>,
+        message: &str,
+    ) -> Result<()> {
         self.errors += 1;
-        let phase = self.current_phase.map(|p| self.prepared.config.phases[p].name.clone());
+        let phase = self
+            .current_phase
+            .map(|p| self.prepared.config.phases[p].name.clone());
         tracing::warn!(message = "error", error_kind = kind, agent = ?agent_id, task = ?task_id, detail = message);
-        self.event("error", agent_id, phase.as_deref(), task_id, serde_json::json!({"error_kind": kind, "message": message}))?;
+        self.event(
+            "error",
+            agent_id,
+            phase.as_deref(),
+            task_id,
+            serde_json::json!({"error_kind": kind, "message": message}),
+        )?;
         Ok(())
     }
 
@@ -759,7 +945,8 @@ impl Session {
     /// are still served meanwhile; a signal cancels the running check.
     async fn run_checks(&mut self, phase_idx: usize) -> Result<()> {
         let phase = self.prepared.config.phases[phase_idx].name.clone();
-        let timeout = Duration::from_secs_f64(self.prepared.config.raw.limits.max_test_runtime_min * 60.0);
+        let timeout =
+            Duration::from_secs_f64(self.prepared.config.raw.limits.max_test_runtime_min * 60.0);
         let commands = self.prepared.spec.commands.clone();
         for (name, command) in [("build", commands.build), ("test", commands.test)] {
             let workspace = self.workspace.clone();
@@ -796,7 +983,10 @@ impl Session {
             )?;
             tracing::info!(message = "phase check", phase = %phase, check = name, passed = row.passed, exit_code = ?row.exit_code, wall_secs = row.wall_secs);
             if !row.passed {
-                let message = format!("phase {phase} {name} check failed (exit {:?})", row.exit_code);
+                let message = format!(
+                    "phase {phase} {name} check failed: {}",
+                    eval::describe_check(&row)
+                );
                 self.record_error("test_failure", None, None, &message)?;
             }
             self.phases[phase_idx].checks.push(row);
@@ -813,12 +1003,24 @@ impl Session {
         task_id: Option<&str>,
         data: serde_json::Value,
     ) -> Result<i64> {
-        self.store.append_event(&now(), self.clock.session_secs(), kind, agent_id, phase, task_id, &data)
+        self.store.append_event(
+            &now(),
+            self.clock.session_secs(),
+            kind,
+            agent_id,
+            phase,
+            task_id,
+            &data,
+        )
     }
 
     fn task_counts(&self, phase_idx: Option<usize>) -> TaskCounts {
         let mut counts = TaskCounts::default();
-        for task in self.tasks.iter().filter(|t| phase_idx.is_none_or(|p| t.phase_idx == p)) {
+        for task in self
+            .tasks
+            .iter()
+            .filter(|t| phase_idx.is_none_or(|p| t.phase_idx == p))
+        {
             counts.total += 1;
             match task.state {
                 TaskState::Pending => counts.pending += 1,
@@ -841,17 +1043,28 @@ impl Session {
             .phases
             .iter()
             .enumerate()
-            .map(|(i, plan)| match (&self.phases[i].started, &self.phases[i].ended) {
-                (_, Some(_)) => 0.0,
-                (Some((start, _)), None) => (plan.session_secs - (elapsed_session - start)).max(0.0),
-                (None, None) => plan.session_secs,
-            })
+            .map(
+                |(i, plan)| match (&self.phases[i].started, &self.phases[i].ended) {
+                    (_, Some(_)) => 0.0,
+                    (Some((start, _)), None) => {
+                        (plan.session_secs - (elapsed_session - start)).max(0.0)
+                    }
+                    (None, None) => plan.session_secs,
+                },
+            )
             .sum();
-        let last_test = self.phases.iter().rev().flat_map(|p| p.checks.iter()).find(|c| c.name == "test");
+        let last_test = self
+            .phases
+            .iter()
+            .rev()
+            .flat_map(|p| p.checks.iter())
+            .find(|c| c.name == "test");
         let metrics = SessionMetrics {
             session_id: self.id().to_string(),
             status: status.to_string(),
-            phase: self.current_phase.map(|p| self.prepared.config.phases[p].name.clone()),
+            phase: self
+                .current_phase
+                .map(|p| self.prepared.config.phases[p].name.clone()),
             updated_at: now(),
             elapsed_session_secs: elapsed_session,
             elapsed_wall_secs: self.clock.wall_secs(),
@@ -871,13 +1084,22 @@ impl Session {
                 .map(|a| AgentStatus {
                     id: a.id.clone(),
                     role: a.role.clone(),
-                    status: if a.running.is_some() { "running".into() } else { "idle".into() },
-                    task: a.running.as_ref().map(|r| self.tasks[r.task_idx].spec.id.clone()),
+                    status: if a.running.is_some() {
+                        "running".into()
+                    } else {
+                        "idle".into()
+                    },
+                    task: a
+                        .running
+                        .as_ref()
+                        .map(|r| self.tasks[r.task_idx].spec.id.clone()),
                 })
                 .collect(),
             lines_of_code: match &self.last_code_stats {
                 Some(stats) => Figure::measured(stats.lines_of_code),
-                None => Figure::missing("measured with tokei at each phase end; no phase has ended yet"),
+                None => {
+                    Figure::missing("measured with tokei at each phase end; no phase has ended yet")
+                }
             },
             test_pass_rate: match last_test {
                 // The contract's test command gives pass/fail for the whole suite, not per test.
@@ -902,7 +1124,13 @@ impl Session {
     /// test checks passed.
     fn critical_criteria(&self) -> Vec<CriterionResult> {
         let last = self.phases.len().saturating_sub(1);
-        let last_name = self.prepared.config.phases.get(last).map(|p| p.name.clone()).unwrap_or_default();
+        let last_name = self
+            .prepared
+            .config
+            .phases
+            .get(last)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
         let all_ran = self.phases.iter().all(|p| p.ended.is_some());
         let mut out = vec![CriterionResult {
             phase: "session".into(),
@@ -915,8 +1143,14 @@ impl Session {
             ),
             critical: true,
         }];
-        for (name, text) in [("build", "the project builds at the end"), ("test", "the project's tests pass at the end")] {
-            let check = self.phases.get(last).and_then(|p| p.checks.iter().find(|c| c.name == name));
+        for (name, text) in [
+            ("build", "the project builds at the end"),
+            ("test", "the project's tests pass at the end"),
+        ] {
+            let check = self
+                .phases
+                .get(last)
+                .and_then(|p| p.checks.iter().find(|c| c.name == name));
             out.push(CriterionResult {
                 phase: last_name.clone(),
                 criterion: text.into(),
@@ -953,15 +1187,35 @@ impl Session {
                 PhaseReport {
                     name: plan.name.clone(),
                     ended_because: record.ended_because.clone().unwrap_or_else(|| {
-                        if record.started.is_some() { status.to_string() } else { "not_started".into() }
+                        if record.started.is_some() {
+                            status.to_string()
+                        } else {
+                            "not_started".into()
+                        }
                     }),
                     planned_session_secs: plan.session_secs,
-                    session_secs: record.started.map(|(s, _)| record.ended.map(|(e, _)| e).unwrap_or(self.clock.session_secs()) - s),
-                    wall_secs: record.started.map(|(_, s)| record.ended.map(|(_, e)| e).unwrap_or(self.clock.wall_secs()) - s),
+                    session_secs: record.started.map(|(s, _)| {
+                        record
+                            .ended
+                            .map(|(e, _)| e)
+                            .unwrap_or(self.clock.session_secs())
+                            - s
+                    }),
+                    wall_secs: record.started.map(|(_, s)| {
+                        record
+                            .ended
+                            .map(|(_, e)| e)
+                            .unwrap_or(self.clock.wall_secs())
+                            - s
+                    }),
                     objectives: plan.objectives.clone(),
                     tasks: self.task_counts(Some(i)),
                     checks: record.checks.clone(),
-                    success_criteria: eval::judge_criteria(&plan.name, &plan.success_criteria, &record.checks),
+                    success_criteria: eval::judge_criteria(
+                        &plan.name,
+                        &plan.success_criteria,
+                        &record.checks,
+                    ),
                 }
             })
             .collect();
@@ -1071,17 +1325,20 @@ fn compose_prompt(
     }
     let contract = spec.doc("CONTRACT.md");
     if !contract.is_empty() {
-        out.push_str(&format!("\n## Interface contract (must hold)\n\n{contract}\n"));
+        out.push_str(&format!(
+            "\n## Interface contract (must hold)\n\n{contract}\n"
+        ));
     }
     let requirements = spec.doc("REQUIREMENTS.md");
     if !requirements.is_empty() {
         out.push_str(&format!("\n## Requirements\n\n{requirements}\n"));
     }
-    out.push_str("\nWork in the current directory (the project workspace). Finish when your task is done.\n");
+    out.push_str(
+        "\nWork in the current directory (the project workspace). Finish when your task is done.\n",
+    );
     out
 }
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
-

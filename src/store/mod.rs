@@ -173,12 +173,17 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let mut store = Store { conn };
-        store.migrate().with_context(|| format!("migrate {}", path.display()))?;
+        store
+            .migrate()
+            .with_context(|| format!("migrate {}", path.display()))?;
         Ok(store)
     }
 
     fn migrate(&mut self) -> Result<()> {
-        let version = self.conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+        let version = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))?
+            as usize;
         anyhow::ensure!(
             version <= MIGRATIONS.len(),
             "session.db has schema version {version}, newer than this megatest knows ({})",
@@ -194,7 +199,9 @@ impl Store {
     }
 
     pub fn schema_version(&self) -> Result<usize> {
-        Ok(self.conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize)
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize)
     }
 
     pub fn insert_session(
@@ -245,7 +252,13 @@ impl Store {
         Ok(())
     }
 
-    pub fn end_phase(&self, idx: usize, session_secs: f64, wall_secs: f64, because: &str) -> Result<()> {
+    pub fn end_phase(
+        &self,
+        idx: usize,
+        session_secs: f64,
+        wall_secs: f64,
+        because: &str,
+    ) -> Result<()> {
         self.conn.execute(
             "UPDATE phases SET ended_session_secs = ?2, ended_wall_secs = ?3, ended_because = ?4 WHERE idx = ?1",
             params![idx as i64, session_secs, wall_secs, because],
@@ -262,8 +275,10 @@ impl Store {
     }
 
     pub fn set_agent_status(&self, id: &str, status: &str) -> Result<()> {
-        self.conn
-            .execute("UPDATE agents SET status = ?2 WHERE id = ?1", params![id, status])?;
+        self.conn.execute(
+            "UPDATE agents SET status = ?2 WHERE id = ?1",
+            params![id, status],
+        )?;
         Ok(())
     }
 
@@ -290,7 +305,15 @@ impl Store {
         self.conn.execute(
             "UPDATE tasks SET state = ?2, attempts = ?3, agent_id = ?4, claimed_session_secs = ?5,
                  finished_session_secs = ?6, last_error = ?7 WHERE id = ?1",
-            params![id, state, attempts, agent_id, claimed_session_secs, finished_session_secs, last_error],
+            params![
+                id,
+                state,
+                attempts,
+                agent_id,
+                claimed_session_secs,
+                finished_session_secs,
+                last_error
+            ],
         )?;
         Ok(())
     }
@@ -341,13 +364,26 @@ impl Store {
         self.conn.execute(
             "INSERT INTO events (at, session_secs, kind, agent_id, phase, task_id, data)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![at, session_secs, kind, agent_id, phase, task_id, data.to_string()],
+            params![
+                at,
+                session_secs,
+                kind,
+                agent_id,
+                phase,
+                task_id,
+                data.to_string()
+            ],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
 
     /// Commit one ledger row and its model-call and tool-call events in one transaction.
-    pub fn record_model_call(&mut self, at: &str, session_secs: f64, row: &LedgerRow) -> Result<i64> {
+    pub fn record_model_call(
+        &mut self,
+        at: &str,
+        session_secs: f64,
+        row: &LedgerRow,
+    ) -> Result<i64> {
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO ledger (at, session_secs, agent_id, role, phase, task_id, model_requested,
@@ -386,10 +422,26 @@ impl Store {
             "status": row.status,
             "error_kind": row.error_kind,
         });
-        insert.execute(params![at, session_secs, "model_call", row.agent_id, row.phase, row.task_id, call.to_string()])?;
+        insert.execute(params![
+            at,
+            session_secs,
+            "model_call",
+            row.agent_id,
+            row.phase,
+            row.task_id,
+            call.to_string()
+        ])?;
         for name in &row.tool_names {
             let data = serde_json::json!({ "ledger_seq": seq, "tool": name });
-            insert.execute(params![at, session_secs, "tool_call", row.agent_id, row.phase, row.task_id, data.to_string()])?;
+            insert.execute(params![
+                at,
+                session_secs,
+                "tool_call",
+                row.agent_id,
+                row.phase,
+                row.task_id,
+                data.to_string()
+            ])?;
         }
         drop(insert);
         tx.commit()?;
@@ -440,8 +492,12 @@ impl Store {
 
     /// Count of events per kind.
     pub fn event_counts(&self) -> Result<BTreeMap<String, u64>> {
-        let mut stmt = self.conn.prepare("SELECT kind, COUNT(*) FROM events GROUP BY kind")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT kind, COUNT(*) FROM events GROUP BY kind")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -451,16 +507,20 @@ impl Store {
             "SELECT json_extract(data, '$.error_kind'), COUNT(*) FROM events WHERE kind = 'error' GROUP BY 1",
         )?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, Option<String>>(0)?.unwrap_or_else(|| "unknown".into()), r.get::<_, i64>(1)? as u64))
+            Ok((
+                r.get::<_, Option<String>>(0)?
+                    .unwrap_or_else(|| "unknown".into()),
+                r.get::<_, i64>(1)? as u64,
+            ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Process group ids of agent runs that have not ended (used to stop leftovers).
     pub fn open_run_pgids(&self) -> Result<Vec<i64>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT pgid FROM agent_runs WHERE ended_session_secs IS NULL AND pgid IS NOT NULL")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT pgid FROM agent_runs WHERE ended_session_secs IS NULL AND pgid IS NOT NULL",
+        )?;
         let rows = stmt.query_map([], |r| r.get::<_, i64>(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -469,7 +529,11 @@ impl Store {
     pub fn session_status(&self, id: &str) -> Result<Option<String>> {
         Ok(self
             .conn
-            .query_row("SELECT status FROM sessions WHERE id = ?1", params![id], |r| r.get(0))
+            .query_row(
+                "SELECT status FROM sessions WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
             .optional()?)
     }
 }
@@ -485,10 +549,15 @@ mod tests {
         {
             let store = Store::open(&path).unwrap();
             assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len());
-            store.insert_session("s", "quickstart", "scripted", "scripted", 1.0, "t").unwrap();
+            store
+                .insert_session("s", "quickstart", "scripted", "scripted", 1.0, "t")
+                .unwrap();
         }
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.session_status("s").unwrap().as_deref(), Some("running"));
+        assert_eq!(
+            store.session_status("s").unwrap().as_deref(),
+            Some("running")
+        );
     }
 
     #[test]
@@ -515,7 +584,10 @@ mod tests {
         row.tool_names = vec!["run_command".into(), "write_file".into()];
         store.record_model_call("t", 2.0, &row).unwrap();
         let all = store.ledger_totals(None).unwrap();
-        assert_eq!((all.model_calls, all.total_tokens, all.tool_calls), (2, 240, 3));
+        assert_eq!(
+            (all.model_calls, all.total_tokens, all.tool_calls),
+            (2, 240, 3)
+        );
         assert_eq!(all.tool_calls_by_name["write_file"], 2);
         assert_eq!(store.ledger_totals(Some("agent-2")).unwrap().tool_calls, 2);
         assert_eq!(store.event_counts().unwrap()["tool_call"], 3);

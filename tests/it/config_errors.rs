@@ -1,0 +1,176 @@
+//! Malformed configs: exit 2, file/line/column in the message, nothing left on disk.
+
+use crate::support::*;
+
+/// Write the upstream fixture with `from` replaced by `to`; return the path and the 1-based line
+/// of the change.
+fn broken_fixture(dir: &std::path::Path, from: &str, to: &str) -> (std::path::PathBuf, usize) {
+    let text = std::fs::read_to_string(fixture_config()).unwrap();
+    let offset = text
+        .find(from)
+        .unwrap_or_else(|| panic!("{from:?} not in the fixture"));
+    let line = text[..offset].matches('\n').count() + 1;
+    let path = dir.join("mega_test_config.toml");
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    (path, line)
+}
+
+fn assert_rejected(from: &str, to: &str, expect_in_message: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let (config, line) = broken_fixture(dir.path(), from, to);
+    for verb in ["run", "validate"] {
+        let mut command = megatest();
+        command
+            .arg(verb)
+            .arg(&config)
+            .args(["--provider", "sim", "--time-scale", "3600"]);
+        if verb == "run" {
+            command.arg("--runs-dir").arg(&runs);
+        }
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{verb} {from:?} → {to:?}: {stderr}"
+        );
+        let location = format!("{}:{line}:", config.display());
+        assert!(
+            stderr.contains(&location),
+            "{verb}: expected {location} in:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(expect_in_message),
+            "{verb}: expected {expect_in_message:?} in:\n{stderr}"
+        );
+    }
+    assert!(
+        !runs.exists() || std::fs::read_dir(&runs).unwrap().next().is_none(),
+        "a session directory was left behind"
+    );
+}
+
+#[test]
+fn typo_key_is_rejected_with_its_line() {
+    assert_rejected(
+        "agent_count = 6",
+        "agent_cuont = 6",
+        "unknown field `agent_cuont`",
+    );
+}
+
+#[test]
+fn wrong_type_is_rejected_with_its_line() {
+    assert_rejected(
+        "duration_hours = 6",
+        "duration_hours = \"six\"",
+        "duration_hours",
+    );
+}
+
+#[test]
+fn out_of_range_agent_count_is_rejected_with_its_line() {
+    assert_rejected("agent_count = 6", "agent_count = 40", "between 2 and 16");
+}
+
+#[test]
+fn zero_phase_duration_is_rejected_with_its_line() {
+    assert_rejected(
+        "duration_minutes = 120",
+        "duration_minutes = 0",
+        "phases[1].duration_minutes",
+    );
+}
+
+#[test]
+fn max_total_agents_below_agent_count_is_rejected() {
+    assert_rejected(
+        "max_total_agents = 8",
+        "max_total_agents = 4",
+        "must be >= session.agent_count",
+    );
+}
+
+#[test]
+fn bad_toml_is_rejected_with_its_line() {
+    assert_rejected("[limits]", "[limits", "");
+}
+
+#[test]
+fn unknown_enum_value_is_rejected_with_its_line() {
+    assert_rejected(
+        "strategy = \"weighted\"",
+        "strategy = \"loudest\"",
+        "unknown variant",
+    );
+}
+
+#[test]
+fn out_of_range_override_names_the_flag_and_leaves_nothing() {
+    let runs = tempfile::tempdir().unwrap();
+    let output = megatest()
+        .arg("run")
+        .arg(fixture_config())
+        .args(["--provider", "sim", "--agents", "1", "--runs-dir"])
+        .arg(runs.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("session.agent_count") && stderr.contains("--agents"),
+        "{stderr}"
+    );
+    assert!(std::fs::read_dir(runs.path()).unwrap().next().is_none());
+}
+
+#[test]
+fn upstream_fixture_validates_unmodified() {
+    let output = megatest()
+        .arg("validate")
+        .arg(fixture_config())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("6 agents, 4 phases over 6 h"), "{stdout}");
+    assert!(stdout.contains("not yet enforced: consensus.*"), "{stdout}");
+}
+
+#[test]
+fn run_without_a_provider_refuses_to_start_and_says_how() {
+    let runs = tempfile::tempdir().unwrap();
+    let output = megatest()
+        .arg("run")
+        .arg(fixture_config())
+        .arg("--runs-dir")
+        .arg(runs.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no model provider configured") && stderr.contains("sim"),
+        "{stderr}"
+    );
+    assert!(std::fs::read_dir(runs.path()).unwrap().next().is_none());
+
+    let script = root().join("system_tests/long_running/run_mega_test.sh");
+    let output = std::process::Command::new(&script)
+        .env_remove("MEGATEST_PROVIDER")
+        .env("MEGATEST_BIN", env!("CARGO_BIN_EXE_megatest"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no model provider configured") && stderr.contains("MEGATEST_PROVIDER=sim"),
+        "{stderr}"
+    );
+}

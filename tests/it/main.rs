@@ -1,0 +1,10 @@
+//! Integration tests: real `megatest` processes, real agent child processes, real signals,
+//! real SQLite files. One test binary; one module per area.
+
+mod support;
+
+mod config_errors;
+mod processes;
+mod quickstart;
+mod signals;
+mod sim_fixture;

@@ -1,0 +1,178 @@
+//! Agent processes: process groups stopped whole, per-agent keys, no provider secrets.
+
+use crate::support::*;
+use std::path::Path;
+
+/// A quickstart-shaped config whose agents run `command` (kind = "command").
+fn command_config(dir: &Path, command: &str, extra: &str) -> std::path::PathBuf {
+    let spec = root().join("system_tests/long_running/projects/quickstart");
+    let text = format!(
+        r#"
+[session]
+duration_hours = 1
+agent_count = 2
+project_type = "quickstart"
+
+[agent]
+step_timeout_secs = 600
+concurrent_agents = 2
+roles = ["Architect", "Tester"]
+max_total_agents = 2
+
+[limits]
+max_test_runtime_min = 1
+
+[project]
+spec_dir = {spec:?}
+
+[model]
+provider = "sim"
+
+[agents]
+kind = "command"
+command = {command:?}
+stop_grace_secs = 0.5
+max_task_attempts = 1
+{extra}
+"#
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn agent_that_ignores_sigterm_and_forks_is_killed_with_its_grandchild() {
+    let dir = tempfile::tempdir().unwrap();
+    // The agent ignores TERM and leaves a TERM-ignoring grandchild behind; both must die.
+    let command = "trap '' TERM; (trap '' TERM; exec sleep 1000) & echo $! >> grandchildren.pid; while :; do sleep 0.1; done";
+    let config = command_config(dir.path(), command, "");
+    let runs = dir.path().join("runs");
+    let output = megatest()
+        .arg("run")
+        .arg(&config)
+        .args(["--time-scale", "600", "--runs-dir"])
+        .arg(&runs)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let session = only_session(&runs);
+    let grandchildren: Vec<i32> =
+        std::fs::read_to_string(session.join("project/grandchildren.pid"))
+            .unwrap()
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect();
+    assert!(!grandchildren.is_empty());
+    for pid in grandchildren.iter().copied().chain(agent_pids(&session)) {
+        assert!(
+            wait_for(std::time::Duration::from_secs(2), || !alive(pid)),
+            "process {pid} survived megatest"
+        );
+    }
+    // TERM was ignored, so every run ended by SIGKILL after the grace period.
+    let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
+    let (runs_total, killed): (i64, i64) = db
+        .query_row(
+            "SELECT COUNT(*), SUM(signal = 9) FROM agent_runs",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(
+        runs_total >= 4,
+        "one run per phase at least, got {runs_total}"
+    );
+    assert_eq!(killed, runs_total);
+}
+
+#[test]
+fn agents_get_their_own_key_and_no_provider_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = dir.path().join("probe.py");
+    std::fs::write(
+        &probe,
+        r#"
+import os, urllib.request, urllib.error
+base = os.environ["OPENAI_BASE_URL"]
+def status(key):
+    request = urllib.request.Request(base + "/models", headers={"Authorization": "Bearer " + key})
+    try:
+        return urllib.request.urlopen(request, timeout=10).status
+    except urllib.error.HTTPError as err:
+        return err.code
+leaked = any("sk-provider-secret" in value for value in os.environ.values())
+with open("probe-" + os.environ["MEGATEST_AGENT_ID"] + "-" + os.environ["MEGATEST_TASK_ID"], "w") as out:
+    out.write(f"{status(os.environ['OPENAI_API_KEY'])} {status('sk-wrong')} {leaked} {base.startswith('http://127.0.0.1:')}\n")
+"#,
+    )
+    .unwrap();
+    let command = format!("python3 {}", probe.display());
+    let config = command_config(
+        dir.path(),
+        &command,
+        "[agents.env]\nPYTHONDONTWRITEBYTECODE = \"1\"\nMY_API_TOKEN = \"sk-config-secret\"\n\n[notifications]\nenabled = false\nwebhook_url = \"https://hooks.example.invalid/sk-webhook-secret\"\n",
+    );
+    let runs = dir.path().join("runs");
+    let output = megatest()
+        .arg("run")
+        .arg(&config)
+        .args(["--time-scale", "600", "--runs-dir"])
+        .arg(&runs)
+        .env("OPENAI_API_KEY", "sk-provider-secret")
+        .env("ANTHROPIC_API_KEY", "sk-provider-secret")
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let session = only_session(&runs);
+    let probes: Vec<String> = std::fs::read_dir(session.join("project"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("probe-")
+        })
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert_eq!(
+        probes.len(),
+        10,
+        "one probe per quickstart task: {probes:?}"
+    );
+    for probe in probes {
+        assert_eq!(probe.trim(), "200 401 False True");
+    }
+    // Secrets reach no file megatest writes.
+    for file in [
+        "config.json",
+        "session.log",
+        "final_report.json",
+        "metrics_current.json",
+    ] {
+        let text = std::fs::read_to_string(session.join(file)).unwrap();
+        for secret in [
+            "sk-provider-secret",
+            "sk-config-secret",
+            "sk-webhook-secret",
+        ] {
+            assert!(!text.contains(secret), "{secret} found in {file}");
+        }
+    }
+    let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
+    let rejected: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE kind = 'auth_rejected'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rejected, 10);
+}

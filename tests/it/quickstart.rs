@@ -1,0 +1,109 @@
+//! The embedded default: the quickstart session on the scripted model, end to end.
+
+use crate::support::*;
+use std::process::Command;
+
+#[test]
+fn quickstart_session_builds_a_project_whose_tests_pass() {
+    let runs = tempfile::tempdir().unwrap();
+    let output = megatest()
+        .args(["run", "configs/quickstart.toml", "--runs-dir"])
+        .arg(runs.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "stderr:\n{stderr}");
+    let session = only_session(runs.path());
+
+    let report = read_json(&session.join("final_report.json"));
+    assert_eq!(report["status"], "complete");
+    assert_eq!(report["exit_code"], 0);
+    assert_eq!(report["model"]["provider"], "scripted");
+    assert!(report["model"]["label"]
+        .as_str()
+        .unwrap()
+        .contains("scripted"));
+    let phases = report["phases"].as_array().unwrap();
+    let names: Vec<&str> = phases.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["bootstrap", "development", "refinement", "finalization"]
+    );
+    for phase in phases {
+        let checks = phase["checks"].as_array().unwrap();
+        assert_eq!(checks.len(), 2, "{phase}");
+        assert!(checks.iter().all(|c| c["passed"] == true), "{phase}");
+    }
+    assert_eq!(report["tasks"]["done"], report["tasks"]["total"]);
+    assert_eq!(report["tasks"]["total"], 10);
+    assert!(report["code"]["value"]["lines_of_code"].as_u64().unwrap() > 100);
+    assert!(report["test_coverage"]["value"].is_null());
+    assert!(report["test_coverage"]["reason"].is_string());
+    assert_eq!(
+        std::fs::read_to_string(session.join("status")).unwrap(),
+        "complete\n"
+    );
+
+    // The project's own tests pass when run by hand afterwards.
+    let by_hand = Command::new("python3")
+        .args(["-m", "unittest", "discover", "-s", "tests", "-t", "."])
+        .current_dir(session.join("project"))
+        .output()
+        .unwrap();
+    assert!(
+        by_hand.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_hand.stderr)
+    );
+    assert!(String::from_utf8_lossy(&by_hand.stderr).contains("Ran 12 tests"));
+
+    // The report's token total equals the sum of `usage` the model sent, as each agent saw it.
+    let mut sent_tokens = 0;
+    let mut sent_calls = 0;
+    for agent in std::fs::read_dir(session.join("agents")).unwrap() {
+        let log =
+            std::fs::read_to_string(agent.unwrap().path().join("agent.log")).unwrap_or_default();
+        for line in log.lines().filter(|l| l.contains("\"model_response\"")) {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            sent_tokens += event["usage"]["total_tokens"].as_u64().unwrap();
+            sent_calls += 1;
+        }
+    }
+    assert!(sent_calls > 20);
+    assert_eq!(
+        report["usage"]["total_tokens"].as_u64().unwrap(),
+        sent_tokens
+    );
+    assert_eq!(report["usage"]["model_calls"].as_u64().unwrap(), sent_calls);
+
+    // Every model call and tool call is in the event log with agent, phase and task.
+    let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
+    let count = |sql: &str| db.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    assert_eq!(
+        count("SELECT COUNT(*) FROM events WHERE kind = 'model_call'"),
+        sent_calls as i64
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM events WHERE kind = 'tool_call'"),
+        report["usage"]["tool_calls"].as_i64().unwrap()
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM events WHERE kind IN ('model_call','tool_call') AND (agent_id IS NULL OR phase IS NULL OR task_id IS NULL)"),
+        0
+    );
+    assert_eq!(count("SELECT COUNT(*) FROM tasks WHERE state = 'done'"), 10);
+    assert_eq!(count("PRAGMA user_version"), 1);
+
+    // The files the layout promises.
+    for file in [
+        "config.json",
+        "agents.toml",
+        "session.log",
+        "metrics_current.json",
+        "metrics/metrics.jsonl",
+    ] {
+        assert!(session.join(file).is_file(), "{file} missing");
+    }
+    let config = read_json(&session.join("config.json"));
+    assert!(!config["not_yet_enforced"].as_array().unwrap().is_empty());
+}

@@ -1,0 +1,63 @@
+//! The upstream fixture config at time scale on the `sim` model.
+
+use crate::support::*;
+
+#[test]
+fn upstream_fixture_runs_one_hour_at_time_scale_3600_on_sim() {
+    let runs = tempfile::tempdir().unwrap();
+    let output = megatest()
+        .arg("run")
+        .arg(fixture_config())
+        .args([
+            "--hours",
+            "1",
+            "--time-scale",
+            "3600",
+            "--provider",
+            "sim",
+            "--runs-dir",
+        ])
+        .arg(runs.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // The sim writes plausible files but no Cargo project: the checks fail for real → exit 1.
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let session = only_session(runs.path());
+    let report = read_json(&session.join("final_report.json"));
+    assert_eq!(report["status"], "complete");
+    assert_eq!(report["model"]["provider"], "sim");
+    assert!(report["model"]["label"]
+        .as_str()
+        .unwrap()
+        .contains("not an LLM"));
+    assert_eq!(report["agent_count"], 6);
+    assert_eq!(report["duration"]["time_scale"], 3600.0);
+    // 60/120/120/60 minutes scaled to one hour.
+    let planned: Vec<f64> = report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["planned_session_secs"].as_f64().unwrap())
+        .collect();
+    assert_eq!(planned, [600.0, 1200.0, 1200.0, 600.0]);
+    for phase in report["phases"].as_array().unwrap() {
+        assert_ne!(phase["ended_because"], "not_started");
+        let checks = phase["checks"].as_array().unwrap();
+        assert_eq!(checks.len(), 2);
+        assert!(checks
+            .iter()
+            .all(|c| c["passed"] == false && c["output_tail"].as_str().unwrap().len() > 0));
+    }
+    assert!(report["usage"]["total_tokens"].as_u64().unwrap() > 0);
+    assert!(report["usage"]["tool_calls"].as_u64().unwrap() > 0);
+    let criteria = report["success_criteria"].as_array().unwrap();
+    assert!(criteria
+        .iter()
+        .any(|c| c["critical"] == true && c["met"] == false));
+    assert!(report["errors"]["test_failure"].as_u64().unwrap() >= 1);
+    // Session time is wall time × 3600 (the one clock).
+    let session_secs = report["duration"]["session_secs"].as_f64().unwrap();
+    let wall_secs = report["duration"]["wall_secs"].as_f64().unwrap();
+    assert!((session_secs / wall_secs - 3600.0).abs() < 1.0);
+}

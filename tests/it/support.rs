@@ -1,0 +1,90 @@
+//! Helpers shared by the integration tests.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The upstream Selfware config, unmodified.
+pub fn fixture_config() -> PathBuf {
+    root().join("../shared/fixtures/selfware/mega_test_config.toml")
+}
+
+/// `megatest` with the MEGATEST_* variables of the calling environment removed.
+pub fn megatest() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_megatest"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("MEGATEST_") || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    command.current_dir(root());
+    command
+}
+
+pub fn read_json(path: &Path) -> Value {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
+}
+
+/// True if `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .chars()
+                .next();
+            !matches!(state, Some('Z') | Some('X'))
+        }
+    }
+}
+
+/// Poll `condition` every 20 ms until it holds or `limit` passes.
+pub fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    condition()
+}
+
+/// Every pid of every agent run recorded in `session.db`.
+pub fn agent_pids(session_dir: &Path) -> Vec<i32> {
+    let conn = rusqlite::Connection::open(session_dir.join("session.db")).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT pid FROM agent_runs WHERE pid IS NOT NULL")
+        .unwrap();
+    stmt.query_map([], |r| r.get::<_, i32>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// The only session directory under `runs_dir`.
+pub fn only_session(runs_dir: &Path) -> PathBuf {
+    let entries: Vec<PathBuf> = std::fs::read_dir(runs_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(
+        entries.len(),
+        1,
+        "expected one session in {}: {entries:?}",
+        runs_dir.display()
+    );
+    entries.into_iter().next().unwrap()
+}
