@@ -673,7 +673,7 @@ fn not_yet_enforced(raw: &RawConfig) -> Vec<String> {
         "limits.disk_space_limit_gb (checkpoints/recovery, issues 4-5)",
         "monitoring.metrics_export_interval, dashboard_update_interval, export_metrics, metrics_format, agent_activity_logging (observability, issue 6)",
         "error_handling.* (recovery table, issue 5)",
-        "project.target.documentation_coverage, max_bugs_* (evaluation)",
+        "project.target.test_coverage (coverage measurement, issue 6); documentation_coverage, max_bugs_* (evaluation)",
         "project.performance.memory_usage_mb, binary_size_mb (evaluation)",
         "model.fallbacks (proxy, issue 3)",
         "api.* (control API, issue 6)",

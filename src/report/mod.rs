@@ -133,6 +133,9 @@ pub struct FinalReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct ProjectInfo {
     pub project_type: String,
+    /// `[metadata].name` and `.version` of the config.
+    pub test_name: String,
+    pub test_version: String,
     pub name: String,
     pub spec_dir: String,
     pub workspace: String,

@@ -1035,6 +1035,9 @@ impl Session {
     /// Write `metrics_current.json` and append it to `metrics/metrics.jsonl`. Failures are
     /// logged, never fatal (the ledger and event log are the record).
     fn write_metrics(&mut self, status: &str) {
+        if !self.prepared.config.raw.monitoring.enabled {
+            return;
+        }
         let elapsed_session = self.clock.session_secs();
         let elapsed_minutes = elapsed_session / 60.0;
         let remaining: f64 = self
@@ -1165,14 +1168,84 @@ impl Session {
         out
     }
 
+    /// Non-critical criteria from the upstream `[project.target]` and `[project.performance]`
+    /// targets that can be measured now: lines of code (tokei), build and test wall time (the
+    /// last phase's checks). Test coverage is `null` until it is measured.
+    fn target_criteria(&self, code: Option<&CodeStats>) -> Vec<CriterionResult> {
+        let raw = &self.prepared.config.raw.project;
+        let last_checks = self
+            .phases
+            .last()
+            .map(|p| p.checks.as_slice())
+            .unwrap_or(&[]);
+        let mut out = Vec::new();
+        let target = raw.target.lines_of_code;
+        out.push(CriterionResult {
+            phase: "session".into(),
+            criterion: format!("at least {target} lines of code (project.target.lines_of_code)"),
+            met: code.map(|c| c.lines_of_code as u64 >= target),
+            evidence: match code {
+                Some(c) => format!(
+                    "tokei counted {} lines of code in {} files",
+                    c.lines_of_code, c.files
+                ),
+                None => "the workspace could not be counted".into(),
+            },
+            critical: false,
+        });
+        for (name, limit, key) in [
+            (
+                "build",
+                raw.performance.build_time_secs,
+                "project.performance.build_time_secs",
+            ),
+            (
+                "test",
+                raw.performance.test_execution_time_secs,
+                "project.performance.test_execution_time_secs",
+            ),
+        ] {
+            let check = last_checks.iter().find(|c| c.name == name);
+            out.push(CriterionResult {
+                phase: "session".into(),
+                criterion: format!("the final {name} takes at most {limit} s ({key})"),
+                met: check.filter(|c| c.passed).map(|c| c.wall_secs <= limit),
+                evidence: match check {
+                    Some(c) if c.passed => format!("{} (wall time)", eval::describe_check(c)),
+                    Some(c) => {
+                        format!("not judged: the {name} failed: {}", eval::describe_check(c))
+                    }
+                    None => format!("not judged: the final {name} check did not run"),
+                },
+                critical: false,
+            });
+        }
+        out.push(CriterionResult {
+            phase: "session".into(),
+            criterion: format!(
+                "test coverage at least {:.0} % (project.target.test_coverage)",
+                raw.target.test_coverage * 100.0
+            ),
+            met: None,
+            evidence: "not judged: coverage is not measured yet".into(),
+            critical: false,
+        });
+        out
+    }
+
     fn final_report(&mut self, status: &str, exit_code: i32, because: &str) -> FinalReport {
         let config = &self.prepared.config;
-        let code = if self.workspace.is_dir() {
-            let stats = metrics::code_stats(&self.workspace);
+        let stats = self
+            .workspace
+            .is_dir()
+            .then(|| metrics::code_stats(&self.workspace));
+        if let Some(stats) = &stats {
             self.last_code_stats = Some(stats.clone());
-            Figure::measured(stats)
-        } else {
-            Figure::missing("the workspace does not exist")
+        }
+        let target_criteria = self.target_criteria(stats.as_ref());
+        let code = match stats {
+            Some(stats) => Figure::measured(stats),
+            None => Figure::missing("the workspace does not exist"),
         };
         let usage = self.store.ledger_totals(None).unwrap_or_else(|err| {
             tracing::error!(message = "cannot read the ledger", error = %format!("{err:#}"));
@@ -1220,6 +1293,7 @@ impl Session {
             })
             .collect();
         let mut criteria = self.critical_criteria();
+        criteria.extend(target_criteria);
         criteria.extend(phases.iter().flat_map(|p| p.success_criteria.clone()));
         let agents = self
             .agents
@@ -1243,6 +1317,8 @@ impl Session {
             session_id: self.id().to_string(),
             project: ProjectInfo {
                 project_type: config.raw.session.project_type.clone(),
+                test_name: config.raw.metadata.name.clone(),
+                test_version: config.raw.metadata.version.clone(),
                 name: self.prepared.spec.name.clone(),
                 spec_dir: self.prepared.spec.dir.display().to_string(),
                 workspace: self.workspace.display().to_string(),

@@ -94,7 +94,7 @@ fn agents_get_their_own_key_and_no_provider_secret() {
     std::fs::write(
         &probe,
         r#"
-import os, urllib.request, urllib.error
+import json, os, urllib.request, urllib.error
 base = os.environ["OPENAI_BASE_URL"]
 def status(key):
     request = urllib.request.Request(base + "/models", headers={"Authorization": "Bearer " + key})
@@ -102,9 +102,20 @@ def status(key):
         return urllib.request.urlopen(request, timeout=10).status
     except urllib.error.HTTPError as err:
         return err.code
+def stream_usage():
+    body = json.dumps({"model": "sim", "stream": True, "stream_options": {"include_usage": True},
+                       "messages": [{"role": "user", "content": "hello"}]}).encode()
+    request = urllib.request.Request(base + "/chat/completions", data=body, headers={
+        "Authorization": "Bearer " + os.environ["OPENAI_API_KEY"], "Content-Type": "application/json"})
+    lines = [l.decode().strip() for l in urllib.request.urlopen(request, timeout=10)]
+    data = [l[len("data: "):] for l in lines if l.startswith("data: ")]
+    chunks = [json.loads(d) for d in data[:-1]]
+    usage = [c["usage"]["total_tokens"] for c in chunks if c.get("usage")]
+    tools = [t["function"]["name"] for c in chunks for ch in c["choices"] for t in ch["delta"].get("tool_calls", [])]
+    return data[-1] == "[DONE]" and len(usage) == 1 and usage[0] > 0 and len(tools) == 1
 leaked = any("sk-provider-secret" in value for value in os.environ.values())
 with open("probe-" + os.environ["MEGATEST_AGENT_ID"] + "-" + os.environ["MEGATEST_TASK_ID"], "w") as out:
-    out.write(f"{status(os.environ['OPENAI_API_KEY'])} {status('sk-wrong')} {leaked} {base.startswith('http://127.0.0.1:')}\n")
+    out.write(f"{status(os.environ['OPENAI_API_KEY'])} {status('sk-wrong')} {leaked} {base.startswith('http://127.0.0.1:')} {stream_usage()}\n")
 "#,
     )
     .unwrap();
@@ -148,7 +159,7 @@ with open("probe-" + os.environ["MEGATEST_AGENT_ID"] + "-" + os.environ["MEGATES
         "one probe per quickstart task: {probes:?}"
     );
     for probe in probes {
-        assert_eq!(probe.trim(), "200 401 False True");
+        assert_eq!(probe.trim(), "200 401 False True True");
     }
     // Secrets reach no file megatest writes.
     for file in [
@@ -175,4 +186,9 @@ with open("probe-" + os.environ["MEGATEST_AGENT_ID"] + "-" + os.environ["MEGATES
         )
         .unwrap();
     assert_eq!(rejected, 10);
+    // The streamed calls are in the ledger, attributed to the agent and task that made them.
+    let (calls, attributed): (i64, i64) = db
+        .query_row("SELECT COUNT(*), SUM(agent_id LIKE 'agent-%' AND task_id LIKE 'qs-%' AND prompt_tokens > 0) FROM ledger", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!((calls, attributed), (10, 10));
 }
