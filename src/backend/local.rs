@@ -171,6 +171,24 @@ pub fn kill_all_groups() -> usize {
     groups.len()
 }
 
+/// True if process `pid` exists and is not a zombie (reads `/proc/<pid>/stat`).
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => {
+            // The state follows the parenthesised command name, which may itself hold spaces.
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .chars()
+                .next();
+            !matches!(state, Some('Z') | Some('X'))
+        }
+    }
+}
+
 /// Number of registered live groups.
 pub fn live_group_count() -> usize {
     LIVE_GROUPS.lock().map(|s| s.len()).unwrap_or(0)
@@ -247,23 +265,11 @@ mod tests {
         Signal::SIGKILL as i32
     }
 
-    /// True if `pid` exists and is not a zombie.
-    pub fn alive(pid: i32) -> bool {
+    /// True if `pid` is still alive after up to a second of polling.
+    fn alive(pid: i32) -> bool {
         for _ in 0..50 {
-            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-                Err(_) => return false,
-                Ok(stat) => {
-                    let state = stat
-                        .rsplit(')')
-                        .next()
-                        .unwrap_or("")
-                        .trim_start()
-                        .chars()
-                        .next();
-                    if state == Some('Z') || state == Some('X') {
-                        return false;
-                    }
-                }
+            if !process_alive(pid) {
+                return false;
             }
             std::thread::sleep(Duration::from_millis(20));
         }

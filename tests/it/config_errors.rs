@@ -45,10 +45,7 @@ fn assert_rejected(from: &str, to: &str, expect_in_message: &str) {
             "{verb}: expected {expect_in_message:?} in:\n{stderr}"
         );
     }
-    assert!(
-        !runs.exists() || std::fs::read_dir(&runs).unwrap().next().is_none(),
-        "a session directory was left behind"
-    );
+    assert_no_session(&runs);
 }
 
 #[test]
@@ -109,20 +106,15 @@ fn unknown_enum_value_is_rejected_with_its_line() {
 #[test]
 fn out_of_range_override_names_the_flag_and_leaves_nothing() {
     let runs = tempfile::tempdir().unwrap();
-    let output = megatest()
-        .arg("run")
-        .arg(fixture_config())
-        .args(["--provider", "sim", "--agents", "1", "--runs-dir"])
-        .arg(runs.path())
-        .output()
-        .unwrap();
+    let args = ["--provider", "sim", "--agents", "1"];
+    let output = run_session(&fixture_config(), runs.path(), &args, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("session.agent_count") && stderr.contains("--agents"),
         "{stderr}"
     );
-    assert!(std::fs::read_dir(runs.path()).unwrap().next().is_none());
+    assert_no_session(runs.path());
 }
 
 #[test]
@@ -146,20 +138,14 @@ fn upstream_fixture_validates_unmodified() {
 #[test]
 fn run_without_a_provider_refuses_to_start_and_says_how() {
     let runs = tempfile::tempdir().unwrap();
-    let output = megatest()
-        .arg("run")
-        .arg(fixture_config())
-        .arg("--runs-dir")
-        .arg(runs.path())
-        .output()
-        .unwrap();
+    let output = run_session(&fixture_config(), runs.path(), &[], &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("no model provider configured") && stderr.contains("sim"),
         "{stderr}"
     );
-    assert!(std::fs::read_dir(runs.path()).unwrap().next().is_none());
+    assert_no_session(runs.path());
 
     let script = root().join("system_tests/long_running/run_mega_test.sh");
     let output = std::process::Command::new(&script)

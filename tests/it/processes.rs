@@ -48,13 +48,7 @@ fn agent_that_ignores_sigterm_and_forks_is_killed_with_its_grandchild() {
     let command = "trap '' TERM; (trap '' TERM; exec sleep 1000) & echo $! >> grandchildren.pid; while :; do sleep 0.1; done";
     let config = command_config(dir.path(), command, "");
     let runs = dir.path().join("runs");
-    let output = megatest()
-        .arg("run")
-        .arg(&config)
-        .args(["--time-scale", "600", "--runs-dir"])
-        .arg(&runs)
-        .output()
-        .unwrap();
+    let output = run_session(&config, &runs, &["--time-scale", "600"], &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     let session = only_session(&runs);
@@ -126,15 +120,11 @@ with open("probe-" + os.environ["MEGATEST_AGENT_ID"] + "-" + os.environ["MEGATES
         "[agents.env]\nPYTHONDONTWRITEBYTECODE = \"1\"\nMY_API_TOKEN = \"sk-config-secret\"\n\n[notifications]\nenabled = false\nwebhook_url = \"https://hooks.example.invalid/sk-webhook-secret\"\n",
     );
     let runs = dir.path().join("runs");
-    let output = megatest()
-        .arg("run")
-        .arg(&config)
-        .args(["--time-scale", "600", "--runs-dir"])
-        .arg(&runs)
-        .env("OPENAI_API_KEY", "sk-provider-secret")
-        .env("ANTHROPIC_API_KEY", "sk-provider-secret")
-        .output()
-        .unwrap();
+    let secrets = [
+        ("OPENAI_API_KEY", "sk-provider-secret"),
+        ("ANTHROPIC_API_KEY", "sk-provider-secret"),
+    ];
+    let output = run_session(&config, &runs, &["--time-scale", "600"], &secrets);
     assert_eq!(
         output.status.code(),
         Some(1),

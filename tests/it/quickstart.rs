@@ -6,11 +6,8 @@ use std::process::Command;
 #[test]
 fn quickstart_session_builds_a_project_whose_tests_pass() {
     let runs = tempfile::tempdir().unwrap();
-    let output = megatest()
-        .args(["run", "configs/quickstart.toml", "--runs-dir"])
-        .arg(runs.path())
-        .output()
-        .unwrap();
+    let config = root().join("configs/quickstart.toml");
+    let output = run_session(&config, runs.path(), &[], &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "stderr:\n{stderr}");
     let session = only_session(runs.path());

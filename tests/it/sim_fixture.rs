@@ -5,21 +5,8 @@ use crate::support::*;
 #[test]
 fn upstream_fixture_runs_one_hour_at_time_scale_3600_on_sim() {
     let runs = tempfile::tempdir().unwrap();
-    let output = megatest()
-        .arg("run")
-        .arg(fixture_config())
-        .args([
-            "--hours",
-            "1",
-            "--time-scale",
-            "3600",
-            "--provider",
-            "sim",
-            "--runs-dir",
-        ])
-        .arg(runs.path())
-        .output()
-        .unwrap();
+    let args = ["--hours", "1", "--time-scale", "3600", "--provider", "sim"];
+    let output = run_session(&fixture_config(), runs.path(), &args, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     // The sim writes plausible files but no Cargo project: the checks fail for real → exit 1.
     assert_eq!(output.status.code(), Some(1), "{stderr}");

@@ -33,22 +33,7 @@ pub fn read_json(path: &Path) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
 }
 
-/// True if `pid` exists and is not a zombie.
-pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => false,
-        Ok(stat) => {
-            let state = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .chars()
-                .next();
-            !matches!(state, Some('Z') | Some('X'))
-        }
-    }
-}
+pub use megatest::backend::local::process_alive as alive;
 
 /// Poll `condition` every 20 ms until it holds or `limit` passes.
 pub fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
@@ -72,6 +57,39 @@ pub fn agent_pids(session_dir: &Path) -> Vec<i32> {
         .unwrap()
         .map(Result::unwrap)
         .collect()
+}
+
+/// `megatest run CONFIG --runs-dir RUNS ARGS…` to completion.
+pub fn run_session(
+    config: &Path,
+    runs: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> std::process::Output {
+    let mut command = megatest();
+    command
+        .arg("run")
+        .arg(config)
+        .args(args)
+        .arg("--runs-dir")
+        .arg(runs);
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+/// Panics unless `runs_dir` is absent or empty (a rejected config leaves nothing behind).
+pub fn assert_no_session(runs_dir: &Path) {
+    let left = std::fs::read_dir(runs_dir)
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    assert_eq!(
+        left,
+        0,
+        "a session directory was left behind in {}",
+        runs_dir.display()
+    );
 }
 
 /// The only session directory under `runs_dir`.
