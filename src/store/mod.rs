@@ -350,7 +350,8 @@ impl Store {
         Ok(())
     }
 
-    /// Append to the event log; returns its sequence number.
+    /// Append to the event log; returns its sequence number. (One argument per column.)
+    #[allow(clippy::too_many_arguments)]
     pub fn append_event(
         &self,
         at: &str,

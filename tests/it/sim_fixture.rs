@@ -34,7 +34,7 @@ fn upstream_fixture_runs_one_hour_at_time_scale_3600_on_sim() {
         assert_eq!(checks.len(), 2);
         assert!(checks
             .iter()
-            .all(|c| c["passed"] == false && c["output_tail"].as_str().unwrap().len() > 0));
+            .all(|c| c["passed"] == false && !c["output_tail"].as_str().unwrap().is_empty()));
     }
     assert!(report["usage"]["total_tokens"].as_u64().unwrap() > 0);
     assert!(report["usage"]["tool_calls"].as_u64().unwrap() > 0);
