@@ -47,16 +47,19 @@ pub fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     condition()
 }
 
-/// Every pid of every agent run recorded in `session.db`.
+/// Every pid of every agent run recorded in `session.db` (empty while the database or its
+/// schema does not exist yet).
 pub fn agent_pids(session_dir: &Path) -> Vec<i32> {
-    let conn = rusqlite::Connection::open(session_dir.join("session.db")).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT pid FROM agent_runs WHERE pid IS NOT NULL")
-        .unwrap();
-    stmt.query_map([], |r| r.get::<_, i32>(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    let query = || -> rusqlite::Result<Vec<i32>> {
+        let conn = rusqlite::Connection::open_with_flags(
+            session_dir.join("session.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        let mut stmt = conn.prepare("SELECT pid FROM agent_runs WHERE pid IS NOT NULL")?;
+        let pids = stmt.query_map([], |r| r.get::<_, i32>(0))?;
+        pids.collect()
+    };
+    query().unwrap_or_default()
 }
 
 /// `megatest run CONFIG --runs-dir RUNS ARGS…` to completion.
