@@ -93,6 +93,9 @@ pub fn default_config() -> PathBuf {
 
 /// Parse the command line and run; returns the process exit code.
 pub fn run() -> anyhow::Result<i32> {
+    // reqwest is built without a default TLS crypto provider: install ring (no C toolchain
+    // beyond gcc, and no aws-lc build).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run::run(args),

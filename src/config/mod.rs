@@ -586,6 +586,46 @@ impl<'a> Validator<'a> {
                 }
             }
         }
+        self.positive("model.timeout_secs", m.timeout_secs);
+        if m.retry_base_ms == 0 || m.retry_base_ms > m.retry_max_ms {
+            let msg = format!(
+                "need 1 <= retry_base_ms <= retry_max_ms, got {} and {}",
+                m.retry_base_ms, m.retry_max_ms
+            );
+            self.error("model.retry_base_ms", msg, None);
+        }
+        if !(m.cooldown_secs.is_finite() && m.cooldown_secs >= 0.0) {
+            self.error("model.cooldown_secs", "must be >= 0", None);
+        }
+        if m.default_max_tokens == 0 {
+            self.error("model.default_max_tokens", "must be >= 1", None);
+        }
+        if let Some(cost) = m.max_cost_usd {
+            self.positive("model.max_cost_usd", cost);
+        }
+        for (name, price) in &m.prices {
+            let cached = price.cached_input.unwrap_or(0.0);
+            if [price.input, price.output, cached]
+                .iter()
+                .any(|p| !(p.is_finite() && *p >= 0.0))
+            {
+                self.error(
+                    &format!("model.prices.{name}"),
+                    "prices must be >= 0 USD per million tokens",
+                    None,
+                );
+            }
+        }
+        let f = &m.faults;
+        for (key, p) in [
+            ("model.faults.rate_limit", f.rate_limit),
+            ("model.faults.server_error", f.server_error),
+            ("model.faults.timeout", f.timeout),
+            ("model.faults.malformed_json", f.malformed_json),
+            ("model.faults.malformed_tool_args", f.malformed_tool_args),
+        ] {
+            self.fraction(key, p);
+        }
         let sim = &m.sim;
         self.positive("model.sim.latency_secs", sim.latency_secs);
         if sim.steps_min == 0 || sim.steps_min > sim.steps_max {
@@ -669,13 +709,11 @@ fn not_yet_enforced(raw: &RawConfig) -> Vec<String> {
         "checkpoint.auto_recovery, max_recovery_attempts, backoff_* (recovery table, issue 5)",
         "agent.min_trust_score, agent.max_trust_score, agent.dynamic_spawning, agent.max_total_agents (consensus work)",
         "consensus.* (consensus work)",
-        "limits.total_token_budget, tokens_per_agent_per_hour, tool_calls_per_agent_per_hour, max_context_size (budgets, issue 3)",
         "limits.disk_space_limit_gb (checkpoints/recovery, issues 4-5)",
         "monitoring.metrics_export_interval, dashboard_update_interval, export_metrics, metrics_format, agent_activity_logging (observability, issue 6)",
         "error_handling.* (recovery table, issue 5)",
         "project.target.test_coverage (coverage measurement, issue 6); documentation_coverage, max_bugs_* (evaluation)",
         "project.performance.memory_usage_mb, binary_size_mb (evaluation)",
-        "model.fallbacks (proxy, issue 3)",
         "api.* (control API, issue 6)",
     ];
     if raw.notifications.enabled {

@@ -459,20 +459,92 @@ impl Provider {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Model {
     /// None means "not configured": `megatest run` refuses to start rather than pick a fake model.
     pub provider: Option<Provider>,
-    /// Upstream base URL for passthrough providers, e.g. `https://api.openai.com/v1`.
+    /// Upstream base URL for passthrough providers, e.g. `https://api.openai.com/v1`
+    /// (Anthropic default: `https://api.anthropic.com/v1`).
     pub base_url: Option<String>,
     /// Model name sent upstream; for built-in models the name they answer to.
     pub name: Option<String>,
     /// Name of the environment variable holding the provider API key (the key itself never
     /// appears in a file megatest writes).
     pub api_key_env: Option<String>,
+    /// Models tried in order when the requested one keeps failing.
     pub fallbacks: Vec<String>,
+    /// Wall seconds one upstream attempt may take (real providers are not time-scaled).
+    pub timeout_secs: f64,
+    /// Retries of one call per model after a timeout, connection error, 429, 5xx or malformed body.
+    pub max_retries: u32,
+    /// Exponential backoff with full jitter between retries: U(0, min(max, base × 2^attempt)),
+    /// wall milliseconds. A 429's `Retry-After` (capped at `retry_max_ms`) takes precedence.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// A model that failed this many calls in a row is skipped for `cooldown_secs` (wall).
+    pub cooldown_after_failures: u32,
+    pub cooldown_secs: f64,
+    /// Completion tokens reserved for a request that names no `max_tokens`.
+    pub default_max_tokens: u64,
+    /// Session cost budget in USD; None = no cost budget.
+    pub max_cost_usd: Option<f64>,
+    /// Prices in USD per million tokens, by model name; merged over the built-in defaults.
+    pub prices: BTreeMap<String, Price>,
     pub sim: SimModel,
+    /// Faults the built-in models inject (off by default).
+    pub faults: Faults,
+}
+
+/// `[model.faults]`: probabilities (0.0–1.0) per model call that the built-in `scripted` and
+/// `sim` models fail the way real providers do, so every proxy path runs offline.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    /// HTTP 429 with `Retry-After: 1`.
+    pub rate_limit: f64,
+    /// HTTP 500.
+    pub server_error: f64,
+    /// No answer within the timeout.
+    pub timeout: f64,
+    /// HTTP 200 with a body that is not JSON.
+    pub malformed_json: f64,
+    /// A tool call whose arguments are not valid JSON.
+    pub malformed_tool_args: f64,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Model {
+            provider: None,
+            base_url: None,
+            name: None,
+            api_key_env: None,
+            fallbacks: Vec::new(),
+            timeout_secs: 600.0,
+            max_retries: 2,
+            retry_base_ms: 500,
+            retry_max_ms: 8000,
+            cooldown_after_failures: 3,
+            cooldown_secs: 60.0,
+            default_max_tokens: 4096,
+            max_cost_usd: None,
+            prices: BTreeMap::new(),
+            sim: SimModel::default(),
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// A model's price in USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+    /// Cached prompt tokens; defaults to `input`.
+    #[serde(default)]
+    pub cached_input: Option<f64>,
 }
 
 /// `[model.sim]`: the rates of the `sim` model. Durations are session seconds.

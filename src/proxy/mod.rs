@@ -1,32 +1,56 @@
 //! The metering proxy: the only model endpoint agents can reach, on 127.0.0.1 (port chosen at
-//! start). The only module that knows model wire formats.
+//! start). The only module that knows model wire formats ([`wire`]).
 //!
-//! Per call: the agent's bearer key is resolved to its agent, phase and task by the session
-//! ([`Event::Authenticate`]; unknown key → 401); the model answers; the ledger row is committed
-//! by the session ([`Event::ModelCall`]) *before* the response goes back to the agent, so a call
-//! the agent saw is always in the ledger.
+//! Theory of operation, per call:
+//! 1. the agent's key (`Authorization: Bearer` or `x-api-key`) is resolved by the session to its
+//!    agent, phase and task ([`Event::Authenticate`]); unknown key → 401;
+//! 2. a prompt over `[limits].max_context_size` is refused as `context_overflow`;
+//! 3. `prompt estimate + max_tokens` is reserved against the budgets ([`Event::Reserve`]): the
+//!    call may wait (per-agent throttle), get a "batch your operations" note, or be refused
+//!    (402 budget exhausted, 429 while outstanding reservations hold the rest);
+//! 4. the call is dispatched — to a built-in model ([`scripted`], [`sim`]) or the upstream
+//!    provider with the real key ([`upstream`]) — with retries (exponential backoff, full
+//!    jitter, `Retry-After`) and the model fallback chain; every failed attempt is classified and
+//!    reported ([`Event::ProxyError`]);
+//! 5. usage and tool calls are read from the answer, streamed or not ([`wire::Meter`]); the
+//!    ledger row is committed and the reservation reconciled ([`Event::ModelCall`]) *before* the
+//!    answer completes: a JSON answer is sent after the commit; a stream's terminal event
+//!    (`[DONE]`, `message_stop`, `response.completed`) is held until the commit.
 //!
-//! Served now: OpenAI `POST /v1/chat/completions` (non-streaming and SSE) and `GET /v1/models`
-//! for the built-in models [`scripted`] and [`sim`]. Passthrough to real providers lands with the
-//! budgets issue.
+//! Every answer carries `x-megatest-overhead-ms`: wall milliseconds spent in megatest, excluding
+//! the upstream's (or built-in model's) latency and any throttling wait.
 
 pub mod scripted;
 pub mod sim;
+pub mod upstream;
+pub mod wire;
 
+use crate::config::raw::{Faults, Provider};
+use crate::session::budget::{estimate_prompt_tokens, Admission};
 use crate::session::clock::SessionClock;
 use crate::session::event::{CallContext, Event};
 use crate::store::LedgerRow;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use upstream::{kind, Failure, RetryPolicy, Upstream};
+use wire::{Meter, WireFormat};
+
+/// The note added to a request of an agent over `tool_calls_per_agent_per_hour` (the seed's
+/// "batch operations" rule).
+pub const BATCH_NOTE: &str = "megatest: you are over this session's tool-call rate \
+(limits.tool_calls_per_agent_per_hour). Batch your operations: combine several edits or commands \
+into one tool call where you can.";
 
 /// One answer of a built-in model, before it is put on the wire.
 #[derive(Debug, Clone)]
@@ -75,6 +99,35 @@ impl BuiltinModel {
     }
 }
 
+/// What answers the agents.
+pub enum Backend {
+    Builtin(BuiltinModel),
+    Upstream(Arc<Upstream>),
+}
+
+impl Backend {
+    /// The label reports give the model.
+    pub fn label(&self) -> String {
+        match self {
+            Backend::Builtin(model) => model.label().to_string(),
+            Backend::Upstream(up) => format!(
+                "{} provider through the metering proxy",
+                up.provider.as_str()
+            ),
+        }
+    }
+}
+
+/// Settings of the proxy (from `[limits]` and `[model]`).
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub served_name: String,
+    pub max_context_size: u64,
+    pub default_max_tokens: u64,
+    pub policy: RetryPolicy,
+    pub faults: Faults,
+}
+
 /// Token count the built-in models report for a text: one token per 4 characters, rounded up
 /// (OpenAI's published rule of thumb for English text).
 pub fn estimate_tokens(text: &str) -> u64 {
@@ -113,9 +166,9 @@ pub fn assistant_turns(request: &Value) -> usize {
 
 struct ProxyState {
     session: mpsc::Sender<Event>,
-    model: BuiltinModel,
+    backend: Backend,
     clock: SessionClock,
-    served_name: String,
+    settings: ProxySettings,
 }
 
 /// A running proxy.
@@ -134,19 +187,21 @@ impl Proxy {
 /// Bind 127.0.0.1:0 and serve until `shutdown` is cancelled.
 pub async fn start(
     session: mpsc::Sender<Event>,
-    model: BuiltinModel,
-    served_name: String,
+    backend: Backend,
+    settings: ProxySettings,
     clock: SessionClock,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Proxy> {
     let state = Arc::new(ProxyState {
         session,
-        model,
+        backend,
         clock,
-        served_name,
+        settings,
     });
     let app = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/responses", post(responses))
+        .route("/v1/messages", post(messages))
         .route("/v1/models", get(models))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -159,12 +214,14 @@ pub async fn start(
     Ok(Proxy { addr, task })
 }
 
-fn error(status: StatusCode, kind: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": {"type": kind, "message": message}})),
-    )
-        .into_response()
+fn error(
+    format: WireFormat,
+    status: StatusCode,
+    kind: &str,
+    code: &str,
+    message: &str,
+) -> Response {
+    (status, Json(format.error_body(kind, code, message))).into_response()
 }
 
 async fn authenticate(state: &ProxyState, headers: &HeaderMap) -> Option<CallContext> {
@@ -190,126 +247,665 @@ async fn authenticate(state: &ProxyState, headers: &HeaderMap) -> Option<CallCon
 async fn models(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Response {
     if authenticate(&state, &headers).await.is_none() {
         return error(
+            WireFormat::ChatCompletions,
             StatusCode::UNAUTHORIZED,
             "authentication_error",
+            "invalid_api_key",
             "unknown agent key",
         );
     }
-    Json(json!({"object": "list", "data": [
-        {"id": state.served_name, "object": "model", "owned_by": "megatest"}
-    ]}))
-    .into_response()
+    if let Backend::Upstream(up) = &state.backend {
+        if let Ok(response) = up.models().await {
+            if response.status().is_success() {
+                if let Ok(body) = response.bytes().await {
+                    return ([("content-type", "application/json")], body).into_response();
+                }
+            }
+        }
+    }
+    let mut names = vec![state.settings.served_name.clone()];
+    if let Backend::Upstream(up) = &state.backend {
+        names.extend(up.fallbacks.iter().cloned());
+    }
+    let data: Vec<Value> = names
+        .iter()
+        .map(|n| json!({"id": n, "object": "model", "owned_by": "megatest"}))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
 }
 
 async fn chat_completions(
     State(state): State<Arc<ProxyState>>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Bytes,
+) -> Response {
+    metered(state, headers, body, WireFormat::ChatCompletions).await
+}
+
+async fn responses(
+    State(state): State<Arc<ProxyState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    metered(state, headers, body, WireFormat::Responses).await
+}
+
+async fn messages(
+    State(state): State<Arc<ProxyState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    metered(state, headers, body, WireFormat::Messages).await
+}
+
+/// One call in flight: what the ledger row and the reports need.
+struct Call {
+    state: Arc<ProxyState>,
+    ctx: CallContext,
+    format: WireFormat,
+    requested: String,
+    started: Instant,
+    reservation: Option<u64>,
+    /// Wall time not attributable to megatest: throttling, upstream or model latency.
+    waited: Duration,
+    attempts: u32,
+}
+
+impl Call {
+    fn overhead_ms(&self) -> f64 {
+        self.started
+            .elapsed()
+            .saturating_sub(self.waited)
+            .as_secs_f64()
+            * 1000.0
+    }
+
+    async fn report(&self, kind: &str, model: &str, message: String) {
+        let event = Event::ProxyError {
+            agent_id: self.ctx.agent_id.clone(),
+            task_id: self.ctx.task_id.clone(),
+            kind: kind.to_string(),
+            attempt: self.attempts,
+            model: model.to_string(),
+            message,
+        };
+        let _ = self.state.session.send(event).await;
+    }
+
+    /// Commit the ledger row (and reconcile the reservation); returns once committed.
+    async fn record(&self, served: &str, meter: &Meter, status: u16, error_kind: Option<&str>) {
+        let row = LedgerRow {
+            agent_id: self.ctx.agent_id.clone(),
+            role: self.ctx.role.clone(),
+            phase: self.ctx.phase.clone(),
+            task_id: self.ctx.task_id.clone(),
+            model_requested: self.requested.clone(),
+            model_served: served.to_string(),
+            prompt_tokens: meter.prompt_tokens,
+            completion_tokens: meter.completion_tokens,
+            cached_tokens: meter.cached_tokens,
+            tool_names: meter.tool_names.clone(),
+            latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            status,
+            error_kind: error_kind.map(String::from),
+            attempts: self.attempts,
+            cost_usd: None,
+        };
+        let (reply, done) = oneshot::channel();
+        let event = Event::ModelCall {
+            row: Box::new(row),
+            reservation: self.reservation,
+            reply,
+        };
+        if self.state.session.send(event).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    fn with_overhead(&self, mut response: Response) -> Response {
+        let value = format!("{:.3}", self.overhead_ms());
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response
+                .headers_mut()
+                .insert("x-megatest-overhead-ms", value);
+        }
+        response
+    }
+
+    /// The agent's answer for a final failure, after recording it.
+    async fn fail(&self, served: &str, failure: &Failure) -> Response {
+        self.record(
+            served,
+            &Meter::default(),
+            failure.status,
+            Some(failure.kind),
+        )
+        .await;
+        let status = StatusCode::from_u16(failure.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        let body = if serde_json::from_slice::<Value>(&failure.body).is_ok() {
+            failure.body.clone()
+        } else {
+            Bytes::from(
+                self.format
+                    .error_body("api_error", failure.kind, &failure.message)
+                    .to_string(),
+            )
+        };
+        self.with_overhead(([("content-type", "application/json")], body).into_response())
+            .map_status(status)
+    }
+}
+
+trait MapStatus {
+    fn map_status(self, status: StatusCode) -> Self;
+}
+
+impl MapStatus for Response {
+    fn map_status(mut self, status: StatusCode) -> Self {
+        *self.status_mut() = status;
+        self
+    }
+}
+
+async fn metered(
+    state: Arc<ProxyState>,
+    headers: HeaderMap,
+    body: Bytes,
+    format: WireFormat,
 ) -> Response {
     let started = Instant::now();
     let Some(ctx) = authenticate(&state, &headers).await else {
         return error(
+            format,
             StatusCode::UNAUTHORIZED,
             "authentication_error",
+            "invalid_api_key",
             "unknown agent key",
         );
     };
-    let request: Value = match serde_json::from_slice(&body) {
+    let mut call = Call {
+        state: state.clone(),
+        ctx,
+        format,
+        requested: String::new(),
+        started,
+        reservation: None,
+        waited: Duration::ZERO,
+        attempts: 0,
+    };
+    let mut request: Value = match serde_json::from_slice(&body) {
         Ok(value @ Value::Object(_)) => value,
         _ => {
-            let row = ledger_row(
-                &ctx,
-                "",
-                state.model.name(),
-                0,
-                0,
-                vec![],
-                started,
-                400,
-                Some("bad_request"),
-            );
-            record(&state, row).await;
+            call.record("", &Meter::default(), 400, Some("bad_request"))
+                .await;
             return error(
+                format,
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
+                "bad_request",
                 "body is not a JSON object",
             );
         }
     };
-    let requested = request["model"].as_str().unwrap_or("").to_string();
-    let reply = state.model.answer(&ctx, &request);
-    let latency = state.clock.wall(reply.latency_session_secs);
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+    call.requested = request["model"].as_str().unwrap_or("").to_string();
+    match &state.backend {
+        Backend::Builtin(_) if format != WireFormat::ChatCompletions => {
+            let message = "the built-in models serve /v1/chat/completions only";
+            return error(
+                format,
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "unsupported_api",
+                message,
+            );
+        }
+        Backend::Upstream(up) if !up.speaks(format) => {
+            let message = format!(
+                "provider {} does not serve {}",
+                up.provider.as_str(),
+                format.path()
+            );
+            return error(
+                format,
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "unsupported_api",
+                &message,
+            );
+        }
+        _ => {}
     }
-    let names = reply
-        .tool_calls
-        .iter()
-        .map(|(_, name, _)| name.clone())
-        .collect();
-    let row = ledger_row(
-        &ctx,
-        &requested,
-        &state.served_name,
-        reply.prompt_tokens,
-        reply.completion_tokens,
-        names,
-        started,
-        200,
-        None,
-    );
-    record(&state, row).await;
-    let id = format!("chatcmpl-mt-{}", fastrand::u64(..));
-    if request["stream"].as_bool() == Some(true) {
-        let include_usage = request["stream_options"]["include_usage"].as_bool() == Some(true);
-        return stream_body(&id, &state.served_name, &reply, include_usage);
+    let prompt_estimate = estimate_prompt_tokens(&request);
+    if prompt_estimate > state.settings.max_context_size {
+        let message = format!(
+            "prompt of about {prompt_estimate} tokens exceeds limits.max_context_size ({})",
+            state.settings.max_context_size
+        );
+        call.report(kind::CONTEXT_OVERFLOW, &call.requested, message.clone())
+            .await;
+        call.record("", &Meter::default(), 400, Some(kind::CONTEXT_OVERFLOW))
+            .await;
+        return error(
+            format,
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "context_length_exceeded",
+            &message,
+        );
     }
-    Json(completion_body(&id, &state.served_name, &reply)).into_response()
+    let max_tokens = format
+        .max_tokens(&request)
+        .unwrap_or(state.settings.default_max_tokens);
+    let (reply, answer) = oneshot::channel();
+    let reserve = Event::Reserve {
+        agent_idx: call.ctx.agent_idx,
+        tokens: prompt_estimate + max_tokens,
+        reply,
+    };
+    if state.session.send(reserve).await.is_err() {
+        return error(
+            format,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            "shutting_down",
+            "the session is ending",
+        );
+    }
+    match answer.await {
+        Ok(Admission::Granted {
+            id,
+            wait_session_secs,
+            batch_note,
+        }) => {
+            call.reservation = Some(id);
+            let wait = state.clock.wall(wait_session_secs);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+                call.waited += wait;
+            }
+            if batch_note {
+                format.add_system_note(&mut request, BATCH_NOTE);
+            }
+        }
+        Ok(Admission::Busy) => {
+            let message = "the token budget is held by calls in flight; retry shortly";
+            let mut response = error(
+                format,
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "budget_reserved",
+                message,
+            );
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+            return response;
+        }
+        Ok(Admission::Exhausted { message }) => {
+            return error(
+                format,
+                StatusCode::PAYMENT_REQUIRED,
+                "budget_exceeded",
+                "budget_exceeded",
+                &message,
+            );
+        }
+        Err(_) => {
+            return error(
+                format,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                "shutting_down",
+                "the session is ending",
+            );
+        }
+    }
+    let stream = request["stream"].as_bool() == Some(true);
+    match &state.backend {
+        Backend::Builtin(model) => builtin_call(call, model, request, stream).await,
+        Backend::Upstream(up) => upstream_call(call, up.clone(), request, stream, headers).await,
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn ledger_row(
-    ctx: &CallContext,
-    requested: &str,
-    served: &str,
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    tool_names: Vec<String>,
-    started: Instant,
-    status: u16,
-    error_kind: Option<&str>,
-) -> LedgerRow {
-    LedgerRow {
-        agent_id: ctx.agent_id.clone(),
-        role: ctx.role.clone(),
-        phase: ctx.phase.clone(),
-        task_id: ctx.task_id.clone(),
-        model_requested: requested.to_string(),
-        model_served: served.to_string(),
-        prompt_tokens,
-        completion_tokens,
-        cached_tokens: 0,
-        tool_names,
-        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-        status,
-        error_kind: error_kind.map(String::from),
+/// A fault the built-in models inject, drawn per attempt from `[model.faults]`.
+fn injected_fault(faults: &Faults) -> Option<Failure> {
+    let roll = |p: f64| p > 0.0 && fastrand::f64() < p;
+    let failure =
+        |kind: &'static str, status: u16, retry_after: Option<Duration>, message: &str| Failure {
+            kind,
+            retryable: true,
+            retry_after,
+            status,
+            body: Bytes::from(message.to_string()),
+            message: message.to_string(),
+        };
+    if roll(faults.rate_limit) {
+        return Some(failure(
+            kind::RATE_LIMIT,
+            429,
+            Some(Duration::from_secs(1)),
+            "injected fault: HTTP 429 Retry-After 1",
+        ));
+    }
+    if roll(faults.server_error) {
+        return Some(failure(
+            kind::LLM_ERROR,
+            500,
+            None,
+            "injected fault: HTTP 500",
+        ));
+    }
+    if roll(faults.timeout) {
+        return Some(failure(
+            kind::NETWORK_TIMEOUT,
+            504,
+            None,
+            "injected fault: upstream timeout",
+        ));
+    }
+    if roll(faults.malformed_json) {
+        return Some(failure(
+            kind::PARSE_FAILURE,
+            502,
+            None,
+            "injected fault: response body is not JSON",
+        ));
+    }
+    None
+}
+
+async fn builtin_call(
+    mut call: Call,
+    model: &BuiltinModel,
+    request: Value,
+    stream: bool,
+) -> Response {
+    let settings = call.state.settings.clone();
+    let served = settings.served_name.clone();
+    let mut last = None;
+    for attempt in 0..=settings.policy.max_retries {
+        call.attempts += 1;
+        if let Some(failure) = injected_fault(&settings.faults) {
+            call.report(failure.kind, &served, failure.message.clone())
+                .await;
+            if attempt < settings.policy.max_retries {
+                let wait = settings.policy.backoff(attempt, &failure);
+                tokio::time::sleep(wait).await;
+                call.waited += wait;
+            }
+            last = Some(failure);
+            continue;
+        }
+        let mut reply = model.answer(&call.ctx, &request);
+        if settings.faults.malformed_tool_args > 0.0
+            && fastrand::f64() < settings.faults.malformed_tool_args
+        {
+            if let Some(first) = reply.tool_calls.first_mut() {
+                first.2 = "{\"path\": \"unterminated".to_string();
+            }
+        }
+        let latency = call.state.clock.wall(reply.latency_session_secs);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+            call.waited += latency;
+        }
+        let body = completion_body(
+            &format!("chatcmpl-mt-{}", fastrand::u64(..)),
+            &served,
+            &reply,
+        );
+        let meter = Meter::from_response(WireFormat::ChatCompletions, &body);
+        if meter.malformed_tool_args > 0 {
+            call.report(
+                kind::PARSE_FAILURE,
+                &served,
+                "tool-call arguments are not valid JSON".into(),
+            )
+            .await;
+        }
+        call.record(&served, &meter, 200, None).await;
+        let response = if stream {
+            let include_usage = request["stream_options"]["include_usage"].as_bool() == Some(true);
+            stream_body(&body, &reply, include_usage)
+        } else {
+            Json(body).into_response()
+        };
+        return call.with_overhead(response);
+    }
+    let failure = last.expect("at least one attempt");
+    call.fail(&served, &failure).await
+}
+
+async fn upstream_call(
+    mut call: Call,
+    up: Arc<Upstream>,
+    mut request: Value,
+    stream: bool,
+    headers: HeaderMap,
+) -> Response {
+    let agent_wants_usage = request["stream_options"]["include_usage"].as_bool() == Some(true);
+    if stream && call.format == WireFormat::ChatCompletions {
+        request["stream_options"]["include_usage"] = Value::Bool(true);
+    }
+    let requested = if call.requested.is_empty() {
+        call.state.settings.served_name.clone()
+    } else {
+        call.requested.clone()
+    };
+    let mut last: Option<(Failure, String)> = None;
+    'models: for model in up.candidates(&requested) {
+        request["model"] = Value::String(model.clone());
+        for attempt in 0..=up.policy.max_retries {
+            call.attempts += 1;
+            let sent = Instant::now();
+            let failure = match up.send(call.format, &request, &headers).await {
+                Err(err) => upstream::classify_transport(&err),
+                Ok(response) if response.status().is_success() => {
+                    if stream {
+                        call.waited += sent.elapsed();
+                        up.record(&model, true);
+                        return stream_upstream(call, response, model, agent_wants_usage).await;
+                    }
+                    let status = response.status().as_u16();
+                    let read = response.bytes().await;
+                    call.waited += sent.elapsed();
+                    match read {
+                        Err(err) => upstream::classify_transport(&err),
+                        Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                            Ok(body) => {
+                                up.record(&model, true);
+                                let meter = Meter::from_response(call.format, &body);
+                                let served = meter.model.clone().unwrap_or(model.clone());
+                                if meter.malformed_tool_args > 0 {
+                                    call.report(
+                                        kind::PARSE_FAILURE,
+                                        &served,
+                                        "tool-call arguments are not valid JSON".into(),
+                                    )
+                                    .await;
+                                }
+                                call.record(&served, &meter, status, None).await;
+                                let response =
+                                    ([("content-type", "application/json")], bytes).into_response();
+                                return call.with_overhead(response);
+                            }
+                            Err(err) => Failure {
+                                kind: kind::PARSE_FAILURE,
+                                retryable: true,
+                                retry_after: None,
+                                status: 502,
+                                message: format!(
+                                    "upstream answered 200 with a body that is not JSON: {err}"
+                                ),
+                                body: bytes,
+                            },
+                        },
+                    }
+                }
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let response_headers = response.headers().clone();
+                    let body = response.bytes().await.unwrap_or_default();
+                    call.waited += sent.elapsed();
+                    upstream::classify_status(status, &response_headers, body)
+                }
+            };
+            call.report(failure.kind, &model, failure.message.clone())
+                .await;
+            let cooled = up.record(&model, false);
+            if !failure.retryable {
+                return call.fail(&model, &failure).await;
+            }
+            let retry = attempt < up.policy.max_retries && !cooled;
+            last = Some((failure, model.clone()));
+            if !retry {
+                continue 'models;
+            }
+            let (failure, _) = last.as_ref().unwrap();
+            let wait = up.policy.backoff(attempt, failure);
+            tokio::time::sleep(wait).await;
+            call.waited += wait;
+        }
+    }
+    let (failure, model) = last.expect("at least one attempt");
+    call.fail(&model, &failure).await
+}
+
+/// True for the event that ends a stream in `format`: held back until the ledger commit.
+fn is_terminal(format: WireFormat, data: &str, json: Option<&Value>) -> bool {
+    match format {
+        WireFormat::ChatCompletions => data.trim() == "[DONE]",
+        WireFormat::Messages => json.is_some_and(|v| v["type"] == "message_stop"),
+        WireFormat::Responses => json.is_some_and(|v| {
+            matches!(
+                v["type"].as_str(),
+                Some("response.completed" | "response.incomplete" | "response.failed")
+            )
+        }),
     }
 }
 
-/// Hand the row to the session and wait until it is committed.
-async fn record(state: &ProxyState, row: LedgerRow) {
-    let (reply, done) = oneshot::channel();
-    if state
-        .session
-        .send(Event::ModelCall {
-            row: Box::new(row),
-            reply,
-        })
-        .await
-        .is_ok()
-    {
-        let _ = done.await;
+/// Forward an upstream SSE stream event by event as it arrives, metering it; drop the usage
+/// chunk the agent did not ask for; commit the ledger row before the terminal event.
+async fn stream_upstream(
+    call: Call,
+    response: reqwest::Response,
+    model: String,
+    agent_wants_usage: bool,
+) -> Response {
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("text/event-stream"));
+    let status = response.status();
+    let overhead = call.overhead_ms();
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
+        let format = call.format;
+        let mut splitter = wire::SseSplitter::default();
+        let mut meter = Meter::default();
+        let mut held: Option<Bytes> = None;
+        let mut malformed_events = 0u32;
+        let mut transport_error = None;
+        let mut body = response.bytes_stream();
+        let mut handle =
+            |event: Vec<u8>, meter: &mut Meter, held: &mut Option<Bytes>| -> Option<Bytes> {
+                let Some(data) = wire::event_data(&event) else {
+                    return Some(Bytes::from(event));
+                };
+                let parsed = serde_json::from_str::<Value>(&data).ok();
+                if is_terminal(format, &data, parsed.as_ref()) {
+                    if let Some(json) = &parsed {
+                        meter.observe_stream_event(format, json, agent_wants_usage);
+                    }
+                    *held = Some(Bytes::from(event));
+                    return None;
+                }
+                match parsed {
+                    Some(json) => meter
+                        .observe_stream_event(format, &json, agent_wants_usage)
+                        .then(|| Bytes::from(event)),
+                    None => {
+                        malformed_events += 1;
+                        Some(Bytes::from(event))
+                    }
+                }
+            };
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(bytes) => {
+                    for event in splitter.push(&bytes) {
+                        if let Some(out) = handle(event, &mut meter, &mut held) {
+                            // A gone agent does not stop the metering: the tokens are spent.
+                            let _ = tx.send(Ok(out)).await;
+                        }
+                    }
+                }
+                Err(err) => {
+                    transport_error = Some(err);
+                    break;
+                }
+            }
+        }
+        let rest = splitter.rest();
+        if !rest.iter().all(|b| b.is_ascii_whitespace()) {
+            if let Some(out) = handle(rest, &mut meter, &mut held) {
+                let _ = tx.send(Ok(out)).await;
+            }
+        }
+        meter.finish_stream();
+        let served = meter.model.clone().unwrap_or(model);
+        if meter.malformed_tool_args > 0 || malformed_events > 0 {
+            let message = format!(
+                "stream had {} tool calls with invalid JSON arguments and {malformed_events} events that are not JSON",
+                meter.malformed_tool_args
+            );
+            call.report(kind::PARSE_FAILURE, &served, message).await;
+        }
+        let error_kind = match &transport_error {
+            Some(err) => {
+                let failure = upstream::classify_transport(err);
+                call.report(
+                    failure.kind,
+                    &served,
+                    format!("stream cut: {}", failure.message),
+                )
+                .await;
+                Some(failure.kind)
+            }
+            None if !meter.usage_seen => {
+                call.report(
+                    kind::PARSE_FAILURE,
+                    &served,
+                    "stream ended without usage".into(),
+                )
+                .await;
+                Some(kind::PARSE_FAILURE)
+            }
+            None => None,
+        };
+        call.record(&served, &meter, status.as_u16(), error_kind)
+            .await;
+        if let Some(last) = held {
+            let _ = tx.send(Ok(last)).await;
+        }
+    });
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert("content-type", content_type);
+    response
+        .headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-cache"));
+    if let Ok(value) = HeaderValue::from_str(&format!("{overhead:.3}")) {
+        response
+            .headers_mut()
+            .insert("x-megatest-overhead-ms", value);
     }
+    response
 }
 
 fn assistant_message(reply: &ModelReply) -> Value {
@@ -322,14 +918,6 @@ fn assistant_message(reply: &ModelReply) -> Value {
             .collect();
     }
     message
-}
-
-fn usage(reply: &ModelReply) -> Value {
-    json!({
-        "prompt_tokens": reply.prompt_tokens,
-        "completion_tokens": reply.completion_tokens,
-        "total_tokens": reply.prompt_tokens + reply.completion_tokens,
-    })
 }
 
 fn finish_reason(reply: &ModelReply) -> &'static str {
@@ -348,13 +936,17 @@ pub fn completion_body(id: &str, model: &str, reply: &ModelReply) -> Value {
         "created": chrono::Utc::now().timestamp(),
         "model": model,
         "choices": [{"index": 0, "message": assistant_message(reply), "finish_reason": finish_reason(reply)}],
-        "usage": usage(reply),
+        "usage": {
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+        },
     })
 }
 
 /// The same answer as `chat.completion.chunk` server-sent events ending in `[DONE]`.
-fn stream_body(id: &str, model: &str, reply: &ModelReply, include_usage: bool) -> Response {
-    let created = chrono::Utc::now().timestamp();
+fn stream_body(body: &Value, reply: &ModelReply, include_usage: bool) -> Response {
+    let (id, created, model) = (&body["id"], &body["created"], &body["model"]);
     let chunk = |delta: Value, finish: Option<&str>| {
         json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
@@ -373,20 +965,43 @@ fn stream_body(id: &str, model: &str, reply: &ModelReply, include_usage: bool) -
     if include_usage {
         events.push(
             json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                           "choices": [], "usage": usage(reply)}),
+                           "choices": [], "usage": body["usage"]}),
         );
     }
-    let mut body = String::new();
+    let mut text = String::new();
     for event in events {
-        body.push_str(&format!("data: {event}\n\n"));
+        text.push_str(&format!("data: {event}\n\n"));
     }
-    body.push_str("data: [DONE]\n\n");
+    text.push_str("data: [DONE]\n\n");
     (
         [
             ("content-type", "text/event-stream"),
             ("cache-control", "no-cache"),
         ],
-        body,
+        text,
     )
         .into_response()
+}
+
+/// Build the backend `[model]` asks for. Errors: a passthrough provider without `base_url`, or
+/// an `api_key_env` naming a variable that is not set.
+pub fn backend_for(
+    model_config: &crate::config::raw::Model,
+    provider: Provider,
+    builtin: Option<BuiltinModel>,
+) -> anyhow::Result<Backend> {
+    if let Some(model) = builtin {
+        return Ok(Backend::Builtin(model));
+    }
+    let api_key = match &model_config.api_key_env {
+        Some(name) => Some(std::env::var(name).map_err(|_| {
+            anyhow::anyhow!("[model].api_key_env names {name}, which is not set in the environment")
+        })?),
+        None => None,
+    };
+    Ok(Backend::Upstream(Arc::new(Upstream::new(
+        model_config,
+        provider,
+        api_key,
+    )?)))
 }

@@ -52,10 +52,28 @@ pub enum Event {
         agent_key: String,
         reply: oneshot::Sender<Option<CallContext>>,
     },
-    /// The proxy finished a model call; the reply is sent once the ledger row is committed.
+    /// The proxy asks to reserve `tokens` for one call of agent `agent_idx` before dispatching
+    /// it ([`crate::session::budget::Budgets::reserve`]).
+    Reserve {
+        agent_idx: usize,
+        tokens: u64,
+        reply: oneshot::Sender<crate::session::budget::Admission>,
+    },
+    /// The proxy finished a model call; the reply is sent once the ledger row is committed and
+    /// the reservation (if any) reconciled.
     ModelCall {
         row: Box<LedgerRow>,
+        reservation: Option<u64>,
         reply: oneshot::Sender<()>,
+    },
+    /// The proxy saw an upstream failure or a refused request (classified, with its attempt).
+    ProxyError {
+        agent_id: String,
+        task_id: Option<String>,
+        kind: String,
+        attempt: u32,
+        model: String,
+        message: String,
     },
     /// An agent process run ended (by itself, by timeout, or stopped).
     AgentRunEnded {

@@ -12,6 +12,7 @@
 //! every change is committed to `session.db` before it counts. At any end (complete, failed,
 //! interrupted) `final_report.json` and `status` are written.
 
+pub mod budget;
 pub mod clock;
 pub mod event;
 
@@ -23,10 +24,11 @@ use crate::eval::{self, CriterionResult};
 use crate::fsutil::{write_atomic, write_json_atomic, write_private};
 use crate::metrics::{self, CodeStats};
 use crate::project::{ProjectSpec, Script, TaskSpec};
-use crate::proxy::{self, BuiltinModel};
+use crate::proxy::{self, Backend, BuiltinModel, ProxySettings};
 use crate::report::*;
 use crate::store::{CheckRow, LedgerTotals, Store};
 use anyhow::{Context, Result};
+use budget::{Admission, BudgetSignal, Budgets};
 use clock::SessionClock;
 use event::{CallContext, Event, ShutdownSignal};
 use std::path::{Path, PathBuf};
@@ -49,7 +51,10 @@ pub struct Prepared {
     pub config: Config,
     pub provider: Provider,
     pub spec: ProjectSpec,
-    pub model: BuiltinModel,
+    /// Taken by [`Session::run`] when it starts the proxy.
+    pub backend: Option<Backend>,
+    /// How reports label the model.
+    pub model_label: String,
     pub session_id: String,
     pub dir: PathBuf,
     pub command_template: Option<String>,
@@ -70,7 +75,7 @@ pub fn prepare(config: Config, runs_dir: &Path) -> Result<Prepared, PrepareError
         ))
     })?;
     let spec = ProjectSpec::load(&config.spec_dir).map_err(|e| PrepareError(format!("{e:#}")))?;
-    let model = match provider {
+    let builtin = match provider {
         Provider::Scripted => {
             let script = Script::load(&spec.dir).map_err(|e| PrepareError(format!("{e:#}")))?;
             let missing: Vec<&str> = config
@@ -88,17 +93,14 @@ pub fn prepare(config: Config, runs_dir: &Path) -> Result<Prepared, PrepareError
                     spec.dir.join("script.toml").display()
                 )));
             }
-            BuiltinModel::Scripted(Arc::new(script))
+            Some(BuiltinModel::Scripted(Arc::new(script)))
         }
-        Provider::Sim => BuiltinModel::Sim(config.raw.model.sim.clone()),
-        Provider::OpenaiCompatible | Provider::Anthropic => {
-            return Err(PrepareError(format!(
-                "provider {:?} needs passthrough in the metering proxy, which is not implemented yet (issue 3); \
-                 use `scripted` or `sim` for now",
-                provider.as_str()
-            )))
-        }
+        Provider::Sim => Some(BuiltinModel::Sim(config.raw.model.sim.clone())),
+        Provider::OpenaiCompatible | Provider::Anthropic => None,
     };
+    let backend = proxy::backend_for(&config.raw.model, provider, builtin)
+        .map_err(|e| PrepareError(format!("{}: {e:#}", config.path.display())))?;
+    let model_label = backend.label();
     let command_template = match config.raw.agents.kind {
         AgentKind::Builtin => None,
         AgentKind::Command => Some(
@@ -130,7 +132,8 @@ pub fn prepare(config: Config, runs_dir: &Path) -> Result<Prepared, PrepareError
         config,
         provider,
         spec,
-        model,
+        backend: Some(backend),
+        model_label,
         session_id,
         dir,
         command_template,
@@ -195,6 +198,8 @@ struct PhaseRecord {
 enum Ending {
     Completed,
     Interrupted(ShutdownSignal),
+    /// The token or cost budget ran out: the current phase's checks ran, later phases did not.
+    BudgetExhausted(String),
 }
 
 /// A live session.
@@ -216,6 +221,9 @@ pub struct Session {
     shutdown: Option<ShutdownSignal>,
     last_code_stats: Option<CodeStats>,
     metrics_log: Option<std::fs::File>,
+    budgets: Budgets,
+    budget_exhaustion_logged: bool,
+    prices: std::collections::BTreeMap<String, crate::config::raw::Price>,
 }
 
 impl Session {
@@ -301,7 +309,16 @@ impl Session {
             .append(true)
             .open(dir.join("metrics").join("metrics.jsonl"))
             .ok();
+        let budgets = Budgets::new(
+            &config.raw.limits,
+            config.raw.model.max_cost_usd,
+            agents.len(),
+        );
+        let prices = budget::price_table(&config.raw.model.prices);
         Ok(Session {
+            budgets,
+            budget_exhaustion_logged: false,
+            prices,
             workspace: dir.join("project"),
             prepared,
             store,
@@ -349,6 +366,10 @@ impl Session {
                 signal.exit_code(),
                 format!("{} received: graceful stop", signal.name()),
             ),
+            Ok(Ending::BudgetExhausted(message)) => {
+                let all_met = self.critical_criteria().iter().all(|c| c.met == Some(true));
+                ("complete", if all_met { 0 } else { 1 }, message)
+            }
             Ok(Ending::Completed) => {
                 let all_met = self.critical_criteria().iter().all(|c| c.met == Some(true));
                 if all_met {
@@ -391,17 +412,30 @@ impl Session {
     }
 
     async fn start_proxy(&mut self, shutdown: CancellationToken) -> Result<()> {
+        let config = &self.prepared.config;
+        let settings = ProxySettings {
+            served_name: config.model_name(),
+            max_context_size: config.raw.limits.max_context_size,
+            default_max_tokens: config.raw.model.default_max_tokens,
+            policy: proxy::upstream::RetryPolicy::from_config(&config.raw.model),
+            faults: config.raw.model.faults.clone(),
+        };
+        let backend = self
+            .prepared
+            .backend
+            .take()
+            .context("the proxy was already started")?;
         let proxy = proxy::start(
             self.events_tx.clone(),
-            self.prepared.model.clone(),
-            self.prepared.config.model_name(),
+            backend,
+            settings,
             self.clock,
             shutdown,
         )
         .await
         .context("start the model endpoint on 127.0.0.1")?;
         self.proxy_root = proxy.root_url();
-        tracing::info!(message = "model endpoint listening", url = %self.proxy_root, model = self.prepared.model.name());
+        tracing::info!(message = "model endpoint listening", url = %self.proxy_root, provider = self.prepared.provider.as_str());
         self.write_agents_toml()?;
         self.event(
             "session_started",
@@ -461,6 +495,9 @@ impl Session {
                 if self.shutdown.is_some() {
                     break "interrupted";
                 }
+                if self.budgets.exhausted.is_some() {
+                    break "budget_exhausted";
+                }
                 self.schedule(phase_idx)?;
                 if self.phase_tasks_settled(phase_idx) {
                     break "tasks_done";
@@ -486,6 +523,9 @@ impl Session {
                 return Ok(Ending::Interrupted(signal));
             }
             self.end_phase(phase_idx, because)?;
+            if let Some(message) = self.budgets.exhausted.clone() {
+                return Ok(Ending::BudgetExhausted(message));
+            }
         }
         self.current_phase = None;
         Ok(Ending::Completed)
@@ -771,9 +811,79 @@ impl Session {
                 }
                 let _ = reply.send(context);
             }
-            Event::ModelCall { row, reply } => {
-                self.store
-                    .record_model_call(&now(), self.clock.session_secs(), &row)?;
+            Event::Reserve {
+                agent_idx,
+                tokens,
+                reply,
+            } => {
+                let now_secs = self.clock.session_secs();
+                let admission = self.budgets.reserve(agent_idx, tokens, now_secs);
+                let agent_id = self.agents[agent_idx].id.clone();
+                match &admission {
+                    Admission::Granted {
+                        wait_session_secs,
+                        batch_note,
+                        ..
+                    } => {
+                        if *wait_session_secs > 0.0 || *batch_note {
+                            let data = serde_json::json!({"wait_session_secs": wait_session_secs, "batch_note": batch_note, "tokens": tokens});
+                            self.event("throttled", Some(&agent_id), None, None, data)?;
+                        }
+                    }
+                    Admission::Busy => {
+                        let data = serde_json::json!({"tokens": tokens, "reserved": self.budgets.reserved_tokens, "used": self.budgets.used_tokens});
+                        self.event("budget_busy", Some(&agent_id), None, None, data)?;
+                    }
+                    Admission::Exhausted { message } => {
+                        let message = message.clone();
+                        self.budget_exhausted(&message)?;
+                    }
+                }
+                self.save_budgets()?;
+                let _ = reply.send(admission);
+            }
+            Event::ProxyError {
+                agent_id,
+                task_id,
+                kind,
+                attempt,
+                model,
+                message,
+            } => {
+                let detail = format!("{message} (model {model}, attempt {attempt})");
+                self.record_error(&kind, Some(&agent_id), task_id.as_deref(), &detail)?;
+            }
+            Event::ModelCall {
+                row,
+                reservation,
+                reply,
+            } => {
+                let mut row = row;
+                row.cost_usd = budget::cost_usd(
+                    &self.prices,
+                    &row.model_served,
+                    row.prompt_tokens,
+                    row.completion_tokens,
+                    row.cached_tokens,
+                );
+                let now_secs = self.clock.session_secs();
+                self.store.record_model_call(&now(), now_secs, &row)?;
+                let actual = row.prompt_tokens + row.completion_tokens;
+                let tool_calls = row.tool_names.len() as u64;
+                let signals =
+                    self.budgets
+                        .reconcile(reservation, actual, tool_calls, row.cost_usd, now_secs);
+                for signal in signals {
+                    match signal {
+                        BudgetSignal::Alert { used, total } => {
+                            tracing::warn!(message = "token budget at 80 %", used, total);
+                            let data = serde_json::json!({"used": used, "total": total});
+                            self.event("budget_alert", None, None, None, data)?;
+                        }
+                        BudgetSignal::Exhausted { message } => self.budget_exhausted(&message)?,
+                    }
+                }
+                self.save_budgets()?;
                 self.totals.model_calls += 1;
                 self.totals.prompt_tokens += row.prompt_tokens;
                 self.totals.completion_tokens += row.completion_tokens;
@@ -896,6 +1006,32 @@ impl Session {
             }
         }
         self.sync_task(task_idx)
+    }
+
+    /// Enter the end-of-budget path once: log and record it; the phase loop sees
+    /// `budgets.exhausted`, stops the agents, runs the phase checks and ends the session.
+    fn budget_exhausted(&mut self, message: &str) -> Result<()> {
+        if self.budget_exhaustion_logged {
+            return Ok(());
+        }
+        self.budget_exhaustion_logged = true;
+        tracing::warn!(
+            message = "budget exhausted: ending the session",
+            detail = message
+        );
+        self.event(
+            "budget_exhausted",
+            None,
+            None,
+            None,
+            serde_json::json!({"message": message}),
+        )?;
+        Ok(())
+    }
+
+    fn save_budgets(&self) -> Result<()> {
+        self.store
+            .save_budget_state(&serde_json::to_value(&self.budgets)?)
     }
 
     fn record_error(
@@ -1338,7 +1474,7 @@ impl Session {
                 provider: self.prepared.provider.as_str().to_string(),
                 name: config.model_name(),
                 builtin: self.prepared.provider.is_builtin(),
-                label: self.prepared.model.label().to_string(),
+                label: self.prepared.model_label.clone(),
             },
             agent_count: self.agents.len(),
             agent_kind: match (&config.raw.agents.kind, &config.raw.agents.preset) {

@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Schema migrations; index + 1 is the `user_version` after applying it.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE sessions (
     id TEXT PRIMARY KEY,
     project_type TEXT NOT NULL,
@@ -111,7 +112,16 @@ CREATE TABLE checks (
     wall_secs REAL NOT NULL,
     output_tail TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+ALTER TABLE ledger ADD COLUMN cost_usd REAL;
+ALTER TABLE ledger ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE budget_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    state TEXT NOT NULL
+);
+"#,
+];
 
 /// One model call as the proxy saw it.
 #[derive(Debug, Clone, Serialize)]
@@ -131,6 +141,10 @@ pub struct LedgerRow {
     /// HTTP status returned to the agent.
     pub status: u16,
     pub error_kind: Option<String>,
+    /// Upstream attempts this call took (retries and fallbacks included).
+    pub attempts: u32,
+    /// USD, from the price table; None when the served model has no price.
+    pub cost_usd: Option<f64>,
 }
 
 /// Totals over the ledger.
@@ -389,8 +403,8 @@ impl Store {
         tx.execute(
             "INSERT INTO ledger (at, session_secs, agent_id, role, phase, task_id, model_requested,
                  model_served, prompt_tokens, completion_tokens, cached_tokens, tool_calls, tool_names,
-                 latency_ms, status, error_kind)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                 latency_ms, status, error_kind, attempts, cost_usd)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             params![
                 at,
                 session_secs,
@@ -408,6 +422,8 @@ impl Store {
                 row.latency_ms,
                 row.status,
                 row.error_kind,
+                row.attempts,
+                row.cost_usd,
             ],
         )?;
         let seq = tx.last_insert_rowid();
@@ -447,6 +463,15 @@ impl Store {
         drop(insert);
         tx.commit()?;
         Ok(seq)
+    }
+
+    /// Replace the persisted budget state (JSON of `session::budget::Budgets`).
+    pub fn save_budget_state(&self, state: &serde_json::Value) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO budget_state (id, state) VALUES (1, ?1) ON CONFLICT(id) DO UPDATE SET state = excluded.state",
+            params![state.to_string()],
+        )?;
+        Ok(())
     }
 
     pub fn insert_check(&self, check: &CheckRow) -> Result<()> {
@@ -579,6 +604,8 @@ mod tests {
             latency_ms: 1.0,
             status: 200,
             error_kind: None,
+            attempts: 1,
+            cost_usd: None,
         };
         store.record_model_call("t", 1.0, &row).unwrap();
         row.agent_id = "agent-2".into();

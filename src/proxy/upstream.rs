@@ -1,0 +1,332 @@
+//! The upstream provider: one HTTP client, the real API key, failure classification, backoff
+//! and the model fallback chain with cooldown.
+
+use crate::config::raw::{Model, Provider};
+use crate::proxy::wire::WireFormat;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Failure kinds of the recovery table that the proxy detects.
+pub mod kind {
+    pub const NETWORK_TIMEOUT: &str = "network_timeout";
+    pub const RATE_LIMIT: &str = "rate_limit";
+    pub const LLM_ERROR: &str = "llm_error";
+    pub const PARSE_FAILURE: &str = "parse_failure";
+    pub const AUTH_ERROR: &str = "auth_error";
+    pub const CONTEXT_OVERFLOW: &str = "context_overflow";
+}
+
+/// A classified failed attempt.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub kind: &'static str,
+    pub retryable: bool,
+    /// From a 429's `Retry-After` (seconds).
+    pub retry_after: Option<Duration>,
+    /// HTTP status to give the agent if this is the last word.
+    pub status: u16,
+    /// Upstream body (or a description) to give the agent.
+    pub body: bytes::Bytes,
+    pub message: String,
+}
+
+/// Classify an upstream HTTP status and body. Errors a client should not retry (auth, context,
+/// other 4xx) are final; timeouts, 429 and 5xx are retried.
+pub fn classify_status(
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: bytes::Bytes,
+) -> Failure {
+    let text = String::from_utf8_lossy(&body).to_lowercase();
+    let (kind, retryable) = match status {
+        429 => (kind::RATE_LIMIT, true),
+        401 | 403 => (kind::AUTH_ERROR, false),
+        400 | 413
+            if text.contains("context_length")
+                || text.contains("context length")
+                || text.contains("too long")
+                || text.contains("maximum context") =>
+        {
+            (kind::CONTEXT_OVERFLOW, false)
+        }
+        500..=599 => (kind::LLM_ERROR, true),
+        _ => (kind::LLM_ERROR, false),
+    };
+    let retry_after = headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64);
+    Failure {
+        kind,
+        retryable,
+        retry_after,
+        status,
+        message: format!(
+            "upstream answered HTTP {status}: {}",
+            String::from_utf8_lossy(&body)
+                .chars()
+                .take(300)
+                .collect::<String>()
+        ),
+        body,
+    }
+}
+
+/// Classify a transport error (no HTTP answer).
+pub fn classify_transport(err: &reqwest::Error) -> Failure {
+    let kind = if err.is_timeout() {
+        kind::NETWORK_TIMEOUT
+    } else {
+        kind::LLM_ERROR
+    };
+    let message = format!("upstream unreachable: {err}");
+    Failure {
+        kind,
+        retryable: true,
+        retry_after: None,
+        status: if err.is_timeout() { 504 } else { 502 },
+        body: bytes::Bytes::from(message.clone()),
+        message,
+    }
+}
+
+/// Retries with exponential backoff and full jitter (wall time: providers are not time-scaled).
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl RetryPolicy {
+    pub fn from_config(model: &Model) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: model.max_retries,
+            base: Duration::from_millis(model.retry_base_ms),
+            max: Duration::from_millis(model.retry_max_ms),
+        }
+    }
+
+    /// Wait before retry `attempt` (0-based): the failure's `Retry-After` if it has one (capped
+    /// at the maximum backoff), else full jitter U(0, min(max, base × 2^attempt)).
+    pub fn backoff(&self, attempt: u32, failure: &Failure) -> Duration {
+        if let Some(after) = failure.retry_after {
+            return after.min(self.max);
+        }
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max);
+        ceiling.mul_f64(fastrand::f64())
+    }
+}
+
+#[derive(Debug, Default)]
+struct ModelHealth {
+    consecutive_failures: u32,
+    cooled_until: Option<Instant>,
+}
+
+/// A configured upstream provider.
+pub struct Upstream {
+    pub provider: Provider,
+    client: reqwest::Client,
+    base_url: String,
+    api_key: Option<String>,
+    pub fallbacks: Vec<String>,
+    pub policy: RetryPolicy,
+    cooldown_after: u32,
+    cooldown: Duration,
+    health: Mutex<HashMap<String, ModelHealth>>,
+}
+
+impl Upstream {
+    /// Build from `[model]`; `api_key` is the value of the variable `api_key_env` names.
+    pub fn new(
+        model: &Model,
+        provider: Provider,
+        api_key: Option<String>,
+    ) -> anyhow::Result<Upstream> {
+        let base_url = match (&model.base_url, provider) {
+            (Some(url), _) => url.trim_end_matches('/').to_string(),
+            (None, Provider::Anthropic) => "https://api.anthropic.com/v1".to_string(),
+            (None, _) => anyhow::bail!(
+                "[model].base_url is required for provider {}",
+                provider.as_str()
+            ),
+        };
+        // reqwest is built without a default crypto provider; ring is ours (idempotent).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs_f64(model.timeout_secs))
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(64)
+            .build()?;
+        Ok(Upstream {
+            provider,
+            client,
+            base_url,
+            api_key,
+            fallbacks: model.fallbacks.clone(),
+            policy: RetryPolicy::from_config(model),
+            cooldown_after: model.cooldown_after_failures.max(1),
+            cooldown: Duration::from_secs_f64(model.cooldown_secs),
+            health: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// True when this provider serves `format` (OpenAI-compatible: chat and responses;
+    /// Anthropic: messages).
+    pub fn speaks(&self, format: WireFormat) -> bool {
+        match self.provider {
+            Provider::Anthropic => format == WireFormat::Messages,
+            _ => format != WireFormat::Messages,
+        }
+    }
+
+    /// Send one attempt. `agent_headers` are passed through where the API defines them
+    /// (`anthropic-version`, `anthropic-beta`, `openai-beta`).
+    pub async fn send(
+        &self,
+        format: WireFormat,
+        body: &serde_json::Value,
+        agent_headers: &axum::http::HeaderMap,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let mut request = self
+            .client
+            .post(format!("{}{}", self.base_url, format.path()))
+            .json(body);
+        match self.provider {
+            Provider::Anthropic => {
+                if let Some(key) = &self.api_key {
+                    request = request.header("x-api-key", key);
+                }
+                let version = agent_headers
+                    .get("anthropic-version")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("2023-06-01");
+                request = request.header("anthropic-version", version);
+            }
+            _ => {
+                if let Some(key) = &self.api_key {
+                    request = request.bearer_auth(key);
+                }
+            }
+        }
+        for name in ["anthropic-beta", "openai-beta"] {
+            if let Some(value) = agent_headers.get(name).and_then(|v| v.to_str().ok()) {
+                request = request.header(name, value);
+            }
+        }
+        request.send().await
+    }
+
+    /// `GET {base}/models` with the real key.
+    pub async fn models(&self) -> Result<reqwest::Response, reqwest::Error> {
+        let mut request = self.client.get(format!("{}/models", self.base_url));
+        if let Some(key) = &self.api_key {
+            request = match self.provider {
+                Provider::Anthropic => request
+                    .header("x-api-key", key)
+                    .header("anthropic-version", "2023-06-01"),
+                _ => request.bearer_auth(key),
+            };
+        }
+        request.send().await
+    }
+
+    /// Models to try for a call that asked for `requested`: it, then the fallbacks, skipping
+    /// models in cooldown (unless every one is).
+    pub fn candidates(&self, requested: &str) -> Vec<String> {
+        let mut all = vec![requested.to_string()];
+        for fallback in &self.fallbacks {
+            if !all.contains(fallback) {
+                all.push(fallback.clone());
+            }
+        }
+        let health = self.health.lock().unwrap();
+        let now = Instant::now();
+        let warm: Vec<String> = all
+            .iter()
+            .filter(|m| {
+                health
+                    .get(*m)
+                    .and_then(|h| h.cooled_until)
+                    .is_none_or(|until| until <= now)
+            })
+            .cloned()
+            .collect();
+        if warm.is_empty() {
+            all
+        } else {
+            warm
+        }
+    }
+
+    /// Record the outcome of an attempt on `model`; returns true when this failure put the
+    /// model into cooldown.
+    pub fn record(&self, model: &str, ok: bool) -> bool {
+        let mut health = self.health.lock().unwrap();
+        let entry = health.entry(model.to_string()).or_default();
+        if ok {
+            *entry = ModelHealth::default();
+            return false;
+        }
+        entry.consecutive_failures += 1;
+        if entry.consecutive_failures >= self.cooldown_after {
+            entry.consecutive_failures = 0;
+            entry.cooled_until = Some(Instant::now() + self.cooldown);
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_classify_by_the_recovery_table() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("retry-after", "2".parse().unwrap());
+        let f = classify_status(429, &headers, bytes::Bytes::new());
+        assert_eq!(
+            (f.kind, f.retryable, f.retry_after),
+            (kind::RATE_LIMIT, true, Some(Duration::from_secs(2)))
+        );
+        let none = reqwest::header::HeaderMap::new();
+        assert_eq!(
+            classify_status(503, &none, bytes::Bytes::new()).kind,
+            kind::LLM_ERROR
+        );
+        assert!(!classify_status(401, &none, bytes::Bytes::new()).retryable);
+        let overflow = classify_status(
+            400,
+            &none,
+            bytes::Bytes::from_static(b"{\"code\":\"context_length_exceeded\"}"),
+        );
+        assert_eq!(
+            (overflow.kind, overflow.retryable),
+            (kind::CONTEXT_OVERFLOW, false)
+        );
+    }
+
+    #[test]
+    fn failing_model_cools_down_and_fallback_comes_first() {
+        let model = Model {
+            base_url: Some("http://127.0.0.1:9/v1".into()),
+            fallbacks: vec!["backup".into()],
+            cooldown_after_failures: 2,
+            ..Model::default()
+        };
+        let upstream = Upstream::new(&model, Provider::OpenaiCompatible, None).unwrap();
+        assert_eq!(upstream.candidates("main"), ["main", "backup"]);
+        assert!(!upstream.record("main", false));
+        assert!(upstream.record("main", false));
+        assert_eq!(upstream.candidates("main"), ["backup"]);
+    }
+}
