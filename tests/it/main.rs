@@ -5,6 +5,7 @@ mod support;
 
 mod config_errors;
 mod processes;
+mod proxy;
 mod quickstart;
 mod signals;
 mod sim_fixture;

@@ -109,3 +109,98 @@ pub fn only_session(runs_dir: &Path) -> PathBuf {
     );
     entries.into_iter().next().unwrap()
 }
+
+/// The `fake_upstream` example (a stand-in provider) running on a free loopback port.
+pub struct FakeUpstream {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl FakeUpstream {
+    /// Start it requiring `key`; `url` is its base URL including `/v1`.
+    pub fn start(key: &str) -> FakeUpstream {
+        use std::io::BufRead;
+        let deps = std::env::current_exe().unwrap();
+        let binary = deps
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("examples/fake_upstream");
+        assert!(
+            binary.exists(),
+            "{} missing: cargo test builds examples",
+            binary.display()
+        );
+        let mut child = Command::new(binary)
+            .args(["--key", key])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("fake upstream said {line:?}"));
+        FakeUpstream {
+            child,
+            url: format!("{addr}/v1"),
+        }
+    }
+
+    /// The usage it reported, summed (`GET /stats`).
+    pub fn stats(&self) -> Value {
+        let url = self
+            .url
+            .trim_end_matches("/v1")
+            .trim_start_matches("http://")
+            .to_string();
+        let mut stream = std::net::TcpStream::connect(url).unwrap();
+        use std::io::{Read, Write};
+        stream
+            .write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        let body = text.split("\r\n\r\n").nth(1).unwrap();
+        serde_json::from_str(body).unwrap()
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every probe record (`probe-*.json` written by tests/it/probes/calls.py) in `workspace`.
+pub fn probe_records(workspace: &Path) -> Vec<Value> {
+    let mut records = Vec::new();
+    for entry in std::fs::read_dir(workspace).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("probe-")
+        {
+            records.extend(read_json(&path).as_array().unwrap().iter().cloned());
+        }
+    }
+    records
+}
+
+/// Sum of a ledger column.
+pub fn ledger_sum(session: &Path, expression: &str) -> i64 {
+    let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
+    db.query_row(
+        &format!("SELECT COALESCE(SUM({expression}), 0) FROM ledger"),
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
