@@ -128,7 +128,9 @@ pub fn inherited_env() -> Vec<(String, String)> {
 
 /// The model endpoint settings an agent process gets: base URLs for OpenAI- and
 /// Anthropic-style clients, the per-agent key under every name those clients read, and
-/// megatest's own `MEGATEST_*` variables.
+/// megatest's own `MEGATEST_*` variables — among them where an agent whose tools are not native
+/// function calls reports its tool calls: `MEGATEST_EVENTS_URL` (POST, agent key) or
+/// `MEGATEST_EVENTS_FILE` (append JSON lines `{"type": "tool_call", "name": "bash"}`).
 pub fn agent_env(
     proxy_root: &str,
     agent_key: &str,
@@ -136,8 +138,10 @@ pub fn agent_env(
     agent_id: &str,
     role: &str,
     task_id: &str,
+    events_file: &str,
 ) -> Vec<(String, String)> {
     let v1 = format!("{proxy_root}/v1");
+    let events_url = format!("{v1}/megatest/events");
     [
         ("OPENAI_BASE_URL", v1.as_str()),
         ("OPENAI_API_BASE", v1.as_str()),
@@ -152,6 +156,8 @@ pub fn agent_env(
         ("MEGATEST_AGENT_ID", agent_id),
         ("MEGATEST_ROLE", role),
         ("MEGATEST_TASK_ID", task_id),
+        ("MEGATEST_EVENTS_URL", events_url.as_str()),
+        ("MEGATEST_EVENTS_FILE", events_file),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -203,6 +203,7 @@ pub async fn start(
         .route("/v1/responses", post(responses))
         .route("/v1/messages", post(messages))
         .route("/v1/models", get(models))
+        .route("/v1/megatest/events", post(agent_events))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -272,6 +273,46 @@ async fn models(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Res
         .map(|n| json!({"id": n, "object": "model", "owned_by": "megatest"}))
         .collect();
     Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// `POST /v1/megatest/events`: tool calls an agent reports itself (see
+/// [`crate::session::event::parse_agent_events`]); answers `{"accepted": n, "rejected_lines": m}`.
+async fn agent_events(
+    State(state): State<Arc<ProxyState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(ctx) = authenticate(&state, &headers).await else {
+        return error(
+            WireFormat::ChatCompletions,
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid_api_key",
+            "unknown agent key",
+        );
+    };
+    let text = String::from_utf8_lossy(&body);
+    let (names, rejected) = crate::session::event::parse_agent_events(&text);
+    let accepted = names.len();
+    if !names.is_empty() {
+        let _ = state
+            .session
+            .send(Event::AgentToolCalls {
+                agent_idx: ctx.agent_idx,
+                names,
+            })
+            .await;
+    }
+    let status = if accepted == 0 && rejected > 0 {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        Json(json!({"accepted": accepted, "rejected_lines": rejected})),
+    )
+        .into_response()
 }
 
 async fn chat_completions(

@@ -100,6 +100,23 @@ pub struct TaskReport {
     pub last_error: Option<String>,
 }
 
+/// Budgets and what they allowed (`[limits]`, `[model].max_cost_usd`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetReport {
+    pub total_token_budget: u64,
+    pub used_tokens: u64,
+    pub used_fraction: f64,
+    /// The 80 % alert was raised.
+    pub alert_raised: bool,
+    /// Why the budget ended the session, if it did.
+    pub exhausted: Option<String>,
+    /// USD from the price table; null with the reason when a call's model has no price.
+    pub cost_usd: Figure<f64>,
+    pub max_cost_usd: Option<f64>,
+    /// Session seconds each agent waited for its token or tool-call rate.
+    pub throttled_session_secs: BTreeMap<String, f64>,
+}
+
 /// `final_report.json`, written at every end (complete, failed, interrupted).
 #[derive(Debug, Clone, Serialize)]
 pub struct FinalReport {
@@ -119,6 +136,7 @@ pub struct FinalReport {
     pub phases: Vec<PhaseReport>,
     /// Token and tool-call totals from the ledger in `session.db`.
     pub usage: LedgerTotals,
+    pub budget: BudgetReport,
     pub tasks: TaskCounts,
     pub task_list: Vec<TaskReport>,
     pub agents: Vec<AgentReport>,

@@ -278,6 +278,11 @@ impl Budgets {
         }
     }
 
+    /// Charge tool calls an agent reported itself to its tool-call bucket.
+    pub fn charge_tool_calls(&mut self, agent_idx: usize, count: u64, now_secs: f64) {
+        self.tool_buckets[agent_idx].take(count as f64, now_secs);
+    }
+
     /// Settle reservation `id` with the call's actual usage. `cost_usd` is None for a model
     /// without a price. Returns what the session must act on.
     pub fn reconcile(

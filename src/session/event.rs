@@ -19,6 +19,63 @@ pub struct CallContext {
     pub attempt: u32,
 }
 
+/// Tool-call names in a report from an agent: a JSON object, an array of objects, or JSON
+/// lines. An event is `{"type": "tool_call", "name": "bash"}` (or `{"tool": "bash"}`); other
+/// event types are ignored. Returns the names and the number of lines that were not JSON.
+pub fn parse_agent_events(text: &str) -> (Vec<String>, usize) {
+    fn collect(value: &serde_json::Value, names: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Array(items) => items.iter().for_each(|item| collect(item, names)),
+            serde_json::Value::Object(map) => {
+                if let Some(events) = map.get("events") {
+                    return collect(events, names);
+                }
+                let kind = map
+                    .get("type")
+                    .and_then(|t| t.as_str())
+                    .unwrap_or("tool_call");
+                let name = map
+                    .get("name")
+                    .or_else(|| map.get("tool"))
+                    .and_then(|n| n.as_str());
+                if let (true, Some(name)) = (kind == "tool_call", name) {
+                    names.push(name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut names = Vec::new();
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
+        collect(&value, &mut names);
+        return (names, 0);
+    }
+    let mut bad = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(value) => collect(&value, &mut names),
+            Err(_) => bad += 1,
+        }
+    }
+    (names, bad)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn agent_events_in_every_shape() {
+        let (names, bad) = super::parse_agent_events(r#"{"type": "tool_call", "name": "bash"}"#);
+        assert_eq!((names, bad), (vec!["bash".to_string()], 0));
+        let (names, _) = super::parse_agent_events(
+            r#"{"events": [{"tool": "edit"}, {"type": "note", "name": "x"}]}"#,
+        );
+        assert_eq!(names, ["edit"]);
+        let (names, bad) =
+            super::parse_agent_events("{\"tool\": \"a\"}\nnot json\n{\"tool\": \"b\"}\n");
+        assert_eq!((names, bad), (vec!["a".to_string(), "b".to_string()], 1));
+    }
+}
+
 /// An operator signal, mapped to its intent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShutdownSignal {
@@ -74,6 +131,11 @@ pub enum Event {
         attempt: u32,
         model: String,
         message: String,
+    },
+    /// Tool calls an agent reported itself (events endpoint or events file).
+    AgentToolCalls {
+        agent_idx: usize,
+        names: Vec<String>,
     },
     /// An agent process run ended (by itself, by timeout, or stopped).
     AgentRunEnded {

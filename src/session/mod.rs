@@ -185,6 +185,8 @@ struct AgentSlot {
     runs: u32,
     tasks_done: u32,
     failed_runs: u32,
+    /// Bytes of `events.jsonl` already read.
+    events_offset: u64,
 }
 
 struct PhaseRecord {
@@ -274,6 +276,7 @@ impl Session {
                 runs: 0,
                 tasks_done: 0,
                 failed_runs: 0,
+                events_offset: 0,
             });
         }
         let mut tasks = Vec::new();
@@ -509,7 +512,12 @@ impl Session {
                         }
                     }
                     _ = tokio::time::sleep_until(deadline) => break "time_up",
-                    _ = metrics_tick.tick() => self.write_metrics("running"),
+                    _ = metrics_tick.tick() => {
+                        for agent_idx in 0..self.agents.len() {
+                            self.drain_events_file(agent_idx)?;
+                        }
+                        self.write_metrics("running");
+                    }
                 }
             };
             self.stop_all_agents().await;
@@ -640,6 +648,11 @@ impl Session {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
+        let events_file = agent
+            .dir
+            .join("events.jsonl")
+            .to_string_lossy()
+            .into_owned();
         env.extend(agent::agent_env(
             &self.proxy_root,
             &agent.key,
@@ -647,6 +660,7 @@ impl Session {
             &agent.id,
             &agent.role,
             &task.spec.id,
+            &events_file,
         ));
         let workspace = self.workspace.to_string_lossy().into_owned();
         let (program, args) = match &self.prepared.command_template {
@@ -899,6 +913,9 @@ impl Session {
                 }
                 let _ = reply.send(());
             }
+            Event::AgentToolCalls { agent_idx, names } => {
+                self.agent_tool_calls(agent_idx, names)?;
+            }
             Event::AgentRunEnded {
                 agent_idx,
                 task_idx,
@@ -961,6 +978,7 @@ impl Session {
             outcome.signal,
             outcome_word,
         )?;
+        self.drain_events_file(agent_idx)?;
         let agent_id = self.agents[agent_idx].id.clone();
         let task_id = self.tasks[task_idx].spec.id.clone();
         let phase = self.prepared.config.phases[self.tasks[task_idx].phase_idx]
@@ -1006,6 +1024,63 @@ impl Session {
             }
         }
         self.sync_task(task_idx)
+    }
+
+    /// Count tool calls an agent reported itself, like those seen in model answers.
+    fn agent_tool_calls(&mut self, agent_idx: usize, names: Vec<String>) -> Result<()> {
+        let agent = &self.agents[agent_idx];
+        let task = agent
+            .running
+            .as_ref()
+            .map(|r| self.tasks[r.task_idx].spec.id.clone());
+        let phase = self
+            .current_phase
+            .map(|p| self.prepared.config.phases[p].name.clone());
+        let now_secs = self.clock.session_secs();
+        let agent_id = agent.id.clone();
+        self.store.record_agent_tool_calls(
+            &now(),
+            now_secs,
+            &agent_id,
+            phase.as_deref(),
+            task.as_deref(),
+            &names,
+        )?;
+        self.budgets
+            .charge_tool_calls(agent_idx, names.len() as u64, now_secs);
+        self.totals.tool_calls += names.len() as u64;
+        self.totals.agent_reported_tool_calls += names.len() as u64;
+        for name in names {
+            *self.totals.tool_calls_by_name.entry(name).or_default() += 1;
+        }
+        self.save_budgets()
+    }
+
+    /// Read the complete lines an agent appended to its `events.jsonl` since the last read.
+    fn drain_events_file(&mut self, agent_idx: usize) -> Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = self.agents[agent_idx].dir.join("events.jsonl");
+        let Ok(mut file) = std::fs::File::open(&path) else {
+            return Ok(());
+        };
+        file.seek(SeekFrom::Start(self.agents[agent_idx].events_offset))?;
+        let mut text = String::new();
+        file.read_to_string(&mut text)?;
+        let complete = match text.rfind('\n') {
+            Some(end) => &text[..=end],
+            None => return Ok(()),
+        };
+        self.agents[agent_idx].events_offset += complete.len() as u64;
+        let (names, bad) = event::parse_agent_events(complete);
+        if bad > 0 {
+            let agent_id = self.agents[agent_idx].id.clone();
+            let message = format!("{bad} lines of {} are not JSON", path.display());
+            self.record_error("parse_failure", Some(&agent_id), None, &message)?;
+        }
+        if !names.is_empty() {
+            self.agent_tool_calls(agent_idx, names)?;
+        }
+        Ok(())
     }
 
     /// Enter the end-of-budget path once: log and record it; the phase loop sees
@@ -1259,6 +1334,33 @@ impl Session {
         }
     }
 
+    fn budget_report(&self, usage: &LedgerTotals) -> BudgetReport {
+        let b = &self.budgets;
+        let unpriced: Vec<String> = self.store.unpriced_models().unwrap_or_default();
+        BudgetReport {
+            total_token_budget: b.total_tokens,
+            used_tokens: usage.total_tokens,
+            used_fraction: usage.total_tokens as f64 / b.total_tokens.max(1) as f64,
+            alert_raised: b.alerted,
+            exhausted: b.exhausted.clone(),
+            cost_usd: if unpriced.is_empty() {
+                Figure::measured(self.store.priced_cost().unwrap_or(0.0))
+            } else {
+                Figure::missing(format!(
+                    "no price for model(s) {}: add them to [model.prices] (USD per million tokens)",
+                    unpriced.join(", ")
+                ))
+            },
+            max_cost_usd: b.max_cost_usd,
+            throttled_session_secs: self
+                .agents
+                .iter()
+                .zip(&b.throttled_secs)
+                .map(|(a, secs)| (a.id.clone(), *secs))
+                .collect(),
+        }
+    }
+
     /// The criteria that decide the exit code: every phase ran, and the last phase's build and
     /// test checks passed.
     fn critical_criteria(&self) -> Vec<CriterionResult> {
@@ -1483,6 +1585,7 @@ impl Session {
                 (AgentKind::Command, None) => "command".into(),
             },
             phases,
+            budget: self.budget_report(&usage),
             usage,
             tasks: self.task_counts(None),
             task_list: self

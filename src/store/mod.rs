@@ -155,7 +155,10 @@ pub struct LedgerTotals {
     pub completion_tokens: u64,
     pub cached_tokens: u64,
     pub total_tokens: u64,
+    /// Tool calls from model answers plus those agents reported.
     pub tool_calls: u64,
+    /// Of `tool_calls`, those agents reported through the events endpoint or file.
+    pub agent_reported_tool_calls: u64,
     pub tool_calls_by_name: BTreeMap<String, u64>,
 }
 
@@ -492,8 +495,9 @@ impl Store {
         Ok(())
     }
 
-    /// Token and tool-call totals, from the ledger (the figures the report gives). With
-    /// `agent_id`, only that agent's calls.
+    /// Token and tool-call totals, from the ledger plus the tool calls agents reported
+    /// themselves (`tool_call` events with `source = "agent"`): the figures the report gives.
+    /// With `agent_id`, only that agent's.
     pub fn ledger_totals(&self, agent_id: Option<&str>) -> Result<LedgerTotals> {
         let mut totals = LedgerTotals::default();
         let mut stmt = self.conn.prepare_cached(
@@ -512,8 +516,74 @@ impl Store {
                 *totals.tool_calls_by_name.entry(name).or_default() += 1;
             }
         }
+        drop(rows);
+        let mut reported = self.conn.prepare_cached(
+            "SELECT json_extract(data, '$.tool') FROM events
+             WHERE kind = 'tool_call' AND json_extract(data, '$.source') = 'agent' AND (?1 IS NULL OR agent_id = ?1)",
+        )?;
+        let names = reported.query_map(params![agent_id], |r| r.get::<_, Option<String>>(0))?;
+        for name in names {
+            totals.tool_calls += 1;
+            totals.agent_reported_tool_calls += 1;
+            *totals
+                .tool_calls_by_name
+                .entry(name?.unwrap_or_default())
+                .or_default() += 1;
+        }
         totals.total_tokens = totals.prompt_tokens + totals.completion_tokens;
         Ok(totals)
+    }
+
+    /// Record tool calls an agent reported itself (agents whose tools are not native function
+    /// calls); they count like the tool calls seen in model answers.
+    pub fn record_agent_tool_calls(
+        &mut self,
+        at: &str,
+        session_secs: f64,
+        agent_id: &str,
+        phase: Option<&str>,
+        task_id: Option<&str>,
+        names: &[String],
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO events (at, session_secs, kind, agent_id, phase, task_id, data)
+                 VALUES (?1, ?2, 'tool_call', ?3, ?4, ?5, ?6)",
+            )?;
+            for name in names {
+                let data = serde_json::json!({"tool": name, "source": "agent"});
+                insert.execute(params![
+                    at,
+                    session_secs,
+                    agent_id,
+                    phase,
+                    task_id,
+                    data.to_string()
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Served models of ledger rows that used tokens but have no cost (no price).
+    pub fn unpriced_models(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT DISTINCT model_served FROM ledger
+             WHERE cost_usd IS NULL AND prompt_tokens + completion_tokens > 0 ORDER BY 1",
+        )?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Sum of the ledger's known costs, USD.
+    pub fn priced_cost(&self) -> Result<f64> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(SUM(cost_usd), 0.0) FROM ledger", [], |r| {
+                r.get(0)
+            })?)
     }
 
     /// Count of events per kind.

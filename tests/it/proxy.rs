@@ -157,6 +157,12 @@ fn openai_ledger_equals_upstream_usage_streamed_or_not() {
     assert_eq!(names, 130);
     // No price for gpt-fake: cost is unknown, never 0.
     assert_eq!(ledger_sum(&session, "cost_usd IS NOT NULL"), 0);
+    let report = read_json(&session.join("final_report.json"));
+    assert!(report["budget"]["cost_usd"]["value"].is_null());
+    assert!(report["budget"]["cost_usd"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("gpt-fake"));
 }
 
 #[test]
@@ -167,12 +173,9 @@ fn anthropic_ledger_equals_upstream_usage_streamed_or_not() {
         {"api": "messages", "repeat": 2},
         {"api": "messages", "stream": true, "repeat": 2},
     ]);
-    let config = probe_config(
-        dir.path(),
-        &upstream_section("anthropic", &upstream.url, ""),
-        &plan,
-        "",
-    );
+    let prices = "[model.prices.gpt-fake]\ninput = 1.0\noutput = 2.0\ncached_input = 0.5";
+    let model = upstream_section("anthropic", &upstream.url, prices);
+    let config = probe_config(dir.path(), &model, &plan, "");
     let session = run_probe_session(&config, &dir.path().join("runs"));
     let records = probe_records(&session.join("project"));
     assert_eq!(records.len(), 40);
@@ -183,38 +186,56 @@ fn anthropic_ledger_equals_upstream_usage_streamed_or_not() {
         .all(|r| r["done"] == true));
     assert_ledger_equals_upstream(&session, &upstream);
     assert_eq!(ledger_sum(&session, "tool_calls"), 40);
+    // Cost from the configured price, on the upstream's own figures.
+    let stats = upstream.stats();
+    let figure = |key: &str| stats[key].as_f64().unwrap();
+    let (prompt, cached, completion) = (
+        figure("prompt_tokens"),
+        figure("cached_tokens"),
+        figure("completion_tokens"),
+    );
+    let expected = ((prompt - cached) * 1.0 + cached * 0.5 + completion * 2.0) / 1e6;
+    let report = read_json(&session.join("final_report.json"));
+    let cost = report["budget"]["cost_usd"]["value"].as_f64().unwrap();
+    assert!((cost - expected).abs() < 1e-12, "cost {cost} != {expected}");
 }
 
-#[test]
-fn eight_agents_released_together_cannot_overshoot_the_token_budget() {
-    let upstream = FakeUpstream::start(UPSTREAM_KEY);
-    let dir = tempfile::tempdir().unwrap();
-    let spec = dir.path().join("spec");
+/// A config with one phase (`build`, `hours` long) of `tasks` probe tasks for `tasks` agents
+/// of role Coder, with `limits` and `model` sections as given.
+fn single_phase_config(
+    dir: &Path,
+    tasks: usize,
+    hours: u32,
+    limits: &str,
+    model: &str,
+    plan: &Value,
+) -> PathBuf {
+    let spec = dir.join("spec");
     std::fs::create_dir_all(&spec).unwrap();
-    let mut tasks = String::from("name = \"race\"\ndescription = \"budget race\"\nlanguage = \"none\"\n[commands]\nbuild = \"true\"\ntest = \"true\"\n");
-    for i in 0..8 {
-        tasks.push_str(&format!("[[tasks]]\nid = \"race-{i}\"\nphase = \"build\"\nrole = \"Coder\"\ntitle = \"t\"\nprompt = \"p\"\n"));
+    let mut text = String::from(
+        "name = \"probe\"\ndescription = \"probe tasks\"\nlanguage = \"none\"\n[commands]\nbuild = \"true\"\ntest = \"true\"\n",
+    );
+    for i in 0..tasks {
+        text.push_str(&format!("[[tasks]]\nid = \"probe-{i}\"\nphase = \"build\"\nrole = \"Coder\"\ntitle = \"t\"\nprompt = \"p\"\n"));
     }
-    std::fs::write(spec.join("spec.toml"), tasks).unwrap();
-    // Every call costs exactly 13 prompt + 1000 completion tokens: nine fit in 10 000.
-    let plan =
-        json!([{"api": "chat", "model": "exact-max", "max_tokens": 1000, "until_402": true}]);
+    std::fs::write(spec.join("spec.toml"), text).unwrap();
     let config_text = format!(
         r#"
 [session]
-duration_hours = 1
-agent_count = 8
+duration_hours = {hours}
+agent_count = {agents}
 [agent]
-concurrent_agents = 8
+step_timeout_secs = {step_timeout}
+concurrent_agents = {agents}
 roles = ["Coder"]
-max_total_agents = 8
+max_total_agents = {agents}
 [limits]
-total_token_budget = 10000
+{limits}
 [project]
 spec_dir = {spec:?}
 [[phases]]
 name = "build"
-duration_minutes = 60
+duration_minutes = {minutes}
 {model}
 [agents]
 kind = "command"
@@ -223,13 +244,34 @@ max_task_attempts = 1
 [agents.env]
 PROBE_PLAN = {plan:?}
 "#,
+        agents = tasks.max(2),
+        minutes = hours * 60,
+        step_timeout = hours * 3600,
         spec = spec.display().to_string(),
-        model = upstream_section("openai-compatible", &upstream.url, ""),
         probe = root().join("tests/it/probes/calls.py").display(),
         plan = plan.to_string(),
     );
-    let config = dir.path().join("config.toml");
+    let config = dir.join("config.toml");
     std::fs::write(&config, config_text).unwrap();
+    config
+}
+
+#[test]
+fn eight_agents_released_together_cannot_overshoot_the_token_budget() {
+    let upstream = FakeUpstream::start(UPSTREAM_KEY);
+    let dir = tempfile::tempdir().unwrap();
+    // Every call costs exactly 13 prompt + 1000 completion tokens: nine fit in 10 000.
+    let plan =
+        json!([{"api": "chat", "model": "exact-max", "max_tokens": 1000, "until_402": true}]);
+    let model = upstream_section("openai-compatible", &upstream.url, "");
+    let config = single_phase_config(
+        dir.path(),
+        8,
+        1,
+        "total_token_budget = 10000",
+        &model,
+        &plan,
+    );
     let runs = dir.path().join("runs");
     let output = run_session(
         &config,
@@ -270,6 +312,12 @@ PROBE_PLAN = {plan:?}
         .unwrap();
     let state: Value = serde_json::from_str(&state).unwrap();
     assert_eq!(state["used_tokens"].as_i64().unwrap(), used);
+    assert_eq!(report["budget"]["used_tokens"].as_i64().unwrap(), used);
+    assert_eq!(report["budget"]["alert_raised"], true);
+    assert!(report["budget"]["exhausted"]
+        .as_str()
+        .unwrap()
+        .contains("token budget"));
 }
 
 #[test]
@@ -373,4 +421,102 @@ fn builtin_models_inject_faults_that_the_proxy_retries() {
         ledger_sum(&session, "attempts > 1") > 0,
         "no call was retried"
     );
+}
+
+#[test]
+fn agents_without_native_tool_calls_report_them_by_http_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = json!([
+        {"api": "events", "via": "http", "names": ["bash", "bash"]},
+        {"api": "events", "via": "file", "names": ["edit"]},
+    ]);
+    let config = probe_config(dir.path(), "[model]\nprovider = \"sim\"\n", &plan, "");
+    let session = run_probe_session(&config, &dir.path().join("runs"));
+    let records = probe_records(&session.join("project"));
+    assert!(
+        records
+            .iter()
+            .filter(|r| r.get("accepted").is_some())
+            .all(|r| r["accepted"] == 2),
+        "{records:?}"
+    );
+    let report = read_json(&session.join("final_report.json"));
+    let usage = &report["usage"];
+    assert_eq!(usage["agent_reported_tool_calls"], 30, "{usage}");
+    assert_eq!(usage["tool_calls"], 30, "{usage}");
+    assert_eq!(usage["tool_calls_by_name"]["bash"], 20);
+    assert_eq!(usage["tool_calls_by_name"]["edit"], 10);
+    assert_eq!(usage["model_calls"], 0);
+    let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
+    let attributed: i64 = db
+        .query_row("SELECT COUNT(*) FROM events WHERE kind = 'tool_call' AND agent_id LIKE 'agent-%' AND task_id LIKE 'qs-%'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(attributed, 30);
+}
+
+#[test]
+fn per_agent_token_rate_throttles_and_oversized_prompts_overflow() {
+    let upstream = FakeUpstream::start(UPSTREAM_KEY);
+    let dir = tempfile::tempdir().unwrap();
+    let huge = "x".repeat(9000);
+    let plan = json!([
+        {"api": "chat", "repeat": 3, "max_tokens": 150},
+        {"api": "chat", "content": huge},
+    ]);
+    // ~195 tokens reserved per call (prompt estimate + 150) against 200 tokens per agent per
+    // hour: whatever the order, the second and third calls find the bucket short and wait.
+    let limits = "tokens_per_agent_per_hour = 200\nmax_context_size = 2000";
+    let model = upstream_section(
+        "openai-compatible",
+        &upstream.url,
+        "default_max_tokens = 100",
+    );
+    let config = single_phase_config(dir.path(), 1, 6, limits, &model, &plan);
+    let runs = dir.path().join("runs");
+    let output = run_session(
+        &config,
+        &runs,
+        &["--time-scale", "3600"],
+        &[("MEGATEST_TEST_UPSTREAM_KEY", UPSTREAM_KEY)],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let session = only_session(&runs);
+    let records = probe_records(&session.join("project"));
+    let statuses: Vec<i64> = records
+        .iter()
+        .map(|r| r["status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{records:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 400).count(),
+        1,
+        "{records:?}"
+    );
+    let report = read_json(&session.join("final_report.json"));
+    assert_eq!(report["errors"]["context_overflow"], 1);
+    let throttled = report["budget"]["throttled_session_secs"]["agent-1"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        throttled > 3600.0,
+        "throttled only {throttled} session seconds"
+    );
+    let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
+    let waits: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE kind = 'throttled'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(waits >= 2, "{waits} throttled events");
 }

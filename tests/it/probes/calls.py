@@ -27,7 +27,7 @@ def request(spec):
     headers = {"Content-Type": "application/json"}
     if api == "chat":
         url = BASE + "/chat/completions"
-        body["messages"] = [{"role": "user", "content": "hello"}]
+        body["messages"] = [{"role": "user", "content": spec.get("content", "hello")}]
         body["tools"] = [{"type": "function", "function": {"name": "finish", "parameters": {"type": "object"}}}]
         body["user"] = "probe-%s" % uuid.uuid4()
         if "max_tokens" in spec:
@@ -66,7 +66,25 @@ def request(spec):
     return record
 
 
+def report(spec):
+    """Report tool calls the way agents without native tool calls do."""
+    lines = "".join(json.dumps({"type": "tool_call", "name": n}) + "\n" for n in spec["names"])
+    if spec["via"] == "file":
+        with open(os.environ["MEGATEST_EVENTS_FILE"], "a") as out:
+            out.write(lines)
+        return {"api": "events", "status": 200, "overhead": True}
+    req = urllib.request.Request(os.environ["MEGATEST_EVENTS_URL"], data=lines.encode(),
+                                 headers={"Authorization": "Bearer " + KEY})
+    resp = urllib.request.urlopen(req, timeout=30)
+    return {"api": "events", "status": resp.status, "overhead": True, "accepted": json.load(resp)["accepted"]}
+
+
 def run(spec):
+    if spec["api"] == "events":
+        record = report(spec)
+        with lock:
+            results.append(record)
+        return
     if spec.get("until_402"):
         for _ in range(200):
             record = request(spec)
