@@ -7,5 +7,6 @@ mod config_errors;
 mod processes;
 mod proxy;
 mod quickstart;
+mod sdk;
 mod signals;
 mod sim_fixture;
