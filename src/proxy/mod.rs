@@ -2,12 +2,12 @@
 //! start). The only module that knows model wire formats ([`wire`]).
 //!
 //! Theory of operation, per call:
-//! 1. the agent's key (`Authorization: Bearer` or `x-api-key`) is resolved by the session to its
-//!    agent, phase and task ([`Event::Authenticate`]); unknown key → 401;
-//! 2. a prompt over `[limits].max_context_size` is refused as `context_overflow`;
-//! 3. `prompt estimate + max_tokens` is reserved against the budgets ([`Event::Reserve`]): the
-//!    call may wait (per-agent throttle), get a "batch your operations" note, or be refused
-//!    (402 budget exhausted, 429 while outstanding reservations hold the rest);
+//! 1. a prompt over `[limits].max_context_size` is refused as `context_overflow`;
+//! 2. in one round trip to the session ([`Event::Admit`]) the agent's key (`Authorization:
+//!    Bearer` or `x-api-key`) is resolved to its agent, phase and task (unknown key → 401) and
+//!    `prompt estimate + max_tokens` is reserved against the budgets: the call may wait
+//!    (per-agent throttle), get a "batch your operations" note, or be refused (402 budget
+//!    exhausted, 429 while outstanding reservations hold the rest);
 //! 4. the call is dispatched — to a built-in model ([`scripted`], [`sim`]) or the upstream
 //!    provider with the real key ([`upstream`]) — with retries (exponential backoff, full
 //!    jitter, `Retry-After`) and the model fallback chain; every failed attempt is classified and
@@ -207,6 +207,10 @@ pub async fn start(
         .with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    // Streams are many small writes: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -225,14 +229,18 @@ fn error(
     (status, Json(format.error_body(kind, code, message))).into_response()
 }
 
-async fn authenticate(state: &ProxyState, headers: &HeaderMap) -> Option<CallContext> {
-    let key = headers
+/// The agent key a request presents (`Authorization: Bearer` or `x-api-key`).
+fn agent_key(headers: &HeaderMap) -> Option<String> {
+    headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))?
-        .trim()
-        .to_string();
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(|k| k.trim().to_string())
+}
+
+async fn authenticate(state: &ProxyState, headers: &HeaderMap) -> Option<CallContext> {
+    let key = agent_key(headers)?;
     let (reply, answer) = oneshot::channel();
     state
         .session
@@ -455,14 +463,74 @@ async fn metered(
     format: WireFormat,
 ) -> Response {
     let started = Instant::now();
-    let Some(ctx) = authenticate(&state, &headers).await else {
-        return error(
+    let unauthorized = || {
+        error(
             format,
             StatusCode::UNAUTHORIZED,
             "authentication_error",
             "invalid_api_key",
             "unknown agent key",
-        );
+        )
+    };
+    let Some(key) = agent_key(&headers) else {
+        return unauthorized();
+    };
+    let parsed = match serde_json::from_slice(&body) {
+        Ok(value @ Value::Object(_)) => Some(value),
+        _ => None,
+    };
+    let unsupported = match &state.backend {
+        Backend::Builtin(_) if format != WireFormat::ChatCompletions => {
+            Some("the built-in models serve /v1/chat/completions only".to_string())
+        }
+        Backend::Upstream(up) if !up.speaks(format) => Some(format!(
+            "provider {} does not serve {}",
+            up.provider.as_str(),
+            format.path()
+        )),
+        _ => None,
+    };
+    let prompt_estimate = parsed.as_ref().map(estimate_prompt_tokens).unwrap_or(0);
+    let overflow = prompt_estimate > state.settings.max_context_size;
+    // The common path is one round trip to the session: authenticate and reserve together.
+    let (ctx, admission) = match &parsed {
+        Some(request) if unsupported.is_none() && !overflow => {
+            let max_tokens = format
+                .max_tokens(request)
+                .unwrap_or(state.settings.default_max_tokens);
+            let (reply, answer) = oneshot::channel();
+            let admit = Event::Admit {
+                agent_key: key,
+                tokens: prompt_estimate + max_tokens,
+                reply,
+            };
+            if state.session.send(admit).await.is_err() {
+                return error(
+                    format,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "api_error",
+                    "shutting_down",
+                    "the session is ending",
+                );
+            }
+            match answer.await {
+                Ok(Some((ctx, admission))) => (ctx, Some(admission)),
+                Ok(None) => return unauthorized(),
+                Err(_) => {
+                    return error(
+                        format,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "api_error",
+                        "shutting_down",
+                        "the session is ending",
+                    )
+                }
+            }
+        }
+        _ => match authenticate(&state, &headers).await {
+            Some(ctx) => (ctx, None),
+            None => return unauthorized(),
+        },
     };
     let mut call = Call {
         state: state.clone(),
@@ -474,50 +542,28 @@ async fn metered(
         waited: Duration::ZERO,
         attempts: 0,
     };
-    let mut request: Value = match serde_json::from_slice(&body) {
-        Ok(value @ Value::Object(_)) => value,
-        _ => {
-            call.record("", &Meter::default(), 400, Some("bad_request"))
-                .await;
-            return error(
-                format,
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "bad_request",
-                "body is not a JSON object",
-            );
-        }
+    let Some(mut request) = parsed else {
+        call.record("", &Meter::default(), 400, Some("bad_request"))
+            .await;
+        return error(
+            format,
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "bad_request",
+            "body is not a JSON object",
+        );
     };
     call.requested = request["model"].as_str().unwrap_or("").to_string();
-    match &state.backend {
-        Backend::Builtin(_) if format != WireFormat::ChatCompletions => {
-            let message = "the built-in models serve /v1/chat/completions only";
-            return error(
-                format,
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "unsupported_api",
-                message,
-            );
-        }
-        Backend::Upstream(up) if !up.speaks(format) => {
-            let message = format!(
-                "provider {} does not serve {}",
-                up.provider.as_str(),
-                format.path()
-            );
-            return error(
-                format,
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "unsupported_api",
-                &message,
-            );
-        }
-        _ => {}
+    if let Some(message) = unsupported {
+        return error(
+            format,
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "unsupported_api",
+            &message,
+        );
     }
-    let prompt_estimate = estimate_prompt_tokens(&request);
-    if prompt_estimate > state.settings.max_context_size {
+    if overflow {
         let message = format!(
             "prompt of about {prompt_estimate} tokens exceeds limits.max_context_size ({})",
             state.settings.max_context_size
@@ -534,30 +580,12 @@ async fn metered(
             &message,
         );
     }
-    let max_tokens = format
-        .max_tokens(&request)
-        .unwrap_or(state.settings.default_max_tokens);
-    let (reply, answer) = oneshot::channel();
-    let reserve = Event::Reserve {
-        agent_idx: call.ctx.agent_idx,
-        tokens: prompt_estimate + max_tokens,
-        reply,
-    };
-    if state.session.send(reserve).await.is_err() {
-        return error(
-            format,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "api_error",
-            "shutting_down",
-            "the session is ending",
-        );
-    }
-    match answer.await {
-        Ok(Admission::Granted {
+    match admission.expect("admitted above") {
+        Admission::Granted {
             id,
             wait_session_secs,
             batch_note,
-        }) => {
+        } => {
             call.reservation = Some(id);
             let wait = state.clock.wall(wait_session_secs);
             if !wait.is_zero() {
@@ -568,7 +596,7 @@ async fn metered(
                 format.add_system_note(&mut request, BATCH_NOTE);
             }
         }
-        Ok(Admission::Busy) => {
+        Admission::Busy => {
             let message = "the token budget is held by calls in flight; retry shortly";
             let mut response = error(
                 format,
@@ -582,22 +610,13 @@ async fn metered(
                 .insert("retry-after", HeaderValue::from_static("1"));
             return response;
         }
-        Ok(Admission::Exhausted { message }) => {
+        Admission::Exhausted { message } => {
             return error(
                 format,
                 StatusCode::PAYMENT_REQUIRED,
                 "budget_exceeded",
                 "budget_exceeded",
                 &message,
-            );
-        }
-        Err(_) => {
-            return error(
-                format,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "api_error",
-                "shutting_down",
-                "the session is ending",
             );
         }
     }

@@ -109,12 +109,12 @@ pub enum Event {
         agent_key: String,
         reply: oneshot::Sender<Option<CallContext>>,
     },
-    /// The proxy asks to reserve `tokens` for one call of agent `agent_idx` before dispatching
-    /// it ([`crate::session::budget::Budgets::reserve`]).
-    Reserve {
-        agent_idx: usize,
+    /// The proxy asks, for one call, who holds `agent_key` and to reserve `tokens` for it
+    /// ([`crate::session::budget::Budgets::reserve`]); None in the reply means 401.
+    Admit {
+        agent_key: String,
         tokens: u64,
-        reply: oneshot::Sender<crate::session::budget::Admission>,
+        reply: oneshot::Sender<Option<(CallContext, crate::session::budget::Admission)>>,
     },
     /// The proxy finished a model call; the reply is sent once the ledger row is committed and
     /// the reservation (if any) reconciled.

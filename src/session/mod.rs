@@ -796,65 +796,20 @@ impl Session {
     fn handle(&mut self, event: Event) -> Result<()> {
         match event {
             Event::Authenticate { agent_key, reply } => {
-                let context = self
-                    .agents
-                    .iter()
-                    .enumerate()
-                    .find(|(_, a)| a.key == agent_key)
-                    .map(|(idx, a)| {
-                        let running = a.running.as_ref();
-                        CallContext {
-                            agent_idx: idx,
-                            agent_id: a.id.clone(),
-                            role: a.role.clone(),
-                            phase: self
-                                .current_phase
-                                .map(|p| self.prepared.config.phases[p].name.clone()),
-                            task_id: running.map(|r| self.tasks[r.task_idx].spec.id.clone()),
-                            attempt: running.map(|r| r.attempt).unwrap_or(0),
-                        }
-                    });
-                if context.is_none() {
-                    self.event(
-                        "auth_rejected",
-                        None,
-                        None,
-                        None,
-                        serde_json::json!({"reason": "unknown agent key"}),
-                    )?;
-                }
+                let context = self.call_context(&agent_key)?;
                 let _ = reply.send(context);
             }
-            Event::Reserve {
-                agent_idx,
+            Event::Admit {
+                agent_key,
                 tokens,
                 reply,
             } => {
-                let now_secs = self.clock.session_secs();
-                let admission = self.budgets.reserve(agent_idx, tokens, now_secs);
-                let agent_id = self.agents[agent_idx].id.clone();
-                match &admission {
-                    Admission::Granted {
-                        wait_session_secs,
-                        batch_note,
-                        ..
-                    } => {
-                        if *wait_session_secs > 0.0 || *batch_note {
-                            let data = serde_json::json!({"wait_session_secs": wait_session_secs, "batch_note": batch_note, "tokens": tokens});
-                            self.event("throttled", Some(&agent_id), None, None, data)?;
-                        }
-                    }
-                    Admission::Busy => {
-                        let data = serde_json::json!({"tokens": tokens, "reserved": self.budgets.reserved_tokens, "used": self.budgets.used_tokens});
-                        self.event("budget_busy", Some(&agent_id), None, None, data)?;
-                    }
-                    Admission::Exhausted { message } => {
-                        let message = message.clone();
-                        self.budget_exhausted(&message)?;
-                    }
-                }
-                self.save_budgets()?;
-                let _ = reply.send(admission);
+                let Some(context) = self.call_context(&agent_key)? else {
+                    let _ = reply.send(None);
+                    return Ok(());
+                };
+                let admission = self.reserve(context.agent_idx, tokens)?;
+                let _ = reply.send(Some((context, admission)));
             }
             Event::ProxyError {
                 agent_id,
@@ -881,12 +836,15 @@ impl Session {
                     row.cached_tokens,
                 );
                 let now_secs = self.clock.session_secs();
-                self.store.record_model_call(&now(), now_secs, &row)?;
                 let actual = row.prompt_tokens + row.completion_tokens;
                 let tool_calls = row.tool_names.len() as u64;
                 let signals =
                     self.budgets
                         .reconcile(reservation, actual, tool_calls, row.cost_usd, now_secs);
+                // The row and the budget state it produced commit together.
+                let budget_state = serde_json::to_value(&self.budgets)?;
+                self.store
+                    .record_model_call(&now(), now_secs, &row, Some(&budget_state))?;
                 for signal in signals {
                     match signal {
                         BudgetSignal::Alert { used, total } => {
@@ -897,7 +855,6 @@ impl Session {
                         BudgetSignal::Exhausted { message } => self.budget_exhausted(&message)?,
                     }
                 }
-                self.save_budgets()?;
                 self.totals.model_calls += 1;
                 self.totals.prompt_tokens += row.prompt_tokens;
                 self.totals.completion_tokens += row.completion_tokens;
@@ -1024,6 +981,69 @@ impl Session {
             }
         }
         self.sync_task(task_idx)
+    }
+
+    /// Who holds `agent_key`, with the phase and task it is working on; None (and an
+    /// `auth_rejected` event) for an unknown key.
+    fn call_context(&mut self, agent_key: &str) -> Result<Option<CallContext>> {
+        let context = self
+            .agents
+            .iter()
+            .enumerate()
+            .find(|(_, a)| a.key == agent_key)
+            .map(|(idx, a)| {
+                let running = a.running.as_ref();
+                CallContext {
+                    agent_idx: idx,
+                    agent_id: a.id.clone(),
+                    role: a.role.clone(),
+                    phase: self
+                        .current_phase
+                        .map(|p| self.prepared.config.phases[p].name.clone()),
+                    task_id: running.map(|r| self.tasks[r.task_idx].spec.id.clone()),
+                    attempt: running.map(|r| r.attempt).unwrap_or(0),
+                }
+            });
+        if context.is_none() {
+            self.event(
+                "auth_rejected",
+                None,
+                None,
+                None,
+                serde_json::json!({"reason": "unknown agent key"}),
+            )?;
+        }
+        Ok(context)
+    }
+
+    /// Reserve `tokens` for one call of `agent_idx`; logs throttling, busy and exhaustion, and
+    /// persists the budget state (reservations included).
+    fn reserve(&mut self, agent_idx: usize, tokens: u64) -> Result<Admission> {
+        let now_secs = self.clock.session_secs();
+        let admission = self.budgets.reserve(agent_idx, tokens, now_secs);
+        let agent_id = self.agents[agent_idx].id.clone();
+        match &admission {
+            Admission::Granted {
+                wait_session_secs,
+                batch_note,
+                ..
+            } => {
+                if *wait_session_secs > 0.0 || *batch_note {
+                    let data = serde_json::json!({"wait_session_secs": wait_session_secs, "batch_note": batch_note, "tokens": tokens});
+                    self.event("throttled", Some(&agent_id), None, None, data)?;
+                }
+            }
+            Admission::Busy => {
+                let data = serde_json::json!({"tokens": tokens, "reserved": self.budgets.reserved_tokens, "used": self.budgets.used_tokens});
+                self.event("budget_busy", Some(&agent_id), None, None, data)?;
+            }
+            Admission::Exhausted { message } => {
+                let message = message.clone();
+                self.budget_exhausted(&message)?;
+            }
+        }
+        self.save_budgets()?;
+        Ok(admission)
     }
 
     /// Count tool calls an agent reported itself, like those seen in model answers.

@@ -395,12 +395,14 @@ impl Store {
         Ok(self.conn.last_insert_rowid())
     }
 
-    /// Commit one ledger row and its model-call and tool-call events in one transaction.
+    /// Commit one ledger row, its model-call and tool-call events, and (when given) the budget
+    /// state after it, in one transaction.
     pub fn record_model_call(
         &mut self,
         at: &str,
         session_secs: f64,
         row: &LedgerRow,
+        budget_state: Option<&serde_json::Value>,
     ) -> Result<i64> {
         let tx = self.conn.transaction()?;
         tx.execute(
@@ -464,6 +466,12 @@ impl Store {
             ])?;
         }
         drop(insert);
+        if let Some(state) = budget_state {
+            tx.execute(
+                "INSERT INTO budget_state (id, state) VALUES (1, ?1) ON CONFLICT(id) DO UPDATE SET state = excluded.state",
+                params![state.to_string()],
+            )?;
+        }
         tx.commit()?;
         Ok(seq)
     }
@@ -677,10 +685,12 @@ mod tests {
             attempts: 1,
             cost_usd: None,
         };
-        store.record_model_call("t", 1.0, &row).unwrap();
+        store.record_model_call("t", 1.0, &row, None).unwrap();
         row.agent_id = "agent-2".into();
         row.tool_names = vec!["run_command".into(), "write_file".into()];
-        store.record_model_call("t", 2.0, &row).unwrap();
+        store
+            .record_model_call("t", 2.0, &row, Some(&serde_json::json!({"used": 1})))
+            .unwrap();
         let all = store.ledger_totals(None).unwrap();
         assert_eq!(
             (all.model_calls, all.total_tokens, all.tool_calls),

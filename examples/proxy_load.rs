@@ -1,0 +1,104 @@
+//! Open-loop load for `scripts/bench_proxy.sh`: POST chat completions to `--url` at `--rps`
+//! requests per second for `--seconds`, then print one JSON line of wall-clock latency
+//! percentiles (milliseconds), achieved throughput and errors.
+//!
+//! `cargo run --release --example proxy_load -- --url http://127.0.0.1:P/v1 --key K
+//!  [--rps 500] [--seconds 10] [--stream] [--model gpt-fake]`
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let url = format!(
+        "{}/chat/completions",
+        arg("--url").expect("--url").trim_end_matches('/')
+    );
+    let key = arg("--key").unwrap_or_else(|| "none".into());
+    let rps: f64 = arg("--rps").and_then(|v| v.parse().ok()).unwrap_or(500.0);
+    let seconds: f64 = arg("--seconds")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10.0);
+    let model = arg("--model").unwrap_or_else(|| "gpt-fake".into());
+    let stream = std::env::args().any(|a| a == "--stream");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()
+        .unwrap();
+    let mut body = serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16});
+    if stream {
+        body["stream"] = serde_json::Value::Bool(true);
+    }
+    let body = Arc::new(body.to_string());
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(Mutex::new(0u64));
+    let total = (rps * seconds) as u64;
+    let interval = Duration::from_secs_f64(1.0 / rps);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = started + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+        let (client, url, key, body, latencies, errors) = (
+            client.clone(),
+            url.clone(),
+            key.clone(),
+            body.clone(),
+            latencies.clone(),
+            errors.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let result = client
+                .post(&url)
+                .bearer_auth(&key)
+                .header("content-type", "application/json")
+                .body(body.as_str().to_owned())
+                .send()
+                .await;
+            let ok = match result {
+                Ok(response) if response.status().is_success() => response.bytes().await.is_ok(),
+                _ => false,
+            };
+            if ok {
+                latencies
+                    .lock()
+                    .unwrap()
+                    .push(sent.elapsed().as_secs_f64() * 1000.0);
+            } else {
+                *errors.lock().unwrap() += 1;
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut sorted = latencies.lock().unwrap().clone();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "{}",
+        serde_json::json!({
+            "requests": total, "ok": sorted.len(), "errors": *errors.lock().unwrap(),
+            "throughput_rps": sorted.len() as f64 / elapsed,
+            "p50_ms": percentile(&sorted, 50.0), "p99_ms": percentile(&sorted, 99.0),
+            "stream": stream, "target_rps": rps,
+        })
+    );
+}
