@@ -2,6 +2,9 @@
 //! requests per second for `--seconds`, then print one JSON line of wall-clock latency
 //! percentiles (milliseconds), achieved throughput and errors.
 //!
+//! When the answers carry `x-megatest-overhead-ms`, its p50 and p99 (megatest's own account of
+//! its time) are printed too.
+//!
 //! `cargo run --release --example proxy_load -- --url http://127.0.0.1:P/v1 --key K
 //!  [--rps 500] [--seconds 10] [--stream] [--model gpt-fake]`
 
@@ -48,6 +51,7 @@ async fn main() {
     let body = Arc::new(body.to_string());
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let errors = Arc::new(Mutex::new(0u64));
+    let overheads = Arc::new(Mutex::new(Vec::new()));
     let total = (rps * seconds) as u64;
     let interval = Duration::from_secs_f64(1.0 / rps);
     let started = Instant::now();
@@ -55,13 +59,14 @@ async fn main() {
     for i in 0..total {
         let due = started + interval.mul_f64(i as f64);
         tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
-        let (client, url, key, body, latencies, errors) = (
+        let (client, url, key, body, latencies, errors, overheads) = (
             client.clone(),
             url.clone(),
             key.clone(),
             body.clone(),
             latencies.clone(),
             errors.clone(),
+            overheads.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let sent = Instant::now();
@@ -73,7 +78,17 @@ async fn main() {
                 .send()
                 .await;
             let ok = match result {
-                Ok(response) if response.status().is_success() => response.bytes().await.is_ok(),
+                Ok(response) if response.status().is_success() => {
+                    let overhead = response
+                        .headers()
+                        .get("x-megatest-overhead-ms")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<f64>().ok());
+                    if let Some(overhead) = overhead {
+                        overheads.lock().unwrap().push(overhead);
+                    }
+                    response.bytes().await.is_ok()
+                }
                 _ => false,
             };
             if ok {
@@ -92,9 +107,13 @@ async fn main() {
     let elapsed = started.elapsed().as_secs_f64();
     let mut sorted = latencies.lock().unwrap().clone();
     sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let mut reported = overheads.lock().unwrap().clone();
+    reported.sort_by(|a, b| a.partial_cmp(b).unwrap());
     println!(
         "{}",
         serde_json::json!({
+            "reported_overhead_p50_ms": if reported.is_empty() { None } else { Some(percentile(&reported, 50.0)) },
+            "reported_overhead_p99_ms": if reported.is_empty() { None } else { Some(percentile(&reported, 99.0)) },
             "requests": total, "ok": sorted.len(), "errors": *errors.lock().unwrap(),
             "throughput_rps": sorted.len() as f64 / elapsed,
             "p50_ms": percentile(&sorted, 50.0), "p99_ms": percentile(&sorted, 99.0),

@@ -158,5 +158,9 @@ for stream in (False, True):
         print(f"{'stream' if stream else 'json':8} {target:9} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {a50:10.3f} {a99:10.3f} {r['throughput_rps']:8.1f} {r['errors']:7d}")
     if not stream:
         ratio = added["megatest"] / added["litellm"] if added["litellm"] > 0 else float("nan")
+for stream in (False, True):
+    r = by[("megatest", stream)]
+    if r.get("reported_overhead_p50_ms") is not None:
+        print(f"{'stream' if stream else 'json':8} megatest's own x-megatest-overhead-ms: p50 {r['reported_overhead_p50_ms']:.3f} ms, p99 {r['reported_overhead_p99_ms']:.3f} ms")
 print(f"ratio={ratio:.4f}")
 PY

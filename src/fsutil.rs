@@ -56,3 +56,67 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }
+
+/// Writes files on a background thread, in the order given, so that fsyncs never stall the
+/// caller. `replace` writes atomically ([`write_atomic`]); `append` adds a line.
+pub struct BackgroundWriter {
+    jobs: Option<std::sync::mpsc::Sender<WriteJob>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+enum WriteJob {
+    Replace(std::path::PathBuf, Vec<u8>),
+    Append(std::path::PathBuf, Vec<u8>),
+}
+
+impl BackgroundWriter {
+    pub fn start(name: &str) -> Result<BackgroundWriter> {
+        let (jobs, queue) = std::sync::mpsc::channel::<WriteJob>();
+        let thread = std::thread::Builder::new().name(name.to_string()).spawn(move || {
+            for job in queue {
+                let result = match job {
+                    WriteJob::Replace(path, bytes) => write_atomic(&path, &bytes),
+                    WriteJob::Append(path, bytes) => std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                        .and_then(|mut file| file.write_all(&bytes))
+                        .map_err(anyhow::Error::from),
+                };
+                if let Err(err) = result {
+                    tracing::warn!(message = "background write failed", error = %format!("{err:#}"));
+                }
+            }
+        })?;
+        Ok(BackgroundWriter {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn replace(&self, path: &Path, bytes: Vec<u8>) {
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(WriteJob::Replace(path.to_path_buf(), bytes));
+        }
+    }
+
+    pub fn append(&self, path: &Path, bytes: Vec<u8>) {
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(WriteJob::Append(path.to_path_buf(), bytes));
+        }
+    }
+
+    /// Finish every queued write (on session end).
+    pub fn flush(&mut self) {
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for BackgroundWriter {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}

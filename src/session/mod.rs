@@ -222,7 +222,8 @@ pub struct Session {
     proxy_root: String,
     shutdown: Option<ShutdownSignal>,
     last_code_stats: Option<CodeStats>,
-    metrics_log: Option<std::fs::File>,
+    /// Writes `metrics_current.json` and `metrics/metrics.jsonl` off the session task.
+    metrics_writer: crate::fsutil::BackgroundWriter,
     budgets: Budgets,
     budget_exhaustion_logged: bool,
     prices: std::collections::BTreeMap<String, crate::config::raw::Price>,
@@ -307,11 +308,7 @@ impl Session {
             })
             .collect();
         let (events_tx, events_rx) = mpsc::channel(1024);
-        let metrics_log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("metrics").join("metrics.jsonl"))
-            .ok();
+        let metrics_writer = crate::fsutil::BackgroundWriter::start("metrics-writer")?;
         let budgets = Budgets::new(
             &config.raw.limits,
             config.raw.model.max_cost_usd,
@@ -338,7 +335,7 @@ impl Session {
             proxy_root: String::new(),
             shutdown: None,
             last_code_stats: None,
-            metrics_log,
+            metrics_writer,
         })
     }
 
@@ -397,11 +394,15 @@ impl Session {
             }
         };
         proxy_shutdown.cancel();
+        if let Err(err) = self.save_budgets() {
+            tracing::error!(message = "cannot save the budget state", error = %format!("{err:#}"));
+        }
         let report = self.final_report(status, exit_code, &because);
         write_json_atomic(&self.dir().join("final_report.json"), &report)?;
         self.store
             .end_session(self.id(), status, exit_code, &because, &report.ended_at)?;
         self.write_metrics(status);
+        self.metrics_writer.flush();
         write_atomic(&self.dir().join("status"), format!("{status}\n").as_bytes())?;
         let _ = self.event(
             "session_ended",
@@ -516,6 +517,8 @@ impl Session {
                         for agent_idx in 0..self.agents.len() {
                             self.drain_events_file(agent_idx)?;
                         }
+                        self.save_budgets()?;
+                        self.store.checkpoint_wal();
                         self.write_metrics("running");
                     }
                 }
@@ -1016,8 +1019,10 @@ impl Session {
         Ok(context)
     }
 
-    /// Reserve `tokens` for one call of `agent_idx`; logs throttling, busy and exhaustion, and
-    /// persists the budget state (reservations included).
+    /// Reserve `tokens` for one call of `agent_idx`; logs throttling, busy and exhaustion. The
+    /// state (reservations included) is persisted with the next ledger commit and at every
+    /// metrics tick, not here: a reservation only matters while its call is in flight, and a
+    /// daemon crash ends every call in flight.
     fn reserve(&mut self, agent_idx: usize, tokens: u64) -> Result<Admission> {
         let now_secs = self.clock.session_secs();
         let admission = self.budgets.reserve(agent_idx, tokens, now_secs);
@@ -1042,7 +1047,6 @@ impl Session {
                 self.budget_exhausted(&message)?;
             }
         }
-        self.save_budgets()?;
         Ok(admission)
     }
 
@@ -1342,15 +1346,16 @@ impl Session {
             },
             errors: self.errors,
         };
-        let path = self.dir().join("metrics_current.json");
-        if let Err(err) = write_json_atomic(&path, &metrics) {
-            tracing::warn!(message = "cannot write metrics_current.json", error = %format!("{err:#}"));
-        }
-        if let Some(log) = self.metrics_log.as_mut() {
-            use std::io::Write;
-            if let Ok(line) = serde_json::to_string(&metrics) {
-                let _ = writeln!(log, "{line}");
-            }
+        let Ok(mut bytes) = serde_json::to_vec_pretty(&metrics) else {
+            return;
+        };
+        bytes.push(b'\n');
+        self.metrics_writer
+            .replace(&self.dir().join("metrics_current.json"), bytes);
+        if let Ok(mut line) = serde_json::to_vec(&metrics) {
+            line.push(b'\n');
+            self.metrics_writer
+                .append(&self.dir().join("metrics").join("metrics.jsonl"), line);
         }
     }
 

@@ -6,13 +6,35 @@
 //! `PRAGMA user_version` and upgraded by [`MIGRATIONS`] in order.
 //!
 //! Durability: `journal_mode = WAL`, `synchronous = NORMAL`: a committed row survives the daemon
-//! being killed (`kill -9`); the last transactions may be lost on power failure.
+//! being killed (`kill -9`); the last transactions may be lost on power failure. Automatic WAL
+//! checkpoints are off so that none lands on a model call's commit; the session runs
+//! [`Store::checkpoint_wal`] on its metrics tick instead.
 
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
+
+/// A thread with its own connection that runs PASSIVE WAL checkpoints when woken; failures
+/// are logged, never fatal (the WAL stays valid). It ends when the [`Store`] is dropped.
+fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>> {
+    let conn = Connection::open(path)
+        .with_context(|| format!("open {} for checkpoints", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let (wake, wakes) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("wal-checkpoint".into())
+        .spawn(move || {
+            while wakes.recv().is_ok() {
+                while wakes.try_recv().is_ok() {}
+                if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(message = "WAL checkpoint failed", error = %err);
+                }
+            }
+        })?;
+    Ok(wake)
+}
 
 /// Schema migrations; index + 1 is the `user_version` after applying it.
 pub const MIGRATIONS: &[&str] = &[
@@ -178,6 +200,8 @@ pub struct CheckRow {
 /// An open `session.db`.
 pub struct Store {
     conn: Connection,
+    /// Wakes the checkpoint thread, which has its own connection.
+    checkpoints: Option<std::sync::mpsc::Sender<()>>,
 }
 
 impl Store {
@@ -188,11 +212,16 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let mut store = Store { conn };
+        let mut store = Store {
+            conn,
+            checkpoints: None,
+        };
         store
             .migrate()
             .with_context(|| format!("migrate {}", path.display()))?;
+        store.checkpoints = Some(spawn_checkpointer(path)?);
         Ok(store)
     }
 
@@ -213,6 +242,17 @@ impl Store {
             tx.commit()?;
         }
         Ok(())
+    }
+
+    /// Move what the WAL holds into the database file without blocking writers (PASSIVE);
+    /// failures are logged, never fatal (the WAL stays valid).
+    pub fn checkpoint_wal(&self) {
+        if let Err(err) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        {
+            tracing::warn!(message = "WAL checkpoint failed", error = %err);
+        }
     }
 
     pub fn schema_version(&self) -> Result<usize> {
