@@ -66,6 +66,7 @@ tokens_per_agent_per_hour = 1000000000000
 tool_calls_per_agent_per_hour = 1000000000
 [monitoring]
 log_level = "warn"
+health_check_interval = ${BENCH_HEALTH_CHECK_SECS:-30}
 [project]
 spec_dir = "$WORK/spec"
 [[phases]]
@@ -162,5 +163,5 @@ for stream in (False, True):
     r = by[("megatest", stream)]
     if r.get("reported_overhead_p50_ms") is not None:
         print(f"{'stream' if stream else 'json':8} megatest's own x-megatest-overhead-ms: p50 {r['reported_overhead_p50_ms']:.3f} ms, p99 {r['reported_overhead_p99_ms']:.3f} ms")
-print(f"ratio={ratio:.4f}")
+print(f"ratio={ratio:.6g}")
 PY

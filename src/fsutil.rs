@@ -42,21 +42,6 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replaces_content_and_leaves_no_partial() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("status");
-        write_atomic(&path, b"running\n").unwrap();
-        write_atomic(&path, b"complete\n").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "complete\n");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-    }
-}
-
 /// Writes files on a background thread, in the order given, so that fsyncs never stall the
 /// caller. `replace` writes atomically ([`write_atomic`]); `append` adds a line.
 pub struct BackgroundWriter {
@@ -118,5 +103,20 @@ impl BackgroundWriter {
 impl Drop for BackgroundWriter {
     fn drop(&mut self) {
         self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_content_and_leaves_no_partial() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("status");
+        write_atomic(&path, b"running\n").unwrap();
+        write_atomic(&path, b"complete\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "complete\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -419,10 +419,12 @@ impl Store {
         task_id: Option<&str>,
         data: &serde_json::Value,
     ) -> Result<i64> {
-        self.conn.execute(
-            "INSERT INTO events (at, session_secs, kind, agent_id, phase, task_id, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
+        self.conn
+            .prepare_cached(
+                "INSERT INTO events (at, session_secs, kind, agent_id, phase, task_id, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
                 at,
                 session_secs,
                 kind,
@@ -430,8 +432,7 @@ impl Store {
                 phase,
                 task_id,
                 data.to_string()
-            ],
-        )?;
+            ])?;
         Ok(self.conn.last_insert_rowid())
     }
 
@@ -445,12 +446,12 @@ impl Store {
         budget_state: Option<&serde_json::Value>,
     ) -> Result<i64> {
         let tx = self.conn.transaction()?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO ledger (at, session_secs, agent_id, role, phase, task_id, model_requested,
                  model_served, prompt_tokens, completion_tokens, cached_tokens, tool_calls, tool_names,
                  latency_ms, status, error_kind, attempts, cost_usd)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-            params![
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)")?
+            .execute(params![
                 at,
                 session_secs,
                 row.agent_id,
@@ -507,10 +508,10 @@ impl Store {
         }
         drop(insert);
         if let Some(state) = budget_state {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO budget_state (id, state) VALUES (1, ?1) ON CONFLICT(id) DO UPDATE SET state = excluded.state",
-                params![state.to_string()],
-            )?;
+            )?
+            .execute(params![state.to_string()])?;
         }
         tx.commit()?;
         Ok(seq)
