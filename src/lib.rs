@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod backend;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod eval;

@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand, dispatched from [`run`].
 
 pub mod agent;
+pub mod checkpoints;
 pub mod run;
 pub mod validate;
 
@@ -25,6 +26,9 @@ pub enum Command {
     Run(run::RunArgs),
     /// Check a config file (and overrides) without starting anything; exit 0 or 2.
     Validate(validate::ValidateArgs),
+    /// List a session's checkpoints; --verify checks their hashes and objects (exit 1 if any
+    /// is invalid).
+    Checkpoints(checkpoints::CheckpointsArgs),
     /// megatest's reference agent: a tool-calling loop against MEGATEST_BASE_URL (used by
     /// `run` for agents of kind "builtin").
     Agent(agent::AgentCommandArgs),
@@ -101,5 +105,6 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Run(args) => run::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Agent(args) => agent::run(args),
+        Command::Checkpoints(args) => checkpoints::run(args),
     }
 }

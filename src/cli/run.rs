@@ -102,7 +102,7 @@ fn init_logging(
 }
 
 /// SIGTERM and SIGINT become [`Event::Signal`]s (every one of them: the session treats a second
-/// as "stop now").
+/// as "stop now"); SIGUSR2 becomes [`Event::CheckpointRequest`].
 fn forward_signals(events: tokio::sync::mpsc::Sender<Event>) {
     use tokio::signal::unix::{signal, SignalKind};
     for (kind, intent) in [
@@ -122,5 +122,17 @@ fn forward_signals(events: tokio::sync::mpsc::Sender<Event>) {
             }
             Err(err) => tracing::warn!(message = "cannot install signal handler", error = %err),
         }
+    }
+    match signal(SignalKind::user_defined2()) {
+        Ok(mut stream) => {
+            tokio::spawn(async move {
+                while stream.recv().await.is_some() {
+                    if events.send(Event::CheckpointRequest).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Err(err) => tracing::warn!(message = "cannot install SIGUSR2 handler", error = %err),
     }
 }

@@ -705,11 +705,11 @@ impl<'a> Validator<'a> {
 /// and the issue that enforces it; the list shrinks as those issues land.
 fn not_yet_enforced(raw: &RawConfig) -> Vec<String> {
     let mut keys: Vec<&str> = vec![
-        "checkpoint.* (checkpoints and resume, issue 4)",
+        "limits.disk_space_limit_gb for the checkpoint object store (issue 4: pruning)",
         "checkpoint.auto_recovery, max_recovery_attempts, backoff_* (recovery table, issue 5)",
         "agent.min_trust_score, agent.max_trust_score, agent.dynamic_spawning, agent.max_total_agents (consensus work)",
         "consensus.* (consensus work)",
-        "limits.disk_space_limit_gb (checkpoints/recovery, issues 4-5)",
+        "limits.disk_space_limit_gb as a disk_full trigger (recovery table, issue 5)",
         "monitoring.metrics_export_interval, dashboard_update_interval, export_metrics, metrics_format, agent_activity_logging (observability, issue 6)",
         "error_handling.* (recovery table, issue 5)",
         "project.target.test_coverage (coverage measurement, issue 6); documentation_coverage, max_bugs_* (evaluation)",

@@ -117,6 +117,12 @@ pub struct BudgetReport {
     pub throttled_session_secs: BTreeMap<String, f64>,
 }
 
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointSummary {
+    pub count: u32,
+    pub last: Option<crate::store::CheckpointRow>,
+}
+
 /// `final_report.json`, written at every end (complete, failed, interrupted).
 #[derive(Debug, Clone, Serialize)]
 pub struct FinalReport {
@@ -137,6 +143,8 @@ pub struct FinalReport {
     /// Token and tool-call totals from the ledger in `session.db`.
     pub usage: LedgerTotals,
     pub budget: BudgetReport,
+    /// Checkpoints written, and the last one.
+    pub checkpoints: CheckpointSummary,
     pub tasks: TaskCounts,
     pub task_list: Vec<TaskReport>,
     pub agents: Vec<AgentReport>,

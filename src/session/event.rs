@@ -146,4 +146,6 @@ pub enum Event {
     },
     /// SIGTERM or SIGINT arrived.
     Signal(ShutdownSignal),
+    /// An operator asked for a checkpoint now (SIGUSR2).
+    CheckpointRequest,
 }

@@ -174,6 +174,8 @@ struct Running {
     task_idx: usize,
     attempt: u32,
     stop: CancellationToken,
+    /// Process group of the run (its leader's pid).
+    pgid: u32,
 }
 
 struct AgentSlot {
@@ -187,6 +189,8 @@ struct AgentSlot {
     failed_runs: u32,
     /// Bytes of `events.jsonl` already read.
     events_offset: u64,
+    /// When it last started a run, called the model or reported a tool call.
+    last_activity: Option<String>,
 }
 
 struct PhaseRecord {
@@ -226,6 +230,14 @@ pub struct Session {
     metrics_writer: crate::fsutil::BackgroundWriter,
     budgets: Budgets,
     budget_exhaustion_logged: bool,
+    /// Taken while a snapshot runs off the session task.
+    checkpointer: Option<crate::checkpoint::Checkpointer>,
+    /// What asked for a checkpoint that has not been taken yet.
+    checkpoint_due: Option<&'static str>,
+    tool_calls_since_checkpoint: u64,
+    tokens_since_checkpoint: u64,
+    checkpoints_taken: u32,
+    last_checkpoint: Option<crate::store::CheckpointRow>,
     prices: std::collections::BTreeMap<String, crate::config::raw::Price>,
 }
 
@@ -278,6 +290,7 @@ impl Session {
                 tasks_done: 0,
                 failed_runs: 0,
                 events_offset: 0,
+                last_activity: None,
             });
         }
         let mut tasks = Vec::new();
@@ -315,9 +328,16 @@ impl Session {
             agents.len(),
         );
         let prices = budget::price_table(&config.raw.model.prices);
+        let checkpointer = crate::checkpoint::Checkpointer::open(&dir.join("checkpoints"))?;
         Ok(Session {
             budgets,
             budget_exhaustion_logged: false,
+            checkpointer: Some(checkpointer),
+            checkpoint_due: None,
+            tool_calls_since_checkpoint: 0,
+            tokens_since_checkpoint: 0,
+            checkpoints_taken: 0,
+            last_checkpoint: None,
             prices,
             workspace: dir.join("project"),
             prepared,
@@ -393,6 +413,11 @@ impl Session {
                 ("failed", 3, format!("aborted: {err:#}"))
             }
         };
+        if status == "interrupted" && self.prepared.config.raw.checkpoint.enabled {
+            if let Err(err) = self.take_checkpoint("shutdown").await {
+                tracing::error!(message = "shutdown checkpoint failed", error = %format!("{err:#}"));
+            }
+        }
         proxy_shutdown.cancel();
         if let Err(err) = self.save_budgets() {
             tracing::error!(message = "cannot save the budget state", error = %format!("{err:#}"));
@@ -478,6 +503,14 @@ impl Session {
             .wall(self.prepared.config.raw.monitoring.health_check_interval)
             .max(MIN_METRICS_INTERVAL);
         let mut metrics_tick = tokio::time::interval(metrics_every);
+        let checkpoint_every = self
+            .clock
+            .wall(self.prepared.config.raw.checkpoint.interval_minutes * 60.0);
+        let mut checkpoint_tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + checkpoint_every,
+            checkpoint_every,
+        );
+        checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for phase_idx in 0..self.prepared.config.phases.len() {
             let plan = self.prepared.config.phases[phase_idx].clone();
@@ -502,6 +535,9 @@ impl Session {
                 if self.budgets.exhausted.is_some() {
                     break "budget_exhausted";
                 }
+                if let Some(trigger) = self.checkpoint_due.take() {
+                    self.take_checkpoint(trigger).await?;
+                }
                 self.schedule(phase_idx)?;
                 if self.phase_tasks_settled(phase_idx) {
                     break "tasks_done";
@@ -513,6 +549,11 @@ impl Session {
                         }
                     }
                     _ = tokio::time::sleep_until(deadline) => break "time_up",
+                    _ = checkpoint_tick.tick() => {
+                        if self.prepared.config.raw.checkpoint.enabled {
+                            self.checkpoint_due.get_or_insert("interval");
+                        }
+                    }
                     _ = metrics_tick.tick() => {
                         for agent_idx in 0..self.agents.len() {
                             self.drain_events_file(agent_idx)?;
@@ -534,6 +575,15 @@ impl Session {
                 return Ok(Ending::Interrupted(signal));
             }
             self.end_phase(phase_idx, because)?;
+            if self.prepared.config.raw.checkpoint.enabled || self.checkpoint_due.is_some() {
+                let trigger = if self.prepared.config.raw.checkpoint.enabled {
+                    "phase_end"
+                } else {
+                    "manual"
+                };
+                self.checkpoint_due = None;
+                self.take_checkpoint(trigger).await?;
+            }
             if let Some(message) = self.budgets.exhausted.clone() {
                 return Ok(Ending::BudgetExhausted(message));
             }
@@ -763,7 +813,9 @@ impl Session {
             task_idx,
             attempt,
             stop,
+            pgid: pid,
         });
+        slot.last_activity = Some(now());
         Ok(())
     }
 
@@ -841,6 +893,10 @@ impl Session {
                 let now_secs = self.clock.session_secs();
                 let actual = row.prompt_tokens + row.completion_tokens;
                 let tool_calls = row.tool_names.len() as u64;
+                self.count_toward_checkpoint(tool_calls, actual);
+                if let Some(agent) = self.agents.iter_mut().find(|a| a.id == row.agent_id) {
+                    agent.last_activity = Some(now());
+                }
                 let signals =
                     self.budgets
                         .reconcile(reservation, actual, tool_calls, row.cost_usd, now_secs);
@@ -872,6 +928,10 @@ impl Session {
                         .or_default() += 1;
                 }
                 let _ = reply.send(());
+            }
+            Event::CheckpointRequest => {
+                tracing::info!(message = "checkpoint requested (SIGUSR2)");
+                self.checkpoint_due = Some("manual");
             }
             Event::AgentToolCalls { agent_idx, names } => {
                 self.agent_tool_calls(agent_idx, names)?;
@@ -986,6 +1046,192 @@ impl Session {
         self.sync_task(task_idx)
     }
 
+    /// Count a model call's or agent report's tool calls and tokens toward the checkpoint
+    /// thresholds (`[checkpoint].tool_call_threshold`, `token_threshold`).
+    fn count_toward_checkpoint(&mut self, tool_calls: u64, tokens: u64) {
+        self.tool_calls_since_checkpoint += tool_calls;
+        self.tokens_since_checkpoint += tokens;
+        let c = &self.prepared.config.raw.checkpoint;
+        if !c.enabled || self.checkpoint_due.is_some() {
+            return;
+        }
+        if self.tool_calls_since_checkpoint >= c.tool_call_threshold {
+            self.checkpoint_due = Some("tool_calls");
+        } else if self.tokens_since_checkpoint >= c.token_threshold {
+            self.checkpoint_due = Some("tokens");
+        }
+    }
+
+    /// Take a checkpoint: freeze the running agents' process groups (SIGSTOP), snapshot the
+    /// workspace off the session task, continue them (SIGCONT) — after at most
+    /// [`crate::checkpoint::FREEZE_LIMIT`] — then write and record `checkpoint_NNN.json`.
+    async fn take_checkpoint(&mut self, trigger: &'static str) -> Result<()> {
+        use nix::sys::signal::{killpg, Signal};
+        let Some(mut checkpointer) = self.checkpointer.take() else {
+            return Ok(());
+        };
+        let groups: Vec<nix::unistd::Pid> = self
+            .agents
+            .iter()
+            .filter_map(|a| a.running.as_ref())
+            .map(|r| nix::unistd::Pid::from_raw(r.pgid as i32))
+            .collect();
+        for group in &groups {
+            let _ = killpg(*group, Signal::SIGSTOP);
+        }
+        let frozen = Instant::now();
+        let workspace = self.workspace.clone();
+        let mut job = tokio::task::spawn_blocking(move || {
+            let result = checkpointer.snapshot(&workspace);
+            (checkpointer, result)
+        });
+        let (joined, consistent) = match tokio::time::timeout(
+            crate::checkpoint::FREEZE_LIMIT,
+            &mut job,
+        )
+        .await
+        {
+            Ok(joined) => (joined, true),
+            Err(_) => {
+                for group in &groups {
+                    let _ = killpg(*group, Signal::SIGCONT);
+                }
+                tracing::warn!(message = "snapshot outlasted the freeze limit: agents continued; checkpoint marked inconsistent");
+                (job.await, false)
+            }
+        };
+        for group in &groups {
+            let _ = killpg(*group, Signal::SIGCONT);
+        }
+        let frozen_ms = frozen.elapsed().as_secs_f64() * 1000.0;
+        let (checkpointer, result) = joined.context("the snapshot task panicked")?;
+        self.checkpointer = Some(checkpointer);
+        let (manifest, stats) = result?;
+        let content = self.checkpoint_content(trigger, &manifest, &stats, consistent, frozen_ms)?;
+        let checkpointer = self.checkpointer.as_mut().expect("put back above");
+        let (seq, path, sha256) = checkpointer.write(content)?;
+        let row = crate::store::CheckpointRow {
+            seq,
+            at: now(),
+            session_secs: self.clock.session_secs(),
+            trigger: trigger.to_string(),
+            path: path.display().to_string(),
+            sha256,
+            parent: (seq > 1).then(|| seq - 1),
+            manifest,
+            files: stats.files,
+            bytes: stats.bytes,
+            new_objects: stats.new_objects,
+            new_bytes: stats.new_bytes,
+            consistent,
+            frozen_ms,
+        };
+        self.store.insert_checkpoint(&row)?;
+        let phase = self
+            .current_phase
+            .map(|p| self.prepared.config.phases[p].name.clone());
+        self.event(
+            "checkpoint",
+            None,
+            phase.as_deref(),
+            None,
+            serde_json::to_value(&row)?,
+        )?;
+        tracing::info!(
+            message = "checkpoint written",
+            seq,
+            trigger,
+            files = stats.files,
+            new_bytes = stats.new_bytes,
+            frozen_ms
+        );
+        self.tool_calls_since_checkpoint = 0;
+        self.tokens_since_checkpoint = 0;
+        self.checkpoints_taken += 1;
+        self.last_checkpoint = Some(row);
+        Ok(())
+    }
+
+    /// The seed's `SessionCheckpoint` fields plus megatest's (trigger, task board, budgets).
+    fn checkpoint_content(
+        &mut self,
+        trigger: &str,
+        manifest: &str,
+        stats: &crate::checkpoint::snapshot::SnapshotStats,
+        consistent: bool,
+        frozen_ms: f64,
+    ) -> Result<serde_json::Value> {
+        let agent_states: Vec<serde_json::Value> = self
+            .agents
+            .iter()
+            .map(|a| {
+                let totals = self.store.ledger_totals(Some(&a.id)).unwrap_or_default();
+                serde_json::json!({
+                    "id": a.id,
+                    "role": a.role,
+                    "status": if a.running.is_some() { "running" } else { "idle" },
+                    "current_task": a.running.as_ref().map(|r| self.tasks[r.task_idx].spec.id.clone()),
+                    "attempt": a.running.as_ref().map(|r| r.attempt),
+                    "tokens": totals.total_tokens,
+                    "tool_calls": totals.tool_calls,
+                    "last_activity": a.last_activity,
+                    "process_ids": a.running.as_ref().map(|r| vec![r.pgid]).unwrap_or_default(),
+                    "process_group": a.running.as_ref().map(|r| r.pgid),
+                    "handoff_notes": [],
+                })
+            })
+            .collect();
+        let test_results: Vec<&CheckRow> = self
+            .phases
+            .iter()
+            .rev()
+            .find(|p| !p.checks.is_empty())
+            .map(|p| p.checks.iter().collect())
+            .unwrap_or_default();
+        let git_commit = if self.workspace.join(".git").exists() {
+            std::process::Command::new("git")
+                .args(["rev-parse", "HEAD"])
+                .current_dir(&self.workspace)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        } else {
+            None
+        };
+        Ok(serde_json::json!({
+            "timestamp": now(),
+            "session_id": self.id(),
+            "trigger": trigger,
+            "phase": self.current_phase.map(|p| self.prepared.config.phases[p].name.clone()),
+            "session_secs": self.clock.session_secs(),
+            "wall_secs": self.clock.wall_secs(),
+            "agent_states": agent_states,
+            "working_memory": {},
+            "file_system_state": {
+                "manifest": manifest,
+                "files": stats.files,
+                "dirs": stats.dirs,
+                "symlinks": stats.symlinks,
+                "bytes": stats.bytes,
+                "new_objects": stats.new_objects,
+                "new_bytes": stats.new_bytes,
+                "cache_hits": stats.cache_hits,
+                "not_stored": stats.not_stored,
+                "consistent": consistent,
+                "frozen_ms": frozen_ms,
+            },
+            "test_results": test_results,
+            "metrics": self.current_metrics("running"),
+            "git_commit": git_commit,
+            "task_board": self.tasks.iter().map(|t| serde_json::json!({
+                "id": t.spec.id, "phase": t.spec.phase, "role": t.spec.role, "state": t.state.as_str(),
+                "attempts": t.attempts, "agent_id": t.agent_id, "last_error": t.last_error,
+            })).collect::<Vec<_>>(),
+            "budgets": self.budgets,
+        }))
+    }
+
     /// Who holds `agent_key`, with the phase and task it is working on; None (and an
     /// `auth_rejected` event) for an unknown key.
     fn call_context(&mut self, agent_key: &str) -> Result<Option<CallContext>> {
@@ -1062,6 +1308,7 @@ impl Session {
             .map(|p| self.prepared.config.phases[p].name.clone());
         let now_secs = self.clock.session_secs();
         let agent_id = agent.id.clone();
+        self.count_toward_checkpoint(names.len() as u64, 0);
         self.store.record_agent_tool_calls(
             &now(),
             now_secs,
@@ -1273,6 +1520,22 @@ impl Session {
         if !self.prepared.config.raw.monitoring.enabled {
             return;
         }
+        let metrics = self.current_metrics(status);
+        let Ok(mut bytes) = serde_json::to_vec_pretty(&metrics) else {
+            return;
+        };
+        bytes.push(b'\n');
+        self.metrics_writer
+            .replace(&self.dir().join("metrics_current.json"), bytes);
+        if let Ok(mut line) = serde_json::to_vec(&metrics) {
+            line.push(b'\n');
+            self.metrics_writer
+                .append(&self.dir().join("metrics").join("metrics.jsonl"), line);
+        }
+    }
+
+    /// The seed's `SessionMetrics` now.
+    fn current_metrics(&self, status: &str) -> SessionMetrics {
         let elapsed_session = self.clock.session_secs();
         let elapsed_minutes = elapsed_session / 60.0;
         let remaining: f64 = self
@@ -1297,7 +1560,7 @@ impl Session {
             .rev()
             .flat_map(|p| p.checks.iter())
             .find(|c| c.name == "test");
-        let metrics = SessionMetrics {
+        SessionMetrics {
             session_id: self.id().to_string(),
             status: status.to_string(),
             phase: self
@@ -1345,17 +1608,6 @@ impl Session {
                 None => Figure::missing("no phase test check has run yet"),
             },
             errors: self.errors,
-        };
-        let Ok(mut bytes) = serde_json::to_vec_pretty(&metrics) else {
-            return;
-        };
-        bytes.push(b'\n');
-        self.metrics_writer
-            .replace(&self.dir().join("metrics_current.json"), bytes);
-        if let Ok(mut line) = serde_json::to_vec(&metrics) {
-            line.push(b'\n');
-            self.metrics_writer
-                .append(&self.dir().join("metrics").join("metrics.jsonl"), line);
         }
     }
 
@@ -1611,6 +1863,7 @@ impl Session {
             },
             phases,
             budget: self.budget_report(&usage),
+            checkpoints: CheckpointSummary { count: self.checkpoints_taken, last: self.last_checkpoint.clone() },
             usage,
             tasks: self.task_counts(None),
             task_list: self

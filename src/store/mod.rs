@@ -143,7 +143,47 @@ CREATE TABLE budget_state (
     state TEXT NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE checkpoints (
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    session_secs REAL NOT NULL,
+    trigger TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    parent INTEGER,
+    manifest TEXT NOT NULL,
+    files INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    new_objects INTEGER NOT NULL,
+    new_bytes INTEGER NOT NULL,
+    consistent INTEGER NOT NULL,
+    frozen_ms REAL NOT NULL
+);
+"#,
 ];
+
+/// One checkpoint's row.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointRow {
+    pub seq: u32,
+    pub at: String,
+    pub session_secs: f64,
+    pub trigger: String,
+    pub path: String,
+    pub sha256: String,
+    pub parent: Option<u32>,
+    /// Hash of the workspace manifest in the object store.
+    pub manifest: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub new_objects: u64,
+    pub new_bytes: u64,
+    /// Agents stayed frozen for the whole snapshot.
+    pub consistent: bool,
+    /// Wall milliseconds the agents were frozen.
+    pub frozen_ms: f64,
+}
 
 /// One model call as the proxy saw it.
 #[derive(Debug, Clone, Serialize)]
@@ -515,6 +555,19 @@ impl Store {
         }
         tx.commit()?;
         Ok(seq)
+    }
+
+    pub fn insert_checkpoint(&self, row: &CheckpointRow) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO checkpoints (seq, at, session_secs, trigger, path, sha256, parent, manifest, files, bytes,
+                 new_objects, new_bytes, consistent, frozen_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            params![
+                row.seq, row.at, row.session_secs, row.trigger, row.path, row.sha256, row.parent, row.manifest,
+                row.files as i64, row.bytes as i64, row.new_objects as i64, row.new_bytes as i64, row.consistent, row.frozen_ms
+            ],
+        )?;
+        Ok(())
     }
 
     /// Replace the persisted budget state (JSON of `session::budget::Budgets`).

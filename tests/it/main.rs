@@ -3,6 +3,7 @@
 
 mod support;
 
+mod checkpoints;
 mod config_errors;
 mod processes;
 mod proxy;

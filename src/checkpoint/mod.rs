@@ -1,0 +1,215 @@
+//! Checkpoints: one consistent record of every agent and the workspace.
+//!
+//! A checkpoint is `checkpoints/checkpoint_NNN.json` (zero-padded sequence) plus a row in
+//! `session.db`. The JSON holds the seed's `SessionCheckpoint` fields (`timestamp`,
+//! `session_id`, `phase`, `agent_states`, `working_memory`, `file_system_state`, `test_results`,
+//! `metrics`, `git_commit`) plus `trigger`, `sequence`, `parent`, the task board, the budget
+//! counters, and `sha256`: the SHA-256 of the file's JSON without that field (serde_json's sorted
+//! maps make it canonical). `file_system_state.manifest` names the workspace snapshot in the
+//! object store ([`snapshot`]).
+//!
+//! The session freezes the agents' process groups (SIGSTOP) while the snapshot is taken, for a
+//! bounded time ([`FREEZE_LIMIT`]), then continues them (SIGCONT); a snapshot that outlasts the
+//! bound finishes with the agents running and is marked `consistent: false`.
+
+pub mod snapshot;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use serde_json::Value;
+use snapshot::{ObjectStore, SnapshotStats, StatCache};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Longest wall time agents stay frozen for one snapshot.
+pub const FREEZE_LIMIT: Duration = Duration::from_secs(10);
+/// Files larger than this are listed with their hash but not stored (bytes).
+pub const DEFAULT_SIZE_CAP: u64 = 64 * 1024 * 1024;
+
+/// The checkpoint directory of a session: object store, stat cache, sequence.
+pub struct Checkpointer {
+    pub dir: PathBuf,
+    pub store: ObjectStore,
+    pub cache: StatCache,
+    pub size_cap: u64,
+    /// Sequence of the last checkpoint written (0: none yet).
+    pub last_seq: u32,
+}
+
+impl Checkpointer {
+    /// Open `dir` (created if needed), continuing after the highest existing checkpoint.
+    pub fn open(dir: &Path) -> Result<Checkpointer> {
+        let store = ObjectStore::open(&dir.join("objects"))?;
+        let last_seq = list_files(dir)?.last().map(|(seq, _)| *seq).unwrap_or(0);
+        Ok(Checkpointer {
+            dir: dir.to_path_buf(),
+            store,
+            cache: StatCache::default(),
+            size_cap: DEFAULT_SIZE_CAP,
+            last_seq,
+        })
+    }
+
+    /// Snapshot `workspace` (blocking: run it off the async runtime).
+    pub fn snapshot(&mut self, workspace: &Path) -> Result<(String, SnapshotStats)> {
+        let (_, hash, stats) =
+            snapshot::snapshot(workspace, &self.store, &mut self.cache, self.size_cap)?;
+        Ok((hash, stats))
+    }
+
+    /// Seal `content` (a JSON object) with its SHA-256 and write it atomically as the next
+    /// checkpoint file. Returns (sequence, path, sha256).
+    pub fn write(&mut self, mut content: Value) -> Result<(u32, PathBuf, String)> {
+        let seq = self.last_seq + 1;
+        content["sequence"] = Value::from(seq);
+        content["parent"] = if self.last_seq == 0 {
+            Value::Null
+        } else {
+            Value::from(self.last_seq)
+        };
+        let sha = content_hash(&content)?;
+        content["sha256"] = Value::String(sha.clone());
+        let path = self.dir.join(format!("checkpoint_{seq:03}.json"));
+        crate::fsutil::write_json_atomic(&path, &content)?;
+        self.last_seq = seq;
+        Ok((seq, path, sha))
+    }
+}
+
+/// SHA-256 of a checkpoint's JSON without its `sha256` field.
+pub fn content_hash(content: &Value) -> Result<String> {
+    let mut copy = content.clone();
+    if let Some(map) = copy.as_object_mut() {
+        map.remove("sha256");
+    }
+    Ok(snapshot::sha256_hex(&serde_json::to_vec(&copy)?))
+}
+
+/// `(sequence, path)` of every `checkpoint_NNN.json` in `dir`, in order.
+pub fn list_files(dir: &Path) -> Result<Vec<(u32, PathBuf)>> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(files);
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if let Some(seq) = name
+            .strip_prefix("checkpoint_")
+            .and_then(|n| n.strip_suffix(".json"))
+            .and_then(|n| n.parse().ok())
+        {
+            files.push((seq, path));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// One checkpoint as `megatest checkpoints` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointInfo {
+    pub sequence: u32,
+    pub path: PathBuf,
+    pub trigger: Option<String>,
+    pub timestamp: Option<String>,
+    pub phase: Option<String>,
+    pub files: Option<u64>,
+    pub new_bytes: Option<u64>,
+    /// Empty when valid (or not verified).
+    pub problems: Vec<String>,
+}
+
+/// Read every checkpoint in `dir`; with `verify`, check each one's own hash and, through its
+/// manifest, the presence and hash of every object it references.
+pub fn inspect(dir: &Path, verify: bool) -> Result<Vec<CheckpointInfo>> {
+    let store = ObjectStore::open(&dir.join("objects"))?;
+    let mut out = Vec::new();
+    for (sequence, path) in list_files(dir)? {
+        let mut info = CheckpointInfo {
+            sequence,
+            path: path.clone(),
+            trigger: None,
+            timestamp: None,
+            phase: None,
+            files: None,
+            new_bytes: None,
+            problems: Vec::new(),
+        };
+        let parsed = std::fs::read(&path)
+            .with_context(|| format!("read {}", path.display()))
+            .and_then(|bytes| {
+                serde_json::from_slice::<Value>(&bytes).context("not JSON (truncated?)")
+            });
+        match parsed {
+            Err(err) => info.problems.push(format!("{err:#}")),
+            Ok(content) => {
+                info.trigger = content["trigger"].as_str().map(String::from);
+                info.timestamp = content["timestamp"].as_str().map(String::from);
+                info.phase = content["phase"].as_str().map(String::from);
+                info.files = content["file_system_state"]["files"].as_u64();
+                info.new_bytes = content["file_system_state"]["new_bytes"].as_u64();
+                if verify {
+                    match (content["sha256"].as_str(), content_hash(&content)) {
+                        (Some(recorded), Ok(actual)) if recorded == actual => {}
+                        (Some(_), Ok(_)) => info
+                            .problems
+                            .push("content does not match its sha256".into()),
+                        (None, _) => info.problems.push("no sha256 field".into()),
+                        (_, Err(err)) => info.problems.push(format!("{err:#}")),
+                    }
+                    match content["file_system_state"]["manifest"].as_str() {
+                        Some(manifest) => info
+                            .problems
+                            .extend(snapshot::verify_manifest(&store, manifest)),
+                        None => info.problems.push("no file_system_state.manifest".into()),
+                    }
+                }
+            }
+        }
+        out.push(info);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_checkpoints_verify_and_tampering_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        std::fs::create_dir_all(&ws).unwrap();
+        std::fs::write(ws.join("a.txt"), "alpha").unwrap();
+        let mut cp = Checkpointer::open(&dir.path().join("checkpoints")).unwrap();
+        let (manifest, stats) = cp.snapshot(&ws).unwrap();
+        let content = serde_json::json!({"trigger": "manual", "file_system_state": {"manifest": manifest, "files": stats.files}});
+        let (seq, path, _) = cp.write(content.clone()).unwrap();
+        assert_eq!(seq, 1);
+        let (seq2, _, _) = cp.write(content).unwrap();
+        assert_eq!(seq2, 2);
+        let infos = inspect(&cp.dir, true).unwrap();
+        assert_eq!(infos.len(), 2);
+        assert!(infos.iter().all(|i| i.problems.is_empty()), "{infos:?}");
+        assert_eq!(read_json(&path)["parent"], Value::Null);
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("manual", "manuaL");
+        std::fs::write(&path, text).unwrap();
+        let infos = inspect(&cp.dir, true).unwrap();
+        assert_eq!(infos[0].problems, ["content does not match its sha256"]);
+        std::fs::write(&path, "{\"trunc").unwrap();
+        assert!(inspect(&cp.dir, true).unwrap()[0].problems[0].contains("not JSON"));
+        // Reopening continues the sequence.
+        assert_eq!(Checkpointer::open(&cp.dir).unwrap().last_seq, 2);
+    }
+
+    fn read_json(path: &Path) -> Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+}
