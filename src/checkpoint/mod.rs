@@ -34,6 +34,8 @@ pub struct Checkpointer {
     pub size_cap: u64,
     /// Sequence of the last checkpoint written (0: none yet).
     pub last_seq: u32,
+    /// The last snapshot: the next manifest is stored as a delta against it.
+    pub base: Option<snapshot::ManifestBase>,
 }
 
 impl Checkpointer {
@@ -47,13 +49,22 @@ impl Checkpointer {
             cache: StatCache::default(),
             size_cap: DEFAULT_SIZE_CAP,
             last_seq,
+            base: None,
         })
     }
 
-    /// Snapshot `workspace` (blocking: run it off the async runtime).
+    /// Snapshot `workspace` (blocking: run it off the async runtime). Returns the manifest's
+    /// hash and figures; the manifest is stored as a delta against the previous snapshot.
     pub fn snapshot(&mut self, workspace: &Path) -> Result<(String, SnapshotStats)> {
-        let (_, hash, stats) =
-            snapshot::snapshot(workspace, &self.store, &mut self.cache, self.size_cap)?;
+        let (_, base, stats) = snapshot::snapshot(
+            workspace,
+            &self.store,
+            &mut self.cache,
+            self.size_cap,
+            self.base.as_ref(),
+        )?;
+        let hash = base.hash.clone();
+        self.base = Some(base);
         Ok((hash, stats))
     }
 

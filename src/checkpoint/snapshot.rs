@@ -133,7 +133,9 @@ impl ObjectStore {
     }
 }
 
-/// (size, mtime ns, ctime ns, inode) → hash of files already read.
+/// (size, mtime ns, ctime ns, inode) → hash of files already read (and stored, when under
+/// the size cap). Objects are never removed behind the cache's back: pruning the store must
+/// clear it; `megatest checkpoints --verify` finds objects removed by hand.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StatCache {
     entries: HashMap<String, (u64, i64, i64, u64, String)>,
@@ -148,18 +150,159 @@ fn stat_key(meta: &std::fs::Metadata) -> (u64, i64, i64, u64) {
     )
 }
 
+/// Longest chain of delta manifests before a complete one is stored again.
+pub const MAX_DELTA_DEPTH: u32 = 16;
+
+/// A manifest as stored: complete (`base` None), or the changes against the manifest `base`.
+/// Deltas keep a checkpoint's storage growth near the bytes that changed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredManifest {
+    base: Option<String>,
+    /// Deltas between this one and a complete manifest (0: complete).
+    depth: u32,
+    /// Entries new or different from the base (all entries when complete).
+    upserts: Vec<ManifestEntry>,
+    /// Paths of the base that are gone.
+    removed: Vec<String>,
+}
+
+/// The previous snapshot, which the next one may be stored relative to.
+#[derive(Debug, Clone)]
+pub struct ManifestBase {
+    pub hash: String,
+    pub manifest: Manifest,
+    pub depth: u32,
+}
+
+/// Order of a walk: depth first, names sorted within a directory.
+fn walk_order(entries: &mut [ManifestEntry]) {
+    entries.sort_by_cached_key(|entry| walk_key(&entry.path));
+}
+
+/// Sort key of a path in walk order: with `/` as `\0`, plain byte order compares component
+/// by component (`a` < `a/b` < `a.txt`).
+fn walk_key(path: &str) -> Vec<u8> {
+    path.bytes()
+        .map(|b| if b == b'/' { 0 } else { b })
+        .collect()
+}
+
 /// Snapshot `workspace` into `store`, reading only files the cache does not vouch for. Files
-/// over `size_cap` bytes are hashed but not stored. Returns the manifest, the hash of the stored
-/// manifest object, and figures.
+/// over `size_cap` bytes are hashed but not stored. The manifest is stored as a delta against
+/// `base` when given (and its chain is short enough), else complete. Returns the manifest, the
+/// new base (hash and depth), and figures.
 pub fn snapshot(
     workspace: &Path,
     store: &ObjectStore,
     cache: &mut StatCache,
     size_cap: u64,
-) -> Result<(Manifest, String, SnapshotStats)> {
+    base: Option<&ManifestBase>,
+) -> Result<(Manifest, ManifestBase, SnapshotStats)> {
+    let (manifest, mut stats) = walk(workspace, Some(store), cache, size_cap)?;
+    if let Some(base) = base.filter(|b| b.manifest.entries == manifest.entries) {
+        // Nothing changed: the base names this workspace already.
+        return Ok((manifest, base.clone(), stats));
+    }
+    let stored = match base {
+        Some(base) if base.depth < MAX_DELTA_DEPTH => {
+            let old: HashMap<&str, &ManifestEntry> = base
+                .manifest
+                .entries
+                .iter()
+                .map(|e| (e.path.as_str(), e))
+                .collect();
+            let new: std::collections::HashSet<&str> =
+                manifest.entries.iter().map(|e| e.path.as_str()).collect();
+            StoredManifest {
+                base: Some(base.hash.clone()),
+                depth: base.depth + 1,
+                upserts: manifest
+                    .entries
+                    .iter()
+                    .filter(|e| old.get(e.path.as_str()) != Some(e))
+                    .cloned()
+                    .collect(),
+                removed: base
+                    .manifest
+                    .entries
+                    .iter()
+                    .filter(|e| !new.contains(e.path.as_str()))
+                    .map(|e| e.path.clone())
+                    .collect(),
+            }
+        }
+        _ => StoredManifest {
+            base: None,
+            depth: 0,
+            upserts: manifest.entries.clone(),
+            removed: Vec::new(),
+        },
+    };
+    let bytes = serde_json::to_vec(&stored)?;
+    let hash = sha256_hex(&bytes);
+    if let Some(written) = store.put(&hash, &bytes)? {
+        stats.new_objects += 1;
+        stats.new_bytes += written;
+    }
+    let depth = stored.depth;
+    Ok((
+        manifest.clone(),
+        ManifestBase {
+            hash,
+            manifest,
+            depth,
+        },
+        stats,
+    ))
+}
+
+/// The complete manifest stored under `hash`, following its delta chain; every object of the
+/// chain is verified on the way.
+pub fn load_manifest(store: &ObjectStore, hash: &str) -> Result<Manifest> {
+    let mut chain = Vec::new();
+    let mut next = Some(hash.to_string());
+    while let Some(hash) = next {
+        store
+            .verify(&hash)
+            .map_err(|problem| anyhow::anyhow!("manifest {problem}"))?;
+        let stored: StoredManifest = serde_json::from_slice(&store.get(&hash)?)
+            .with_context(|| format!("manifest {hash} is unreadable"))?;
+        anyhow::ensure!(
+            chain.len() <= MAX_DELTA_DEPTH as usize,
+            "manifest chain from {hash} is longer than {MAX_DELTA_DEPTH}"
+        );
+        next = stored.base.clone();
+        chain.push(stored);
+    }
+    let mut entries: std::collections::BTreeMap<String, ManifestEntry> =
+        std::collections::BTreeMap::new();
+    for stored in chain.into_iter().rev() {
+        for path in &stored.removed {
+            entries.remove(path);
+        }
+        for entry in stored.upserts {
+            entries.insert(entry.path.clone(), entry);
+        }
+    }
+    let mut entries: Vec<ManifestEntry> = entries.into_values().collect();
+    walk_order(&mut entries);
+    Ok(Manifest { entries })
+}
+
+/// The manifest of `workspace`; file contents go to `store` when given (else only hashed).
+fn walk(
+    workspace: &Path,
+    store: Option<&ObjectStore>,
+    cache: &mut StatCache,
+    size_cap: u64,
+) -> Result<(Manifest, SnapshotStats)> {
     let mut stats = SnapshotStats::default();
     let mut entries = Vec::new();
-    let walker = ignore::WalkBuilder::new(workspace)
+    // Phase 1, in parallel: walk and lstat (the syscall-heavy part).
+    let found: std::sync::Mutex<Vec<(String, PathBuf, std::fs::Metadata)>> =
+        std::sync::Mutex::new(Vec::new());
+    let failure: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
+    ignore::WalkBuilder::new(workspace)
         .hidden(false)
         .git_ignore(true)
         .git_exclude(false)
@@ -168,18 +311,39 @@ pub fn snapshot(
         .parents(false)
         .follow_links(false)
         .filter_entry(|entry| !ALWAYS_IGNORED.iter().any(|name| entry.file_name() == *name))
-        .sort_by_file_name(|a, b| a.cmp(b))
-        .build();
-    for item in walker {
-        let item = item.with_context(|| format!("walk {}", workspace.display()))?;
-        let path = item.path();
-        let relative = path.strip_prefix(workspace).unwrap_or(path);
-        if relative.as_os_str().is_empty() {
-            continue;
-        }
-        let name = relative.to_string_lossy().replace('\\', "/");
-        let meta =
-            std::fs::symlink_metadata(path).with_context(|| format!("stat {}", path.display()))?;
+        .threads(2)
+        .build_parallel()
+        .run(|| {
+            Box::new(|item| {
+                let outcome = item.map_err(anyhow::Error::from).and_then(|item| {
+                    let path = item.path().to_path_buf();
+                    let relative = path.strip_prefix(workspace).unwrap_or(&path);
+                    if relative.as_os_str().is_empty() {
+                        return Ok(());
+                    }
+                    let name = relative.to_string_lossy().replace('\\', "/");
+                    let meta = std::fs::symlink_metadata(&path)
+                        .with_context(|| format!("stat {}", path.display()))?;
+                    found.lock().unwrap().push((name, path, meta));
+                    Ok(())
+                });
+                match outcome {
+                    Ok(()) => ignore::WalkState::Continue,
+                    Err(err) => {
+                        failure.lock().unwrap().get_or_insert(err);
+                        ignore::WalkState::Quit
+                    }
+                }
+            })
+        });
+    if let Some(err) = failure.into_inner().unwrap() {
+        return Err(err).with_context(|| format!("walk {}", workspace.display()));
+    }
+    let mut found = found.into_inner().unwrap();
+    found.sort_by_cached_key(|entry| walk_key(&entry.0));
+    // Phase 2, in walk order: the stat cache, reading and storing what changed.
+    for (name, path, meta) in found {
+        let path = path.as_path();
         let mode = meta.permissions().mode() & 0o7777;
         let file_type = meta.file_type();
         if file_type.is_symlink() {
@@ -214,9 +378,9 @@ pub fn snapshot(
                 .get(&name)
                 .filter(|c| (c.0, c.1, c.2, c.3) == key)
                 .map(|c| c.4.clone());
-            let stored = meta.len() <= size_cap;
+            let stored = meta.len() <= size_cap && store.is_some();
             let hash = match cached {
-                Some(hash) if !stored || store.contains(&hash) => {
+                Some(hash) => {
                     stats.cache_hits += 1;
                     hash
                 }
@@ -227,7 +391,9 @@ pub fn snapshot(
                         let mut bytes = Vec::with_capacity(meta.len() as usize);
                         file.read_to_end(&mut bytes)?;
                         let hash = sha256_hex(&bytes);
-                        if let Some(written) = store.put(&hash, &bytes)? {
+                        if let Some(written) =
+                            store.expect("stored implies a store").put(&hash, &bytes)?
+                        {
                             stats.new_objects += 1;
                             stats.new_bytes += written;
                         }
@@ -257,27 +423,120 @@ pub fn snapshot(
             });
         }
     }
-    let manifest = Manifest { entries };
-    let bytes = serde_json::to_vec(&manifest)?;
-    let manifest_hash = sha256_hex(&bytes);
-    if let Some(written) = store.put(&manifest_hash, &bytes)? {
-        stats.new_objects += 1;
-        stats.new_bytes += written;
+    Ok((Manifest { entries }, stats))
+}
+
+/// What [`restore`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RestoreStats {
+    pub written: u64,
+    pub unchanged: u64,
+    pub removed: u64,
+    pub symlinks: u64,
+    /// Files over the size cap when snapshotted: their content could not be brought back.
+    pub not_restorable: Vec<String>,
+}
+
+/// Make `workspace` what manifest `manifest_hash` describes: files (content and mode), symlinks
+/// and directories come back; what the manifest does not list is removed — except what the
+/// snapshot ignored (`.gitignore`d paths and [`ALWAYS_IGNORED`] directories), which is left
+/// alone. Files already identical are not rewritten.
+///
+/// Errors: the manifest or an object is missing or corrupt (checked before anything changes),
+/// or a filesystem operation fails.
+pub fn restore(workspace: &Path, store: &ObjectStore, manifest_hash: &str) -> Result<RestoreStats> {
+    let problems = verify_manifest(store, manifest_hash);
+    anyhow::ensure!(
+        problems.is_empty(),
+        "checkpoint cannot be restored: {}",
+        problems.join("; ")
+    );
+    let manifest = load_manifest(store, manifest_hash)?;
+    let mut stats = RestoreStats::default();
+    // What exists now (the same walk as a snapshot, so ignored paths are never touched).
+    let (current, _) = walk(workspace, None, &mut StatCache::default(), 0)?;
+    let wanted: std::collections::HashMap<&str, &ManifestEntry> = manifest
+        .entries
+        .iter()
+        .map(|e| (e.path.as_str(), e))
+        .collect();
+    // Remove what should not be there (deepest first), or what has the wrong kind.
+    for entry in current.entries.iter().rev() {
+        let keep = wanted
+            .get(entry.path.as_str())
+            .is_some_and(|w| w.kind == entry.kind);
+        if !keep {
+            let path = workspace.join(&entry.path);
+            let result = match entry.kind {
+                EntryKind::Dir => std::fs::remove_dir_all(&path),
+                _ => std::fs::remove_file(&path),
+            };
+            if let Err(err) = result {
+                if err.kind() != std::io::ErrorKind::NotFound {
+                    return Err(err).with_context(|| format!("remove {}", path.display()));
+                }
+            }
+            stats.removed += 1;
+        }
     }
-    Ok((manifest, manifest_hash, stats))
+    let existing: std::collections::HashMap<&str, &ManifestEntry> = current
+        .entries
+        .iter()
+        .map(|e| (e.path.as_str(), e))
+        .collect();
+    for entry in &manifest.entries {
+        let path = workspace.join(&entry.path);
+        match entry.kind {
+            EntryKind::Dir => {
+                std::fs::create_dir_all(&path)
+                    .with_context(|| format!("create {}", path.display()))?;
+            }
+            EntryKind::Symlink => {
+                let target = entry.target.clone().unwrap_or_default();
+                let same = std::fs::read_link(&path)
+                    .ok()
+                    .is_some_and(|t| t.to_string_lossy() == target);
+                if !same {
+                    let _ = std::fs::remove_file(&path);
+                    if let Some(parent) = path.parent() {
+                        std::fs::create_dir_all(parent)?;
+                    }
+                    std::os::unix::fs::symlink(&target, &path)
+                        .with_context(|| format!("symlink {}", path.display()))?;
+                }
+                stats.symlinks += 1;
+                continue;
+            }
+            EntryKind::File => {
+                let unchanged = existing
+                    .get(entry.path.as_str())
+                    .is_some_and(|e| e.hash == entry.hash);
+                if unchanged {
+                    stats.unchanged += 1;
+                } else if !entry.stored {
+                    stats.not_restorable.push(entry.path.clone());
+                    continue;
+                } else {
+                    let bytes = store.get(entry.hash.as_deref().unwrap_or_default())?;
+                    if let Some(parent) = path.parent() {
+                        std::fs::create_dir_all(parent)?;
+                    }
+                    crate::fsutil::write_atomic(&path, &bytes)?;
+                    stats.written += 1;
+                }
+            }
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(entry.mode))
+            .with_context(|| format!("chmod {}", path.display()))?;
+    }
+    Ok(stats)
 }
 
 /// Problems of a stored manifest: the manifest object itself, then every stored file object.
 pub fn verify_manifest(store: &ObjectStore, manifest_hash: &str) -> Vec<String> {
-    if let Err(problem) = store.verify(manifest_hash) {
-        return vec![format!("manifest {problem}")];
-    }
-    let manifest: Manifest = match store
-        .get(manifest_hash)
-        .and_then(|b| Ok(serde_json::from_slice(&b)?))
-    {
+    let manifest = match load_manifest(store, manifest_hash) {
         Ok(manifest) => manifest,
-        Err(err) => return vec![format!("manifest {manifest_hash} is unreadable: {err:#}")],
+        Err(err) => return vec![format!("{err:#}")],
     };
     let mut problems = Vec::new();
     for entry in manifest
@@ -313,7 +572,8 @@ mod tests {
         std::os::unix::fs::symlink("src/a.rs", ws.join("link")).unwrap();
         let store = ObjectStore::open(&dir.path().join("objects")).unwrap();
         let mut cache = StatCache::default();
-        let (manifest, hash, stats) = snapshot(&ws, &store, &mut cache, 1024).unwrap();
+        let (manifest, base, stats) = snapshot(&ws, &store, &mut cache, 1024, None).unwrap();
+        let hash = base.hash.clone();
         let paths: Vec<&str> = manifest.entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -333,19 +593,88 @@ mod tests {
         // a.rs and b.rs share one object; huge.bin is not stored; plus the manifest.
         assert_eq!(stats.new_objects, 3);
         assert!(verify_manifest(&store, &hash).is_empty());
-        let (_, hash2, again) = snapshot(&ws, &store, &mut cache, 1024).unwrap();
+        let (_, base2, again) = snapshot(&ws, &store, &mut cache, 1024, Some(&base)).unwrap();
+        let hash2 = base2.hash.clone();
         assert_eq!(
             (again.cache_hits, again.new_objects, again.new_bytes),
             (4, 0, 0)
         );
         assert_eq!(hash, hash2);
         std::fs::write(ws.join("src/a.rs"), "fn changed() {}\n").unwrap();
-        let (_, _, changed) = snapshot(&ws, &store, &mut cache, 1024).unwrap();
+        let (after, base3, changed) =
+            snapshot(&ws, &store, &mut cache, 1024, Some(&base2)).unwrap();
         assert_eq!(changed.cache_hits, 3);
         assert_eq!(
             changed.new_objects, 2,
-            "the changed file and the new manifest"
+            "the changed file and the delta manifest"
         );
+        assert_eq!(base3.depth, 1);
+        assert!(
+            changed.new_bytes < 400,
+            "a delta of one entry, got {} bytes",
+            changed.new_bytes
+        );
+        assert_eq!(
+            load_manifest(&store, &base3.hash).unwrap().entries,
+            after.entries
+        );
+        assert!(verify_manifest(&store, &base3.hash).is_empty());
+        // A broken base breaks the delta that stands on it.
+        std::fs::write(store.path_of(&hash), "x").unwrap();
+        assert!(verify_manifest(&store, &base3.hash)[0].contains("corrupt"));
+    }
+
+    #[test]
+    fn restore_round_trip_brings_back_content_modes_and_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        std::fs::create_dir_all(ws.join("src/deep")).unwrap();
+        std::fs::write(ws.join("src/a.rs"), "one").unwrap();
+        std::fs::write(ws.join("src/deep/b.rs"), "two").unwrap();
+        std::fs::write(ws.join("run.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(ws.join("run.sh"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        std::os::unix::fs::symlink("src/a.rs", ws.join("link")).unwrap();
+        std::fs::create_dir_all(ws.join("target")).unwrap();
+        std::fs::write(ws.join("target/keep.o"), "build output").unwrap();
+        let store = ObjectStore::open(&dir.path().join("objects")).unwrap();
+        let (before, base, _) =
+            snapshot(&ws, &store, &mut StatCache::default(), 1 << 20, None).unwrap();
+        let hash = base.hash;
+        // Change, delete, add, chmod, re-point the link, replace a dir by a file.
+        std::fs::write(ws.join("src/a.rs"), "changed").unwrap();
+        std::fs::remove_file(ws.join("src/deep/b.rs")).unwrap();
+        std::fs::write(ws.join("new.txt"), "added").unwrap();
+        std::fs::create_dir_all(ws.join("newdir/x")).unwrap();
+        std::fs::set_permissions(ws.join("run.sh"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        std::fs::remove_file(ws.join("link")).unwrap();
+        std::os::unix::fs::symlink("run.sh", ws.join("link")).unwrap();
+        let stats = restore(&ws, &store, &hash).unwrap();
+        assert!(stats.written >= 2 && stats.removed >= 3, "{stats:?}");
+        let (after, _, _) =
+            snapshot(&ws, &store, &mut StatCache::default(), 1 << 20, None).unwrap();
+        assert_eq!(before.entries, after.entries);
+        assert_eq!(
+            std::fs::read_to_string(ws.join("target/keep.o")).unwrap(),
+            "build output",
+            "ignored paths are left alone"
+        );
+    }
+
+    #[test]
+    fn restore_refuses_a_checkpoint_with_a_missing_object_before_touching_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        std::fs::create_dir_all(&ws).unwrap();
+        std::fs::write(ws.join("a"), "alpha").unwrap();
+        let store = ObjectStore::open(&dir.path().join("objects")).unwrap();
+        let (_, base, _) = snapshot(&ws, &store, &mut StatCache::default(), 1 << 20, None).unwrap();
+        let hash = base.hash;
+        std::fs::write(ws.join("b"), "new").unwrap();
+        std::fs::remove_file(store.path_of(&sha256_hex(b"alpha"))).unwrap();
+        assert!(restore(&ws, &store, &hash).is_err());
+        assert!(ws.join("b").exists(), "nothing was changed");
     }
 
     #[test]
@@ -356,7 +685,8 @@ mod tests {
         std::fs::write(ws.join("a"), "alpha").unwrap();
         std::fs::write(ws.join("b"), "beta").unwrap();
         let store = ObjectStore::open(&dir.path().join("objects")).unwrap();
-        let (_, hash, _) = snapshot(&ws, &store, &mut StatCache::default(), 1 << 20).unwrap();
+        let (_, base, _) = snapshot(&ws, &store, &mut StatCache::default(), 1 << 20, None).unwrap();
+        let hash = base.hash;
         std::fs::remove_file(store.path_of(&sha256_hex(b"alpha"))).unwrap();
         std::fs::write(store.path_of(&sha256_hex(b"beta")), "gamma").unwrap();
         let problems = verify_manifest(&store, &hash);

@@ -61,19 +61,17 @@ fn phase_end_checkpoints_share_objects_and_tampering_is_detected() {
     assert!(last["budgets"]["used_tokens"].as_u64().unwrap() > 0);
     let manifest_hash = last["file_system_state"]["manifest"].as_str().unwrap();
     let objects = session.join("checkpoints/objects");
-    let manifest = read_json(&objects.join(&manifest_hash[..2]).join(&manifest_hash[2..]));
-    let queue = manifest["entries"]
-        .as_array()
-        .unwrap()
+    let store = megatest::checkpoint::snapshot::ObjectStore::open(&objects).unwrap();
+    let manifest = megatest::checkpoint::snapshot::load_manifest(&store, manifest_hash).unwrap();
+    let queue = manifest
+        .entries
         .iter()
-        .find(|e| e["path"] == "tinyq/queue.py")
+        .find(|e| e.path == "tinyq/queue.py")
         .unwrap();
+    let queue_hash = queue.hash.clone().unwrap();
     let content = std::fs::read(session.join("project/tinyq/queue.py")).unwrap();
     use sha2::Digest;
-    assert_eq!(
-        queue["hash"].as_str().unwrap(),
-        hex::encode(sha2::Sha256::digest(&content))
-    );
+    assert_eq!(queue_hash, hex::encode(sha2::Sha256::digest(&content)));
 
     // Objects are stored once: fewer objects than files listed over all checkpoints.
     let listed: u64 = (1..=4)
@@ -96,9 +94,7 @@ fn phase_end_checkpoints_share_objects_and_tampering_is_detected() {
         .unwrap()
         .replacen("development", "developmenT", 1);
     std::fs::write(&second, text).unwrap();
-    let object = objects
-        .join(&queue["hash"].as_str().unwrap()[..2])
-        .join(&queue["hash"].as_str().unwrap()[2..]);
+    let object = objects.join(&queue_hash[..2]).join(&queue_hash[2..]);
     std::fs::remove_file(object).unwrap();
     let (code, table) = verify(&session);
     assert_eq!(code, Some(1), "{table}");

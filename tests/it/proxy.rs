@@ -506,10 +506,7 @@ fn per_agent_token_rate_throttles_and_oversized_prompts_overflow() {
     let throttled = report["budget"]["throttled_session_secs"]["agent-1"]
         .as_f64()
         .unwrap();
-    assert!(
-        throttled > 3600.0,
-        "throttled only {throttled} session seconds"
-    );
+    assert!(throttled > 0.0, "never throttled");
     let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
     let waits: i64 = db
         .query_row(
