@@ -1,7 +1,7 @@
 //! Snapshots of the workspace in a content-addressed object store.
 //!
 //! Theory of operation: a snapshot walks `project/` (honouring `.gitignore`, and always skipping
-//! build output and dependencies: [`ALWAYS_IGNORED`]) and produces a [`Manifest`]: one entry per
+//! build output and dependencies: [`crate::project::GENERATED_DIRS`]) and produces a [`Manifest`]: one entry per
 //! directory, file and symlink with its mode, size, SHA-256 and symlink target. File contents
 //! go to `checkpoints/objects/<2 hex>/<62 hex>`, stored once however many manifests reference
 //! them. A [`StatCache`] remembers (size, mtime, ctime, inode) → hash, so unchanged files are
@@ -16,18 +16,6 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-/// Directories never snapshotted: build output, dependencies, virtualenvs, VCS internals.
-pub const ALWAYS_IGNORED: &[&str] = &[
-    "target",
-    "node_modules",
-    ".venv",
-    "venv",
-    "__pycache__",
-    ".git",
-    ".mypy_cache",
-    ".pytest_cache",
-];
 
 /// Hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -310,7 +298,11 @@ fn walk(
         .require_git(false)
         .parents(false)
         .follow_links(false)
-        .filter_entry(|entry| !ALWAYS_IGNORED.iter().any(|name| entry.file_name() == *name))
+        .filter_entry(|entry| {
+            !crate::project::GENERATED_DIRS
+                .iter()
+                .any(|name| entry.file_name() == *name)
+        })
         .threads(2)
         .build_parallel()
         .run(|| {
@@ -439,7 +431,7 @@ pub struct RestoreStats {
 
 /// Make `workspace` what manifest `manifest_hash` describes: files (content and mode), symlinks
 /// and directories come back; what the manifest does not list is removed — except what the
-/// snapshot ignored (`.gitignore`d paths and [`ALWAYS_IGNORED`] directories), which is left
+/// snapshot ignored (`.gitignore`d paths and [`crate::project::GENERATED_DIRS`] directories), which is left
 /// alone. Files already identical are not rewritten.
 ///
 /// Errors: the manifest or an object is missing or corrupt (checked before anything changes),

@@ -4,16 +4,6 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Directories never counted: build output and dependencies.
-pub const IGNORED_DIRS: &[&str] = &[
-    "target",
-    "node_modules",
-    ".venv",
-    "venv",
-    "__pycache__",
-    ".git",
-];
-
 /// Lines in the workspace as tokei counts them.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CodeStats {
@@ -26,10 +16,14 @@ pub struct CodeStats {
     pub by_language: BTreeMap<String, usize>,
 }
 
-/// Count `workspace` with tokei, skipping [`IGNORED_DIRS`] and what `.gitignore` ignores.
+/// Count `workspace` with tokei, skipping [`crate::project::GENERATED_DIRS`] and what `.gitignore` ignores.
 pub fn code_stats(workspace: &Path) -> CodeStats {
     let mut languages = tokei::Languages::new();
-    languages.get_statistics(&[workspace], IGNORED_DIRS, &tokei::Config::default());
+    languages.get_statistics(
+        &[workspace],
+        crate::project::GENERATED_DIRS,
+        &tokei::Config::default(),
+    );
     let mut stats = CodeStats::default();
     for (language_type, language) in languages.iter() {
         if language.code == 0 && language.reports.is_empty() {

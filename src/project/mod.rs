@@ -9,6 +9,19 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// Directories of a workspace that hold build output, dependencies or VCS internals, never
+/// the agents' work: not counted as code, not snapshotted.
+pub const GENERATED_DIRS: &[&str] = &[
+    "target",
+    "node_modules",
+    ".venv",
+    "venv",
+    "__pycache__",
+    ".git",
+    ".mypy_cache",
+    ".pytest_cache",
+];
+
 /// Where project specs live relative to the repository root.
 pub const PROJECTS_SUBDIR: &str = "system_tests/long_running/projects";
 

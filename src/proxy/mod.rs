@@ -639,39 +639,40 @@ fn injected_fault(faults: &Faults) -> Option<Failure> {
             body: Bytes::from(message.to_string()),
             message: message.to_string(),
         };
-    if roll(faults.rate_limit) {
-        return Some(failure(
+    let table = [
+        (
+            faults.rate_limit,
             kind::RATE_LIMIT,
             429,
             Some(Duration::from_secs(1)),
             "injected fault: HTTP 429 Retry-After 1",
-        ));
-    }
-    if roll(faults.server_error) {
-        return Some(failure(
+        ),
+        (
+            faults.server_error,
             kind::LLM_ERROR,
             500,
             None,
             "injected fault: HTTP 500",
-        ));
-    }
-    if roll(faults.timeout) {
-        return Some(failure(
+        ),
+        (
+            faults.timeout,
             kind::NETWORK_TIMEOUT,
             504,
             None,
             "injected fault: upstream timeout",
-        ));
-    }
-    if roll(faults.malformed_json) {
-        return Some(failure(
+        ),
+        (
+            faults.malformed_json,
             kind::PARSE_FAILURE,
             502,
             None,
             "injected fault: response body is not JSON",
-        ));
-    }
-    None
+        ),
+    ];
+    table
+        .into_iter()
+        .find(|(p, ..)| roll(*p))
+        .map(|(_, kind, status, retry_after, message)| failure(kind, status, retry_after, message))
 }
 
 async fn builtin_call(

@@ -1,52 +1,15 @@
 //! Agent processes: process groups stopped whole, per-agent keys, no provider secrets.
 
 use crate::support::*;
-use std::path::Path;
 
-/// A quickstart-shaped config whose agents run `command` (kind = "command").
-fn command_config(dir: &Path, command: &str, extra: &str) -> std::path::PathBuf {
-    let spec = root().join("system_tests/long_running/projects/quickstart");
-    let text = format!(
-        r#"
-[session]
-duration_hours = 1
-agent_count = 2
-project_type = "quickstart"
-
-[agent]
-step_timeout_secs = 600
-concurrent_agents = 2
-roles = ["Architect", "Tester"]
-max_total_agents = 2
-
-[limits]
-max_test_runtime_min = 1
-
-[project]
-spec_dir = {spec:?}
-
-[model]
-provider = "sim"
-
-[agents]
-kind = "command"
-command = {command:?}
-stop_grace_secs = 0.5
-max_task_attempts = 1
-{extra}
-"#
-    );
-    let path = dir.join("config.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
+const SIM: &str = "[model]\nprovider = \"sim\"";
 
 #[test]
 fn agent_that_ignores_sigterm_and_forks_is_killed_with_its_grandchild() {
     let dir = tempfile::tempdir().unwrap();
     // The agent ignores TERM and leaves a TERM-ignoring grandchild behind; both must die.
     let command = "trap '' TERM; (trap '' TERM; exec sleep 1000) & echo $! >> grandchildren.pid; while :; do sleep 0.1; done";
-    let config = command_config(dir.path(), command, "");
+    let config = command_config(dir.path(), SIM, command, &[], "");
     let runs = dir.path().join("runs");
     let output = run_session(&config, &runs, &["--time-scale", "600"], &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -114,11 +77,12 @@ with open("probe-" + os.environ["MEGATEST_AGENT_ID"] + "-" + os.environ["MEGATES
     )
     .unwrap();
     let command = format!("python3 {}", probe.display());
-    let config = command_config(
-        dir.path(),
-        &command,
-        "[agents.env]\nPYTHONDONTWRITEBYTECODE = \"1\"\nMY_API_TOKEN = \"sk-config-secret\"\n\n[notifications]\nenabled = false\nwebhook_url = \"https://hooks.example.invalid/sk-webhook-secret\"\n",
-    );
+    let env = [
+        ("PYTHONDONTWRITEBYTECODE", "1"),
+        ("MY_API_TOKEN", "sk-config-secret"),
+    ];
+    let notifications = "[notifications]\nenabled = false\nwebhook_url = \"https://hooks.example.invalid/sk-webhook-secret\"\n";
+    let config = command_config(dir.path(), SIM, &command, &env, notifications);
     let runs = dir.path().join("runs");
     let secrets = [
         ("OPENAI_API_KEY", "sk-provider-secret"),

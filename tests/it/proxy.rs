@@ -9,44 +9,17 @@ const UPSTREAM_KEY: &str = "sk-upstream-secret-4711";
 
 /// A session config whose agents run the probe with `plan`.
 fn probe_config(dir: &Path, model_section: &str, plan: &Value, extra: &str) -> PathBuf {
-    let spec = root().join("system_tests/long_running/projects/quickstart");
-    let probe = root().join("tests/it/probes/calls.py");
-    let text = format!(
-        r#"
-[session]
-duration_hours = 1
-agent_count = 2
-project_type = "quickstart"
-
-[agent]
-concurrent_agents = 2
-roles = ["Architect", "Tester"]
-max_total_agents = 2
-
-[limits]
-max_test_runtime_min = 1
-
-[project]
-spec_dir = {spec:?}
-
-{model_section}
-
-[agents]
-kind = "command"
-command = "python3 {probe}"
-max_task_attempts = 1
-
-[agents.env]
-PROBE_PLAN = {plan:?}
-{extra}
-"#,
-        spec = spec.display().to_string(),
-        probe = probe.display(),
-        plan = plan.to_string(),
+    let command = format!(
+        "python3 {}",
+        root().join("tests/it/probes/calls.py").display()
     );
-    let path = dir.join("config.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    command_config(
+        dir,
+        model_section,
+        &command,
+        &[("PROBE_PLAN", &plan.to_string())],
+        extra,
+    )
 }
 
 fn upstream_section(provider: &str, url: &str, extra: &str) -> String {

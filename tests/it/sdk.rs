@@ -53,38 +53,16 @@ fn sdk_session(
     let python = sdk_python();
     let upstream = FakeUpstream::start("sk-sdk-upstream");
     let dir = tempfile::tempdir().unwrap();
-    let spec = root().join("system_tests/long_running/projects/quickstart");
-    let config = format!(
-        r#"
-[session]
-duration_hours = 1
-agent_count = 2
-project_type = "quickstart"
-[agent]
-concurrent_agents = 2
-roles = ["Architect", "Tester"]
-max_total_agents = 2
-[project]
-spec_dir = {spec:?}
-[model]
-provider = {provider:?}
-base_url = {url:?}
-name = "gpt-fake"
-api_key_env = "MEGATEST_TEST_UPSTREAM_KEY"
-[agents]
-kind = "command"
-command = "{python} {script}"
-max_task_attempts = 1
-[agents.env]
-SDK_MODE = {mode:?}
-"#,
-        spec = spec.display().to_string(),
-        url = upstream.url,
-        python = python.display(),
-        script = root().join("tests/it/probes/sdk.py").display(),
+    let model = format!(
+        "[model]\nprovider = {provider:?}\nbase_url = {:?}\nname = \"gpt-fake\"\napi_key_env = \"MEGATEST_TEST_UPSTREAM_KEY\"",
+        upstream.url
     );
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, config).unwrap();
+    let command = format!(
+        "{} {}",
+        python.display(),
+        root().join("tests/it/probes/sdk.py").display()
+    );
+    let path = command_config(dir.path(), &model, &command, &[("SDK_MODE", mode)], "");
     let runs = dir.path().join("runs");
     let output = run_session(
         &path,

@@ -204,3 +204,54 @@ pub fn ledger_sum(session: &Path, expression: &str) -> i64 {
     )
     .unwrap()
 }
+
+/// A config for the quickstart spec whose two agents (Architect, Tester) run `command` through
+/// `sh -c`; `model` is the `[model]` section, `env` the agents' extra environment, `extra` any
+/// further TOML. Written to `dir/config.toml`.
+pub fn command_config(
+    dir: &Path,
+    model: &str,
+    command: &str,
+    env: &[(&str, &str)],
+    extra: &str,
+) -> PathBuf {
+    let spec = root().join("system_tests/long_running/projects/quickstart");
+    let mut env_table = String::from("[agents.env]\n");
+    for (name, value) in env {
+        env_table.push_str(&format!("{name} = {value:?}\n"));
+    }
+    let text = format!(
+        r#"
+[session]
+duration_hours = 1
+agent_count = 2
+project_type = "quickstart"
+
+[agent]
+concurrent_agents = 2
+roles = ["Architect", "Tester"]
+max_total_agents = 2
+
+[limits]
+max_test_runtime_min = 1
+
+[project]
+spec_dir = {spec:?}
+
+{model}
+
+[agents]
+kind = "command"
+command = {command:?}
+stop_grace_secs = 0.5
+max_task_attempts = 1
+
+{env_table}
+{extra}
+"#,
+        spec = spec.display().to_string(),
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
