@@ -199,9 +199,18 @@ pub async fn start(
         settings,
     });
     let app = Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/responses", post(responses))
-        .route("/v1/messages", post(messages))
+        .route(
+            "/v1/chat/completions",
+            post(|s, h, b| metered(s, h, b, WireFormat::ChatCompletions)),
+        )
+        .route(
+            "/v1/responses",
+            post(|s, h, b| metered(s, h, b, WireFormat::Responses)),
+        )
+        .route(
+            "/v1/messages",
+            post(|s, h, b| metered(s, h, b, WireFormat::Messages)),
+        )
         .route("/v1/models", get(models))
         .route("/v1/megatest/events", post(agent_events))
         .with_state(state);
@@ -323,30 +332,6 @@ async fn agent_events(
         .into_response()
 }
 
-async fn chat_completions(
-    State(state): State<Arc<ProxyState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    metered(state, headers, body, WireFormat::ChatCompletions).await
-}
-
-async fn responses(
-    State(state): State<Arc<ProxyState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    metered(state, headers, body, WireFormat::Responses).await
-}
-
-async fn messages(
-    State(state): State<Arc<ProxyState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    metered(state, headers, body, WireFormat::Messages).await
-}
-
 /// One call in flight: what the ledger row and the reports need.
 struct Call {
     state: Arc<ProxyState>,
@@ -457,7 +442,7 @@ impl MapStatus for Response {
 }
 
 async fn metered(
-    state: Arc<ProxyState>,
+    State(state): State<Arc<ProxyState>>,
     headers: HeaderMap,
     body: Bytes,
     format: WireFormat,

@@ -131,15 +131,13 @@ with open("probe-" + os.environ["MEGATEST_AGENT_ID"] + "-" + os.environ["MEGATES
             assert!(!text.contains(secret), "{secret} found in {file}");
         }
     }
-    let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
-    let rejected: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM events WHERE kind = 'auth_rejected'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let rejected = scalar(
+        &session,
+        "SELECT COUNT(*) FROM events WHERE kind = 'auth_rejected'",
+        &[],
+    );
     assert_eq!(rejected, 10);
+    let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
     // The streamed calls are in the ledger, attributed to the agent and task that made them.
     let (calls, attributed): (i64, i64) = db
         .query_row("SELECT COUNT(*), SUM(agent_id LIKE 'agent-%' AND task_id LIKE 'qs-%' AND prompt_tokens > 0) FROM ledger", [], |r| Ok((r.get(0)?, r.get(1)?)))

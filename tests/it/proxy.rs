@@ -119,14 +119,11 @@ fn openai_ledger_equals_upstream_usage_streamed_or_not() {
     assert_ledger_equals_upstream(&session, &upstream);
     // Tool calls: one per answer, from JSON bodies and from streamed deltas alike.
     assert_eq!(ledger_sum(&session, "tool_calls"), 130);
-    let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
-    let names: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM ledger WHERE tool_names IN ('[\"finish\"]', '[\"shell\"]')",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let names = scalar(
+        &session,
+        "SELECT COUNT(*) FROM ledger WHERE tool_names IN ('[\"finish\"]', '[\"shell\"]')",
+        &[],
+    );
     assert_eq!(names, 130);
     // No price for gpt-fake: cost is unknown, never 0.
     assert_eq!(ledger_sum(&session, "cost_usd IS NOT NULL"), 0);
@@ -271,15 +268,16 @@ fn eight_agents_released_together_cannot_overshoot_the_token_budget() {
     );
     assert_eq!(report["status"], "complete");
     assert!(ledger_sum(&session, "1") <= 9, "at most nine calls fit");
-    let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
-    let count = |kind: &str| -> i64 {
-        db.query_row("SELECT COUNT(*) FROM events WHERE kind = ?1", [kind], |r| {
-            r.get(0)
-        })
-        .unwrap()
+    let count = |kind: &str| {
+        scalar(
+            &session,
+            "SELECT COUNT(*) FROM events WHERE kind = ?1",
+            &[kind],
+        )
     };
     assert_eq!(count("budget_alert"), 1);
     assert_eq!(count("budget_exhausted"), 1);
+    let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
     let state: String = db
         .query_row("SELECT state FROM budget_state", [], |r| r.get(0))
         .unwrap();
@@ -420,10 +418,7 @@ fn agents_without_native_tool_calls_report_them_by_http_and_file() {
     assert_eq!(usage["tool_calls_by_name"]["bash"], 20);
     assert_eq!(usage["tool_calls_by_name"]["edit"], 10);
     assert_eq!(usage["model_calls"], 0);
-    let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
-    let attributed: i64 = db
-        .query_row("SELECT COUNT(*) FROM events WHERE kind = 'tool_call' AND agent_id LIKE 'agent-%' AND task_id LIKE 'qs-%'", [], |r| r.get(0))
-        .unwrap();
+    let attributed = scalar(&session, "SELECT COUNT(*) FROM events WHERE kind = 'tool_call' AND agent_id LIKE 'agent-%' AND task_id LIKE 'qs-%'", &[]);
     assert_eq!(attributed, 30);
 }
 
@@ -480,13 +475,10 @@ fn per_agent_token_rate_throttles_and_oversized_prompts_overflow() {
         .as_f64()
         .unwrap();
     assert!(throttled > 0.0, "never throttled");
-    let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
-    let waits: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM events WHERE kind = 'throttled'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let waits = scalar(
+        &session,
+        "SELECT COUNT(*) FROM events WHERE kind = 'throttled'",
+        &[],
+    );
     assert!(waits >= 2, "{waits} throttled events");
 }

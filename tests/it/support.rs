@@ -196,13 +196,11 @@ pub fn probe_records(workspace: &Path) -> Vec<Value> {
 
 /// Sum of a ledger column.
 pub fn ledger_sum(session: &Path, expression: &str) -> i64 {
-    let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
-    db.query_row(
-        &format!("SELECT COALESCE(SUM({expression}), 0) FROM ledger"),
-        [],
-        |r| r.get(0),
+    scalar(
+        session,
+        &format!("SELECT SUM({expression}) FROM ledger"),
+        &[],
     )
-    .unwrap()
 }
 
 /// A config for the quickstart spec whose two agents (Architect, Tester) run `command` through
@@ -254,4 +252,14 @@ max_task_attempts = 1
     let path = dir.join("config.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// One integer from `session.db` (`SELECT COUNT(*) …`, `SUM(…)`); `params` bind `?1`, `?2`, ….
+pub fn scalar(session: &Path, sql: &str, params: &[&str]) -> i64 {
+    let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
+    db.query_row(sql, rusqlite::params_from_iter(params), |r| {
+        r.get::<_, Option<i64>>(0)
+    })
+    .unwrap()
+    .unwrap_or(0)
 }
