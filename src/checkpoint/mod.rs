@@ -36,6 +36,8 @@ pub struct Checkpointer {
     pub last_seq: u32,
     /// The last snapshot: the next manifest is stored as a delta against it.
     pub base: Option<snapshot::ManifestBase>,
+    /// Bytes in the object store (measured at open, then kept up to date).
+    pub store_bytes: u64,
 }
 
 impl Checkpointer {
@@ -50,6 +52,11 @@ impl Checkpointer {
             size_cap: DEFAULT_SIZE_CAP,
             last_seq,
             base: None,
+            store_bytes: 0,
+        })
+        .map(|mut checkpointer| {
+            checkpointer.store_bytes = checkpointer.store.size().unwrap_or(0);
+            checkpointer
         })
     }
 
@@ -65,7 +72,20 @@ impl Checkpointer {
         )?;
         let hash = base.hash.clone();
         self.base = Some(base);
+        self.store_bytes += stats.new_bytes;
         Ok((hash, stats))
+    }
+
+    /// When the store is over `limit_bytes`, [`prune`] it (and forget the stat cache, which may
+    /// vouch for removed objects). Returns what was pruned, None when under the limit.
+    pub fn enforce_limit(&mut self, limit_bytes: u64) -> Result<Option<PruneStats>> {
+        if self.store_bytes <= limit_bytes {
+            return Ok(None);
+        }
+        let stats = prune(&self.dir)?;
+        self.store_bytes = stats.kept_bytes;
+        self.cache = StatCache::default();
+        Ok(Some(stats))
     }
 
     /// Seal `content` (a JSON object) with its SHA-256 and write it atomically as the next
@@ -85,6 +105,47 @@ impl Checkpointer {
         self.last_seq = seq;
         Ok((seq, path, sha))
     }
+}
+
+/// What [`prune`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PruneStats {
+    pub removed_objects: u64,
+    pub removed_bytes: u64,
+    /// Bytes of the objects that remain.
+    pub kept_bytes: u64,
+}
+
+/// Remove every object no readable checkpoint in `dir` references (through its manifest chain),
+/// and leftovers of interrupted writes. Objects of a checkpoint that cannot be read are kept
+/// only if another checkpoint references them. Clear any stat cache afterwards.
+pub fn prune(dir: &Path) -> Result<PruneStats> {
+    let store = ObjectStore::open(&dir.join("objects"))?;
+    let mut needed = std::collections::HashSet::new();
+    for (_, path) in list_files(dir)? {
+        let Ok(content) = std::fs::read(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| Ok(serde_json::from_slice::<Value>(&b)?))
+        else {
+            continue;
+        };
+        if let Some(manifest) = content["file_system_state"]["manifest"].as_str() {
+            if let Ok(objects) = snapshot::referenced_objects(&store, manifest) {
+                needed.extend(objects);
+            }
+        }
+    }
+    let mut stats = PruneStats::default();
+    for (name, path, bytes) in store.list()? {
+        if needed.contains(&name) {
+            stats.kept_bytes += bytes;
+        } else {
+            std::fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
+            stats.removed_objects += 1;
+            stats.removed_bytes += bytes;
+        }
+    }
+    Ok(stats)
 }
 
 /// SHA-256 of a checkpoint's JSON without its `sha256` field.
@@ -218,6 +279,40 @@ mod tests {
         assert!(inspect(&cp.dir, true).unwrap()[0].problems[0].contains("not JSON"));
         // Reopening continues the sequence.
         assert_eq!(Checkpointer::open(&cp.dir).unwrap().last_seq, 2);
+    }
+
+    #[test]
+    fn prune_removes_only_what_no_checkpoint_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        std::fs::create_dir_all(&ws).unwrap();
+        std::fs::write(ws.join("a.txt"), "alpha").unwrap();
+        let mut cp = Checkpointer::open(&dir.path().join("checkpoints")).unwrap();
+        let (manifest, _) = cp.snapshot(&ws).unwrap();
+        cp.write(serde_json::json!({"file_system_state": {"manifest": manifest}}))
+            .unwrap();
+        std::fs::write(ws.join("a.txt"), "beta").unwrap();
+        let (manifest, _) = cp.snapshot(&ws).unwrap();
+        cp.write(serde_json::json!({"file_system_state": {"manifest": manifest}}))
+            .unwrap();
+        // An orphan (a snapshot whose checkpoint was never written) and a torn write.
+        cp.store
+            .put(&snapshot::sha256_hex(b"orphan"), b"orphan")
+            .unwrap();
+        std::fs::write(
+            cp.store
+                .path_of(&snapshot::sha256_hex(b"orphan"))
+                .with_extension("tmp123"),
+            "torn",
+        )
+        .unwrap();
+        let stats = prune(&cp.dir).unwrap();
+        assert_eq!(stats.removed_objects, 2, "{stats:?}");
+        assert!(inspect(&cp.dir, true)
+            .unwrap()
+            .iter()
+            .all(|i| i.problems.is_empty()));
+        assert_eq!(prune(&cp.dir).unwrap().removed_objects, 0);
     }
 
     fn read_json(path: &Path) -> Value {

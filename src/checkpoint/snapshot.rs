@@ -106,6 +106,29 @@ impl ObjectStore {
         Ok(Some(bytes.len() as u64))
     }
 
+    /// Every object file: (hash, path, bytes); also leftovers of interrupted writes (`*.tmp*`).
+    pub fn list(&self) -> Result<Vec<(String, PathBuf, u64)>> {
+        let mut out = Vec::new();
+        for prefix in std::fs::read_dir(&self.root)? {
+            let prefix = prefix?;
+            if !prefix.file_type()?.is_dir() {
+                continue;
+            }
+            let head = prefix.file_name().to_string_lossy().into_owned();
+            for object in std::fs::read_dir(prefix.path())? {
+                let object = object?;
+                let name = format!("{head}{}", object.file_name().to_string_lossy());
+                out.push((name, object.path(), object.metadata()?.len()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Bytes of all objects.
+    pub fn size(&self) -> Result<u64> {
+        Ok(self.list()?.iter().map(|(_, _, bytes)| bytes).sum())
+    }
+
     pub fn get(&self, hash: &str) -> Result<Vec<u8>> {
         let path = self.path_of(hash);
         std::fs::read(&path).with_context(|| format!("object {hash} missing ({})", path.display()))
@@ -522,6 +545,26 @@ pub fn restore(workspace: &Path, store: &ObjectStore, manifest_hash: &str) -> Re
             .with_context(|| format!("chmod {}", path.display()))?;
     }
     Ok(stats)
+}
+
+/// Every object a stored manifest needs: its delta chain and the stored files' contents.
+pub fn referenced_objects(
+    store: &ObjectStore,
+    manifest_hash: &str,
+) -> Result<std::collections::HashSet<String>> {
+    let mut needed = std::collections::HashSet::new();
+    let mut next = Some(manifest_hash.to_string());
+    while let Some(hash) = next {
+        let stored: StoredManifest = serde_json::from_slice(&store.get(&hash)?)?;
+        next = stored.base.clone();
+        needed.insert(hash);
+    }
+    for entry in load_manifest(store, manifest_hash)?.entries {
+        if let (true, Some(hash)) = (entry.stored, entry.hash) {
+            needed.insert(hash);
+        }
+    }
+    Ok(needed)
 }
 
 /// Problems of a stored manifest: the manifest object itself, then every stored file object.

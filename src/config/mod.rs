@@ -705,7 +705,6 @@ impl<'a> Validator<'a> {
 /// and the issue that enforces it; the list shrinks as those issues land.
 fn not_yet_enforced(raw: &RawConfig) -> Vec<String> {
     let mut keys: Vec<&str> = vec![
-        "limits.disk_space_limit_gb for the checkpoint object store (issue 4: pruning)",
         "checkpoint.auto_recovery, max_recovery_attempts, backoff_* (recovery table, issue 5)",
         "agent.min_trust_score, agent.max_trust_score, agent.dynamic_spawning, agent.max_total_agents (consensus work)",
         "consensus.* (consensus work)",

@@ -1148,7 +1148,31 @@ impl Session {
         self.tool_calls_since_checkpoint = 0;
         self.tokens_since_checkpoint = 0;
         self.checkpoints_taken += 1;
+        self.enforce_store_limit()?;
         self.last_checkpoint = Some(row);
+        Ok(())
+    }
+
+    /// Keep the checkpoint store within `[limits].disk_space_limit_gb`: prune unreferenced
+    /// objects; if that is not enough, record `disk_full` for the recovery table.
+    fn enforce_store_limit(&mut self) -> Result<()> {
+        let limit = (self.prepared.config.raw.limits.disk_space_limit_gb * 1e9) as u64;
+        let checkpointer = self
+            .checkpointer
+            .as_mut()
+            .expect("present between snapshots");
+        let Some(pruned) = checkpointer.enforce_limit(limit)? else {
+            return Ok(());
+        };
+        let data = serde_json::to_value(&pruned)?;
+        self.event("checkpoint_store_pruned", None, None, None, data)?;
+        if pruned.kept_bytes > limit {
+            let message = format!(
+                "checkpoint store holds {} bytes, over limits.disk_space_limit_gb ({} bytes), with nothing left to prune",
+                pruned.kept_bytes, limit
+            );
+            self.record_error("disk_full", None, None, &message)?;
+        }
         Ok(())
     }
 

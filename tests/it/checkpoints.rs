@@ -219,3 +219,46 @@ fn sigusr2_checkpoints_now_and_sigterm_checkpoints_before_stopping() {
     assert_eq!(manual["file_system_state"]["consistent"], true);
     assert_eq!(verify(&session).0, Some(0));
 }
+
+#[test]
+fn a_store_over_the_disk_limit_is_pruned_and_then_reported_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(root().join("configs/quickstart.toml")).unwrap();
+    let spec = root().join("system_tests/long_running/projects/quickstart");
+    // 1 KB: every checkpoint's own objects exceed it.
+    let text = base.replace("[limits]\n", "[limits]\ndisk_space_limit_gb = 0.000001\n")
+        + &format!("\n[project]\nspec_dir = {:?}\n", spec.display().to_string());
+    let config = dir.path().join("tiny.toml");
+    std::fs::write(&config, text).unwrap();
+    let runs = dir.path().join("runs");
+    let output = run_session(&config, &runs, &[], &[]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let session = only_session(&runs);
+    assert_eq!(
+        scalar(
+            &session,
+            "SELECT COUNT(*) FROM events WHERE kind = 'checkpoint_store_pruned'",
+            &[]
+        ),
+        4
+    );
+    let report = read_json(&session.join("final_report.json"));
+    assert_eq!(report["errors"]["disk_full"], 4, "{}", report["errors"]);
+    // Pruning never breaks a checkpoint.
+    let output = megatest()
+        .args(["checkpoints", "--verify"])
+        .arg(&session)
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
