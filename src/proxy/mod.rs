@@ -396,6 +396,15 @@ impl Call {
         }
     }
 
+    /// A complete answer: report malformed tool-call arguments (`parse_failure`), then commit.
+    async fn finish(&self, served: &str, meter: &Meter, status: u16) {
+        if meter.malformed_tool_args > 0 {
+            let message = "tool-call arguments are not valid JSON".to_string();
+            self.report(kind::PARSE_FAILURE, served, message).await;
+        }
+        self.record(served, meter, status, None).await;
+    }
+
     fn with_overhead(&self, mut response: Response) -> Response {
         let value = format!("{:.3}", self.overhead_ms());
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -701,15 +710,7 @@ async fn builtin_call(
             &reply,
         );
         let meter = Meter::from_response(WireFormat::ChatCompletions, &body);
-        if meter.malformed_tool_args > 0 {
-            call.report(
-                kind::PARSE_FAILURE,
-                &served,
-                "tool-call arguments are not valid JSON".into(),
-            )
-            .await;
-        }
-        call.record(&served, &meter, 200, None).await;
+        call.finish(&served, &meter, 200).await;
         let response = if stream {
             let include_usage = request["stream_options"]["include_usage"].as_bool() == Some(true);
             stream_body(&body, &reply, include_usage)
@@ -762,15 +763,7 @@ async fn upstream_call(
                                 up.record(&model, true);
                                 let meter = Meter::from_response(call.format, &body);
                                 let served = meter.model.clone().unwrap_or(model.clone());
-                                if meter.malformed_tool_args > 0 {
-                                    call.report(
-                                        kind::PARSE_FAILURE,
-                                        &served,
-                                        "tool-call arguments are not valid JSON".into(),
-                                    )
-                                    .await;
-                                }
-                                call.record(&served, &meter, status, None).await;
+                                call.finish(&served, &meter, status).await;
                                 let response =
                                     ([("content-type", "application/json")], bytes).into_response();
                                 return call.with_overhead(response);

@@ -36,12 +36,7 @@ fn phase_end_checkpoints_share_objects_and_tampering_is_detected() {
         &[],
         &[],
     );
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_exit(&output, 0);
     let session = only_session(runs.path());
     assert_eq!(triggers(&session), ["phase_end"; 4]);
     let report = read_json(&session.join("final_report.json"));
@@ -142,12 +137,7 @@ fn tool_call_threshold_triggers_checkpoints_and_disabled_means_none() {
         &[],
         &[],
     );
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_exit(&output, 0);
     let session = only_session(&runs);
     let seen = triggers(&session);
     assert!(
@@ -159,12 +149,7 @@ fn tool_call_threshold_triggers_checkpoints_and_disabled_means_none() {
 
     let runs = dir.path().join("runs-disabled");
     let output = run_session(&with("enabled = false", "disabled.toml"), &runs, &[], &[]);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_exit(&output, 0);
     assert!(triggers(&only_session(&runs)).is_empty());
 }
 
@@ -232,12 +217,7 @@ fn a_store_over_the_disk_limit_is_pruned_and_then_reported_full() {
     std::fs::write(&config, text).unwrap();
     let runs = dir.path().join("runs");
     let output = run_session(&config, &runs, &[], &[]);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_exit(&output, 0);
     let session = only_session(&runs);
     assert_eq!(
         scalar(

@@ -89,12 +89,7 @@ with open("probe-" + os.environ["MEGATEST_AGENT_ID"] + "-" + os.environ["MEGATES
         ("ANTHROPIC_API_KEY", "sk-provider-secret"),
     ];
     let output = run_session(&config, &runs, &["--time-scale", "600"], &secrets);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_exit(&output, 1);
     let session = only_session(&runs);
     let probes: Vec<String> = std::fs::read_dir(session.join("project"))
         .unwrap()

@@ -373,12 +373,7 @@ fn builtin_models_inject_faults_that_the_proxy_retries() {
         &["--hours", "1", "--time-scale", "3600"],
         &[],
     );
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_exit(&output, 1);
     let session = only_session(&runs);
     let report = read_json(&session.join("final_report.json"));
     for kind in ["llm_error", "rate_limit", "parse_failure"] {
@@ -447,12 +442,7 @@ fn per_agent_token_rate_throttles_and_oversized_prompts_overflow() {
         &["--time-scale", "3600"],
         &[("MEGATEST_TEST_UPSTREAM_KEY", UPSTREAM_KEY)],
     );
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_exit(&output, 0);
     let session = only_session(&runs);
     let records = probe_records(&session.join("project"));
     let statuses: Vec<i64> = records

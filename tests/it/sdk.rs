@@ -70,12 +70,7 @@ fn sdk_session(
         &["--time-scale", "60"],
         &[("MEGATEST_TEST_UPSTREAM_KEY", "sk-sdk-upstream")],
     );
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_exit(&output, 1);
     let session = only_session(&runs);
     let mut records = Vec::new();
     for entry in std::fs::read_dir(session.join("project")).unwrap() {

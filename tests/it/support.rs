@@ -263,3 +263,13 @@ pub fn scalar(session: &Path, sql: &str, params: &[&str]) -> i64 {
     .unwrap()
     .unwrap_or(0)
 }
+
+/// Panics, showing megatest's stderr, unless `output` exited with `code`.
+pub fn assert_exit(output: &std::process::Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
