@@ -316,6 +316,31 @@ mod tests {
     }
 
     #[test]
+    fn backoff_honours_retry_after_within_the_cap_and_jitters_below_the_ceiling() {
+        let policy = RetryPolicy {
+            max_retries: 3,
+            base: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+        };
+        let mut failure =
+            classify_status(503, &reqwest::header::HeaderMap::new(), bytes::Bytes::new());
+        for attempt in 0..6 {
+            let ceiling = Duration::from_millis((100u64 << attempt).min(1000));
+            for _ in 0..50 {
+                assert!(policy.backoff(attempt, &failure) <= ceiling);
+            }
+        }
+        failure.retry_after = Some(Duration::from_millis(700));
+        assert_eq!(policy.backoff(0, &failure), Duration::from_millis(700));
+        failure.retry_after = Some(Duration::from_secs(30));
+        assert_eq!(
+            policy.backoff(0, &failure),
+            Duration::from_millis(1000),
+            "capped at the maximum"
+        );
+    }
+
+    #[test]
     fn failing_model_cools_down_and_fallback_comes_first() {
         let model = Model {
             base_url: Some("http://127.0.0.1:9/v1".into()),

@@ -467,6 +467,28 @@ mod tests {
     }
 
     #[test]
+    fn cost_budget_ends_the_session_once_spent() {
+        let mut budgets = Budgets::new(&limits(1_000_000), Some(0.01), 1);
+        let Admission::Granted { id, .. } = budgets.reserve(0, 100, 0.0) else {
+            panic!()
+        };
+        assert!(budgets
+            .reconcile(Some(id), 100, 0, Some(0.004), 0.0)
+            .is_empty());
+        let Admission::Granted { id, .. } = budgets.reserve(0, 100, 0.0) else {
+            panic!()
+        };
+        let signals = budgets.reconcile(Some(id), 100, 0, Some(0.007), 0.0);
+        assert!(
+            matches!(&signals[..], [BudgetSignal::Exhausted { message }] if message.contains("cost budget"))
+        );
+        assert!(matches!(
+            budgets.reserve(0, 1, 0.0),
+            Admission::Exhausted { .. }
+        ));
+    }
+
+    #[test]
     fn estimate_is_generous() {
         let request = serde_json::json!({"messages": [{"role": "user", "content": "abcdefghi"}]});
         assert_eq!(estimate_prompt_tokens(&request), 3 + 8);
