@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod checkpoints;
+pub mod resume;
 pub mod run;
 pub mod validate;
 
@@ -26,6 +27,9 @@ pub enum Command {
     Run(run::RunArgs),
     /// Check a config file (and overrides) without starting anything; exit 0 or 2.
     Validate(validate::ValidateArgs),
+    /// Continue a session whose daemon died (kill -9 included) or was interrupted: leftover
+    /// agents are stopped, state is rebuilt from session.db, the session runs on.
+    Resume(resume::ResumeArgs),
     /// List a session's checkpoints; --verify checks their hashes and objects (exit 1 if any
     /// is invalid).
     Checkpoints(checkpoints::CheckpointsArgs),
@@ -106,5 +110,6 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Validate(args) => validate::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Checkpoints(args) => checkpoints::run(args),
+        Command::Resume(args) => resume::run(args),
     }
 }

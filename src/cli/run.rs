@@ -27,20 +27,27 @@ pub fn run(args: RunArgs) -> Result<i32> {
         .config
         .clone()
         .unwrap_or_else(crate::cli::default_config);
-    let config = match crate::config::load(&path, &args.overrides.overrides()) {
+    let overrides = args.overrides.overrides();
+    let config = match crate::config::load(&path, &overrides) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("megatest: invalid config:\n{err}");
             return Ok(2);
         }
     };
-    let prepared = match session::prepare(config, &args.runs_dir) {
+    let prepared = match session::prepare(config, &overrides, &args.runs_dir) {
         Ok(prepared) => prepared,
         Err(err) => {
             eprintln!("megatest: {err}");
             return Ok(2);
         }
     };
+    drive(prepared, false)
+}
+
+/// Run a prepared session — created anew, or reopened from its `session.db` (`resume`) — on a
+/// tokio runtime with logging and signals; returns the exit code.
+pub fn drive(prepared: session::Prepared, reopen: bool) -> Result<i32> {
     let log_level = prepared.config.raw.monitoring.log_level;
     let warnings = prepared.config.warnings.clone();
     let not_yet = prepared.config.not_yet_enforced.clone();
@@ -55,9 +62,15 @@ pub fn run(args: RunArgs) -> Result<i32> {
         default_hook(info);
     }));
     let code = runtime.block_on(async move {
-        let session = Session::create(prepared)?;
+        let session = if reopen {
+            let (session, downtime) = Session::reopen(prepared)?;
+            eprintln!("megatest: resuming session {} after {downtime:.1} s of downtime", session.id());
+            session
+        } else {
+            Session::create(prepared)?
+        };
         let _log_guard = init_logging(session.dir(), log_level.as_str());
-        tracing::info!(message = "session created", session_id = session.id(), dir = %session.dir().display());
+        tracing::info!(message = if reopen { "session resumed" } else { "session created" }, session_id = session.id(), dir = %session.dir().display());
         eprintln!("megatest: session {} in {}", session.id(), session.dir().display());
         for warning in &warnings {
             tracing::warn!(message = "config", warning = %warning);

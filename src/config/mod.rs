@@ -24,7 +24,7 @@ const DEFAULT_PHASES: [(&str, f64); 4] = [
 ];
 
 /// Overrides from the command line or `MEGATEST_*` environment variables.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct Overrides {
     pub project: Option<String>,
     pub hours: Option<f64>,

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 pub struct SessionClock {
     started: Instant,
     time_scale: f64,
+    /// Session seconds already behind us when this clock started (a resumed session).
+    offset_secs: f64,
 }
 
 impl SessionClock {
@@ -16,6 +18,17 @@ impl SessionClock {
         SessionClock {
             started: Instant::now(),
             time_scale,
+            offset_secs: 0.0,
+        }
+    }
+
+    /// A clock continuing a session that had run `offset_secs` session seconds: the downtime
+    /// between is not session time.
+    pub fn resume(time_scale: f64, offset_secs: f64) -> SessionClock {
+        SessionClock {
+            started: Instant::now(),
+            time_scale,
+            offset_secs,
         }
     }
 
@@ -23,14 +36,15 @@ impl SessionClock {
         self.time_scale
     }
 
-    /// Wall seconds since the session started.
+    /// Wall seconds the session has been active (downtime between a crash and a resume
+    /// excluded).
     pub fn wall_secs(&self) -> f64 {
-        self.started.elapsed().as_secs_f64()
+        self.offset_secs / self.time_scale + self.started.elapsed().as_secs_f64()
     }
 
-    /// Session seconds since the session started (wall seconds × time scale).
+    /// Session seconds since the session started (active wall seconds × time scale).
     pub fn session_secs(&self) -> f64 {
-        self.wall_secs() * self.time_scale
+        self.offset_secs + self.started.elapsed().as_secs_f64() * self.time_scale
     }
 
     /// The wall duration of `session_secs` session seconds.
@@ -38,9 +52,9 @@ impl SessionClock {
         Duration::from_secs_f64((session_secs / self.time_scale).max(0.0))
     }
 
-    /// The wall instant at which session time reaches `session_secs`.
+    /// The wall instant at which session time reaches `session_secs` (now, if it already has).
     pub fn instant_at(&self, session_secs: f64) -> Instant {
-        self.started + self.wall(session_secs)
+        self.started + self.wall(session_secs - self.offset_secs)
     }
 }
 

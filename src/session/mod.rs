@@ -58,6 +58,8 @@ pub struct Prepared {
     pub session_id: String,
     pub dir: PathBuf,
     pub command_template: Option<String>,
+    /// The overrides the config was loaded with (recorded for `megatest resume`).
+    pub overrides: crate::config::Overrides,
 }
 
 /// Check that a session can start, without writing anything.
@@ -65,7 +67,45 @@ pub struct Prepared {
 /// Errors ([`PrepareError`], exit 2): no provider configured, a passthrough provider (lands
 /// with the proxy issue), an unloadable spec, a scripted run whose script misses a task, a
 /// session directory that already exists.
-pub fn prepare(config: Config, runs_dir: &Path) -> Result<Prepared, PrepareError> {
+pub fn prepare(
+    config: Config,
+    overrides: &crate::config::Overrides,
+    runs_dir: &Path,
+) -> Result<Prepared, PrepareError> {
+    let session_id = match config.raw.session.id.as_str() {
+        "auto" => format!(
+            "mega-{}-{:08x}",
+            chrono::Local::now().format("%Y%m%d-%H%M%S"),
+            fastrand::u32(..)
+        ),
+        id => id.to_string(),
+    };
+    let dir = runs_dir.join(&session_id);
+    if dir.exists() {
+        return Err(PrepareError(format!(
+            "session directory {} already exists; choose another --session-id",
+            dir.display()
+        )));
+    }
+    prepare_in(config, overrides, session_id, dir)
+}
+
+/// [`prepare`] for an existing session directory (`megatest resume`).
+pub fn prepare_resume(
+    config: Config,
+    overrides: &crate::config::Overrides,
+    session_id: String,
+    dir: PathBuf,
+) -> Result<Prepared, PrepareError> {
+    prepare_in(config, overrides, session_id, dir)
+}
+
+fn prepare_in(
+    config: Config,
+    overrides: &crate::config::Overrides,
+    session_id: String,
+    dir: PathBuf,
+) -> Result<Prepared, PrepareError> {
     let provider = config.provider().ok_or_else(|| {
         PrepareError(format!(
             "no model provider configured in {}: set [model].provider (scripted, sim, openai-compatible, anthropic) \
@@ -113,22 +153,8 @@ pub fn prepare(config: Config, runs_dir: &Path) -> Result<Prepared, PrepareError
             },
         ),
     };
-    let session_id = match config.raw.session.id.as_str() {
-        "auto" => format!(
-            "mega-{}-{:08x}",
-            chrono::Local::now().format("%Y%m%d-%H%M%S"),
-            fastrand::u32(..)
-        ),
-        id => id.to_string(),
-    };
-    let dir = runs_dir.join(&session_id);
-    if dir.exists() {
-        return Err(PrepareError(format!(
-            "session directory {} already exists; choose another --session-id",
-            dir.display()
-        )));
-    }
     Ok(Prepared {
+        overrides: overrides.clone(),
         config,
         provider,
         spec,
@@ -320,8 +346,36 @@ impl Session {
                 checks: Vec::new(),
             })
             .collect();
+        store.set_session_origin(
+            &prepared.session_id,
+            &prepared
+                .config
+                .path
+                .canonicalize()
+                .unwrap_or(prepared.config.path.clone())
+                .display()
+                .to_string(),
+            &serde_json::to_value(&prepared.overrides)?,
+            std::process::id(),
+        )?;
+        Session::assemble(prepared, store, clock, started_at, agents, tasks, phases)
+    }
+
+    /// The rest of a session around its state: channels, budgets, prices, checkpointer.
+    fn assemble(
+        prepared: Prepared,
+        store: Store,
+        clock: SessionClock,
+        started_at: String,
+        agents: Vec<AgentSlot>,
+        tasks: Vec<Task>,
+        phases: Vec<PhaseRecord>,
+    ) -> Result<Session> {
+        let config = &prepared.config;
+        let dir = prepared.dir.clone();
         let (events_tx, events_rx) = mpsc::channel(1024);
         let metrics_writer = crate::fsutil::BackgroundWriter::start("metrics-writer")?;
+
         let budgets = Budgets::new(
             &config.raw.limits,
             config.raw.model.max_cost_usd,
@@ -357,6 +411,169 @@ impl Session {
             last_code_stats: None,
             metrics_writer,
         })
+    }
+
+    /// Rebuild a session from its `session.db` after its daemon died (`megatest resume`): tasks
+    /// that were in flight go back to the board, counters, budgets and the ledger continue, the
+    /// session clock continues from the last recorded session time (downtime is not session
+    /// time), agents get new keys. Leftover agent processes must have been stopped before.
+    pub fn reopen(prepared: Prepared) -> Result<(Session, f64)> {
+        let dir = prepared.dir.clone();
+        let store = Store::open(&dir.join("session.db"))?;
+        let config = &prepared.config;
+        let offset = store.last_session_secs()?;
+        let last_event_at: Option<String> = store
+            .rows("SELECT MAX(at) FROM events", |r| r.get(0))?
+            .pop()
+            .flatten();
+        let downtime_wall_secs = last_event_at
+            .and_then(|at| chrono::DateTime::parse_from_rfc3339(&at).ok())
+            .map(|at| {
+                (chrono::Utc::now() - at.with_timezone(&chrono::Utc)).num_milliseconds() as f64
+                    / 1000.0
+            })
+            .unwrap_or(0.0);
+        let started_at: String = store
+            .rows("SELECT started_at FROM sessions LIMIT 1", |r| r.get(0))?
+            .pop()
+            .unwrap_or_else(now);
+        let clock = SessionClock::resume(config.time_scale, offset);
+        let run_counts: std::collections::HashMap<String, (u32, u32, u32)> = store
+            .rows(
+                "SELECT agent_id, COUNT(*), SUM(outcome = 'finished'), SUM(outcome IN ('exited_nonzero', 'step_timeout')) FROM agent_runs GROUP BY agent_id",
+                |r| Ok((r.get::<_, String>(0)?, (r.get::<_, u32>(1)?, r.get::<_, Option<u32>>(2)?.unwrap_or(0), r.get::<_, Option<u32>>(3)?.unwrap_or(0)))),
+            )?
+            .into_iter()
+            .collect();
+        let mut agents = Vec::new();
+        for (id, role) in store.rows("SELECT id, role FROM agents ORDER BY idx", |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })? {
+            let (runs, tasks_done, failed_runs) = run_counts.get(&id).copied().unwrap_or_default();
+            store.set_agent_status(&id, "idle")?;
+            agents.push(AgentSlot {
+                key: format!(
+                    "mt-{id}-{:016x}{:016x}",
+                    fastrand::u64(..),
+                    fastrand::u64(..)
+                ),
+                dir: dir.join("agents").join(&id),
+                id,
+                role,
+                running: None,
+                runs,
+                tasks_done,
+                failed_runs,
+                events_offset: 0,
+                last_activity: None,
+            });
+        }
+        #[allow(clippy::type_complexity)]
+        let recorded: std::collections::HashMap<String, (String, u32, Option<String>, Option<f64>, Option<f64>, Option<String>)> = store
+            .rows(
+                "SELECT id, state, attempts, agent_id, claimed_session_secs, finished_session_secs, last_error FROM tasks",
+                |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))),
+            )?
+            .into_iter()
+            .collect();
+        let mut tasks = Vec::new();
+        for (phase_idx, phase) in config.phases.iter().enumerate() {
+            for spec in prepared.spec.tasks_of(&phase.name) {
+                let (state, attempts, agent_id, claimed, finished, last_error) =
+                    recorded.get(&spec.id).cloned().with_context(|| {
+                        format!("task {} of the spec is not in session.db", spec.id)
+                    })?;
+                let state = match state.as_str() {
+                    "done" => TaskState::Done,
+                    "failed" => TaskState::Failed,
+                    _ => TaskState::Pending,
+                };
+                tasks.push(Task {
+                    spec: spec.clone(),
+                    phase_idx,
+                    state,
+                    attempts,
+                    agent_id,
+                    claimed_session_secs: claimed,
+                    finished_session_secs: finished,
+                    last_error,
+                });
+            }
+        }
+        let mut checks: std::collections::HashMap<String, Vec<CheckRow>> =
+            std::collections::HashMap::new();
+        for row in store.rows(
+            "SELECT phase, name, command, exit_code, passed, timed_out, wall_secs, output_tail FROM checks ORDER BY id",
+            |r| Ok(CheckRow { phase: r.get(0)?, name: r.get(1)?, command: r.get(2)?, exit_code: r.get(3)?, passed: r.get(4)?, timed_out: r.get(5)?, wall_secs: r.get(6)?, output_tail: r.get(7)? }),
+        )? {
+            checks.entry(row.phase.clone()).or_default().push(row);
+        }
+        #[allow(clippy::type_complexity)]
+        let phase_rows: Vec<(Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<String>)> = store.rows(
+            "SELECT started_session_secs, started_wall_secs, ended_session_secs, ended_wall_secs, ended_because FROM phases ORDER BY idx",
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )?;
+        let phases = config
+            .phases
+            .iter()
+            .enumerate()
+            .map(|(i, plan)| {
+                let row = phase_rows.get(i).cloned().unwrap_or_default();
+                PhaseRecord {
+                    started: row.0.zip(row.1),
+                    ended: row.2.zip(row.3),
+                    ended_because: row.4,
+                    checks: checks.remove(&plan.name).unwrap_or_default(),
+                }
+            })
+            .collect();
+        let mut session =
+            Session::assemble(prepared, store, clock, started_at, agents, tasks, phases)?;
+        for task_idx in 0..session.tasks.len() {
+            session.sync_task(task_idx)?;
+        }
+        if let Some(state) = session.store.budget_state()? {
+            let mut budgets: Budgets = serde_json::from_value(state)?;
+            budgets.reservations.clear();
+            budgets.reserved_tokens = 0;
+            session.budgets = budgets;
+        }
+        session.totals = session.store.ledger_totals(None)?;
+        session.errors = session.store.error_counts()?.values().sum();
+        let checkpoints: Vec<crate::store::CheckpointRow> = session.store.rows(
+            "SELECT seq, at, session_secs, trigger, path, sha256, parent, manifest, files, bytes, new_objects, new_bytes, consistent, frozen_ms FROM checkpoints ORDER BY seq",
+            |r| {
+                Ok(crate::store::CheckpointRow {
+                    seq: r.get(0)?, at: r.get(1)?, session_secs: r.get(2)?, trigger: r.get(3)?, path: r.get(4)?, sha256: r.get(5)?,
+                    parent: r.get(6)?, manifest: r.get(7)?, files: r.get::<_, i64>(8)? as u64, bytes: r.get::<_, i64>(9)? as u64,
+                    new_objects: r.get::<_, i64>(10)? as u64, new_bytes: r.get::<_, i64>(11)? as u64, consistent: r.get(12)?, frozen_ms: r.get(13)?,
+                })
+            },
+        )?;
+        session.checkpoints_taken = checkpoints.len() as u32;
+        session.last_checkpoint = checkpoints.last().cloned();
+        let id = session.prepared.session_id.clone();
+        let origin_path = session
+            .prepared
+            .config
+            .path
+            .canonicalize()
+            .unwrap_or(session.prepared.config.path.clone());
+        session.store.set_session_origin(
+            &id,
+            &origin_path.display().to_string(),
+            &serde_json::to_value(&session.prepared.overrides)?,
+            std::process::id(),
+        )?;
+        write_atomic(&session.dir().join("status"), b"running\n")?;
+        session.event(
+            "session_resumed",
+            None,
+            None,
+            None,
+            serde_json::json!({"session_secs": offset, "downtime_wall_secs": downtime_wall_secs}),
+        )?;
+        Ok((session, downtime_wall_secs))
     }
 
     pub fn dir(&self) -> &Path {
@@ -514,10 +731,19 @@ impl Session {
         metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for phase_idx in 0..self.prepared.config.phases.len() {
             let plan = self.prepared.config.phases[phase_idx].clone();
+            if self.phases[phase_idx].ended.is_some() {
+                continue; // a resumed session: this phase ended before the crash
+            }
             self.current_phase = Some(phase_idx);
-            let started = (self.clock.session_secs(), self.clock.wall_secs());
-            self.phases[phase_idx].started = Some(started);
-            self.store.start_phase(phase_idx, started.0, started.1)?;
+            let started = match self.phases[phase_idx].started {
+                Some(started) => started,
+                None => {
+                    let started = (self.clock.session_secs(), self.clock.wall_secs());
+                    self.phases[phase_idx].started = Some(started);
+                    self.store.start_phase(phase_idx, started.0, started.1)?;
+                    started
+                }
+            };
             self.event(
                 "phase_started",
                 None,
@@ -526,8 +752,10 @@ impl Session {
                 serde_json::json!({"planned_session_secs": plan.session_secs}),
             )?;
             tracing::info!(message = "phase started", phase = %plan.name, planned_session_secs = plan.session_secs);
-            let deadline =
-                tokio::time::Instant::from_std(Instant::now() + self.clock.wall(plan.session_secs));
+            // The time box counts from the phase's recorded start (earlier, in a resumed session).
+            let deadline = tokio::time::Instant::from_std(
+                self.clock.instant_at(started.0 + plan.session_secs),
+            );
             let because = loop {
                 if self.shutdown.is_some() {
                     break "interrupted";

@@ -161,7 +161,24 @@ CREATE TABLE checkpoints (
     frozen_ms REAL NOT NULL
 );
 "#,
+    r#"
+ALTER TABLE sessions ADD COLUMN config_path TEXT;
+ALTER TABLE sessions ADD COLUMN overrides TEXT;
+ALTER TABLE sessions ADD COLUMN daemon_pid INTEGER;
+"#,
 ];
+
+/// The session row's origin fields (`megatest resume` reads them).
+#[derive(Debug, Clone)]
+pub struct SessionOrigin {
+    pub id: String,
+    pub status: String,
+    /// The config file the session was started from (absolute).
+    pub config_path: Option<String>,
+    /// JSON of `config::Overrides`.
+    pub overrides: Option<String>,
+    pub daemon_pid: Option<u32>,
+}
 
 /// One checkpoint's row.
 #[derive(Debug, Clone, Serialize)]
@@ -721,6 +738,77 @@ impl Store {
         )?;
         let rows = stmt.query_map([], |r| r.get::<_, i64>(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Record where the config came from, the overrides, and the daemon's pid (for resume).
+    pub fn set_session_origin(
+        &self,
+        id: &str,
+        config_path: &str,
+        overrides: &serde_json::Value,
+        daemon_pid: u32,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE sessions SET config_path = ?2, overrides = ?3, daemon_pid = ?4, status = 'running' WHERE id = ?1",
+            params![id, config_path, overrides.to_string(), daemon_pid],
+        )?;
+        Ok(())
+    }
+
+    /// Where the session came from, for `megatest resume`.
+    pub fn session_origin(&self) -> Result<SessionOrigin> {
+        Ok(self.conn.query_row(
+            "SELECT id, status, config_path, overrides, daemon_pid FROM sessions LIMIT 1",
+            [],
+            |r| {
+                Ok(SessionOrigin {
+                    id: r.get(0)?,
+                    status: r.get(1)?,
+                    config_path: r.get(2)?,
+                    overrides: r.get(3)?,
+                    daemon_pid: r.get(4)?,
+                })
+            },
+        )?)
+    }
+
+    /// Generic read access for rebuilding a session: rows of `sql` mapped by `f`.
+    pub fn rows<T>(
+        &self,
+        sql: &str,
+        f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut stmt = self.conn.prepare(sql)?;
+        let rows = stmt.query_map([], f)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Mark agent runs that never ended (their daemon died) as ended with `outcome`.
+    pub fn close_open_runs(&self, session_secs: f64, outcome: &str) -> Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE agent_runs SET ended_session_secs = ?1, outcome = ?2 WHERE ended_session_secs IS NULL",
+            params![session_secs, outcome],
+        )?)
+    }
+
+    /// The budget state saved last, if any.
+    pub fn budget_state(&self) -> Result<Option<serde_json::Value>> {
+        let text: Option<String> = self
+            .conn
+            .query_row("SELECT state FROM budget_state WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
+    }
+
+    /// The latest session time anything was recorded at.
+    pub fn last_session_secs(&self) -> Result<f64> {
+        Ok(self.conn.query_row(
+            "SELECT MAX(s) FROM (SELECT MAX(session_secs) AS s FROM events UNION ALL SELECT MAX(session_secs) FROM ledger)",
+            [],
+            |r| r.get::<_, Option<f64>>(0),
+        )?.unwrap_or(0.0))
     }
 
     /// The session's recorded status, if the session row exists.

@@ -1,0 +1,183 @@
+//! `kill -9` of a running `megatest run` at random moments, then `megatest resume` until the
+//! session completes: nothing lost, nothing counted twice, every checkpoint valid.
+
+use crate::support::*;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+fn spawn(command: &mut Command) -> Child {
+    command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Let `child` run for `millis`, then SIGKILL it; true if it was still running.
+fn kill_after(child: &mut Child, millis: u64) -> bool {
+    std::thread::sleep(Duration::from_millis(millis));
+    let running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    running
+}
+
+/// Usage the agents received, summed from their own logs: (calls, total tokens).
+fn usage_seen_by_agents(session: &Path) -> (i64, i64) {
+    let (mut calls, mut tokens) = (0, 0);
+    for agent in std::fs::read_dir(session.join("agents")).unwrap() {
+        let log =
+            std::fs::read_to_string(agent.unwrap().path().join("agent.log")).unwrap_or_default();
+        for line in log.lines().filter(|l| l.contains("\"model_response\"")) {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            calls += 1;
+            tokens += event["usage"]["total_tokens"].as_i64().unwrap();
+        }
+    }
+    (calls, tokens)
+}
+
+#[test]
+fn kill_9_at_random_moments_and_resume_loses_nothing() {
+    let mut rng = fastrand::Rng::with_seed(20261121);
+    let mut resumed_mid_session = 0;
+    let config = root().join("configs/quickstart.toml");
+    for iteration in 0..20 {
+        let runs = tempfile::tempdir().unwrap();
+        let id = format!("k9-{iteration}");
+        let mut run = spawn(
+            megatest()
+                .arg("run")
+                .arg(&config)
+                .args(["--session-id", &id, "--runs-dir"])
+                .arg(runs.path()),
+        );
+        let mut kills = u32::from(kill_after(&mut run, rng.u64(50..2800)));
+        let session = runs.path().join(&id);
+        if !session.join("session.db").exists() {
+            continue; // killed before the session existed: nothing to resume
+        }
+        // Every other iteration, the resumed daemon is killed too.
+        if iteration % 2 == 1
+            && std::fs::read_to_string(session.join("status"))
+                .unwrap_or_default()
+                .trim()
+                == "running"
+        {
+            let mut resumed = spawn(megatest().arg("resume").arg(&session));
+            kills += u32::from(kill_after(&mut resumed, rng.u64(50..1500)));
+        }
+        let status = std::fs::read_to_string(session.join("status")).unwrap_or_default();
+        if status.trim() != "complete" {
+            resumed_mid_session += 1;
+            let output = megatest().arg("resume").arg(&session).output().unwrap();
+            assert_exit(&output, 0);
+        }
+        let report = read_json(&session.join("final_report.json"));
+        assert_eq!(report["status"], "complete", "iteration {iteration}");
+        assert_eq!(
+            report["tasks"]["done"], 10,
+            "iteration {iteration}: {}",
+            report["tasks"]
+        );
+        // Nothing counted twice, nothing lost: the ledger holds every answer an agent received;
+        // it may hold one more per kill (committed, then the daemon died before sending it).
+        let (seen_calls, seen_tokens) = usage_seen_by_agents(&session);
+        let (ledger_calls, ledger_tokens) = (
+            ledger_sum(&session, "1"),
+            ledger_sum(&session, "prompt_tokens + completion_tokens"),
+        );
+        assert!(
+            ledger_calls >= seen_calls && ledger_calls - seen_calls <= kills as i64,
+            "iteration {iteration}: ledger {ledger_calls} calls, agents saw {seen_calls}"
+        );
+        assert!(ledger_tokens >= seen_tokens, "iteration {iteration}");
+        assert_eq!(
+            report["usage"]["total_tokens"].as_i64().unwrap(),
+            ledger_tokens
+        );
+        // Every checkpoint is valid, the project's tests pass, no agent survived.
+        let verify = megatest()
+            .args(["checkpoints", "--verify"])
+            .arg(&session)
+            .output()
+            .unwrap();
+        assert_eq!(
+            verify.status.code(),
+            Some(0),
+            "iteration {iteration}: {}",
+            String::from_utf8_lossy(&verify.stdout)
+        );
+        let tests = Command::new("python3")
+            .args(["-m", "unittest", "discover", "-s", "tests", "-t", "."])
+            .current_dir(session.join("project"))
+            .output()
+            .unwrap();
+        assert!(
+            tests.status.success(),
+            "iteration {iteration}: {}",
+            String::from_utf8_lossy(&tests.stderr)
+        );
+        for pid in agent_pids(&session) {
+            assert!(
+                wait_for(Duration::from_secs(2), || !alive(pid)),
+                "iteration {iteration}: agent {pid} survived"
+            );
+        }
+    }
+    assert!(
+        resumed_mid_session >= 15,
+        "only {resumed_mid_session} of 20 kills hit a running session"
+    );
+}
+
+#[test]
+fn resume_refuses_a_completed_or_running_session() {
+    let runs = tempfile::tempdir().unwrap();
+    let output = run_session(
+        &root().join("configs/quickstart.toml"),
+        runs.path(),
+        &[],
+        &[],
+    );
+    assert_exit(&output, 0);
+    let session = only_session(runs.path());
+    let output = megatest().arg("resume").arg(&session).output().unwrap();
+    assert_exit(&output, 2);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("already ended"));
+
+    let mut running = spawn(
+        megatest()
+            .arg("run")
+            .arg(fixture_config())
+            .args(["--provider", "sim", "--session-id", "live", "--runs-dir"])
+            .arg(runs.path()),
+    );
+    let live = runs.path().join("live");
+    assert!(wait_for(Duration::from_secs(30), || agent_pids(&live)
+        .len()
+        >= 2));
+    let output = megatest().arg("resume").arg(&live).output().unwrap();
+    assert_exit(&output, 2);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("still running"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(running.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(running.wait().unwrap().code(), Some(143));
+    // An interrupted session resumes; it runs in real time, so stop it again once it runs.
+    let mut resumed = spawn(megatest().arg("resume").arg(&live));
+    assert!(wait_for(Duration::from_secs(30), || scalar(
+        &live,
+        "SELECT COUNT(*) FROM events WHERE kind = 'session_resumed'",
+        &[]
+    ) == 1));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(resumed.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(resumed.wait().unwrap().code(), Some(143));
+}
