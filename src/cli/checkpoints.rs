@@ -30,13 +30,20 @@ pub fn session_dir(session: &str, runs_dir: &std::path::Path) -> Option<PathBuf>
     under.join("session.db").is_file().then_some(under)
 }
 
-pub fn run(args: CheckpointsArgs) -> anyhow::Result<i32> {
-    let Some(dir) = session_dir(&args.session, &args.runs_dir) else {
+/// [`session_dir`], or None after telling the operator on stderr.
+pub fn find_session(session: &str, runs_dir: &std::path::Path) -> Option<PathBuf> {
+    let found = session_dir(session, runs_dir);
+    if found.is_none() {
         eprintln!(
-            "megatest: no session {:?} (neither a session directory nor an id under {})",
-            args.session,
-            args.runs_dir.display()
+            "megatest: no session {session:?} (neither a session directory nor an id under {})",
+            runs_dir.display()
         );
+    }
+    found
+}
+
+pub fn run(args: CheckpointsArgs) -> anyhow::Result<i32> {
+    let Some(dir) = find_session(&args.session, &args.runs_dir) else {
         return Ok(2);
     };
     let infos = crate::checkpoint::inspect(&dir.join("checkpoints"), args.verify)?;

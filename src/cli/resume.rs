@@ -3,7 +3,7 @@
 //! process group ids and killed; the config is loaded again from the recorded path with the
 //! recorded overrides; the session is rebuilt from `session.db` and runs on.
 
-use crate::cli::checkpoints::session_dir;
+use crate::cli::checkpoints::find_session;
 use crate::config::Overrides;
 use crate::store::Store;
 use clap::Args;
@@ -52,12 +52,7 @@ fn kill_orphans(store: &Store, dir: &Path) -> anyhow::Result<usize> {
 }
 
 pub fn run(args: ResumeArgs) -> anyhow::Result<i32> {
-    let Some(dir) = session_dir(&args.session, &args.runs_dir) else {
-        eprintln!(
-            "megatest: no session {:?} (neither a session directory nor an id under {})",
-            args.session,
-            args.runs_dir.display()
-        );
+    let Some(dir) = find_session(&args.session, &args.runs_dir) else {
         return Ok(2);
     };
     let store = Store::open(&dir.join("session.db"))?;

@@ -4,18 +4,6 @@ use crate::support::*;
 use std::path::Path;
 use std::time::Duration;
 
-fn verify(session: &Path) -> (Option<i32>, String) {
-    let output = megatest()
-        .args(["checkpoints", "--verify"])
-        .arg(session)
-        .output()
-        .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
-}
-
 fn triggers(session: &Path) -> Vec<String> {
     let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
     let mut stmt = db
@@ -230,15 +218,6 @@ fn a_store_over_the_disk_limit_is_pruned_and_then_reported_full() {
     let report = read_json(&session.join("final_report.json"));
     assert_eq!(report["errors"]["disk_full"], 4, "{}", report["errors"]);
     // Pruning never breaks a checkpoint.
-    let output = megatest()
-        .args(["checkpoints", "--verify"])
-        .arg(&session)
-        .output()
-        .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    let (code, table) = verify(&session);
+    assert_eq!(code, Some(0), "{table}");
 }

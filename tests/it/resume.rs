@@ -98,17 +98,8 @@ fn kill_9_at_random_moments_and_resume_loses_nothing() {
             ledger_tokens
         );
         // Every checkpoint is valid, the project's tests pass, no agent survived.
-        let verify = megatest()
-            .args(["checkpoints", "--verify"])
-            .arg(&session)
-            .output()
-            .unwrap();
-        assert_eq!(
-            verify.status.code(),
-            Some(0),
-            "iteration {iteration}: {}",
-            String::from_utf8_lossy(&verify.stdout)
-        );
+        let (code, table) = verify(&session);
+        assert_eq!(code, Some(0), "iteration {iteration}: {table}");
         let tests = Command::new("python3")
             .args(["-m", "unittest", "discover", "-s", "tests", "-t", "."])
             .current_dir(session.join("project"))

@@ -273,3 +273,16 @@ pub fn assert_exit(output: &std::process::Output, code: i32) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// `megatest checkpoints --verify SESSION`: (exit code, the table it printed).
+pub fn verify(session: &Path) -> (Option<i32>, String) {
+    let output = megatest()
+        .args(["checkpoints", "--verify"])
+        .arg(session)
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
