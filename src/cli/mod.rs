@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod checkpoints;
+pub mod restore;
 pub mod resume;
 pub mod run;
 pub mod validate;
@@ -30,6 +31,8 @@ pub enum Command {
     /// Continue a session whose daemon died (kill -9 included) or was interrupted: leftover
     /// agents are stopped, state is rebuilt from session.db, the session runs on.
     Resume(resume::ResumeArgs),
+    /// Roll the workspace and task board back to a checkpoint and continue from there.
+    Restore(restore::RestoreArgs),
     /// List a session's checkpoints; --verify checks their hashes and objects (exit 1 if any
     /// is invalid).
     Checkpoints(checkpoints::CheckpointsArgs),
@@ -111,5 +114,6 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Agent(args) => agent::run(args),
         Command::Checkpoints(args) => checkpoints::run(args),
         Command::Resume(args) => resume::run(args),
+        Command::Restore(args) => restore::run(args),
     }
 }

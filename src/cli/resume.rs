@@ -21,7 +21,7 @@ pub struct ResumeArgs {
 }
 
 /// True when `pid` is a live megatest process other than this one.
-fn daemon_alive(pid: u32) -> bool {
+pub fn daemon_alive(pid: u32) -> bool {
     pid != std::process::id()
         && crate::backend::local::process_alive(pid as i32)
         && std::fs::read(format!("/proc/{pid}/cmdline"))

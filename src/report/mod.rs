@@ -145,6 +145,8 @@ pub struct FinalReport {
     pub budget: BudgetReport,
     /// Checkpoints written, and the last one.
     pub checkpoints: CheckpointSummary,
+    /// `megatest restore` rollbacks of this session (the `checkpoint_restored` events).
+    pub rollbacks: Vec<serde_json::Value>,
     pub tasks: TaskCounts,
     pub task_list: Vec<TaskReport>,
     pub agents: Vec<AgentReport>,

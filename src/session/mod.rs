@@ -2115,6 +2115,16 @@ impl Session {
             },
             phases,
             budget: self.budget_report(&usage),
+            rollbacks: self
+                .store
+                .rows("SELECT at, session_secs, data FROM events WHERE kind = 'checkpoint_restored' ORDER BY seq", |r| {
+                    let data: String = r.get(2)?;
+                    let mut value = serde_json::from_str::<serde_json::Value>(&data).unwrap_or_default();
+                    value["at"] = serde_json::Value::String(r.get(0)?);
+                    value["session_secs"] = serde_json::Value::from(r.get::<_, f64>(1)?);
+                    Ok(value)
+                })
+                .unwrap_or_default(),
             checkpoints: CheckpointSummary { count: self.checkpoints_taken, last: self.last_checkpoint.clone() },
             usage,
             tasks: self.task_counts(None),

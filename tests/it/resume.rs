@@ -172,3 +172,76 @@ fn resume_refuses_a_completed_or_running_session() {
     .unwrap();
     assert_eq!(resumed.wait().unwrap().code(), Some(143));
 }
+
+#[test]
+fn restore_rolls_back_exactly_falls_back_from_a_corrupt_checkpoint_and_continues() {
+    use megatest::checkpoint::snapshot::{load_manifest, snapshot, ObjectStore, StatCache};
+    let runs = tempfile::tempdir().unwrap();
+    let output = run_session(
+        &root().join("configs/quickstart.toml"),
+        runs.path(),
+        &["--session-id", "r"],
+        &[],
+    );
+    assert_exit(&output, 0);
+    let session = runs.path().join("r");
+    // Corrupt checkpoint 3: restoring it must fall back to checkpoint 2.
+    let third = session.join("checkpoints/checkpoint_003.json");
+    std::fs::write(
+        &third,
+        std::fs::read_to_string(&third)
+            .unwrap()
+            .replacen("refinement", "refinemenT", 1),
+    )
+    .unwrap();
+    let output = megatest()
+        .args(["restore", "--checkpoint", "3", "--no-resume"])
+        .arg(&session)
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("checkpoint 3 is invalid") && stderr.contains("using checkpoint 2 instead"),
+        "{stderr}"
+    );
+    // The workspace is exactly what checkpoint 2 recorded.
+    let second = read_json(&session.join("checkpoints/checkpoint_002.json"));
+    let objects = ObjectStore::open(&session.join("checkpoints/objects")).unwrap();
+    let recorded = load_manifest(
+        &objects,
+        second["file_system_state"]["manifest"].as_str().unwrap(),
+    )
+    .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let (now, _, _) = snapshot(
+        &session.join("project"),
+        &ObjectStore::open(scratch.path()).unwrap(),
+        &mut StatCache::default(),
+        1 << 30,
+        None,
+    )
+    .unwrap();
+    assert_eq!(now.entries, recorded.entries);
+    assert!(!session.join("project/tinyq/cli.py").exists());
+    assert_eq!(
+        std::fs::read_to_string(session.join("status")).unwrap(),
+        "interrupted\n"
+    );
+    // Continue from there: the later phases run again; later checkpoints stay.
+    let output = megatest().arg("resume").arg(&session).output().unwrap();
+    assert_exit(&output, 0);
+    let report = read_json(&session.join("final_report.json"));
+    assert_eq!(report["status"], "complete");
+    assert_eq!(report["tasks"]["done"], 10);
+    assert_eq!(report["rollbacks"].as_array().unwrap().len(), 1);
+    assert_eq!(report["rollbacks"][0]["sequence"], 2);
+    assert_eq!(report["rollbacks"][0]["requested"], 3);
+    assert!(session.join("checkpoints/checkpoint_004.json").exists());
+    // Checkpoint 5 kept the state that was rolled away; 6 and 7 are the re-run phases.
+    let kept = read_json(&session.join("checkpoints/checkpoint_005.json"));
+    assert_eq!(kept["trigger"], "before_restore");
+    assert_eq!(report["rollbacks"][0]["checkpoint_before"], 5);
+    assert!(session.join("checkpoints/checkpoint_007.json").exists());
+    assert!(session.join("project/tinyq/cli.py").exists());
+}
