@@ -88,6 +88,40 @@ impl Checkpointer {
         Ok(Some(stats))
     }
 
+    /// [`Checkpointer::write`] `content`, then record its row in `session.db`; returns the row.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_recorded(
+        &mut self,
+        store: &crate::store::Store,
+        content: Value,
+        trigger: &str,
+        session_secs: f64,
+        manifest: String,
+        stats: &SnapshotStats,
+        consistent: bool,
+        frozen_ms: f64,
+    ) -> Result<crate::store::CheckpointRow> {
+        let (seq, path, sha256) = self.write(content)?;
+        let row = crate::store::CheckpointRow {
+            seq,
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            session_secs,
+            trigger: trigger.to_string(),
+            path: path.display().to_string(),
+            sha256,
+            parent: (seq > 1).then(|| seq - 1),
+            manifest,
+            files: stats.files,
+            bytes: stats.bytes,
+            new_objects: stats.new_objects,
+            new_bytes: stats.new_bytes,
+            consistent,
+            frozen_ms,
+        };
+        store.insert_checkpoint(&row)?;
+        Ok(row)
+    }
+
     /// Seal `content` (a JSON object) with its SHA-256 and write it atomically as the next
     /// checkpoint file. Returns (sequence, path, sha256).
     pub fn write(&mut self, mut content: Value) -> Result<(u32, PathBuf, String)> {

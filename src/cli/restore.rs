@@ -187,22 +187,17 @@ fn checkpoint_before_rollback(dir: &std::path::Path) -> anyhow::Result<u32> {
         "task_board": task_board,
         "budgets": db.budget_state()?,
     });
-    let (seq, path, sha256) = checkpointer.write(content)?;
-    db.insert_checkpoint(&crate::store::CheckpointRow {
-        seq,
-        at: chrono::Utc::now().to_rfc3339(),
-        session_secs: db.last_session_secs()?,
-        trigger: "before_restore".into(),
-        path: path.display().to_string(),
-        sha256,
-        parent: (seq > 1).then(|| seq - 1),
+    let session_secs = db.last_session_secs()?;
+    let row = checkpointer.write_recorded(
+        &db,
+        content,
+        "before_restore",
+        session_secs,
         manifest,
-        files: stats.files,
-        bytes: stats.bytes,
-        new_objects: stats.new_objects,
-        new_bytes: stats.new_bytes,
-        consistent: true,
-        frozen_ms: 0.0,
-    })?;
+        &stats,
+        true,
+        0.0,
+    )?;
+    let seq = row.seq;
     Ok(seq)
 }

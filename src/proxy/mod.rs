@@ -228,6 +228,17 @@ pub async fn start(
     Ok(Proxy { addr, task })
 }
 
+/// 401 for a request without a known agent key.
+fn unauthorized(format: WireFormat) -> Response {
+    error(
+        format,
+        StatusCode::UNAUTHORIZED,
+        "authentication_error",
+        "invalid_api_key",
+        "unknown agent key",
+    )
+}
+
 fn error(
     format: WireFormat,
     status: StatusCode,
@@ -264,13 +275,7 @@ async fn authenticate(state: &ProxyState, headers: &HeaderMap) -> Option<CallCon
 
 async fn models(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Response {
     if authenticate(&state, &headers).await.is_none() {
-        return error(
-            WireFormat::ChatCompletions,
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "invalid_api_key",
-            "unknown agent key",
-        );
+        return unauthorized(WireFormat::ChatCompletions);
     }
     if let Backend::Upstream(up) = &state.backend {
         if let Ok(response) = up.models().await {
@@ -300,13 +305,7 @@ async fn agent_events(
     body: Bytes,
 ) -> Response {
     let Some(ctx) = authenticate(&state, &headers).await else {
-        return error(
-            WireFormat::ChatCompletions,
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "invalid_api_key",
-            "unknown agent key",
-        );
+        return unauthorized(WireFormat::ChatCompletions);
     };
     let text = String::from_utf8_lossy(&body);
     let (names, rejected) = crate::session::event::parse_agent_events(&text);
@@ -457,17 +456,8 @@ async fn metered(
     format: WireFormat,
 ) -> Response {
     let started = Instant::now();
-    let unauthorized = || {
-        error(
-            format,
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "invalid_api_key",
-            "unknown agent key",
-        )
-    };
     let Some(key) = agent_key(&headers) else {
-        return unauthorized();
+        return unauthorized(format);
     };
     let parsed = match serde_json::from_slice(&body) {
         Ok(value @ Value::Object(_)) => Some(value),
@@ -509,7 +499,7 @@ async fn metered(
             }
             match answer.await {
                 Ok(Some((ctx, admission))) => (ctx, Some(admission)),
-                Ok(None) => return unauthorized(),
+                Ok(None) => return unauthorized(format),
                 Err(_) => {
                     return error(
                         format,
@@ -523,7 +513,7 @@ async fn metered(
         }
         _ => match authenticate(&state, &headers).await {
             Some(ctx) => (ctx, None),
-            None => return unauthorized(),
+            None => return unauthorized(format),
         },
     };
     let mut call = Call {

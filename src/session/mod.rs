@@ -1337,24 +1337,18 @@ impl Session {
         let (manifest, stats) = result?;
         let content = self.checkpoint_content(trigger, &manifest, &stats, consistent, frozen_ms)?;
         let checkpointer = self.checkpointer.as_mut().expect("put back above");
-        let (seq, path, sha256) = checkpointer.write(content)?;
-        let row = crate::store::CheckpointRow {
-            seq,
-            at: now(),
-            session_secs: self.clock.session_secs(),
-            trigger: trigger.to_string(),
-            path: path.display().to_string(),
-            sha256,
-            parent: (seq > 1).then(|| seq - 1),
+        let session_secs = self.clock.session_secs();
+        let row = checkpointer.write_recorded(
+            &self.store,
+            content,
+            trigger,
+            session_secs,
             manifest,
-            files: stats.files,
-            bytes: stats.bytes,
-            new_objects: stats.new_objects,
-            new_bytes: stats.new_bytes,
+            &stats,
             consistent,
             frozen_ms,
-        };
-        self.store.insert_checkpoint(&row)?;
+        )?;
+        let seq = row.seq;
         let phase = self
             .current_phase
             .map(|p| self.prepared.config.phases[p].name.clone());
