@@ -61,7 +61,10 @@ pub fn drive(prepared: session::Prepared, reopen: bool) -> Result<i32> {
         local::kill_all_groups();
         default_hook(info);
     }));
-    let code = runtime.block_on(async move {
+    // The session runs as a task on the worker threads, not on the `block_on` thread: a proxy
+    // handler's round trip to the session (Admit, ModelCall) then usually stays on one worker
+    // instead of waking a third thread (measured: ~0.1 ms less added latency per call).
+    let session_task = runtime.spawn(async move {
         let session = if reopen {
             let (session, downtime) = Session::reopen(prepared)?;
             eprintln!("megatest: resuming session {} after {downtime:.1} s of downtime", session.id());
@@ -83,6 +86,9 @@ pub fn drive(prepared: session::Prepared, reopen: bool) -> Result<i32> {
         local::kill_all_groups();
         code
     });
+    let code = runtime
+        .block_on(session_task)
+        .unwrap_or_else(|join| Err(anyhow::anyhow!("session task failed: {join}")));
     local::kill_all_groups();
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     code

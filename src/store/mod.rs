@@ -301,14 +301,12 @@ impl Store {
         Ok(())
     }
 
-    /// Move what the WAL holds into the database file without blocking writers (PASSIVE);
-    /// failures are logged, never fatal (the WAL stays valid).
+    /// Ask the checkpoint thread to move what the WAL holds into the database file (PASSIVE:
+    /// never blocks writers). Returns at once: the copy and its fsyncs run on that thread's own
+    /// connection, off the session task, so no model call's commit waits for them.
     pub fn checkpoint_wal(&self) {
-        if let Err(err) = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-        {
-            tracing::warn!(message = "WAL checkpoint failed", error = %err);
+        if let Some(wake) = &self.checkpoints {
+            let _ = wake.send(());
         }
     }
 
