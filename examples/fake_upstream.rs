@@ -8,7 +8,8 @@
 //! Usage it reports: prompt = 10 + 3 × messages, cached = 2, completion = 5 + (call number mod
 //! 7) — or exactly the request's max tokens for model `exact-max`. Faults by model name:
 //! `fail-429-once` (429 `Retry-After: 0` the first time a request's `user` field is seen), `always-500`,
-//! `garbage` (200 with a body that is not JSON), `slow` (answers after 5 s).
+//! `garbage` (200 with a body that is not JSON), `slow` (answers after 5 s), `flaky` (per
+//! request `user`: 429 `Retry-After: 0`, then 500, then a 200 body that is not JSON, then served).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -37,6 +38,7 @@ struct Fake {
     counter: AtomicU64,
     stats: Mutex<Stats>,
     failed_once: Mutex<HashSet<String>>,
+    flaky_seen: Mutex<HashMap<String, u32>>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -67,6 +69,7 @@ async fn main() {
         counter: AtomicU64::new(0),
         stats: Mutex::new(Stats::default()),
         failed_once: Mutex::new(HashSet::new()),
+        flaky_seen: Mutex::new(HashMap::new()),
     });
     let app = Router::new()
         .route(
@@ -153,6 +156,40 @@ async fn handle(
                 .into_response()
         }
         "slow" => tokio::time::sleep(Duration::from_secs(5)).await,
+        "flaky" => {
+            let seen = {
+                let mut map = fake.flaky_seen.lock().unwrap();
+                let n = map.entry(request["user"].to_string()).or_default();
+                *n += 1;
+                *n
+            };
+            match seen {
+                1 => {
+                    return (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        [("retry-after", "0")],
+                        Json(json!({"error": {"message": "rate limited"}})),
+                    )
+                        .into_response()
+                }
+                2 => {
+                    return (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        Json(json!({"error": {"message": "boom"}})),
+                    )
+                        .into_response()
+                }
+                3 => {
+                    return (
+                        StatusCode::OK,
+                        [("content-type", "application/json")],
+                        "{garbage",
+                    )
+                        .into_response()
+                }
+                _ => {}
+            }
+        }
         "fail-429-once" => {
             let first = fake
                 .failed_once

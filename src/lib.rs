@@ -16,6 +16,7 @@ pub mod fsutil;
 pub mod metrics;
 pub mod project;
 pub mod proxy;
+pub mod recovery;
 pub mod report;
 pub mod session;
 pub mod store;

@@ -148,6 +148,8 @@ async fn stop_group(
 ) -> Option<std::process::ExitStatus> {
     let group = Pid::from_raw(process.pid as i32);
     let _ = killpg(group, Signal::SIGTERM);
+    // A stopped group (a hang, a pause) must run to see its SIGTERM.
+    let _ = killpg(group, Signal::SIGCONT);
     if let Ok(status) = tokio::time::timeout(grace, process.child.wait()).await {
         let _ = killpg(group, Signal::SIGKILL);
         return status.ok();
@@ -187,6 +189,17 @@ pub fn process_alive(pid: i32) -> bool {
             !matches!(state, Some('Z') | Some('X'))
         }
     }
+}
+
+/// True if process `pid` is stopped (state `T`: SIGSTOP, by megatest or anyone else).
+pub fn process_stopped(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('T')
+    })
 }
 
 /// Number of registered live groups.

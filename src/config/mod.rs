@@ -7,7 +7,7 @@
 
 pub mod raw;
 
-use crate::config::raw::{AgentKind, Provider, RawConfig};
+use crate::config::raw::{AgentKind, Provider, RawConfig, RecoveryAction};
 use serde::Serialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -434,6 +434,18 @@ impl<'a> Validator<'a> {
         }
     }
 
+    fn faults(&mut self, prefix: &str, f: &crate::config::raw::Faults) {
+        for (name, p) in [
+            ("rate_limit", f.rate_limit),
+            ("server_error", f.server_error),
+            ("timeout", f.timeout),
+            ("malformed_json", f.malformed_json),
+            ("malformed_tool_args", f.malformed_tool_args),
+        ] {
+            self.fraction(&format!("{prefix}.{name}"), p);
+        }
+    }
+
     fn check_checkpoint(&mut self, raw: &RawConfig) {
         let c = &raw.checkpoint;
         self.positive("checkpoint.interval_minutes", c.interval_minutes);
@@ -542,9 +554,55 @@ impl<'a> Validator<'a> {
             );
         }
         for (i, rule) in raw.error_handling.rules.iter().enumerate() {
-            if rule.pattern.is_empty() {
-                let key = format!("error_handling.rules[{i}].pattern");
-                self.error(&key, "pattern must not be empty", None);
+            match (&rule.pattern, rule.kind) {
+                (None, None) => {
+                    let key = format!("error_handling.rules[{i}]");
+                    self.error(
+                        &key,
+                        "a rule needs a `pattern` (regex) or a `kind` (failure kind)",
+                        None,
+                    );
+                }
+                (Some(p), _) if p.is_empty() => {
+                    let key = format!("error_handling.rules[{i}].pattern");
+                    self.error(&key, "pattern must not be empty", None);
+                }
+                _ => {}
+            }
+        }
+        if let Err((key, message)) =
+            crate::recovery::RecoveryTable::new(&raw.error_handling, &raw.checkpoint)
+        {
+            self.error(&key, message, None);
+        }
+        let r = &raw.recovery;
+        self.positive("recovery.agent_idle_minutes", r.agent_idle_minutes);
+        self.positive(
+            "recovery.escalation_timeout_minutes",
+            r.escalation_timeout_minutes,
+        );
+        if !matches!(
+            r.escalation_default,
+            RecoveryAction::StopSession | RecoveryAction::LogAndContinue
+        ) {
+            self.error(
+                "recovery.escalation_default",
+                "must be \"stop_session\" or \"log_and_continue\"",
+                None,
+            );
+        }
+        let c = &raw.chaos;
+        self.faults("chaos.upstream", &c.upstream);
+        for (i, event) in c.events.iter().enumerate() {
+            if !(event.at_minutes.is_finite() && event.at_minutes >= 0.0) {
+                self.error(
+                    &format!("chaos.events[{i}].at_minutes"),
+                    "must be >= 0",
+                    None,
+                );
+            }
+            if let Some(hold) = event.hold_minutes {
+                self.positive(&format!("chaos.events[{i}].hold_minutes"), hold);
             }
         }
     }
@@ -616,16 +674,7 @@ impl<'a> Validator<'a> {
                 );
             }
         }
-        let f = &m.faults;
-        for (key, p) in [
-            ("model.faults.rate_limit", f.rate_limit),
-            ("model.faults.server_error", f.server_error),
-            ("model.faults.timeout", f.timeout),
-            ("model.faults.malformed_json", f.malformed_json),
-            ("model.faults.malformed_tool_args", f.malformed_tool_args),
-        ] {
-            self.fraction(key, p);
-        }
+        self.faults("model.faults", &m.faults);
         let sim = &m.sim;
         self.positive("model.sim.latency_secs", sim.latency_secs);
         if sim.steps_min == 0 || sim.steps_min > sim.steps_max {
@@ -705,20 +754,15 @@ impl<'a> Validator<'a> {
 /// and the issue that enforces it; the list shrinks as those issues land.
 fn not_yet_enforced(raw: &RawConfig) -> Vec<String> {
     let mut keys: Vec<&str> = vec![
-        "checkpoint.auto_recovery, max_recovery_attempts, backoff_* (recovery table, issue 5)",
         "agent.min_trust_score, agent.max_trust_score, agent.dynamic_spawning, agent.max_total_agents (consensus work)",
         "consensus.* (consensus work)",
-        "limits.disk_space_limit_gb as a disk_full trigger (recovery table, issue 5)",
         "monitoring.metrics_export_interval, dashboard_update_interval, export_metrics, metrics_format, agent_activity_logging (observability, issue 6)",
-        "error_handling.* (recovery table, issue 5)",
         "project.target.test_coverage (coverage measurement, issue 6); documentation_coverage, max_bugs_* (evaluation)",
         "project.performance.memory_usage_mb, binary_size_mb (evaluation)",
         "api.* (control API, issue 6)",
     ];
-    if raw.notifications.enabled {
-        keys.push("notifications.* (alerts, issue 5)");
-    } else {
-        keys.push("notifications.* (disabled in this config; alerts land in issue 5)");
+    if raw.notifications.email.is_some() {
+        keys.push("notifications.email (no SMTP delivery: alerts go to the webhook, session.log, the event log and GitHub annotations)");
     }
     keys.into_iter().map(String::from).collect()
 }

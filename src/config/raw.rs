@@ -3,7 +3,7 @@
 //! The upstream Selfware sections (`[metadata]` … `[notifications]`) keep their upstream key names
 //! and meanings (`../shared/fixtures/selfware/mega_test_config.toml`). megatest's own sections are
 //! `[model]`, `[agents]`, `[project]` (keys beside the upstream `[project.target]` and
-//! `[project.performance]`) and `[api]`. Every struct denies unknown keys, so a typo is an error
+//! `[project.performance]`), `[api]`, `[recovery]` and `[chaos]`. Every struct denies unknown keys, so a typo is an error
 //! with its line and column, never a silently ignored setting.
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,8 @@ pub struct RawConfig {
     pub model: Model,
     pub agents: Agents,
     pub api: Api,
+    pub recovery: Recovery,
+    pub chaos: Chaos,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -292,8 +294,10 @@ pub enum RecoveryAction {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorRule {
-    /// Regular expression matched against the error text.
-    pub pattern: String,
+    /// Regular expression (case-insensitive) matched against `"<failure_kind>: <message>"`.
+    pub pattern: Option<String>,
+    /// megatest's own syntax: match by failure kind (with `pattern`, both must match).
+    pub kind: Option<crate::recovery::FailureKind>,
     pub severity: Severity,
     pub action: RecoveryAction,
 }
@@ -476,7 +480,9 @@ pub struct Model {
     pub fallbacks: Vec<String>,
     /// Wall seconds one upstream attempt may take (real providers are not time-scaled).
     pub timeout_secs: f64,
-    /// Retries of one call per model after a timeout, connection error, 429, 5xx or malformed body.
+    /// Backoff retries of one call per model after a timeout, connection error, 429, 5xx or
+    /// malformed body (default 5, the seed's `max_recovery_attempts`); `retry_immediate`'s
+    /// first three retries of a timeout come on top.
     pub max_retries: u32,
     /// Exponential backoff with full jitter between retries: U(0, min(max, base × 2^attempt)),
     /// wall milliseconds. A 429's `Retry-After` (capped at `retry_max_ms`) takes precedence.
@@ -522,7 +528,7 @@ impl Default for Model {
             api_key_env: None,
             fallbacks: Vec::new(),
             timeout_secs: 600.0,
-            max_retries: 2,
+            max_retries: 5,
             retry_base_ms: 500,
             retry_max_ms: 8000,
             cooldown_after_failures: 3,
@@ -628,4 +634,74 @@ impl Default for Api {
             allow_non_loopback: false,
         }
     }
+}
+
+/// `[recovery]` (megatest): detection limits and escalation of the recovery table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Recovery {
+    /// Session minutes without a model call, tool call, output or workspace change after which
+    /// a running agent is `agent_hang` (the 10 minutes; scaled like every duration).
+    pub agent_idle_minutes: f64,
+    /// Session minutes an escalation waits for an operator decision before
+    /// `escalation_default` applies.
+    pub escalation_timeout_minutes: f64,
+    /// What an unanswered escalation does: `stop_session` or `log_and_continue`.
+    pub escalation_default: RecoveryAction,
+    /// Free space (MiB) on the runs filesystem under which the session is `disk_full`.
+    pub min_free_disk_mb: u64,
+    /// A ballast file of this many MiB kept in the session directory and deleted when the disk
+    /// fills, so the ledger, the event log and the report can still be written. 0 = none.
+    pub disk_reserve_mb: u64,
+}
+
+impl Default for Recovery {
+    fn default() -> Self {
+        Recovery {
+            agent_idle_minutes: 10.0,
+            escalation_timeout_minutes: 30.0,
+            escalation_default: RecoveryAction::StopSession,
+            min_free_disk_mb: 16,
+            disk_reserve_mb: 4,
+        }
+    }
+}
+
+/// `[chaos]` (megatest): fault injection, off by default and loud in the report when on.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Chaos {
+    pub enabled: bool,
+    /// `[chaos.upstream]`: per-attempt probabilities of upstream faults, injected by the proxy
+    /// in front of any backend (the built-in models and a real provider alike).
+    pub upstream: Faults,
+    /// Faults at given session times.
+    pub events: Vec<ChaosEvent>,
+}
+
+/// One timed fault of `[[chaos.events]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChaosEvent {
+    /// Session minutes after the start.
+    pub at_minutes: f64,
+    pub fault: ChaosFault,
+    /// The agent (`agent-1` …) for `kill_agent` / `hang_agent`; default: the first running one.
+    pub agent: Option<String>,
+    /// For `fill_disk`: session minutes until the filler file is deleted again (the operator
+    /// freeing space); default 1.
+    pub hold_minutes: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChaosFault {
+    /// SIGKILL the agent's process group.
+    KillAgent,
+    /// SIGSTOP the agent's process group (it hangs until megatest notices).
+    HangAgent,
+    /// Write a filler file in the session directory until the filesystem is full.
+    FillDisk,
+    /// Flip bytes in the latest checkpoint file.
+    CorruptCheckpoint,
 }

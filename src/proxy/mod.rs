@@ -25,10 +25,12 @@ pub mod sim;
 pub mod upstream;
 pub mod wire;
 
-use crate::config::raw::{Faults, Provider};
+use crate::config::raw::{Faults, Provider, RecoveryAction};
+use crate::recovery::{action_str, FailureKind, RecoveryTable, IMMEDIATE_RETRIES};
 use crate::session::budget::{estimate_prompt_tokens, Admission};
 use crate::session::clock::SessionClock;
 use crate::session::event::{CallContext, Event};
+use crate::session::event::{CallFailure, CallRecovery};
 use crate::store::LedgerRow;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -125,7 +127,14 @@ pub struct ProxySettings {
     pub max_context_size: u64,
     pub default_max_tokens: u64,
     pub policy: RetryPolicy,
+    /// `[model.faults]`: faults of the built-in models.
     pub faults: Faults,
+    /// `[chaos.upstream]` when `[chaos].enabled`: faults injected in front of any backend.
+    pub chaos: Option<Faults>,
+    /// The recovery table: which in-call action follows each failure.
+    pub recovery: Arc<RecoveryTable>,
+    /// True while the session is paused (`pause_and_alert`): calls wait before admission.
+    pub paused: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Token count the built-in models report for a text: one token per 4 characters, rounded up
@@ -342,6 +351,28 @@ struct Call {
     /// Wall time not attributable to megatest: throttling, upstream or model latency.
     waited: Duration,
     attempts: u32,
+    /// Set at the call's first failure: what the recovery table chose and what was done.
+    recovering: Option<Recovering>,
+}
+
+/// The recovery of one call in progress: its failures so far.
+struct Recovering {
+    failures: Vec<(Instant, CallFailure)>,
+    /// `retry_immediate` retries made.
+    immediate: u32,
+    /// The corrective note was added.
+    modified: bool,
+}
+
+/// What the proxy does after a failed attempt.
+#[derive(Debug, PartialEq)]
+enum Step {
+    /// Try the same model again after this wait.
+    Retry(Duration),
+    /// Go on with the next model of the fallback chain.
+    NextModel,
+    /// Give the agent the failure (the session carries out any session-level action).
+    Fail,
 }
 
 impl Call {
@@ -395,13 +426,149 @@ impl Call {
         }
     }
 
-    /// A complete answer: report malformed tool-call arguments (`parse_failure`), then commit.
-    async fn finish(&self, served: &str, meter: &Meter, status: u16) {
+    /// A complete answer: report malformed tool-call arguments (`parse_failure`: the answer
+    /// is passed on, its tokens were spent; the recovery table's rule applies to the agent's
+    /// next request), then commit.
+    async fn finish(&mut self, served: &str, meter: &Meter, status: u16) {
         if meter.malformed_tool_args > 0 {
             let message = "tool-call arguments are not valid JSON".to_string();
-            self.report(kind::PARSE_FAILURE, served, message).await;
+            self.report(kind::PARSE_FAILURE, served, message.clone())
+                .await;
+            self.close_recovery(true).await;
+            self.failed_outright(FailureKind::ParseFailure, &message);
+            self.close_recovery(false).await;
         }
         self.record(served, meter, status, None).await;
+        self.close_recovery(true).await;
+    }
+
+    /// Note a failure and choose the next step by the recovery table's rule for its kind.
+    /// `retries` counts backoff retries of the current model (`[model].max_retries`);
+    /// `another_model` says whether the fallback chain has a next model; `cooled` that this
+    /// model just went into cooldown. A `retry_with_modification` adds the corrective note to
+    /// `request` once.
+    fn next_step(
+        &mut self,
+        failure: &Failure,
+        retries: &mut u32,
+        another_model: bool,
+        cooled: bool,
+        request: &mut Value,
+    ) -> Step {
+        let state = self.state.clone();
+        let settings = &state.settings;
+        let kind = FailureKind::parse(failure.kind).unwrap_or(FailureKind::LlmError);
+        let decision = settings.recovery.decide(kind, &failure.message);
+        let attempt = self.attempts;
+        let rec = self.recovering.get_or_insert_with(|| Recovering {
+            failures: Vec::new(),
+            immediate: 0,
+            modified: false,
+        });
+        rec.failures.push((
+            Instant::now(),
+            CallFailure {
+                kind,
+                decision: decision.clone(),
+                action: None,
+                attempt,
+                wall_secs: 0.0,
+                message: failure.message.clone(),
+            },
+        ));
+        if !failure.retryable {
+            return Step::Fail;
+        }
+        let policy = &settings.policy;
+        let backoff = |retries: &mut u32| {
+            (*retries < policy.max_retries).then(|| {
+                *retries += 1;
+                policy.backoff(*retries - 1, failure)
+            })
+        };
+        let (step, action) = match decision.action {
+            _ if cooled && another_model => (Step::NextModel, RecoveryAction::SwitchModel),
+            RecoveryAction::RetryImmediate if rec.immediate < IMMEDIATE_RETRIES => {
+                rec.immediate += 1;
+                (Step::Retry(Duration::ZERO), RecoveryAction::RetryImmediate)
+            }
+            RecoveryAction::RetryWithModification => {
+                if !rec.modified {
+                    self.format
+                        .add_system_note(request, crate::recovery::CORRECTIVE_NOTE);
+                    rec.modified = true;
+                }
+                match backoff(retries) {
+                    Some(_) => (
+                        Step::Retry(Duration::ZERO),
+                        RecoveryAction::RetryWithModification,
+                    ),
+                    None if another_model => (Step::NextModel, RecoveryAction::SwitchModel),
+                    None => (Step::Fail, RecoveryAction::RetryWithModification),
+                }
+            }
+            RecoveryAction::SwitchModel if another_model => {
+                (Step::NextModel, RecoveryAction::SwitchModel)
+            }
+            RecoveryAction::RetryImmediate
+            | RecoveryAction::RetryWithBackoff
+            | RecoveryAction::SwitchModel => match backoff(retries) {
+                Some(wait) => (Step::Retry(wait), RecoveryAction::RetryWithBackoff),
+                None if another_model => (Step::NextModel, RecoveryAction::SwitchModel),
+                None => (Step::Fail, RecoveryAction::RetryWithBackoff),
+            },
+            // A session-level action: the session carries it out.
+            other => (Step::Fail, other),
+        };
+        if step != Step::Fail {
+            if let Some((_, last)) = rec.failures.last_mut() {
+                last.action = Some(action_str(action));
+            }
+        }
+        step
+    }
+
+    /// A failure that ends the call at once (e.g. `context_overflow`): the session carries
+    /// out the rule's action.
+    fn failed_outright(&mut self, kind: FailureKind, message: &str) {
+        let decision = self.state.settings.recovery.decide(kind, message);
+        let failure = CallFailure {
+            kind,
+            decision,
+            action: None,
+            attempt: self.attempts,
+            wall_secs: 0.0,
+            message: message.to_string(),
+        };
+        self.recovering = Some(Recovering {
+            failures: vec![(Instant::now(), failure)],
+            immediate: 0,
+            modified: false,
+        });
+    }
+
+    /// Tell the session how a call that failed at least once ended.
+    async fn close_recovery(&mut self, recovered: bool) {
+        let Some(rec) = self.recovering.take() else {
+            return;
+        };
+        let failures = rec
+            .failures
+            .into_iter()
+            .map(|(at, mut failure)| {
+                failure.wall_secs = at.elapsed().as_secs_f64();
+                failure
+            })
+            .collect();
+        let event = Event::CallRecovery(Box::new(CallRecovery {
+            agent_idx: self.ctx.agent_idx,
+            agent_id: self.ctx.agent_id.clone(),
+            task_id: self.ctx.task_id.clone(),
+            failures,
+            attempts: self.attempts,
+            recovered,
+        }));
+        let _ = self.state.session.send(event).await;
     }
 
     fn with_overhead(&self, mut response: Response) -> Response {
@@ -415,7 +582,7 @@ impl Call {
     }
 
     /// The agent's answer for a final failure, after recording it.
-    async fn fail(&self, served: &str, failure: &Failure) -> Response {
+    async fn fail(&mut self, served: &str, failure: &Failure) -> Response {
         self.record(
             served,
             &Meter::default(),
@@ -423,6 +590,7 @@ impl Call {
             Some(failure.kind),
         )
         .await;
+        self.close_recovery(false).await;
         let status = StatusCode::from_u16(failure.status).unwrap_or(StatusCode::BAD_GATEWAY);
         let body = if serde_json::from_slice::<Value>(&failure.body).is_ok() {
             failure.body.clone()
@@ -455,10 +623,15 @@ async fn metered(
     body: Bytes,
     format: WireFormat,
 ) -> Response {
-    let started = Instant::now();
     let Some(key) = agent_key(&headers) else {
         return unauthorized(format);
     };
+    // A paused session (pause_and_alert) holds calls here until it continues.
+    if *state.settings.paused.borrow() {
+        let mut paused = state.settings.paused.clone();
+        let _ = paused.wait_for(|p| !*p).await;
+    }
+    let started = Instant::now();
     let parsed = match serde_json::from_slice(&body) {
         Ok(value @ Value::Object(_)) => Some(value),
         _ => None,
@@ -525,6 +698,7 @@ async fn metered(
         reservation: None,
         waited: Duration::ZERO,
         attempts: 0,
+        recovering: None,
     };
     let Some(mut request) = parsed else {
         call.record("", &Meter::default(), 400, Some("bad_request"))
@@ -556,6 +730,8 @@ async fn metered(
             .await;
         call.record("", &Meter::default(), 400, Some(kind::CONTEXT_OVERFLOW))
             .await;
+        call.failed_outright(FailureKind::ContextOverflow, &message);
+        call.close_recovery(false).await;
         return error(
             format,
             StatusCode::BAD_REQUEST,
@@ -569,6 +745,7 @@ async fn metered(
             id,
             wait_session_secs,
             batch_note,
+            corrective_note,
         } => {
             call.reservation = Some(id);
             let wait = state.clock.wall(wait_session_secs);
@@ -578,6 +755,9 @@ async fn metered(
             }
             if batch_note {
                 format.add_system_note(&mut request, BATCH_NOTE);
+            }
+            if corrective_note {
+                format.add_system_note(&mut request, crate::recovery::CORRECTIVE_NOTE);
             }
         }
         Admission::Busy => {
@@ -662,29 +842,39 @@ fn injected_fault(faults: &Faults) -> Option<Failure> {
 async fn builtin_call(
     mut call: Call,
     model: &BuiltinModel,
-    request: Value,
+    mut request: Value,
     stream: bool,
 ) -> Response {
     let settings = call.state.settings.clone();
     let served = settings.served_name.clone();
-    let mut last = None;
-    for attempt in 0..=settings.policy.max_retries {
+    let mut retries = 0;
+    loop {
         call.attempts += 1;
-        if let Some(failure) = injected_fault(&settings.faults) {
+        let fault = settings
+            .chaos
+            .as_ref()
+            .and_then(injected_fault)
+            .or_else(|| injected_fault(&settings.faults));
+        if let Some(failure) = fault {
             call.report(failure.kind, &served, failure.message.clone())
                 .await;
-            if attempt < settings.policy.max_retries {
-                let wait = settings.policy.backoff(attempt, &failure);
-                tokio::time::sleep(wait).await;
-                call.waited += wait;
+            match call.next_step(&failure, &mut retries, false, false, &mut request) {
+                Step::Retry(wait) => {
+                    tokio::time::sleep(wait).await;
+                    call.waited += wait;
+                    continue;
+                }
+                Step::NextModel | Step::Fail => return call.fail(&served, &failure).await,
             }
-            last = Some(failure);
-            continue;
         }
         let mut reply = model.answer(&call.ctx, &request);
-        if settings.faults.malformed_tool_args > 0.0
-            && fastrand::f64() < settings.faults.malformed_tool_args
-        {
+        let malformed = settings.faults.malformed_tool_args.max(
+            settings
+                .chaos
+                .as_ref()
+                .map_or(0.0, |c| c.malformed_tool_args),
+        );
+        if malformed > 0.0 && fastrand::f64() < malformed {
             if let Some(first) = reply.tool_calls.first_mut() {
                 first.2 = "{\"path\": \"unterminated".to_string();
             }
@@ -709,8 +899,6 @@ async fn builtin_call(
         };
         return call.with_overhead(response);
     }
-    let failure = last.expect("at least one attempt");
-    call.fail(&served, &failure).await
 }
 
 async fn upstream_call(
@@ -729,71 +917,77 @@ async fn upstream_call(
     } else {
         call.requested.clone()
     };
+    let candidates = up.candidates(&requested);
     let mut last: Option<(Failure, String)> = None;
-    'models: for model in up.candidates(&requested) {
+    'models: for (model_idx, model) in candidates.iter().enumerate() {
+        let model = model.clone();
+        let another_model = model_idx + 1 < candidates.len();
         request["model"] = Value::String(model.clone());
-        for attempt in 0..=up.policy.max_retries {
+        let mut retries = 0;
+        loop {
             call.attempts += 1;
             let sent = Instant::now();
-            let failure = match up.send(call.format, &request, &headers).await {
-                Err(err) => upstream::classify_transport(&err),
-                Ok(response) if response.status().is_success() => {
-                    if stream {
+            let injected = call.state.settings.chaos.as_ref().and_then(injected_fault);
+            let failure = match injected {
+                Some(failure) => failure,
+                None => match up.send(call.format, &request, &headers).await {
+                    Err(err) => upstream::classify_transport(&err),
+                    Ok(response) if response.status().is_success() => {
+                        if stream {
+                            call.waited += sent.elapsed();
+                            up.record(&model, true);
+                            return stream_upstream(call, response, model, agent_wants_usage).await;
+                        }
+                        let status = response.status().as_u16();
+                        let read = response.bytes().await;
                         call.waited += sent.elapsed();
-                        up.record(&model, true);
-                        return stream_upstream(call, response, model, agent_wants_usage).await;
-                    }
-                    let status = response.status().as_u16();
-                    let read = response.bytes().await;
-                    call.waited += sent.elapsed();
-                    match read {
-                        Err(err) => upstream::classify_transport(&err),
-                        Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
-                            Ok(body) => {
-                                up.record(&model, true);
-                                let meter = Meter::from_response(call.format, &body);
-                                let served = meter.model.clone().unwrap_or(model.clone());
-                                call.finish(&served, &meter, status).await;
-                                let response =
-                                    ([("content-type", "application/json")], bytes).into_response();
-                                return call.with_overhead(response);
-                            }
-                            Err(err) => Failure {
-                                kind: kind::PARSE_FAILURE,
-                                retryable: true,
-                                retry_after: None,
-                                status: 502,
-                                message: format!(
-                                    "upstream answered 200 with a body that is not JSON: {err}"
-                                ),
-                                body: bytes,
+                        match read {
+                            Err(err) => upstream::classify_transport(&err),
+                            Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                                Ok(body) => {
+                                    up.record(&model, true);
+                                    let meter = Meter::from_response(call.format, &body);
+                                    let served = meter.model.clone().unwrap_or(model.clone());
+                                    call.finish(&served, &meter, status).await;
+                                    let response = ([("content-type", "application/json")], bytes)
+                                        .into_response();
+                                    return call.with_overhead(response);
+                                }
+                                Err(err) => Failure {
+                                    kind: kind::PARSE_FAILURE,
+                                    retryable: true,
+                                    retry_after: None,
+                                    status: 502,
+                                    message: format!(
+                                        "upstream answered 200 with a body that is not JSON: {err}"
+                                    ),
+                                    body: bytes,
+                                },
                             },
-                        },
+                        }
                     }
-                }
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let response_headers = response.headers().clone();
-                    let body = response.bytes().await.unwrap_or_default();
-                    call.waited += sent.elapsed();
-                    upstream::classify_status(status, &response_headers, body)
-                }
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        let response_headers = response.headers().clone();
+                        let body = response.bytes().await.unwrap_or_default();
+                        call.waited += sent.elapsed();
+                        upstream::classify_status(status, &response_headers, body)
+                    }
+                },
             };
             call.report(failure.kind, &model, failure.message.clone())
                 .await;
             let cooled = up.record(&model, false);
-            if !failure.retryable {
-                return call.fail(&model, &failure).await;
-            }
-            let retry = attempt < up.policy.max_retries && !cooled;
+            let step = call.next_step(&failure, &mut retries, another_model, cooled, &mut request);
             last = Some((failure, model.clone()));
-            if !retry {
-                continue 'models;
+            match step {
+                Step::Retry(wait) => {
+                    tokio::time::sleep(wait).await;
+                    call.waited += wait;
+                }
+                Step::NextModel => continue 'models,
+                Step::Fail => break 'models,
             }
-            let (failure, _) = last.as_ref().unwrap();
-            let wait = up.policy.backoff(attempt, failure);
-            tokio::time::sleep(wait).await;
-            call.waited += wait;
         }
     }
     let (failure, model) = last.expect("at least one attempt");
@@ -817,7 +1011,7 @@ fn is_terminal(format: WireFormat, data: &str, json: Option<&Value>) -> bool {
 /// Forward an upstream SSE stream event by event as it arrives, metering it; drop the usage
 /// chunk the agent did not ask for; commit the ledger row before the terminal event.
 async fn stream_upstream(
-    call: Call,
+    mut call: Call,
     response: reqwest::Response,
     model: String,
     agent_wants_usage: bool,
@@ -916,6 +1110,7 @@ async fn stream_upstream(
         };
         call.record(&served, &meter, status.as_u16(), error_kind)
             .await;
+        call.close_recovery(error_kind.is_none()).await;
         if let Some(last) = held {
             let _ = tx.send(Ok(last)).await;
         }

@@ -152,6 +152,13 @@ pub struct FinalReport {
     pub agents: Vec<AgentReport>,
     /// Error events by kind.
     pub errors: BTreeMap<String, u64>,
+    /// Every failure and what the recovery table did about it, oldest first.
+    pub recoveries: Vec<crate::store::RecoveryRow>,
+    /// Recoveries by outcome (`recovered`, `escalated`, `failed`).
+    pub recovery_outcomes: BTreeMap<String, u64>,
+    /// `[chaos]` as configured when fault injection was on (None: no faults were injected),
+    /// with the faults that fired.
+    pub chaos: Option<serde_json::Value>,
     pub code: Figure<CodeStats>,
     pub test_coverage: Figure<f64>,
     pub success_criteria: Vec<CriterionResult>,

@@ -163,6 +163,9 @@ pub enum Admission {
         wait_session_secs: f64,
         /// Add the "batch your operations" system note to this request.
         batch_note: bool,
+        /// Add the recovery table's corrective note (`retry_with_modification` after a
+        /// malformed answer); set by the session, never by the budgets.
+        corrective_note: bool,
     },
     /// Outstanding reservations hold the rest of the budget; retry when they reconcile.
     Busy,
@@ -275,6 +278,7 @@ impl Budgets {
             id,
             wait_session_secs: wait,
             batch_note,
+            corrective_note: false,
         }
     }
 
@@ -403,6 +407,7 @@ mod tests {
             id,
             batch_note,
             wait_session_secs,
+            ..
         } = budgets.reserve(0, 10, 0.0)
         else {
             panic!()
@@ -413,6 +418,7 @@ mod tests {
             id,
             batch_note,
             wait_session_secs,
+            ..
         } = budgets.reserve(0, 10, 0.0)
         else {
             panic!()

@@ -101,6 +101,37 @@ impl ShutdownSignal {
     }
 }
 
+/// The recovery record of one model call that failed at least once (see
+/// [`crate::recovery`]): one [`CallFailure`] per failed attempt. In-call actions are finished
+/// records; a session-level action (the rule chose e.g. `compress_and_retry` or `escalate`)
+/// is carried out by the session.
+#[derive(Debug, Clone)]
+pub struct CallRecovery {
+    pub agent_idx: usize,
+    pub agent_id: String,
+    pub task_id: Option<String>,
+    pub failures: Vec<CallFailure>,
+    /// Upstream attempts of the call.
+    pub attempts: u32,
+    /// The call got an answer in the end.
+    pub recovered: bool,
+}
+
+/// One failed attempt of a call and what the proxy did next.
+#[derive(Debug, Clone)]
+pub struct CallFailure {
+    pub kind: crate::recovery::FailureKind,
+    pub decision: crate::recovery::Decision,
+    /// The in-call action taken (`retry_with_backoff`, `switch_model`, …); None when the call
+    /// ended with this failure.
+    pub action: Option<&'static str>,
+    /// The attempt (1-based) that failed.
+    pub attempt: u32,
+    /// Wall seconds from this failure to the end of the call.
+    pub wall_secs: f64,
+    pub message: String,
+}
+
 /// Every input of the session loop.
 #[derive(Debug)]
 pub enum Event {
@@ -132,6 +163,9 @@ pub enum Event {
         model: String,
         message: String,
     },
+    /// A call that failed at least once ended: what the recovery table chose for its first
+    /// failure, what the proxy did, and whether the call got an answer in the end.
+    CallRecovery(Box<CallRecovery>),
     /// Tool calls an agent reported itself (events endpoint or events file).
     AgentToolCalls {
         agent_idx: usize,

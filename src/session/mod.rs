@@ -15,22 +15,25 @@
 pub mod budget;
 pub mod clock;
 pub mod event;
+mod recover;
 
 use crate::agent::{self, CommandVars};
 use crate::backend::local::{self, LaunchSpec, RunEnd, RunOutcome};
-use crate::config::raw::{AgentKind, Provider};
+use crate::config::raw::{AgentKind, NotifyEvent, Provider, RecoveryAction, Severity};
 use crate::config::Config;
 use crate::eval::{self, CriterionResult};
 use crate::fsutil::{write_atomic, write_json_atomic, write_private};
 use crate::metrics::{self, CodeStats};
 use crate::project::{ProjectSpec, Script, TaskSpec};
 use crate::proxy::{self, Backend, BuiltinModel, ProxySettings};
+use crate::recovery::FailureKind;
 use crate::report::*;
 use crate::store::{CheckRow, LedgerTotals, Store};
 use anyhow::{Context, Result};
 use budget::{Admission, BudgetSignal, Budgets};
 use clock::SessionClock;
 use event::{CallContext, Event, ShutdownSignal};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -194,6 +197,16 @@ struct Task {
     claimed_session_secs: Option<f64>,
     finished_session_secs: Option<f64>,
     last_error: Option<String>,
+    /// `restart_agent` / `compress_and_retry`: only this agent runs it next.
+    reserved_for: Option<usize>,
+    /// `reassign`: another agent than this one, when there is one.
+    avoid: Option<usize>,
+    /// Session second before which the task is not started again (recovery backoff).
+    not_before: f64,
+    /// `compress_and_retry`: the handoff summary for the next run's prompt.
+    handoff: Option<String>,
+    /// Held by an open escalation.
+    held: bool,
 }
 
 struct Running {
@@ -202,6 +215,10 @@ struct Running {
     stop: CancellationToken,
     /// Process group of the run (its leader's pid).
     pgid: u32,
+    /// Set when megatest stops the run for a recovery (hang, compress and retry).
+    ended_by: Option<(FailureKind, RecoveryAction, String)>,
+    /// The cgroup's OOM-kill count when the run started.
+    oom_kills_at_start: Option<u64>,
 }
 
 struct AgentSlot {
@@ -217,6 +234,12 @@ struct AgentSlot {
     events_offset: u64,
     /// When it last started a run, called the model or reported a tool call.
     last_activity: Option<String>,
+    /// The same, or its output grew, as an instant (hang detection).
+    active: Instant,
+    /// Bytes of `agent.log` at the last watchdog look.
+    log_len: u64,
+    /// Model calls admitted and not yet recorded: an agent waiting on its model is not idle.
+    calls_in_flight: u32,
 }
 
 struct PhaseRecord {
@@ -232,6 +255,9 @@ enum Ending {
     Interrupted(ShutdownSignal),
     /// The token or cost budget ran out: the current phase's checks ran, later phases did not.
     BudgetExhausted(String),
+    /// A recovery rule stopped the session (`stop_session`, a fatal failure, an unanswered
+    /// escalation): exit 3, the report says why.
+    RecoveryStop(String),
 }
 
 /// A live session.
@@ -265,6 +291,8 @@ pub struct Session {
     checkpoints_taken: u32,
     last_checkpoint: Option<crate::store::CheckpointRow>,
     prices: std::collections::BTreeMap<String, crate::config::raw::Price>,
+    /// The recovery table's session state (see [`recover`]).
+    recovery: recover::RecoveryState,
 }
 
 impl Session {
@@ -317,6 +345,9 @@ impl Session {
                 failed_runs: 0,
                 events_offset: 0,
                 last_activity: None,
+                active: Instant::now(),
+                log_len: 0,
+                calls_in_flight: 0,
             });
         }
         let mut tasks = Vec::new();
@@ -333,6 +364,11 @@ impl Session {
                     claimed_session_secs: None,
                     finished_session_secs: None,
                     last_error: None,
+                    reserved_for: None,
+                    avoid: None,
+                    not_before: 0.0,
+                    handoff: None,
+                    held: false,
                 });
             }
         }
@@ -383,7 +419,9 @@ impl Session {
         );
         let prices = budget::price_table(&config.raw.model.prices);
         let checkpointer = crate::checkpoint::Checkpointer::open(&dir.join("checkpoints"))?;
+        let (recovery, _) = recover::RecoveryState::new(config, &dir.join("project"), &dir)?;
         Ok(Session {
+            recovery,
             budgets,
             budget_exhaustion_logged: false,
             checkpointer: Some(checkpointer),
@@ -466,6 +504,9 @@ impl Session {
                 failed_runs,
                 events_offset: 0,
                 last_activity: None,
+                active: Instant::now(),
+                log_len: 0,
+                calls_in_flight: 0,
             });
         }
         #[allow(clippy::type_complexity)]
@@ -497,6 +538,11 @@ impl Session {
                     claimed_session_secs: claimed,
                     finished_session_secs: finished,
                     last_error,
+                    reserved_for: None,
+                    avoid: None,
+                    not_before: 0.0,
+                    handoff: None,
+                    held: false,
                 });
             }
         }
@@ -603,6 +649,7 @@ impl Session {
                 signal.exit_code(),
                 format!("{} received: graceful stop", signal.name()),
             ),
+            Ok(Ending::RecoveryStop(message)) => ("failed", 3, message),
             Ok(Ending::BudgetExhausted(message)) => {
                 let all_met = self.critical_criteria().iter().all(|c| c.met == Some(true));
                 ("complete", if all_met { 0 } else { 1 }, message)
@@ -636,6 +683,9 @@ impl Session {
             }
         }
         proxy_shutdown.cancel();
+        if let Err(err) = self.close_recoveries() {
+            tracing::error!(message = "cannot close the open recoveries", error = %format!("{err:#}"));
+        }
         if let Err(err) = self.save_budgets() {
             tracing::error!(message = "cannot save the budget state", error = %format!("{err:#}"));
         }
@@ -653,6 +703,15 @@ impl Session {
             None,
             serde_json::json!({"status": status, "exit_code": exit_code, "because": because}),
         );
+        let _ = self.notice(
+            NotifyEvent::Complete,
+            &format!(
+                "session {} ended: {status}, exit {exit_code} ({because})",
+                self.id()
+            ),
+            serde_json::json!({"status": status, "exit_code": exit_code, "because": because}),
+        );
+        self.flush_alerts().await;
         tracing::info!(message = "session ended", status, exit_code, because = %because);
         Ok(exit_code)
     }
@@ -665,6 +724,13 @@ impl Session {
             default_max_tokens: config.raw.model.default_max_tokens,
             policy: proxy::upstream::RetryPolicy::from_config(&config.raw.model),
             faults: config.raw.model.faults.clone(),
+            chaos: config
+                .raw
+                .chaos
+                .enabled
+                .then(|| config.raw.chaos.upstream.clone()),
+            recovery: self.recovery.table.clone(),
+            paused: self.recovery.paused_tx.subscribe(),
         };
         let backend = self
             .prepared
@@ -729,6 +795,9 @@ impl Session {
         );
         checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watchdog_tick =
+            tokio::time::interval(recover::watchdog_period(&self.prepared.config));
+        watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for phase_idx in 0..self.prepared.config.phases.len() {
             let plan = self.prepared.config.phases[phase_idx].clone();
             if self.phases[phase_idx].ended.is_some() {
@@ -763,18 +832,37 @@ impl Session {
                 if self.budgets.exhausted.is_some() {
                     break "budget_exhausted";
                 }
-                if let Some(trigger) = self.checkpoint_due.take() {
-                    self.take_checkpoint(trigger).await?;
+                if self.recovery.stop.is_some() {
+                    break "recovery_stop";
+                }
+                if self.recovery.pause.is_none() && self.checkpoint_due.is_some() {
+                    // A new checkpoint must not hide a corrupt latest one.
+                    let verified = self.verify_latest_checkpoint();
+                    self.recoverable(verified)?;
+                    if self.recovery.stop.is_some() {
+                        continue;
+                    }
+                    if let Some(trigger) = self.checkpoint_due.take() {
+                        let taken = self.take_checkpoint(trigger).await;
+                        self.recoverable(taken)?;
+                    }
                 }
                 self.schedule(phase_idx)?;
                 if self.phase_tasks_settled(phase_idx) {
                     break "tasks_done";
                 }
+                let wakeup = self.next_not_before(phase_idx);
                 tokio::select! {
                     event = self.events_rx.recv() => {
                         if let Some(event) = event {
-                            self.handle(event)?;
+                            let handled = self.handle(event);
+                            self.recoverable(handled)?;
                         }
+                    }
+                    _ = tokio::time::sleep_until(wakeup) => {}
+                    _ = watchdog_tick.tick() => {
+                        let checked = self.watchdog();
+                        self.recoverable(checked)?;
                     }
                     _ = tokio::time::sleep_until(deadline) => break "time_up",
                     _ = checkpoint_tick.tick() => {
@@ -786,12 +874,21 @@ impl Session {
                         for agent_idx in 0..self.agents.len() {
                             self.drain_events_file(agent_idx)?;
                         }
-                        self.save_budgets()?;
+                        let saved = self.save_budgets();
+                        self.recoverable(saved)?;
                         self.store.checkpoint_wal();
-                        self.write_metrics("running");
+                        self.write_metrics(if self.recovery.pause.is_some() { "paused" } else { "running" });
+                        let verified = self.verify_latest_checkpoint();
+                        self.recoverable(verified)?;
                     }
                 }
             };
+            if because == "recovery_stop" {
+                self.stop_all_agents().await;
+                self.end_phase(phase_idx, because)?;
+                let message = self.recovery.stop.clone().unwrap_or_default();
+                return Ok(Ending::RecoveryStop(message));
+            }
             self.stop_all_agents().await;
             if let Some(signal) = self.shutdown {
                 self.end_phase(phase_idx, "interrupted")?;
@@ -810,7 +907,20 @@ impl Session {
                     "manual"
                 };
                 self.checkpoint_due = None;
-                self.take_checkpoint(trigger).await?;
+                let taken = self.take_checkpoint(trigger).await;
+                self.recoverable(taken)?;
+            }
+            let tasks = self.task_counts(Some(phase_idx));
+            self.notice(
+                NotifyEvent::PhaseComplete,
+                &format!(
+                    "phase {} ended ({because}): {} of {} tasks done",
+                    plan.name, tasks.done, tasks.total
+                ),
+                serde_json::json!({"phase": plan.name, "because": because, "tasks": tasks}),
+            )?;
+            if let Some(message) = self.recovery.stop.clone() {
+                return Ok(Ending::RecoveryStop(message));
             }
             if let Some(message) = self.budgets.exhausted.clone() {
                 return Ok(Ending::BudgetExhausted(message));
@@ -849,7 +959,45 @@ impl Session {
 
     /// Hand claimable tasks of the phase to idle agents, up to the concurrency limit. A task
     /// goes to an agent of its role; when no agent has that role, to any agent.
+    /// A step of the loop failed: a full disk (ENOSPC, SQLITE_FULL) or a permission failure
+    /// goes to the recovery table; anything else ends the session as before.
+    fn recoverable(&mut self, result: Result<()>) -> Result<()> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(err) if recover::is_disk_full(&err) => self.disk_full_error(&err),
+            Err(err) if recover::is_permission_denied(&err) => self.failure(
+                FailureKind::PermissionDenied,
+                None,
+                None,
+                &format!("{err:#}"),
+            ),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// When the earliest task of the phase held back by a recovery backoff may start (far in
+    /// the future when none is).
+    fn next_not_before(&self, phase_idx: usize) -> tokio::time::Instant {
+        let now = self.clock.session_secs();
+        let earliest = self
+            .tasks
+            .iter()
+            .filter(|t| {
+                t.phase_idx == phase_idx && t.state == TaskState::Pending && t.not_before > now
+            })
+            .map(|t| t.not_before)
+            .fold(f64::INFINITY, f64::min);
+        if earliest.is_finite() {
+            tokio::time::Instant::from_std(self.clock.instant_at(earliest))
+        } else {
+            tokio::time::Instant::now() + Duration::from_secs(86_400)
+        }
+    }
+
     fn schedule(&mut self, phase_idx: usize) -> Result<()> {
+        if self.recovery.pause.is_some() || self.recovery.stop.is_some() {
+            return Ok(());
+        }
         loop {
             let running = self.agents.iter().filter(|a| a.running.is_some()).count();
             if running >= self.prepared.config.concurrency {
@@ -868,9 +1016,12 @@ impl Session {
                 .iter()
                 .any(|t| t.spec.id == id && t.state == TaskState::Done)
         };
+        let now = self.clock.session_secs();
         let claimable = self.tasks.iter().enumerate().filter(|(_, t)| {
             t.phase_idx == phase_idx
                 && t.state == TaskState::Pending
+                && !t.held
+                && t.not_before <= now
                 && t.spec.after.iter().all(|d| done(d))
         });
         for (task_idx, task) in claimable {
@@ -880,13 +1031,15 @@ impl Session {
                 .iter()
                 .enumerate()
                 .filter(|(_, a)| a.running.is_none());
-            // Prefer an agent other than the one whose last run of this task failed.
+            // Prefer an agent other than the one whose last run of this task failed, unless a
+            // recovery reserved the task for its agent (restart_agent, compress_and_retry).
             let mut candidates: Vec<usize> = idle
                 .filter(|(_, a)| !role_exists || a.role == task.spec.role)
                 .map(|(i, _)| i)
+                .filter(|&i| task.reserved_for.is_none_or(|r| r == i))
                 .collect();
             if let Some(last) = &task.agent_id {
-                candidates.sort_by_key(|&i| self.agents[i].id == *last);
+                candidates.sort_by_key(|&i| self.agents[i].id == *last || task.avoid == Some(i));
             }
             if let Some(&agent_idx) = candidates.first() {
                 return Some((agent_idx, task_idx));
@@ -904,13 +1057,16 @@ impl Session {
         task.state = TaskState::Running;
         task.agent_id = Some(self.agents[agent_idx].id.clone());
         task.claimed_session_secs = Some(session_secs);
+        task.reserved_for = None;
+        task.avoid = None;
+        let handoff = task.handoff.take();
         let attempt = task.attempts;
         let agent = &self.agents[agent_idx];
         let prompt_file = agent
             .dir
             .join("prompts")
             .join(format!("{}.{attempt}.md", task.spec.id));
-        let prompt = compose_prompt(
+        let mut prompt = compose_prompt(
             &self.prepared.spec,
             phase,
             &agent.role,
@@ -918,6 +1074,10 @@ impl Session {
             attempt,
             task.last_error.as_deref(),
         );
+        if let Some(handoff) = handoff {
+            prompt.push('\n');
+            prompt.push_str(&handoff);
+        }
         std::fs::write(&prompt_file, prompt)?;
         let model = config.model_name();
         let mut env = agent::inherited_env();
@@ -1042,8 +1202,14 @@ impl Session {
             attempt,
             stop,
             pgid: pid,
+            ended_by: None,
+            oom_kills_at_start: recover::cgroup_oom_kills(),
         });
         slot.last_activity = Some(now());
+        slot.active = Instant::now();
+        slot.log_len = std::fs::metadata(slot.dir.join("agent.log"))
+            .map(|m| m.len())
+            .unwrap_or(0);
         Ok(())
     }
 
@@ -1091,7 +1257,15 @@ impl Session {
                     let _ = reply.send(None);
                     return Ok(());
                 };
-                let admission = self.reserve(context.agent_idx, tokens)?;
+                let mut admission = self.reserve(context.agent_idx, tokens)?;
+                self.agents[context.agent_idx].active = Instant::now();
+                if let Admission::Granted {
+                    corrective_note, ..
+                } = &mut admission
+                {
+                    *corrective_note = self.recovery.corrective_due.remove(&context.agent_idx);
+                    self.agents[context.agent_idx].calls_in_flight += 1;
+                }
                 let _ = reply.send(Some((context, admission)));
             }
             Event::ProxyError {
@@ -1122,8 +1296,17 @@ impl Session {
                 let actual = row.prompt_tokens + row.completion_tokens;
                 let tool_calls = row.tool_names.len() as u64;
                 self.count_toward_checkpoint(tool_calls, actual);
-                if let Some(agent) = self.agents.iter_mut().find(|a| a.id == row.agent_id) {
+                let agent_idx = self.agents.iter().position(|a| a.id == row.agent_id);
+                if let Some(agent_idx) = agent_idx {
+                    let agent = &mut self.agents[agent_idx];
                     agent.last_activity = Some(now());
+                    agent.active = Instant::now();
+                    if reservation.is_some() {
+                        agent.calls_in_flight = agent.calls_in_flight.saturating_sub(1);
+                    }
+                    if row.status == 200 && row.error_kind.is_none() {
+                        self.clean_call(agent_idx)?;
+                    }
                 }
                 let signals =
                     self.budgets
@@ -1137,7 +1320,13 @@ impl Session {
                         BudgetSignal::Alert { used, total } => {
                             tracing::warn!(message = "token budget at 80 %", used, total);
                             let data = serde_json::json!({"used": used, "total": total});
-                            self.event("budget_alert", None, None, None, data)?;
+                            self.event("budget_alert", None, None, None, data.clone())?;
+                            self.alert(
+                                NotifyEvent::Budget,
+                                Severity::Degraded,
+                                &format!("token budget at 80 %: {used} of {total} tokens"),
+                                data,
+                            )?;
                         }
                         BudgetSignal::Exhausted { message } => self.budget_exhausted(&message)?,
                     }
@@ -1161,7 +1350,11 @@ impl Session {
                 tracing::info!(message = "checkpoint requested (SIGUSR2)");
                 self.checkpoint_due = Some("manual");
             }
+            Event::CallRecovery(recovery) => self.call_recovery(*recovery)?,
             Event::AgentToolCalls { agent_idx, names } => {
+                if let Some(agent) = self.agents.get_mut(agent_idx) {
+                    agent.active = Instant::now();
+                }
                 self.agent_tool_calls(agent_idx, names)?;
             }
             Event::AgentRunEnded {
@@ -1232,7 +1425,10 @@ impl Session {
         let phase = self.prepared.config.phases[self.tasks[task_idx].phase_idx]
             .name
             .clone();
-        self.agents[agent_idx].running = None;
+        let (ended_by, oom_kills_at_start) = match self.agents[agent_idx].running.take() {
+            Some(running) => (running.ended_by, running.oom_kills_at_start),
+            None => (None, None),
+        };
         self.store.set_agent_status(&agent_id, "idle")?;
         self.event(
             "agent_exited",
@@ -1249,26 +1445,24 @@ impl Session {
                 task.finished_session_secs = Some(session_secs);
                 task.last_error = None;
                 self.agents[agent_idx].tasks_done += 1;
+                self.success_seen();
+                self.settle_recoveries(task_idx)?;
             }
-            "stopped" => {
+            "stopped" if ended_by.is_none() => {
                 // Stopped by megatest (phase end, shutdown): not the agent's failure.
                 let task = &mut self.tasks[task_idx];
                 task.state = TaskState::Pending;
                 task.last_error = Some("stopped by megatest before it finished".into());
             }
             word => {
-                let message = match outcome.signal {
-                    Some(signal) => format!("agent run {word}: killed by signal {signal}"),
-                    None => format!("agent run {word}: exit code {:?}", outcome.exit_code),
-                };
-                let kind = if word == "step_timeout" {
-                    "step_timeout"
-                } else {
-                    "agent_crash"
-                };
-                self.record_error(kind, Some(&agent_id), Some(&task_id), &message)?;
-                self.agents[agent_idx].failed_runs += 1;
-                self.settle_failed_run(task_idx, &message);
+                self.run_failed(
+                    agent_idx,
+                    task_idx,
+                    word,
+                    &outcome,
+                    ended_by,
+                    oom_kills_at_start,
+                )?;
             }
         }
         self.sync_task(task_idx)
@@ -1298,10 +1492,12 @@ impl Session {
         let Some(mut checkpointer) = self.checkpointer.take() else {
             return Ok(());
         };
+        // Groups stopped already (a pause, a hang) stay stopped: only those frozen here continue.
         let groups: Vec<nix::unistd::Pid> = self
             .agents
             .iter()
             .filter_map(|a| a.running.as_ref())
+            .filter(|r| !local::process_stopped(r.pgid as i32))
             .map(|r| nix::unistd::Pid::from_raw(r.pgid as i32))
             .collect();
         for group in &groups {
@@ -1367,6 +1563,11 @@ impl Session {
             new_bytes = stats.new_bytes,
             frozen_ms
         );
+        self.notice(
+            NotifyEvent::Checkpoint,
+            &format!("checkpoint {seq} written ({trigger})"),
+            serde_json::json!({"seq": seq, "trigger": trigger, "path": row.path}),
+        )?;
         self.tool_calls_since_checkpoint = 0;
         self.tokens_since_checkpoint = 0;
         self.checkpoints_taken += 1;
@@ -1393,7 +1594,7 @@ impl Session {
                 "checkpoint store holds {} bytes, over limits.disk_space_limit_gb ({} bytes), with nothing left to prune",
                 pruned.kept_bytes, limit
             );
-            self.record_error("disk_full", None, None, &message)?;
+            self.failure(FailureKind::DiskFull, None, None, &message)?;
         }
         Ok(())
     }
@@ -1710,13 +1911,8 @@ impl Session {
                 serde_json::json!({"name": row.name, "passed": row.passed, "exit_code": row.exit_code, "wall_secs": row.wall_secs}),
             )?;
             tracing::info!(message = "phase check", phase = %phase, check = name, passed = row.passed, exit_code = ?row.exit_code, wall_secs = row.wall_secs);
-            if !row.passed {
-                let message = format!(
-                    "phase {phase} {name} check failed: {}",
-                    eval::describe_check(&row)
-                );
-                self.record_error("test_failure", None, None, &message)?;
-            }
+            let message = format!("phase {phase} check failed: {}", eval::describe_check(&row));
+            self.check_result(name, row.passed, row.timed_out, &message)?;
             self.phases[phase_idx].checks.push(row);
         }
         self.last_code_stats = Some(metrics::code_stats(&self.workspace));
@@ -1995,6 +2191,7 @@ impl Session {
     }
 
     fn final_report(&mut self, status: &str, exit_code: i32, because: &str) -> FinalReport {
+        let recoveries = self.store.recoveries().unwrap_or_default();
         let config = &self.prepared.config;
         let stats = self
             .workspace
@@ -2137,6 +2334,28 @@ impl Session {
                 .collect(),
             agents,
             errors: self.store.error_counts().unwrap_or_default(),
+            recovery_outcomes: recoveries.iter().fold(BTreeMap::new(), |mut m, r| {
+                *m.entry(r.outcome.clone().unwrap_or_else(|| "open".into()))
+                    .or_default() += 1;
+                m
+            }),
+            recoveries,
+            chaos: config.raw.chaos.enabled.then(|| {
+                let fired: Vec<serde_json::Value> = self
+                    .store
+                    .rows("SELECT data FROM events WHERE kind = 'chaos' ORDER BY rowid", |r| {
+                        r.get::<_, String>(0)
+                    })
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|d| serde_json::from_str(d).ok())
+                    .collect();
+                serde_json::json!({
+                    "warning": "fault injection was ON: failures in this session were injected on purpose",
+                    "config": config.raw.chaos,
+                    "injected": fired,
+                })
+            }),
             code,
             test_coverage: Figure::missing(
                 "coverage is not measured yet: the spec's coverage command is run by the observability issue",

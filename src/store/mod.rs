@@ -166,7 +166,47 @@ ALTER TABLE sessions ADD COLUMN config_path TEXT;
 ALTER TABLE sessions ADD COLUMN overrides TEXT;
 ALTER TABLE sessions ADD COLUMN daemon_pid INTEGER;
 "#,
+    r#"
+CREATE TABLE recoveries (
+    id INTEGER PRIMARY KEY,
+    failure_kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    detected_at TEXT NOT NULL,
+    detected_session_secs REAL NOT NULL,
+    rule TEXT NOT NULL,
+    action TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    outcome TEXT,
+    resolved_session_secs REAL,
+    agent_id TEXT,
+    task_id TEXT,
+    detail TEXT NOT NULL
+);
+"#,
 ];
+
+/// One failure and what the recovery table did about it (`final_report.json` `recoveries`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RecoveryRow {
+    pub id: i64,
+    pub failure_kind: String,
+    pub severity: String,
+    /// RFC 3339 wall time of detection.
+    pub detected_at: String,
+    pub detected_session_secs: f64,
+    /// `default:<kind>` or `error_handling.rules[i]`.
+    pub rule: String,
+    pub action: String,
+    /// Attempts the action took (retries within a call, restarts of a task, checks of a pause).
+    pub attempts: u32,
+    /// `recovered`, `escalated` or `failed`; None while the recovery is still open.
+    pub outcome: Option<String>,
+    /// Session seconds from detection to the outcome; None while open.
+    pub time_to_recover_session_secs: Option<f64>,
+    pub agent_id: Option<String>,
+    pub task_id: Option<String>,
+    pub detail: String,
+}
 
 /// The session row's origin fields (`megatest resume` reads them).
 #[derive(Debug, Clone)]
@@ -570,6 +610,75 @@ impl Store {
         }
         tx.commit()?;
         Ok(seq)
+    }
+
+    /// Open a recovery (outcome None) or record a finished one; returns its id.
+    pub fn insert_recovery(&self, row: &RecoveryRow) -> Result<i64> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO recoveries (failure_kind, severity, detected_at, detected_session_secs,
+                     rule, action, attempts, outcome, resolved_session_secs, agent_id, task_id, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?
+            .execute(params![
+                row.failure_kind,
+                row.severity,
+                row.detected_at,
+                row.detected_session_secs,
+                row.rule,
+                row.action,
+                row.attempts,
+                row.outcome,
+                row.time_to_recover_session_secs
+                    .map(|t| row.detected_session_secs + t),
+                row.agent_id,
+                row.task_id,
+                row.detail,
+            ])?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Close an open recovery with its outcome at `session_secs`.
+    pub fn resolve_recovery(
+        &self,
+        id: i64,
+        outcome: &str,
+        attempts: u32,
+        session_secs: f64,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE recoveries SET outcome = ?2, attempts = ?3, resolved_session_secs = ?4
+             WHERE id = ?1 AND outcome IS NULL",
+            params![id, outcome, attempts, session_secs],
+        )?;
+        Ok(())
+    }
+
+    /// Every recovery, oldest first.
+    pub fn recoveries(&self) -> Result<Vec<RecoveryRow>> {
+        self.rows(
+            "SELECT id, failure_kind, severity, detected_at, detected_session_secs, rule, action,
+                    attempts, outcome, resolved_session_secs - detected_session_secs, agent_id,
+                    task_id, detail
+             FROM recoveries ORDER BY id",
+            |r| {
+                Ok(RecoveryRow {
+                    id: r.get(0)?,
+                    failure_kind: r.get(1)?,
+                    severity: r.get(2)?,
+                    detected_at: r.get(3)?,
+                    detected_session_secs: r.get(4)?,
+                    rule: r.get(5)?,
+                    action: r.get(6)?,
+                    attempts: r.get(7)?,
+                    outcome: r.get(8)?,
+                    time_to_recover_session_secs: r.get(9)?,
+                    agent_id: r.get(10)?,
+                    task_id: r.get(11)?,
+                    detail: r.get(12)?,
+                })
+            },
+        )
     }
 
     pub fn insert_checkpoint(&self, row: &CheckpointRow) -> Result<()> {

@@ -8,6 +8,7 @@ mod config_errors;
 mod processes;
 mod proxy;
 mod quickstart;
+mod recovery;
 mod resume;
 mod sdk;
 mod signals;

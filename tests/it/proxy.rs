@@ -418,14 +418,10 @@ fn agents_without_native_tool_calls_report_them_by_http_and_file() {
 }
 
 #[test]
-fn per_agent_token_rate_throttles_and_oversized_prompts_overflow() {
+fn per_agent_token_rate_throttles() {
     let upstream = FakeUpstream::start(UPSTREAM_KEY);
     let dir = tempfile::tempdir().unwrap();
-    let huge = "x".repeat(9000);
-    let plan = json!([
-        {"api": "chat", "repeat": 3, "max_tokens": 150},
-        {"api": "chat", "content": huge},
-    ]);
+    let plan = json!([{"api": "chat", "repeat": 3, "max_tokens": 150}]);
     // ~195 tokens reserved per call (prompt estimate + 150) against 200 tokens per agent per
     // hour: whatever the order, the second and third calls find the bucket short and wait.
     let limits = "tokens_per_agent_per_hour = 200\nmax_context_size = 2000";
@@ -454,13 +450,7 @@ fn per_agent_token_rate_throttles_and_oversized_prompts_overflow() {
         3,
         "{records:?}"
     );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 400).count(),
-        1,
-        "{records:?}"
-    );
     let report = read_json(&session.join("final_report.json"));
-    assert_eq!(report["errors"]["context_overflow"], 1);
     let throttled = report["budget"]["throttled_session_secs"]["agent-1"]
         .as_f64()
         .unwrap();

@@ -1,0 +1,447 @@
+//! The recovery table: failure kinds, severities, rules and the actions they choose.
+//!
+//! Every failure megatest detects is a [`FailureKind`] plus a message. [`RecoveryTable::decide`]
+//! picks the rule for it:
+//!
+//! - `[error_handling] classification = "auto"` (the default): the seed's table
+//!   ([`default_rule`]), plus any `[[error_handling.rules]]` that name a `kind` (megatest's own
+//!   syntax), which take precedence over the default for that kind.
+//! - `classification = "manual"`: the `[[error_handling.rules]]` in file order; a rule matches
+//!   when its `kind` equals the failure's kind, or its `pattern` (a regex, case-insensitive)
+//!   matches `"<kind>: <message>"` (so the upstream file's `rate.?limit` matches `rate_limit:
+//!   HTTP 429`). A failure no manual rule matches falls back to the seed's default for its kind,
+//!   and the report names the rule that was used either way.
+//!
+//! `[checkpoint] auto_recovery = false` turns every session-level action into `escalate` (the
+//! proxy still retries within a call). Where the actions run: retries, backoff, model switches and
+//! corrective notes inside the proxy ([`crate::proxy`]); everything else in the session
+//! ([`crate::session`]).
+
+use crate::config::raw::{BackoffStrategy, ErrorHandling, RecoveryAction, Severity};
+use serde::{Deserialize, Serialize};
+
+/// What went wrong, as the seed's recovery table names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    NetworkTimeout,
+    RateLimit,
+    LlmError,
+    AuthError,
+    ParseFailure,
+    ContextOverflow,
+    AgentCrash,
+    AgentHang,
+    TestFailure,
+    DiskFull,
+    PermissionDenied,
+    OutOfMemory,
+    DataCorruption,
+    ConsensusDeadlock,
+    TestRuntimeExceeded,
+}
+
+impl FailureKind {
+    pub const ALL: [FailureKind; 15] = [
+        FailureKind::NetworkTimeout,
+        FailureKind::RateLimit,
+        FailureKind::LlmError,
+        FailureKind::AuthError,
+        FailureKind::ParseFailure,
+        FailureKind::ContextOverflow,
+        FailureKind::AgentCrash,
+        FailureKind::AgentHang,
+        FailureKind::TestFailure,
+        FailureKind::DiskFull,
+        FailureKind::PermissionDenied,
+        FailureKind::OutOfMemory,
+        FailureKind::DataCorruption,
+        FailureKind::ConsensusDeadlock,
+        FailureKind::TestRuntimeExceeded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::NetworkTimeout => "network_timeout",
+            FailureKind::RateLimit => "rate_limit",
+            FailureKind::LlmError => "llm_error",
+            FailureKind::AuthError => "auth_error",
+            FailureKind::ParseFailure => "parse_failure",
+            FailureKind::ContextOverflow => "context_overflow",
+            FailureKind::AgentCrash => "agent_crash",
+            FailureKind::AgentHang => "agent_hang",
+            FailureKind::TestFailure => "test_failure",
+            FailureKind::DiskFull => "disk_full",
+            FailureKind::PermissionDenied => "permission_denied",
+            FailureKind::OutOfMemory => "out_of_memory",
+            FailureKind::DataCorruption => "data_corruption",
+            FailureKind::ConsensusDeadlock => "consensus_deadlock",
+            FailureKind::TestRuntimeExceeded => "test_runtime_exceeded",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<FailureKind> {
+        FailureKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+
+    /// Failures the proxy detects and handles within the call (retries, model switches).
+    pub fn is_proxy_kind(self) -> bool {
+        matches!(
+            self,
+            FailureKind::NetworkTimeout
+                | FailureKind::RateLimit
+                | FailureKind::LlmError
+                | FailureKind::AuthError
+                | FailureKind::ParseFailure
+                | FailureKind::ContextOverflow
+        )
+    }
+}
+
+pub fn severity_str(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Transient => "transient",
+        Severity::Recoverable => "recoverable",
+        Severity::Degraded => "degraded",
+        Severity::Critical => "critical",
+        Severity::Fatal => "fatal",
+    }
+}
+
+pub fn action_str(action: RecoveryAction) -> &'static str {
+    match action {
+        RecoveryAction::RetryImmediate => "retry_immediate",
+        RecoveryAction::RetryWithBackoff => "retry_with_backoff",
+        RecoveryAction::SwitchModel => "switch_model",
+        RecoveryAction::RetryWithModification => "retry_with_modification",
+        RecoveryAction::CompressAndRetry => "compress_and_retry",
+        RecoveryAction::Reassign => "reassign",
+        RecoveryAction::RestartAgent => "restart_agent",
+        RecoveryAction::PauseAndAlert => "pause_and_alert",
+        RecoveryAction::Escalate => "escalate",
+        RecoveryAction::RestoreCheckpoint => "restore_checkpoint",
+        RecoveryAction::StopSession => "stop_session",
+        RecoveryAction::LogAndContinue => "log_and_continue",
+    }
+}
+
+/// The seed's recovery table (DESIGN.md / the issue): severity and action per failure kind.
+/// Kinds the seed leaves out get the nearest seed row: `llm_error` is handled like a rate limit
+/// (backoff, then another model), `auth_error` escalates (no retry fixes a wrong key),
+/// `permission_denied` pauses like a full disk (the upstream file's manual rule), and
+/// `test_runtime_exceeded` is degraded like a test failure.
+pub fn default_rule(kind: FailureKind) -> (Severity, RecoveryAction) {
+    use RecoveryAction as A;
+    use Severity as S;
+    match kind {
+        // "network timeout — transient, retry 3×, then backoff": the proxy retries at once up to
+        // IMMEDIATE_RETRIES times, then with backoff.
+        FailureKind::NetworkTimeout => (S::Transient, A::RetryImmediate),
+        // "rate limit — recoverable, wait, retry, switch model".
+        FailureKind::RateLimit => (S::Recoverable, A::RetryWithBackoff),
+        FailureKind::LlmError => (S::Recoverable, A::RetryWithBackoff),
+        FailureKind::AuthError => (S::Critical, A::Escalate),
+        // "parse failure — retry with a modified prompt".
+        FailureKind::ParseFailure => (S::Recoverable, A::RetryWithModification),
+        // "memory pressure — compress and retry" (context and process memory alike).
+        FailureKind::ContextOverflow => (S::Recoverable, A::CompressAndRetry),
+        FailureKind::OutOfMemory => (S::Critical, A::CompressAndRetry),
+        // "agent crash — restart the agent on its task".
+        FailureKind::AgentCrash => (S::Recoverable, A::RestartAgent),
+        // "idle — reassign the task".
+        FailureKind::AgentHang => (S::Recoverable, A::Reassign),
+        // "test failure — degraded, log, continue, flag".
+        FailureKind::TestFailure => (S::Degraded, A::LogAndContinue),
+        FailureKind::TestRuntimeExceeded => (S::Degraded, A::LogAndContinue),
+        // "disk full — critical, pause, alert, clean up".
+        FailureKind::DiskFull => (S::Critical, A::PauseAndAlert),
+        FailureKind::PermissionDenied => (S::Critical, A::PauseAndAlert),
+        // "data corruption — fatal, stop, restore checkpoint".
+        FailureKind::DataCorruption => (S::Fatal, A::RestoreCheckpoint),
+        // "consensus deadlock — critical, escalate to a human".
+        FailureKind::ConsensusDeadlock => (S::Critical, A::Escalate),
+    }
+}
+
+/// Immediate retries before backing off, for `retry_immediate` (the seed's "retry 3×").
+pub const IMMEDIATE_RETRIES: u32 = 3;
+
+/// The rule chosen for one failure.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    /// Which rule matched: `default:<kind>` or `error_handling.rules[<i>]`.
+    pub rule: String,
+    pub severity: Severity,
+    pub action: RecoveryAction,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    kind: Option<FailureKind>,
+    pattern: Option<regex::Regex>,
+    severity: Severity,
+    action: RecoveryAction,
+}
+
+/// Backoff between session-level recovery attempts (`[checkpoint] backoff_*`), in session
+/// seconds: attempt 0 waits `initial`, then fixed / linear (`initial × (n+1)`) / exponential
+/// (`initial × 2^n`), capped at `max`.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub strategy: BackoffStrategy,
+    pub initial_secs: f64,
+    pub max_secs: f64,
+}
+
+impl Backoff {
+    pub fn session_secs(&self, attempt: u32) -> f64 {
+        let n = attempt.min(30) as f64;
+        let raw = match self.strategy {
+            BackoffStrategy::Fixed => self.initial_secs,
+            BackoffStrategy::Linear => self.initial_secs * (n + 1.0),
+            BackoffStrategy::Exponential => self.initial_secs * 2f64.powf(n),
+        };
+        raw.min(self.max_secs)
+    }
+}
+
+/// The compiled recovery table of one session.
+#[derive(Debug, Clone)]
+pub struct RecoveryTable {
+    manual: bool,
+    rules: Vec<Rule>,
+    /// `[checkpoint] auto_recovery`.
+    pub auto_recovery: bool,
+    /// `[checkpoint] max_recovery_attempts`: attempts per failure before escalation.
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    /// `[error_handling] max_consecutive_errors`: that many failures without a success in
+    /// between pause the session.
+    pub max_consecutive_errors: u32,
+}
+
+impl RecoveryTable {
+    /// Compile `[error_handling]` and the `[checkpoint]` recovery keys. Errors name the rule
+    /// (`error_handling.rules[i].pattern`) whose regex does not compile; config validation
+    /// calls this, so a session never starts with a bad table.
+    pub fn new(
+        handling: &ErrorHandling,
+        checkpoint: &crate::config::raw::Checkpoint,
+    ) -> Result<RecoveryTable, (String, String)> {
+        let mut rules = Vec::new();
+        for (i, rule) in handling.rules.iter().enumerate() {
+            let pattern = match &rule.pattern {
+                Some(text) => Some(
+                    regex::RegexBuilder::new(text)
+                        .case_insensitive(true)
+                        .size_limit(1 << 20)
+                        .build()
+                        .map_err(|err| {
+                            (
+                                format!("error_handling.rules[{i}].pattern"),
+                                format!("not a valid regular expression: {err}"),
+                            )
+                        })?,
+                ),
+                None => None,
+            };
+            rules.push(Rule {
+                kind: rule.kind,
+                pattern,
+                severity: rule.severity,
+                action: rule.action,
+            });
+        }
+        Ok(RecoveryTable {
+            manual: handling.classification == crate::config::raw::Classification::Manual,
+            rules,
+            auto_recovery: checkpoint.auto_recovery,
+            max_attempts: checkpoint.max_recovery_attempts,
+            backoff: Backoff {
+                strategy: checkpoint.backoff_strategy,
+                initial_secs: checkpoint.backoff_initial_seconds,
+                max_secs: checkpoint.backoff_max_seconds,
+            },
+            max_consecutive_errors: handling.max_consecutive_errors,
+        })
+    }
+
+    /// The rule for a failure of `kind` whose text is `message`.
+    pub fn decide(&self, kind: FailureKind, message: &str) -> Decision {
+        let text = format!("{}: {message}", kind.as_str());
+        let matched = self.rules.iter().enumerate().find(|(_, rule)| {
+            let by_kind = rule.kind == Some(kind);
+            let by_pattern = self.manual
+                && rule.kind.is_none()
+                && rule.pattern.as_ref().is_some_and(|p| p.is_match(&text));
+            let both =
+                rule.kind == Some(kind) && rule.pattern.as_ref().is_none_or(|p| p.is_match(&text));
+            match (rule.kind, &rule.pattern) {
+                (Some(_), Some(_)) => both,
+                (Some(_), None) => by_kind,
+                (None, _) => by_pattern,
+            }
+        });
+        let mut decision = match matched {
+            Some((i, rule)) => Decision {
+                rule: format!("error_handling.rules[{i}]"),
+                severity: rule.severity,
+                action: rule.action,
+            },
+            None => {
+                let (severity, action) = default_rule(kind);
+                Decision {
+                    rule: format!("default:{}", kind.as_str()),
+                    severity,
+                    action,
+                }
+            }
+        };
+        if !self.auto_recovery && !is_in_call(decision.action) {
+            decision.action = RecoveryAction::Escalate;
+            decision
+                .rule
+                .push_str(" (checkpoint.auto_recovery = false)");
+        }
+        decision
+    }
+}
+
+/// Actions the proxy carries out within one call.
+pub fn is_in_call(action: RecoveryAction) -> bool {
+    matches!(
+        action,
+        RecoveryAction::RetryImmediate
+            | RecoveryAction::RetryWithBackoff
+            | RecoveryAction::SwitchModel
+            | RecoveryAction::RetryWithModification
+            | RecoveryAction::LogAndContinue
+    )
+}
+
+/// The corrective system note `retry_with_modification` adds to a retried request.
+pub const CORRECTIVE_NOTE: &str = "megatest: your previous answer could not be used (malformed JSON or tool-call arguments that are not valid JSON). Answer again; make every tool call's arguments one valid JSON object.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::raw::{Checkpoint, Classification, ErrorRule};
+
+    fn table(classification: Classification, rules: Vec<ErrorRule>) -> RecoveryTable {
+        let handling = ErrorHandling {
+            max_consecutive_errors: 5,
+            classification,
+            rules,
+        };
+        RecoveryTable::new(&handling, &Checkpoint::default()).unwrap()
+    }
+
+    fn rule(pattern: Option<&str>, kind: Option<FailureKind>, action: RecoveryAction) -> ErrorRule {
+        ErrorRule {
+            pattern: pattern.map(String::from),
+            kind,
+            severity: Severity::Critical,
+            action,
+        }
+    }
+
+    #[test]
+    fn auto_uses_the_seed_table_for_every_kind() {
+        let t = table(Classification::Auto, vec![]);
+        for kind in FailureKind::ALL {
+            let d = t.decide(kind, "x");
+            assert_eq!(d.rule, format!("default:{}", kind.as_str()));
+            assert_eq!((d.severity, d.action), default_rule(kind));
+        }
+        assert_eq!(
+            t.decide(FailureKind::DiskFull, "x").action,
+            RecoveryAction::PauseAndAlert
+        );
+    }
+
+    #[test]
+    fn manual_patterns_match_kind_and_message_in_order_then_fall_back() {
+        let t = table(
+            Classification::Manual,
+            vec![
+                rule(Some("rate.?limit"), None, RecoveryAction::SwitchModel),
+                rule(Some("disk.?full"), None, RecoveryAction::StopSession),
+            ],
+        );
+        let d = t.decide(FailureKind::RateLimit, "HTTP 429");
+        assert_eq!(d.rule, "error_handling.rules[0]");
+        assert_eq!(d.action, RecoveryAction::SwitchModel);
+        assert_eq!(
+            t.decide(FailureKind::DiskFull, "ENOSPC").action,
+            RecoveryAction::StopSession
+        );
+        let d = t.decide(FailureKind::AgentCrash, "exit 1");
+        assert_eq!(d.rule, "default:agent_crash");
+        // In auto mode pattern rules are ignored; kind rules apply in both.
+        let t = table(
+            Classification::Auto,
+            vec![
+                rule(Some("rate.?limit"), None, RecoveryAction::SwitchModel),
+                rule(
+                    None,
+                    Some(FailureKind::AgentCrash),
+                    RecoveryAction::Reassign,
+                ),
+            ],
+        );
+        assert_eq!(
+            t.decide(FailureKind::RateLimit, "x").rule,
+            "default:rate_limit"
+        );
+        assert_eq!(
+            t.decide(FailureKind::AgentCrash, "x").action,
+            RecoveryAction::Reassign
+        );
+    }
+
+    #[test]
+    fn bad_regex_names_its_rule() {
+        let handling = ErrorHandling {
+            max_consecutive_errors: 5,
+            classification: Classification::Manual,
+            rules: vec![
+                rule(Some("ok"), None, RecoveryAction::Escalate),
+                rule(Some("(unclosed"), None, RecoveryAction::Escalate),
+            ],
+        };
+        let (key, message) = RecoveryTable::new(&handling, &Checkpoint::default()).unwrap_err();
+        assert_eq!(key, "error_handling.rules[1].pattern");
+        assert!(message.contains("regular expression"), "{message}");
+    }
+
+    #[test]
+    fn auto_recovery_off_escalates_session_actions_only() {
+        let handling = ErrorHandling::default();
+        let checkpoint = Checkpoint {
+            auto_recovery: false,
+            ..Checkpoint::default()
+        };
+        let t = RecoveryTable::new(&handling, &checkpoint).unwrap();
+        assert_eq!(
+            t.decide(FailureKind::AgentCrash, "x").action,
+            RecoveryAction::Escalate
+        );
+        assert_eq!(
+            t.decide(FailureKind::RateLimit, "x").action,
+            RecoveryAction::RetryWithBackoff
+        );
+    }
+
+    #[test]
+    fn backoff_strategies() {
+        let b = |strategy| Backoff {
+            strategy,
+            initial_secs: 30.0,
+            max_secs: 300.0,
+        };
+        assert_eq!(b(BackoffStrategy::Fixed).session_secs(4), 30.0);
+        assert_eq!(b(BackoffStrategy::Linear).session_secs(2), 90.0);
+        assert_eq!(b(BackoffStrategy::Exponential).session_secs(2), 120.0);
+        assert_eq!(b(BackoffStrategy::Exponential).session_secs(9), 300.0);
+    }
+}
