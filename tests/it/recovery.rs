@@ -843,3 +843,45 @@ while True:
         "the summary says why the run stopped: {prompt}"
     );
 }
+
+#[test]
+fn chaos_fill_disk_pauses_the_session_until_the_filler_is_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let _tmpfs = Tmpfs::mount(&runs, "24m");
+    let extra = format!(
+        "{SIM}\n[recovery]\nmin_free_disk_mb = 4\ndisk_reserve_mb = 2\n\n[chaos]\nenabled = true\n[[chaos.events]]\nat_minutes = 0\nfault = \"fill_disk\"\nhold_minutes = 1\n"
+    );
+    let config = mini_config(
+        dir.path(),
+        &[("t1", "Coder")],
+        2,
+        "sleep 2; exit 0",
+        "build = \"true\"\ntest = \"true\"",
+        &extra,
+    );
+    let output = run_session(&config, &runs, &["--time-scale", "60"], &[]);
+    assert_exit(&output, 0);
+    let session = only_session(&runs);
+    let rows = recoveries(&session);
+    let full = of_kind(&rows, "disk_full");
+    assert_eq!(full.len(), 1, "{rows:?}");
+    assert_eq!(full[0]["outcome"], "recovered");
+    assert!(
+        full[0]["time_to_recover_session_secs"].as_f64().unwrap() >= 30.0,
+        "paused until the filler went: {}",
+        full[0]
+    );
+    let report = read_json(&session.join("final_report.json"));
+    let injected = &report["chaos"]["injected"];
+    assert_eq!(injected[0]["fault"], "fill_disk", "{injected}");
+    assert!(
+        injected[0]["bytes"].as_u64().unwrap() > 10 << 20,
+        "{injected}"
+    );
+    assert!(!session.join("chaos_fill").exists());
+    assert!(
+        !session.join(".disk_reserve").exists(),
+        "the reserve is removed at the end"
+    );
+}
