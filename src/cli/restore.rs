@@ -63,6 +63,25 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<i32> {
             return Ok(2);
         }
     }
+    if roll_back(&dir, wanted)?.is_none() {
+        return Ok(2);
+    }
+    if args.no_resume {
+        return Ok(0);
+    }
+    crate::cli::resume::run(crate::cli::resume::ResumeArgs {
+        session: dir.display().to_string(),
+        runs_dir: args.runs_dir,
+    })
+}
+
+/// Roll the session in `dir` back to checkpoint `wanted` (or, if it does not verify, the
+/// previous valid one): keep the current state as a `before_restore` checkpoint, restore the
+/// workspace, roll back the task board and phases, record `checkpoint_restored`, and mark the
+/// session interrupted (resumable). Returns the sequence used; None (explained on stderr) when
+/// there is no valid checkpoint to use. The caller makes sure no other daemon runs the session.
+pub fn roll_back(dir: &std::path::Path, wanted: u32) -> anyhow::Result<Option<u32>> {
+    let dir = dir.to_path_buf();
     let checkpoints_dir = dir.join("checkpoints");
     let infos = checkpoint::inspect(&checkpoints_dir, true)?;
     let Some(target) = infos.iter().find(|i| i.sequence == wanted) else {
@@ -70,7 +89,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<i32> {
             "megatest: no checkpoint {wanted} in {}",
             checkpoints_dir.display()
         );
-        return Ok(2);
+        return Ok(None);
     };
     let chosen = if target.problems.is_empty() {
         target
@@ -93,7 +112,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<i32> {
             }
             None => {
                 eprintln!("megatest: no valid checkpoint before {wanted}");
-                return Ok(2);
+                return Ok(None);
             }
         }
     };
@@ -137,13 +156,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         "megatest: workspace and task board rolled back to checkpoint {} ({} files written, {} removed)",
         chosen_seq, restored.written, restored.removed
     );
-    if args.no_resume {
-        return Ok(0);
-    }
-    crate::cli::resume::run(crate::cli::resume::ResumeArgs {
-        session: dir.display().to_string(),
-        runs_dir: args.runs_dir,
-    })
+    Ok(Some(chosen_seq))
 }
 
 /// Snapshot the workspace and write a checkpoint (trigger `before_restore`) of the state as

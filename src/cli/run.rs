@@ -64,6 +64,7 @@ pub fn drive(prepared: session::Prepared, reopen: bool) -> Result<i32> {
     // The session runs as a task on the worker threads, not on the `block_on` thread: a proxy
     // handler's round trip to the session (Admit, ModelCall) then usually stays on one worker
     // instead of waking a third thread (measured: ~0.1 ms less added latency per call).
+    let prepared_dir = prepared.dir.clone();
     let session_task = runtime.spawn(async move {
         let signals = install_signals();
         let session = if reopen {
@@ -87,12 +88,25 @@ pub fn drive(prepared: session::Prepared, reopen: bool) -> Result<i32> {
         local::kill_all_groups();
         code
     });
-    let code = runtime
+    let dir = prepared_dir;
+    let end = runtime
         .block_on(session_task)
         .unwrap_or_else(|join| Err(anyhow::anyhow!("session task failed: {join}")));
     local::kill_all_groups();
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    code
+    let end = end?;
+    if end.resume {
+        // A restore_checkpoint recovery rolled the session back: continue it from there.
+        eprintln!(
+            "megatest: continuing session {} from the restored checkpoint",
+            dir.display()
+        );
+        return crate::cli::resume::run(crate::cli::resume::ResumeArgs {
+            session: dir.display().to_string(),
+            runs_dir: dir.parent().map(Into::into).unwrap_or_default(),
+        });
+    }
+    Ok(end.exit_code)
 }
 
 /// Log to stderr and to `session.log` in the session directory. `RUST_LOG` overrides

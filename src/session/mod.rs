@@ -260,6 +260,15 @@ enum Ending {
     RecoveryStop(String),
 }
 
+/// How `Session::run` ended.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionEnd {
+    /// The exit code of this run (DESIGN.md).
+    pub exit_code: i32,
+    /// A `restore_checkpoint` rule rolled the session back: continue it (`megatest resume`).
+    pub resume: bool,
+}
+
 /// A live session.
 pub struct Session {
     prepared: Prepared,
@@ -619,6 +628,8 @@ impl Session {
             None,
             serde_json::json!({"session_secs": offset, "downtime_wall_secs": downtime_wall_secs}),
         )?;
+        let mut session = session;
+        session.chaos_fired_before()?;
         Ok((session, downtime_wall_secs))
     }
 
@@ -637,7 +648,7 @@ impl Session {
 
     /// Run the session to its end and return the exit code (DESIGN.md: 0, 1, 3, 130, 143).
     /// `final_report.json` and `status` are written on every path that returns.
-    pub async fn run(mut self) -> Result<i32> {
+    pub async fn run(mut self) -> Result<SessionEnd> {
         let proxy_shutdown = CancellationToken::new();
         let outcome = match self.start_proxy(proxy_shutdown.clone()).await {
             Ok(()) => self.run_phases().await,
@@ -713,7 +724,8 @@ impl Session {
         );
         self.flush_alerts().await;
         tracing::info!(message = "session ended", status, exit_code, because = %because);
-        Ok(exit_code)
+        let resume = self.restore_after_stop()?;
+        Ok(SessionEnd { exit_code, resume })
     }
 
     async fn start_proxy(&mut self, shutdown: CancellationToken) -> Result<()> {
@@ -957,8 +969,6 @@ impl Session {
             .all(|t| matches!(t.state, TaskState::Done | TaskState::Failed))
     }
 
-    /// Hand claimable tasks of the phase to idle agents, up to the concurrency limit. A task
-    /// goes to an agent of its role; when no agent has that role, to any agent.
     /// A step of the loop failed: a full disk (ENOSPC, SQLITE_FULL) or a permission failure
     /// goes to the recovery table; anything else ends the session as before.
     fn recoverable(&mut self, result: Result<()>) -> Result<()> {
@@ -994,7 +1004,11 @@ impl Session {
         }
     }
 
+    /// Hand claimable tasks of the phase to idle agents, up to the concurrency limit. A task
+    /// goes to an agent of its role; when no agent has that role, to any agent. A pending task
+    /// whose dependency failed can never run: it fails too (`last_error` names the dependency).
     fn schedule(&mut self, phase_idx: usize) -> Result<()> {
+        self.fail_blocked_tasks(phase_idx)?;
         if self.recovery.pause.is_some() || self.recovery.stop.is_some() {
             return Ok(());
         }
@@ -1007,6 +1021,45 @@ impl Session {
                 return Ok(());
             };
             self.start_run(agent_idx, task_idx)?;
+        }
+    }
+
+    fn fail_blocked_tasks(&mut self, phase_idx: usize) -> Result<()> {
+        loop {
+            let failed = |id: &str| {
+                self.tasks
+                    .iter()
+                    .any(|t| t.spec.id == id && t.state == TaskState::Failed)
+            };
+            let blocked = self.tasks.iter().position(|t| {
+                t.phase_idx == phase_idx
+                    && t.state == TaskState::Pending
+                    && t.spec.after.iter().any(|d| failed(d))
+            });
+            let Some(task_idx) = blocked else {
+                return Ok(());
+            };
+            let dependency = self.tasks[task_idx]
+                .spec
+                .after
+                .iter()
+                .find(|d| failed(d))
+                .cloned()
+                .unwrap_or_default();
+            let now = self.clock.session_secs();
+            let task = &mut self.tasks[task_idx];
+            task.state = TaskState::Failed;
+            task.finished_session_secs = Some(now);
+            task.last_error = Some(format!("not started: its dependency {dependency} failed"));
+            let task_id = task.spec.id.clone();
+            self.sync_task(task_idx)?;
+            self.event(
+                "task_blocked",
+                None,
+                None,
+                Some(&task_id),
+                serde_json::json!({"dependency": dependency}),
+            )?;
         }
     }
 

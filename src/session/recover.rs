@@ -49,6 +49,9 @@ pub(super) struct RecoveryState {
     chaos_fill: Option<(PathBuf, f64)>,
     /// Set by `stop_session` (and an unanswered escalation that defaults to it).
     pub stop: Option<String>,
+    /// Set by `restore_checkpoint`: (recovery id, checkpoint to restore). After the report,
+    /// the session is rolled back to it (or the previous valid one) and continues.
+    pub restore: Option<(i64, u32)>,
     notifier: Notifier,
 }
 
@@ -99,6 +102,7 @@ impl RecoveryState {
                 chaos_fired: vec![false; config.raw.chaos.events.len()],
                 chaos_fill: None,
                 stop: None,
+                restore: None,
                 notifier: Notifier::new(&config.raw.notifications),
             },
             paused_rx,
@@ -324,7 +328,6 @@ impl Session {
                 if let Some(task_idx) = task_idx {
                     self.release_task(task_idx, None, message);
                 }
-                self.resolve(id, "failed", 1)?;
                 let latest = self
                     .store
                     .rows("SELECT MAX(seq) FROM checkpoints", |r| {
@@ -332,10 +335,22 @@ impl Session {
                     })?
                     .pop()
                     .flatten();
-                self.recovery.stop = Some(match latest {
-                    Some(seq) => format!("{} is fatal: the session stopped; restore it with `megatest restore {} --checkpoint {seq}` (restore verifies and falls back past corrupt checkpoints) — {message}", kind.as_str(), self.dir().display()),
-                    None => format!("{} is fatal: the session stopped and has no checkpoint to restore — {message}", kind.as_str()),
-                });
+                match latest {
+                    Some(seq) => {
+                        self.recovery.restore = Some((id, seq));
+                        self.recovery.stop = Some(format!(
+                            "{} is fatal: the session stopped to restore checkpoint {seq} (or the last valid one before it) and continue — {message}",
+                            kind.as_str()
+                        ));
+                    }
+                    None => {
+                        self.resolve(id, "failed", 1)?;
+                        self.recovery.stop = Some(format!(
+                            "{} is fatal: the session stopped and has no checkpoint to restore — {message}",
+                            kind.as_str()
+                        ));
+                    }
+                }
             }
             RecoveryAction::RetryImmediate
             | RecoveryAction::RetryWithBackoff
@@ -1108,10 +1123,56 @@ impl Session {
                 },
             };
             self.recovery.chaos_fired[i] = true;
+            let mut data = data;
+            data["index"] = serde_json::json!(i);
             tracing::warn!(message = "chaos", detail = %data);
             self.event("chaos", None, None, None, data)?;
         }
         Ok(())
+    }
+
+    /// A reopened session: `[[chaos.events]]` that fired before do not fire again.
+    pub(super) fn chaos_fired_before(&mut self) -> Result<()> {
+        let fired: Vec<Option<i64>> = self.store.rows(
+            "SELECT json_extract(data, '$.index') FROM events WHERE kind = 'chaos'",
+            |r| r.get(0),
+        )?;
+        for i in fired.into_iter().flatten() {
+            if let Some(slot) = self.recovery.chaos_fired.get_mut(i as usize) {
+                *slot = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// After the report of a session a `restore_checkpoint` rule stopped: roll back (keeping
+    /// the current state as a `before_restore` checkpoint) and close the recovery. True when the
+    /// session can continue from the restored state.
+    pub(super) fn restore_after_stop(&mut self) -> Result<bool> {
+        let Some((id, seq)) = self.recovery.restore.take() else {
+            return Ok(false);
+        };
+        let restored = crate::cli::restore::roll_back(self.dir(), seq);
+        let now = self.clock.session_secs();
+        match restored {
+            Ok(Some(used)) => {
+                self.store.resolve_recovery(id, "recovered", 1, now)?;
+                tracing::warn!(
+                    message = "checkpoint restored after data corruption; the session continues",
+                    checkpoint = used
+                );
+                Ok(true)
+            }
+            Ok(None) => {
+                self.store.resolve_recovery(id, "failed", 1, now)?;
+                Ok(false)
+            }
+            Err(err) => {
+                self.store.resolve_recovery(id, "failed", 1, now)?;
+                tracing::error!(message = "restore failed", error = %format!("{err:#}"));
+                Ok(false)
+            }
+        }
     }
 
     /// Verify the newest checkpoint's seal; a mismatch is `data_corruption`.
@@ -1171,7 +1232,8 @@ impl Session {
             .rows("SELECT id FROM recoveries WHERE outcome IS NULL", |r| {
                 r.get(0)
             })?;
-        for id in open {
+        let restoring = self.recovery.restore.map(|(id, _)| id);
+        for id in open.into_iter().filter(|id| Some(*id) != restoring) {
             self.resolve(id, "failed", 1)?;
         }
         Ok(())

@@ -667,7 +667,7 @@ fn escalation_without_an_operator_applies_the_default_and_stops() {
 }
 
 #[test]
-fn corrupt_checkpoint_is_fatal_and_names_the_restore() {
+fn corrupt_checkpoint_stops_restores_the_last_valid_one_and_continues() {
     let dir = tempfile::tempdir().unwrap();
     let command = "sleep 2; exit 0";
     let extra = format!(
@@ -689,22 +689,39 @@ fn corrupt_checkpoint_is_fatal_and_names_the_restore() {
     std::fs::write(&config, text).unwrap();
     let runs = dir.path().join("runs");
     let output = run_session(&config, &runs, &["--time-scale", "60"], &[]);
-    assert_exit(&output, 3);
+    assert_exit(&output, 0);
     let session = only_session(&runs);
     let rows = recoveries(&session);
     let corrupt = of_kind(&rows, "data_corruption");
     assert_eq!(corrupt.len(), 1, "{rows:?}");
     assert_eq!(corrupt[0]["action"], "restore_checkpoint");
     assert_eq!(corrupt[0]["severity"], "fatal");
-    let report = read_json(&session.join("final_report.json"));
-    assert!(
-        report["ended_because"]
-            .as_str()
-            .unwrap()
-            .contains("megatest restore"),
-        "{}",
-        report["ended_because"]
+    assert_eq!(corrupt[0]["outcome"], "recovered");
+    let corrupt_seq: i64 = corrupt[0]["detail"].as_str().unwrap()["checkpoint ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
+    let restored: i64 = db
+        .query_row("SELECT json_extract(data, '$.sequence') FROM events WHERE kind = 'checkpoint_restored'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        restored,
+        corrupt_seq - 1,
+        "the last valid checkpoint before the corrupt one"
     );
+    assert_eq!(
+        scalar(
+            &session,
+            "SELECT COUNT(*) FROM events WHERE kind = 'session_resumed'",
+            &[]
+        ),
+        1
+    );
+    let report = read_json(&session.join("final_report.json"));
+    assert_eq!(report["status"], "complete");
     assert_eq!(
         report["chaos"]["injected"][0]["fault"], "corrupt_checkpoint",
         "{}\n{rows:?}",
@@ -884,4 +901,48 @@ fn chaos_fill_disk_pauses_the_session_until_the_filler_is_released() {
         !session.join(".disk_reserve").exists(),
         "the reserve is removed at the end"
     );
+}
+
+#[test]
+fn a_task_whose_dependency_failed_fails_instead_of_waiting_out_the_phase() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = mini_config(
+        dir.path(),
+        &[("t1", "Coder")],
+        2,
+        "exit 1",
+        "build = \"true\"\ntest = \"true\"",
+        SIM,
+    );
+    let spec = dir.path().join("spec/spec.toml");
+    let mut text = std::fs::read_to_string(&spec).unwrap();
+    text.push_str("[[tasks]]\nid = \"t2\"\nphase = \"work\"\nrole = \"Coder\"\ntitle = \"t2\"\nprompt = \"p\"\nafter = [\"t1\"]\n");
+    std::fs::write(&spec, text).unwrap();
+    let runs = dir.path().join("runs");
+    let output = run_session(&config, &runs, &["--time-scale", "60"], &[]);
+    assert_exit(&output, 0);
+    let session = only_session(&runs);
+    let report = read_json(&session.join("final_report.json"));
+    // The 60-minute phase (60 s of wall time here) ended as soon as t1 ran out of attempts.
+    assert_eq!(
+        report["phases"][0]["ended_because"], "tasks_done",
+        "{}",
+        report["phases"]
+    );
+    let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
+    let (state, error): (String, String) = db
+        .query_row(
+            "SELECT state, last_error FROM tasks WHERE id = 't2'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(state, "failed");
+    assert!(error.contains("dependency t1 failed"), "{error}");
+    let rows = recoveries(&session);
+    let crashes = of_kind(&rows, "agent_crash");
+    // Two restarts; the third failed run used up agents.max_task_attempts.
+    assert_eq!(crashes.len(), 2, "{rows:?}");
+    assert!(crashes.iter().all(|r| r["outcome"] == "failed"), "{rows:?}");
+    assert_eq!(report["errors"]["agent_crash"], 3);
 }
