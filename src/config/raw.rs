@@ -653,6 +653,9 @@ pub struct Recovery {
     /// A ballast file of this many MiB kept in the session directory and deleted when the disk
     /// fills, so the ledger, the event log and the report can still be written. 0 = none.
     pub disk_reserve_mb: u64,
+    /// Memory available to new allocations (sysinfo, MiB) under which the machine is under
+    /// memory pressure: the agent with the largest process tree gets `out_of_memory`.
+    pub min_available_memory_mb: u64,
 }
 
 impl Default for Recovery {
@@ -663,6 +666,7 @@ impl Default for Recovery {
             escalation_default: RecoveryAction::StopSession,
             min_free_disk_mb: 16,
             disk_reserve_mb: 4,
+            min_available_memory_mb: 256,
         }
     }
 }

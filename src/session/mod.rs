@@ -892,6 +892,8 @@ impl Session {
                         self.write_metrics(if self.recovery.pause.is_some() { "paused" } else { "running" });
                         let verified = self.verify_latest_checkpoint();
                         self.recoverable(verified)?;
+                        let memory = self.check_memory();
+                        self.recoverable(memory)?;
                     }
                 }
             };
@@ -2240,7 +2242,55 @@ impl Session {
             evidence: "not judged: coverage is not measured yet".into(),
             critical: false,
         });
+        out.extend(self.recovery_criteria());
         out
+    }
+
+    /// The seed's recovery criteria, judged from `recoveries`: "recovery from at least 1
+    /// simulated failure" (a failure while `[chaos]` was on, recovered) and "auto-recovery from
+    /// 3+ error scenarios" (three failure kinds recovered without an operator).
+    fn recovery_criteria(&self) -> Vec<CriterionResult> {
+        let rows = self.store.recoveries().unwrap_or_default();
+        let recovered: Vec<&crate::store::RecoveryRow> = rows
+            .iter()
+            .filter(|r| r.outcome.as_deref() == Some("recovered"))
+            .collect();
+        let mut kinds: Vec<&str> = recovered.iter().map(|r| r.failure_kind.as_str()).collect();
+        kinds.sort();
+        kinds.dedup();
+        let chaos = self.prepared.config.raw.chaos.enabled;
+        vec![
+            CriterionResult {
+                phase: "session".into(),
+                criterion: "recovery from at least 1 simulated failure".into(),
+                met: chaos.then_some(!recovered.is_empty()),
+                evidence: if chaos {
+                    format!(
+                        "[chaos] was on: {} of {} failures recovered",
+                        recovered.len(),
+                        rows.len()
+                    )
+                } else {
+                    "not judged: no failure was simulated ([chaos] is off)".into()
+                },
+                critical: false,
+            },
+            CriterionResult {
+                phase: "session".into(),
+                criterion: "auto-recovery from 3+ error scenarios".into(),
+                met: (!rows.is_empty()).then_some(kinds.len() >= 3),
+                evidence: if rows.is_empty() {
+                    "not judged: no failure happened".into()
+                } else {
+                    format!(
+                        "{} failure kinds recovered automatically: {}",
+                        kinds.len(),
+                        kinds.join(", ")
+                    )
+                },
+                critical: false,
+            },
+        ]
     }
 
     fn final_report(&mut self, status: &str, exit_code: i32, because: &str) -> FinalReport {

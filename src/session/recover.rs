@@ -49,6 +49,9 @@ pub(super) struct RecoveryState {
     chaos_fill: Option<(PathBuf, f64)>,
     /// Set by `stop_session` (and an unanswered escalation that defaults to it).
     pub stop: Option<String>,
+    /// Memory pressure was reported and has not cleared yet.
+    memory_pressure: bool,
+    system: sysinfo::System,
     /// Set by `restore_checkpoint`: (recovery id, checkpoint to restore). After the report,
     /// the session is rolled back to it (or the previous valid one) and continues.
     pub restore: Option<(i64, u32)>,
@@ -103,6 +106,8 @@ impl RecoveryState {
                 chaos_fill: None,
                 stop: None,
                 restore: None,
+                memory_pressure: false,
+                system: sysinfo::System::new(),
                 notifier: Notifier::new(&config.raw.notifications),
             },
             paused_rx,
@@ -1129,6 +1134,71 @@ impl Session {
             self.event("chaos", None, None, None, data)?;
         }
         Ok(())
+    }
+
+    /// Memory pressure (sysinfo): available memory under `[recovery].min_available_memory_mb`
+    /// is `out_of_memory` for the running agent with the largest process tree (its resident
+    /// memory summed over the leader and its descendants). Reported once until it clears.
+    pub(super) fn check_memory(&mut self) -> Result<()> {
+        let min = self.prepared.config.raw.recovery.min_available_memory_mb << 20;
+        self.recovery.system.refresh_memory();
+        let available = self.recovery.system.available_memory();
+        if available >= min {
+            self.recovery.memory_pressure = false;
+            return Ok(());
+        }
+        if self.recovery.memory_pressure || self.recovery.pause.is_some() {
+            return Ok(());
+        }
+        let system = &mut self.recovery.system;
+        system.refresh_processes(sysinfo::ProcessesToUpdate::All, true);
+        let tree_memory = |leader: u32| -> u64 {
+            let leader = sysinfo::Pid::from_u32(leader);
+            system
+                .processes()
+                .values()
+                .filter(|p| {
+                    let mut current = Some(p.pid());
+                    for _ in 0..64 {
+                        match current {
+                            Some(pid) if pid == leader => return true,
+                            Some(pid) => current = system.process(pid).and_then(|p| p.parent()),
+                            None => return false,
+                        }
+                    }
+                    false
+                })
+                .map(|p| p.memory())
+                .sum()
+        };
+        let biggest = self
+            .agents
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| {
+                a.running
+                    .as_ref()
+                    .filter(|r| r.ended_by.is_none())
+                    .map(|r| (i, r.task_idx, tree_memory(r.pgid)))
+            })
+            .max_by_key(|(_, _, bytes)| *bytes);
+        let Some((agent_idx, task_idx, bytes)) = biggest else {
+            return Ok(());
+        };
+        self.recovery.memory_pressure = true;
+        let message = format!(
+            "memory pressure: {} MiB available, under recovery.min_available_memory_mb ({} MiB); {} uses {} MiB",
+            available >> 20,
+            min >> 20,
+            self.agents[agent_idx].id,
+            bytes >> 20
+        );
+        self.failure(
+            FailureKind::OutOfMemory,
+            Some(agent_idx),
+            Some(task_idx),
+            &message,
+        )
     }
 
     /// A reopened session: `[[chaos.events]]` that fired before do not fire again.

@@ -119,6 +119,21 @@ fn finish(mut child: std::process::Child, dir: &Path) -> (i32, String) {
     (status.code().unwrap_or(-1), stderr)
 }
 
+/// Wait until the first run of `task` has marked the workspace (`.ran-<task>`), so a fault
+/// injected now hits a run that is under way.
+fn wait_for_marker(runs: &Path, task: &str) {
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            std::fs::read_dir(runs).is_ok_and(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| e.path().join(format!("project/.ran-{task}")).exists())
+            })
+        }),
+        "the first run of {task} never started working"
+    );
+}
+
 /// The pid of the first run of `task` once it is recorded.
 fn run_pid(runs: &Path, task: &str) -> i32 {
     let mut pid = None;
@@ -165,6 +180,7 @@ fn killed_agent_is_restarted_on_its_task() {
     );
     let runs = dir.path().join("runs");
     let child = spawn_session(&config, &runs, &["--time-scale", "60"], &[]);
+    wait_for_marker(&runs, "t1");
     let pid = run_pid(&runs, "t1");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
@@ -215,6 +231,7 @@ fn stopped_agent_is_found_idle_and_its_task_reassigned() {
     );
     let runs = dir.path().join("runs");
     let child = spawn_session(&config, &runs, &["--time-scale", "60"], &[]);
+    wait_for_marker(&runs, "t1");
     let pid = run_pid(&runs, "t1");
     // SIGSTOP the whole group: no more output, no calls, no workspace changes.
     nix::sys::signal::killpg(
@@ -754,6 +771,18 @@ fn chaos_config_recovers_every_injected_failure() {
     kinds.sort();
     kinds.dedup();
     assert!(kinds.len() >= 3, "recovered kinds: {kinds:?}\n{rows:?}");
+    for criterion in [
+        "recovery from at least 1 simulated failure",
+        "auto-recovery from 3+ error scenarios",
+    ] {
+        let found = report["success_criteria"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["criterion"] == criterion)
+            .unwrap_or_else(|| panic!("no criterion {criterion:?}"));
+        assert_eq!(found["met"], true, "{found}");
+    }
     for kind in ["agent_crash", "agent_hang"] {
         assert!(kinds.contains(&kind), "{kind} not recovered: {rows:?}");
     }
@@ -945,4 +974,42 @@ fn a_task_whose_dependency_failed_fails_instead_of_waiting_out_the_phase() {
     assert_eq!(crashes.len(), 2, "{rows:?}");
     assert!(crashes.iter().all(|r| r["outcome"] == "failed"), "{rows:?}");
     assert_eq!(report["errors"]["agent_crash"], 3);
+}
+
+#[test]
+fn memory_pressure_restarts_the_biggest_agent_with_a_handoff_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    // The threshold is above any machine's memory: sysinfo's real reading is under it.
+    let extra = format!("{SIM}\n[recovery]\nmin_available_memory_mb = 100000000\n\n[monitoring]\nhealth_check_interval = 1\n");
+    let command = "if grep -q 'Handoff summary' {prompt_file}; then exit 0; fi; touch .ran-$MEGATEST_TASK_ID; while :; do echo working; sleep 0.05; done";
+    let config = mini_config(
+        dir.path(),
+        &[("t1", "Coder")],
+        2,
+        command,
+        "build = \"true\"\ntest = \"true\"",
+        &extra,
+    );
+    let runs = dir.path().join("runs");
+    let output = run_session(&config, &runs, &["--time-scale", "60"], &[]);
+    assert_exit(&output, 0);
+    let session = only_session(&runs);
+    let rows = recoveries(&session);
+    let oom = of_kind(&rows, "out_of_memory");
+    assert_eq!(
+        oom.len(),
+        1,
+        "reported once while the pressure lasts: {rows:?}"
+    );
+    assert_eq!(oom[0]["action"], "compress_and_retry");
+    assert_eq!(oom[0]["agent_id"], "agent-1");
+    assert_eq!(oom[0]["outcome"], "recovered");
+    assert!(
+        oom[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("memory pressure"),
+        "{}",
+        oom[0]
+    );
 }
