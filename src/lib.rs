@@ -7,6 +7,7 @@
 //! measured) → [`store`] (`session.db`). [`cli`] is the thin edge.
 
 pub mod agent;
+pub mod api;
 pub mod backend;
 pub mod checkpoint;
 pub mod cli;

@@ -82,6 +82,9 @@ pub struct OverrideArgs {
     /// Session id (default: mega-YYYYmmdd-HHMMSS-<8 hex>), overrides session.id
     #[arg(long, env = "MEGATEST_SESSION_ID")]
     pub session_id: Option<String>,
+    /// Control API address (127.0.0.1:0 picks a free port), overrides [api].address
+    #[arg(long, env = "MEGATEST_API_ADDR")]
+    pub api_addr: Option<String>,
 }
 
 impl OverrideArgs {
@@ -93,6 +96,7 @@ impl OverrideArgs {
             time_scale: self.time_scale,
             provider: self.provider.map(Provider::from),
             session_id: self.session_id.clone(),
+            api_addr: self.api_addr.clone(),
         }
     }
 }

@@ -84,6 +84,9 @@ pub fn drive(prepared: session::Prepared, reopen: bool) -> Result<i32> {
             tracing::info!(message = "parsed and validated, not yet enforced", key = %key);
         }
         forward_signals(signals, session.events());
+        let _config_watch = session
+            .config_path()
+            .and_then(|path| watch_config(&path, session.events()));
         let code = session.run().await;
         local::kill_all_groups();
         code
@@ -135,7 +138,44 @@ fn init_logging(
     result.ok().map(|_| guard)
 }
 
-/// Register megatest's signal handlers (SIGTERM, SIGINT, SIGUSR2). Done before the session is
+/// Watch the session's config file (its directory, so that an editor's rename-into-place is
+/// seen too); a change is a reload, as SIGHUP (at most one per 500 ms). None when the watch
+/// cannot be set up (logged): SIGHUP still works.
+fn watch_config(
+    path: &std::path::Path,
+    events: tokio::sync::mpsc::Sender<Event>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let path = path.canonicalize().ok()?;
+    let dir = path.parent()?.to_path_buf();
+    let name = path.file_name()?.to_os_string();
+    let last = std::sync::Mutex::new(std::time::Instant::now() - std::time::Duration::from_secs(1));
+    let handler = move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        let ours = event
+            .paths
+            .iter()
+            .any(|p| p.file_name() == Some(name.as_os_str()));
+        if !ours || event.kind.is_access() || event.kind.is_remove() {
+            return;
+        }
+        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.elapsed() >= std::time::Duration::from_millis(500) {
+            *last = std::time::Instant::now();
+            let _ = events.try_send(Event::Reload);
+        }
+    };
+    let mut watcher = notify::recommended_watcher(handler)
+        .map_err(|err| tracing::warn!(message = "config file watch unavailable", error = %err))
+        .ok()?;
+    watcher
+        .watch(&dir, notify::RecursiveMode::NonRecursive)
+        .map_err(|err| tracing::warn!(message = "config file watch unavailable", error = %err))
+        .ok()?;
+    Some(watcher)
+}
+
+/// Register megatest's signal handlers (SIGTERM, SIGINT, SIGUSR2, SIGUSR1, SIGHUP). Done before the session is
 /// created or reopened, so a signal arriving meanwhile waits in its stream instead of killing
 /// the daemon with the default action.
 fn install_signals() -> Vec<(tokio::signal::unix::Signal, Event)> {
@@ -151,6 +191,8 @@ fn install_signals() -> Vec<(tokio::signal::unix::Signal, Event)> {
             Event::Signal(ShutdownSignal::Interrupt),
         ),
         (SignalKind::user_defined2(), Event::CheckpointRequest),
+        (SignalKind::user_defined1(), Event::StatusRequest),
+        (SignalKind::hangup(), Event::Reload),
     ] {
         match signal(kind) {
             Ok(stream) => installed.push((stream, event)),
@@ -171,6 +213,8 @@ fn forward_signals(
             while stream.recv().await.is_some() {
                 let copy = match &event {
                     Event::Signal(signal) => Event::Signal(*signal),
+                    Event::StatusRequest => Event::StatusRequest,
+                    Event::Reload => Event::Reload,
                     _ => Event::CheckpointRequest,
                 };
                 if events.send(copy).await.is_err() {

@@ -32,6 +32,9 @@ pub struct Overrides {
     pub time_scale: Option<f64>,
     pub provider: Option<Provider>,
     pub session_id: Option<String>,
+    /// `--api-addr`: the control API's address, overrides `[api].address`.
+    #[serde(default)]
+    pub api_addr: Option<String>,
 }
 
 /// One problem found in a config file.
@@ -288,6 +291,10 @@ impl<'a> Validator<'a> {
         if let Some(id) = &overrides.session_id {
             raw.session.id = id.clone();
         }
+        if let Some(addr) = &overrides.api_addr {
+            raw.api.address = addr.clone();
+        }
+        let api_flag = flag("--api-addr/MEGATEST_API_ADDR", overrides.api_addr.is_some());
         let time_scale = overrides.time_scale.unwrap_or(1.0);
         let hours_flag = flag("--hours/MEGATEST_HOURS", overrides.hours.is_some());
         let agents_flag = flag("--agents/MEGATEST_AGENTS", overrides.agents.is_some());
@@ -319,6 +326,19 @@ impl<'a> Validator<'a> {
                 s.id
             );
             self.error("session.id", msg, id_flag);
+        }
+        match raw.api.address.parse::<std::net::SocketAddr>() {
+            Err(err) => self.error(
+                "api.address",
+                format!("{:?} is not an address like 127.0.0.1:8080 ({err})", raw.api.address),
+                api_flag,
+            ),
+            Ok(addr) if !addr.ip().is_loopback() && !raw.api.allow_non_loopback => self.error(
+                "api.address",
+                format!("{addr} is not a loopback address; set [api].allow_non_loopback = true to listen beyond this machine"),
+                api_flag,
+            ),
+            Ok(_) => {}
         }
         self.check_checkpoint(&raw);
         self.check_agent(&raw);
@@ -759,7 +779,6 @@ fn not_yet_enforced(raw: &RawConfig) -> Vec<String> {
         "monitoring.metrics_export_interval, dashboard_update_interval, export_metrics, metrics_format, agent_activity_logging (observability, issue 6)",
         "project.target.test_coverage (coverage measurement, issue 6); documentation_coverage, max_bugs_* (evaluation)",
         "project.performance.memory_usage_mb, binary_size_mb (evaluation)",
-        "api.* (control API, issue 6)",
     ];
     if raw.notifications.email.is_some() {
         keys.push("notifications.email (no SMTP delivery: alerts go to the webhook, session.log, the event log and GitHub annotations)");

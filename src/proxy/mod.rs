@@ -132,7 +132,7 @@ pub struct ProxySettings {
     /// `[chaos.upstream]` when `[chaos].enabled`: faults injected in front of any backend.
     pub chaos: Option<Faults>,
     /// The recovery table: which in-call action follows each failure.
-    pub recovery: Arc<RecoveryTable>,
+    pub recovery: Arc<std::sync::RwLock<RecoveryTable>>,
     /// True while the session is paused (`pause_and_alert`): calls wait before admission.
     pub paused: tokio::sync::watch::Receiver<bool>,
 }
@@ -458,7 +458,11 @@ impl Call {
         let state = self.state.clone();
         let settings = &state.settings;
         let kind = FailureKind::parse(failure.kind).unwrap_or(FailureKind::LlmError);
-        let decision = settings.recovery.decide(kind, &failure.message);
+        let decision = settings
+            .recovery
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .decide(kind, &failure.message);
         let attempt = self.attempts;
         let rec = self.recovering.get_or_insert_with(|| Recovering {
             failures: Vec::new(),
@@ -531,7 +535,13 @@ impl Call {
     /// A failure that ends the call at once (e.g. `context_overflow`): the session carries
     /// out the rule's action.
     fn failed_outright(&mut self, kind: FailureKind, message: &str) {
-        let decision = self.state.settings.recovery.decide(kind, message);
+        let decision = self
+            .state
+            .settings
+            .recovery
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .decide(kind, message);
         let failure = CallFailure {
             kind,
             decision,

@@ -230,6 +230,29 @@ impl Budgets {
         }
     }
 
+    /// New limits (a config reload): totals and per-agent rates change, what was used and
+    /// reserved stays. A raised budget lifts an exhaustion the old one caused.
+    pub fn set_limits(&mut self, limits: &crate::config::raw::Limits, max_cost_usd: Option<f64>) {
+        self.total_tokens = limits.total_token_budget;
+        self.max_cost_usd = max_cost_usd;
+        for (buckets, per_hour) in [
+            (&mut self.token_buckets, limits.tokens_per_agent_per_hour),
+            (&mut self.tool_buckets, limits.tool_calls_per_agent_per_hour),
+        ] {
+            for bucket in buckets.iter_mut() {
+                bucket.capacity = per_hour as f64;
+                bucket.refill = per_hour as f64 / 3600.0;
+                bucket.level = bucket.level.min(bucket.capacity);
+            }
+        }
+        if self.used_tokens < self.total_tokens
+            && self.max_cost_usd.is_none_or(|max| self.cost_usd < max)
+        {
+            self.exhausted = None;
+        }
+        self.alerted = self.used_tokens as f64 >= 0.8 * self.total_tokens as f64;
+    }
+
     /// Reserve `tokens` for one call of agent `agent_idx` at session time `now_secs`.
     pub fn reserve(&mut self, agent_idx: usize, tokens: u64, now_secs: f64) -> Admission {
         if let Some(message) = &self.exhausted {

@@ -83,12 +83,14 @@ pub enum ShutdownSignal {
     Terminate,
     /// SIGINT: graceful stop, exit 130.
     Interrupt,
+    /// `POST /api/stop`: graceful stop, exit 143 (as SIGTERM).
+    Api,
 }
 
 impl ShutdownSignal {
     pub fn exit_code(self) -> i32 {
         match self {
-            ShutdownSignal::Terminate => 143,
+            ShutdownSignal::Terminate | ShutdownSignal::Api => 143,
             ShutdownSignal::Interrupt => 130,
         }
     }
@@ -97,6 +99,7 @@ impl ShutdownSignal {
         match self {
             ShutdownSignal::Terminate => "SIGTERM",
             ShutdownSignal::Interrupt => "SIGINT",
+            ShutdownSignal::Api => "POST /api/stop",
         }
     }
 }
@@ -182,4 +185,49 @@ pub enum Event {
     Signal(ShutdownSignal),
     /// An operator asked for a checkpoint now (SIGUSR2).
     CheckpointRequest,
+    /// SIGUSR1: write a status summary (`status.json`, `session.log`, stderr).
+    StatusRequest,
+    /// SIGHUP or a change of the config file: reload limits, rules and notifications.
+    Reload,
+    /// A request through the control API ([`crate::api`]).
+    Api(ApiRequest),
+}
+
+/// Requests of the control API; each carries the channel its answer goes back on.
+#[derive(Debug)]
+pub enum ApiRequest {
+    /// The status document (`GET /api/status`, `/metrics`, `/api/escalations`).
+    Status {
+        reply: oneshot::Sender<serde_json::Value>,
+    },
+    /// Take a checkpoint now; answered once it is written.
+    Checkpoint {
+        reply: oneshot::Sender<crate::api::ActionReply>,
+    },
+    Pause {
+        reply: oneshot::Sender<crate::api::ActionReply>,
+    },
+    Continue {
+        reply: oneshot::Sender<crate::api::ActionReply>,
+    },
+    Stop {
+        reply: oneshot::Sender<crate::api::ActionReply>,
+    },
+    /// An operator decision on an open escalation (`continue` or `stop`).
+    Decide {
+        recovery_id: i64,
+        decision: String,
+        reply: oneshot::Sender<crate::api::ActionReply>,
+    },
+    /// An agent's note into working memory.
+    Note {
+        agent_idx: usize,
+        text: String,
+        reply: oneshot::Sender<crate::api::ActionReply>,
+    },
+    /// An agent reports its current task done.
+    TaskDone {
+        agent_idx: usize,
+        reply: oneshot::Sender<crate::api::ActionReply>,
+    },
 }

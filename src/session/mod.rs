@@ -14,6 +14,7 @@
 
 pub mod budget;
 pub mod clock;
+mod control;
 pub mod event;
 mod recover;
 
@@ -63,6 +64,8 @@ pub struct Prepared {
     pub command_template: Option<String>,
     /// The overrides the config was loaded with (recorded for `megatest resume`).
     pub overrides: crate::config::Overrides,
+    /// The control API's socket, bound before anything is written (taken by `Session::run`).
+    pub api_listener: Option<std::net::TcpListener>,
 }
 
 /// Check that a session can start, without writing anything.
@@ -156,7 +159,11 @@ fn prepare_in(
             },
         ),
     };
+    let api = &config.raw.api;
+    let api_listener =
+        Some(crate::api::bind(&api.address, api.allow_non_loopback).map_err(PrepareError)?);
     Ok(Prepared {
+        api_listener,
         overrides: overrides.clone(),
         config,
         provider,
@@ -219,6 +226,8 @@ struct Running {
     ended_by: Option<(FailureKind, RecoveryAction, String)>,
     /// The cgroup's OOM-kill count when the run started.
     oom_kills_at_start: Option<u64>,
+    /// The agent reported the task done (`POST /api/agent/task_done`).
+    done_claimed: bool,
 }
 
 struct AgentSlot {
@@ -302,6 +311,12 @@ pub struct Session {
     prices: std::collections::BTreeMap<String, crate::config::raw::Price>,
     /// The recovery table's session state (see [`recover`]).
     recovery: recover::RecoveryState,
+    /// `POST /api/checkpoint` requests waiting for the next checkpoint.
+    checkpoint_replies: Vec<tokio::sync::oneshot::Sender<crate::api::ActionReply>>,
+    /// The control API (None until started).
+    api: Option<crate::api::ApiHandle>,
+    /// Ends the control API: cancelled last, after the report, so event streams see the end.
+    api_shutdown: CancellationToken,
 }
 
 impl Session {
@@ -431,6 +446,9 @@ impl Session {
         let (recovery, _) = recover::RecoveryState::new(config, &dir.join("project"), &dir)?;
         Ok(Session {
             recovery,
+            checkpoint_replies: Vec::new(),
+            api: None,
+            api_shutdown: CancellationToken::new(),
             budgets,
             budget_exhaustion_logged: false,
             checkpointer: Some(checkpointer),
@@ -641,6 +659,15 @@ impl Session {
         &self.prepared.session_id
     }
 
+    /// The config file the session was started from (recorded in `session.db`).
+    pub fn config_path(&self) -> Option<PathBuf> {
+        self.store
+            .session_origin()
+            .ok()
+            .and_then(|o| o.config_path)
+            .map(PathBuf::from)
+    }
+
     /// A sender for events from outside (signals).
     pub fn events(&self) -> mpsc::Sender<Event> {
         self.events_tx.clone()
@@ -723,6 +750,10 @@ impl Session {
             serde_json::json!({"status": status, "exit_code": exit_code, "because": because}),
         );
         self.flush_alerts().await;
+        self.api_shutdown.cancel();
+        if let Some(api) = &self.api {
+            api.drain(Duration::from_secs(2)).await;
+        }
         tracing::info!(message = "session ended", status, exit_code, because = %because);
         let resume = self.restore_after_stop()?;
         Ok(SessionEnd { exit_code, resume })
@@ -754,19 +785,41 @@ impl Session {
             backend,
             settings,
             self.clock,
-            shutdown,
+            shutdown.clone(),
         )
         .await
         .context("start the model endpoint on 127.0.0.1")?;
         self.proxy_root = proxy.root_url();
         tracing::info!(message = "model endpoint listening", url = %self.proxy_root, provider = self.prepared.provider.as_str());
         self.write_agents_toml()?;
+        if let Some(listener) = self.prepared.api_listener.take() {
+            let token = crate::api::new_token();
+            let api = crate::api::serve(
+                listener,
+                self.events_tx.clone(),
+                token.clone(),
+                self.dir().join("session.db"),
+                self.api_shutdown.clone(),
+            )?;
+            let addr = api.addr;
+            write_private(
+                &self.dir().join("api.token"),
+                format!("{token}\n").as_bytes(),
+            )?;
+            write_atomic(&self.dir().join("api.addr"), format!("{addr}\n").as_bytes())?;
+            self.api = Some(api);
+            tracing::info!(message = "control API listening", addr = %addr);
+            eprintln!(
+                "megatest: control API on http://{addr} (token in {})",
+                self.dir().join("api.token").display()
+            );
+        }
         self.event(
             "session_started",
             None,
             None,
             None,
-            serde_json::json!({"proxy": self.proxy_root, "model": self.prepared.config.model_name(),
+            serde_json::json!({"proxy": self.proxy_root, "api": self.api.as_ref().map(|a| a.addr.to_string()), "model": self.prepared.config.model_name(),
                                "provider": self.prepared.provider.as_str(), "time_scale": self.clock.time_scale()}),
         )?;
         Ok(())
@@ -856,6 +909,9 @@ impl Session {
                     }
                     if let Some(trigger) = self.checkpoint_due.take() {
                         let taken = self.take_checkpoint(trigger).await;
+                        self.answer_checkpoint_requests(
+                            taken.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")),
+                        );
                         self.recoverable(taken)?;
                     }
                 }
@@ -1259,6 +1315,7 @@ impl Session {
             pgid: pid,
             ended_by: None,
             oom_kills_at_start: recover::cgroup_oom_kills(),
+            done_claimed: false,
         });
         slot.last_activity = Some(now());
         slot.active = Instant::now();
@@ -1430,24 +1487,33 @@ impl Session {
                         killed
                     );
                 } else {
-                    tracing::warn!(
-                        message = "signal received: stopping gracefully",
-                        signal = signal.name()
-                    );
-                    self.shutdown = Some(signal);
-                    self.event(
-                        "signal",
-                        None,
-                        None,
-                        None,
-                        serde_json::json!({"signal": signal.name()}),
-                    )?;
-                    for agent in &self.agents {
-                        if let Some(running) = &agent.running {
-                            running.stop.cancel();
-                        }
-                    }
+                    self.begin_shutdown(signal)?;
                 }
+            }
+            Event::StatusRequest => self.write_status()?,
+            Event::Reload => self.reload()?,
+            Event::Api(request) => self.api(request)?,
+        }
+        Ok(())
+    }
+
+    /// Start a graceful stop: agents' runs are stopped, the loop ends, the report follows.
+    fn begin_shutdown(&mut self, signal: ShutdownSignal) -> Result<()> {
+        tracing::warn!(message = "stopping gracefully", cause = signal.name());
+        self.shutdown = Some(signal);
+        self.event(
+            "signal",
+            None,
+            None,
+            None,
+            serde_json::json!({"signal": signal.name()}),
+        )?;
+        if self.recovery.pause.is_some() {
+            self.unpause("stop")?;
+        }
+        for agent in &self.agents {
+            if let Some(running) = &agent.running {
+                running.stop.cancel();
             }
         }
         Ok(())
@@ -1461,8 +1527,19 @@ impl Session {
         outcome: RunOutcome,
     ) -> Result<()> {
         let session_secs = self.clock.session_secs();
+        let (ended_by, oom_kills_at_start, done_claimed) =
+            match self.agents[agent_idx].running.take() {
+                Some(running) => (
+                    running.ended_by,
+                    running.oom_kills_at_start,
+                    running.done_claimed,
+                ),
+                None => (None, None, false),
+            };
         let outcome_word = match (outcome.end, outcome.succeeded()) {
             (_, true) => "finished",
+            // Stopped because the agent reported its task done (`POST /api/agent/task_done`).
+            (RunEnd::Stopped, _) if done_claimed => "finished",
             (RunEnd::Exited, false) => "exited_nonzero",
             (RunEnd::TimedOut, _) => "step_timeout",
             (RunEnd::Stopped, _) => "stopped",
@@ -1480,10 +1557,6 @@ impl Session {
         let phase = self.prepared.config.phases[self.tasks[task_idx].phase_idx]
             .name
             .clone();
-        let (ended_by, oom_kills_at_start) = match self.agents[agent_idx].running.take() {
-            Some(running) => (running.ended_by, running.oom_kills_at_start),
-            None => (None, None),
-        };
         self.store.set_agent_status(&agent_id, "idle")?;
         self.event(
             "agent_exited",

@@ -26,7 +26,8 @@ pub const CHAOS_FILL_CAP_BYTES: u64 = 2 << 30;
 
 /// Recovery state the session keeps beside its task board.
 pub(super) struct RecoveryState {
-    pub table: Arc<crate::recovery::RecoveryTable>,
+    /// Shared with the proxy; replaced on a config reload.
+    pub table: Arc<std::sync::RwLock<crate::recovery::RecoveryTable>>,
     /// Open recoveries per task index: resolved when the task finishes (recovered) or fails.
     task_open: HashMap<usize, Vec<i64>>,
     /// Open `test_failure` recoveries per check name: recovered when that check passes.
@@ -60,8 +61,10 @@ pub(super) struct RecoveryState {
 
 /// A paused session (`pause_and_alert`).
 pub(super) struct Pause {
-    recovery_id: i64,
-    kind: FailureKind,
+    /// The recovery that paused the session; None for an operator's pause.
+    recovery_id: Option<i64>,
+    /// The failure to wait out; None for an operator's pause (only an operator continues it).
+    kind: Option<FailureKind>,
     since_session_secs: f64,
     checks: u32,
     /// Process groups megatest stopped (SIGSTOP) for the pause.
@@ -76,6 +79,21 @@ struct Escalation {
 }
 
 impl RecoveryState {
+    /// The current table (read lock; the proxy reads it too).
+    pub fn table(&self) -> std::sync::RwLockReadGuard<'_, crate::recovery::RecoveryTable> {
+        self.table.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A reloaded table (SIGHUP): the proxy sees it at its next failure.
+    pub fn set_table(&self, table: crate::recovery::RecoveryTable) {
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
+    }
+
+    /// A reloaded `[notifications]`.
+    pub fn set_notifier(&mut self, config: &crate::config::raw::Notifications) {
+        self.notifier = Notifier::new(config);
+    }
+
     pub fn new(
         config: &crate::config::Config,
         workspace: &std::path::Path,
@@ -90,7 +108,7 @@ impl RecoveryState {
         let reserve = make_reserve(dir, config.raw.recovery.disk_reserve_mb);
         Ok((
             RecoveryState {
-                table: Arc::new(table),
+                table: Arc::new(std::sync::RwLock::new(table)),
                 task_open: HashMap::new(),
                 check_open: HashMap::new(),
                 parse_open: HashMap::new(),
@@ -273,7 +291,7 @@ impl Session {
             task_id.as_deref(),
             message,
         )?;
-        let decision = self.recovery.table.decide(kind, message);
+        let decision = self.recovery.table().decide(kind, message);
         self.act(kind, decision, agent_idx, task_idx, message)
     }
 
@@ -288,7 +306,7 @@ impl Session {
     ) -> Result<()> {
         let id = self.open_recovery(kind, &decision, agent_idx, task_idx, message)?;
         self.recovery.consecutive_errors += 1;
-        let limit = self.recovery.table.max_consecutive_errors;
+        let limit = self.recovery.table().max_consecutive_errors;
         let mut action = decision.action;
         // In-call actions for a failure the session saw: a retry means running the task again.
         if is_in_call(action) && action != RecoveryAction::LogAndContinue {
@@ -565,7 +583,7 @@ impl Session {
             .then(|| self.handoff_summary(agent_idx, task_idx, message));
         let wait = self
             .recovery
-            .table
+            .table()
             .backoff
             .session_secs(attempt.saturating_sub(1));
         let now = self.clock.session_secs();
@@ -795,8 +813,8 @@ impl Session {
         }
         let _ = crate::fsutil::write_atomic(&self.dir().join("status"), b"paused\n");
         self.recovery.pause = Some(Pause {
-            recovery_id: id,
-            kind,
+            recovery_id: Some(id),
+            kind: Some(kind),
             since_session_secs: self.clock.session_secs(),
             checks: 0,
             groups: groups.clone(),
@@ -817,6 +835,104 @@ impl Session {
         Ok(())
     }
 
+    /// `POST /api/pause`: stop the agents and hold the model calls until an operator continues.
+    pub(super) fn operator_pause(&mut self) -> Result<()> {
+        let mut groups = Vec::new();
+        for agent in &self.agents {
+            if let Some(running) = &agent.running {
+                let pgid = running.pgid as i32;
+                if !crate::backend::local::process_stopped(pgid)
+                    && killpg(Pid::from_raw(pgid), Signal::SIGSTOP).is_ok()
+                {
+                    groups.push(pgid);
+                }
+            }
+        }
+        let _ = self.recovery.paused_tx.send(true);
+        let _ = crate::fsutil::write_atomic(&self.dir().join("status"), b"paused\n");
+        self.recovery.pause = Some(Pause {
+            recovery_id: None,
+            kind: None,
+            since_session_secs: self.clock.session_secs(),
+            checks: 0,
+            groups: groups.clone(),
+        });
+        self.event(
+            "paused",
+            None,
+            None,
+            None,
+            serde_json::json!({"operator": true, "stopped_groups": groups}),
+        )?;
+        tracing::warn!(message = "session paused by the operator");
+        Ok(())
+    }
+
+    /// Open escalations, for the status document.
+    pub(super) fn open_escalations(&self) -> Vec<serde_json::Value> {
+        self.recovery
+            .escalations
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "recovery_id": e.recovery_id,
+                    "failure_kind": e.kind.as_str(),
+                    "task_id": e.task_idx.map(|t| self.tasks[t].spec.id.clone()),
+                    "deadline_session_secs": e.deadline_session_secs,
+                    "default": action_str(self.prepared.config.raw.recovery.escalation_default),
+                })
+            })
+            .collect()
+    }
+
+    /// `POST /api/escalations/{id}/decision`: `continue` releases the held task, `stop` stops
+    /// the session (exit 3). The recovery's outcome is `escalated` either way.
+    pub(super) fn decide_escalation(
+        &mut self,
+        recovery_id: i64,
+        decision: &str,
+    ) -> crate::api::ActionReply {
+        let Some(i) = self
+            .recovery
+            .escalations
+            .iter()
+            .position(|e| e.recovery_id == recovery_id)
+        else {
+            return Err((
+                404,
+                "no_escalation".into(),
+                format!("no open escalation with recovery id {recovery_id}"),
+            ));
+        };
+        let escalation = self.recovery.escalations.remove(i);
+        let result = (|| -> Result<()> {
+            self.resolve(recovery_id, "escalated", 1)?;
+            self.event(
+                "escalation_decided",
+                None,
+                None,
+                None,
+                serde_json::json!({"recovery_id": recovery_id, "decision": decision}),
+            )?;
+            Ok(())
+        })();
+        if let Err(err) = result {
+            return Err((503, "store".into(), format!("{err:#}")));
+        }
+        if let Some(task_idx) = escalation.task_idx {
+            self.tasks[task_idx].held = false;
+        }
+        if decision == "stop" {
+            self.recovery.stop = Some(format!(
+                "the operator decided to stop on escalation {recovery_id} ({})",
+                escalation.kind.as_str()
+            ));
+        } else if self.recovery.escalations.is_empty() && self.recovery.pause.is_none() {
+            let _ = crate::fsutil::write_atomic(&self.dir().join("status"), b"running\n");
+        }
+        Ok(serde_json::json!({"recovery_id": recovery_id, "decision": decision}))
+    }
+
     /// Whether the cause of the pause is gone.
     fn pause_cause_gone(&self, kind: FailureKind) -> bool {
         match kind {
@@ -834,7 +950,7 @@ impl Session {
             // Other pauses (max_consecutive_errors, manual rules) last one backoff interval.
             _ => self.recovery.pause.as_ref().is_some_and(|p| {
                 self.clock.session_secs() - p.since_session_secs
-                    >= self.recovery.table.backoff.session_secs(0)
+                    >= self.recovery.table().backoff.session_secs(0)
             }),
         }
     }
@@ -852,7 +968,7 @@ impl Session {
         for agent in &mut self.agents {
             agent.active = Instant::now();
         }
-        if pause.kind == FailureKind::DiskFull && self.recovery.reserve.is_none() {
+        if pause.kind == Some(FailureKind::DiskFull) && self.recovery.reserve.is_none() {
             self.recovery.reserve = make_reserve(
                 &self.dir(),
                 self.prepared.config.raw.recovery.disk_reserve_mb,
@@ -860,7 +976,9 @@ impl Session {
         }
         let _ = crate::fsutil::write_atomic(&self.dir().join("status"), b"running\n");
         self.recovery.consecutive_errors = 0;
-        self.resolve(pause.recovery_id, "recovered", pause.checks.max(1))?;
+        if let Some(id) = pause.recovery_id {
+            self.resolve(id, "recovered", pause.checks.max(1))?;
+        }
         let paused_for = self.clock.session_secs() - pause.since_session_secs;
         self.event(
             "continued",
@@ -919,9 +1037,10 @@ impl Session {
         // A paused session: continue once the cause is gone.
         if let Some(pause) = self.recovery.pause.as_mut() {
             pause.checks += 1;
-            let kind = pause.kind;
-            if self.pause_cause_gone(kind) {
-                self.unpause("cause gone")?;
+            if let Some(kind) = pause.kind {
+                if self.pause_cause_gone(kind) {
+                    self.unpause("cause gone")?;
+                }
             }
             return Ok(());
         }

@@ -185,6 +185,46 @@ CREATE TABLE recoveries (
 "#,
 ];
 
+/// One row of the event log, as `GET /api/events` streams it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRow {
+    /// The event's sequence number (`events.seq`): the SSE event id.
+    pub id: i64,
+    pub at: String,
+    pub session_secs: f64,
+    pub kind: String,
+    pub agent_id: Option<String>,
+    pub phase: Option<String>,
+    pub task_id: Option<String>,
+    /// JSON text.
+    pub data: String,
+}
+
+/// Up to `limit` events after sequence `after`, oldest first, read through a read-only
+/// connection of its own (the session keeps writing meanwhile; WAL lets both go on).
+pub fn events_after(db: &Path, after: i64, limit: u32) -> Result<Vec<EventRow>> {
+    let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("open {} read-only", db.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(2))?;
+    let mut stmt = conn.prepare(
+        "SELECT seq, at, session_secs, kind, agent_id, phase, task_id, data FROM events
+         WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![after, limit], |r| {
+        Ok(EventRow {
+            id: r.get(0)?,
+            at: r.get(1)?,
+            session_secs: r.get(2)?,
+            kind: r.get(3)?,
+            agent_id: r.get(4)?,
+            phase: r.get(5)?,
+            task_id: r.get(6)?,
+            data: r.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// One failure and what the recovery table did about it (`final_report.json` `recoveries`).
 #[derive(Debug, Clone, Serialize)]
 pub struct RecoveryRow {

@@ -5,6 +5,7 @@ mod support;
 
 mod checkpoints;
 mod config_errors;
+mod control;
 mod processes;
 mod proxy;
 mod quickstart;

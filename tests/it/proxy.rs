@@ -354,6 +354,17 @@ fn upstream_auth_error_is_classified_and_not_retried() {
         10,
         "auth errors are not retried"
     );
+    // The recovery table escalates a wrong provider key (no retry can fix it): one open
+    // escalation for the kind, the other calls wait on the same decision.
+    let recoveries = report["recoveries"].as_array().unwrap();
+    let auth: Vec<&Value> = recoveries
+        .iter()
+        .filter(|r| r["failure_kind"] == "auth_error")
+        .collect();
+    assert_eq!(auth.len(), 10, "{recoveries:?}");
+    assert!(auth
+        .iter()
+        .all(|r| r["action"] == "escalate" && r["outcome"] == "escalated"));
 }
 
 #[test]

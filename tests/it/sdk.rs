@@ -3,42 +3,10 @@
 
 use crate::support::*;
 use std::path::PathBuf;
-use std::process::Command;
-use std::sync::Mutex;
-
-static VENV: Mutex<()> = Mutex::new(());
 
 /// `target/sdk-venv/bin/python` with `openai` and `anthropic` installed.
 fn sdk_python() -> PathBuf {
-    let _guard = VENV.lock().unwrap_or_else(|e| e.into_inner());
-    let venv = root().join("target/sdk-venv");
-    let python = venv.join("bin/python");
-    let ready = venv.join(".installed");
-    if !ready.exists() {
-        let status = Command::new("python3")
-            .arg("-m")
-            .arg("venv")
-            .arg(&venv)
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "python3 -m venv failed (apt-get install python3-venv)"
-        );
-        let status = Command::new(venv.join("bin/pip"))
-            .args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "openai>=1.60",
-                "anthropic>=0.40",
-            ])
-            .status()
-            .unwrap();
-        assert!(status.success(), "pip install openai anthropic failed");
-        std::fs::write(&ready, "").unwrap();
-    }
-    python
+    python_venv("sdk-venv", &["openai>=1.60", "anthropic>=0.40"])
 }
 
 fn sdk_session(

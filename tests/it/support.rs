@@ -23,8 +23,41 @@ pub fn megatest() -> Command {
             command.env_remove(name);
         }
     }
+    // Tests run sessions side by side: each control API on a free port (api.addr says which).
+    command.env("MEGATEST_API_ADDR", "127.0.0.1:0");
     command.current_dir(root());
     command
+}
+
+static VENVS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `target/<name>/bin/python` of a venv with `packages` installed from PyPI (once; later runs
+/// reuse it).
+pub fn python_venv(name: &str, packages: &[&str]) -> PathBuf {
+    let _guard = VENVS.lock().unwrap_or_else(|e| e.into_inner());
+    let venv = root().join("target").join(name);
+    let python = venv.join("bin/python");
+    let ready = venv.join(".installed");
+    if !ready.exists() {
+        let status = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "python3 -m venv failed (apt-get install python3-venv)"
+        );
+        let status = Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(packages)
+            .status()
+            .unwrap();
+        assert!(status.success(), "pip install {packages:?} failed");
+        std::fs::write(&ready, "").unwrap();
+    }
+    python
 }
 
 pub fn read_json(path: &Path) -> Value {

@@ -1,0 +1,865 @@
+//! The local control API: operators ask how a session is going, force a checkpoint, pause,
+//! continue, stop, answer escalations, follow the event log and scrape metrics; agents post
+//! tool-call events, notes into working memory and "task done".
+//!
+//! Listens on `[api].address` (default `127.0.0.1:8080`; `--api-addr 127.0.0.1:0` picks a free
+//! port), bound in [`bind`] before the session directory exists. The session writes the actual
+//! address to `api.addr` and a random bearer token to `api.token` (0600). Operator endpoints
+//! accept only that token, agent endpoints only a per-agent key: no `Authorization` → 401, a
+//! wrong one → 403. Every error is JSON `{"error": {"code", "message"}}` with a 4xx status (503
+//! once the session is ending); bodies over [`MAX_BODY_BYTES`] get 413.
+//!
+//! Every route is in [`ROUTES`], from which `GET /api/openapi.json` is generated.
+
+use crate::session::event::{ApiRequest, Event};
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Largest request body accepted (bytes).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    Operator,
+    Agent,
+}
+
+/// One route: method, path (OpenAPI template syntax), who may call it, summary.
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+    pub summary: &'static str,
+    /// JSON request body schema, for POST routes that take one.
+    pub body: Option<fn() -> Value>,
+    /// Content type of the success answer.
+    pub produces: &'static str,
+}
+
+fn decision_schema() -> Value {
+    json!({"type": "object", "required": ["decision"], "properties": {
+        "decision": {"type": "string", "enum": ["continue", "stop"]}}})
+}
+
+fn events_schema() -> Value {
+    json!({"oneOf": [
+        {"type": "object", "properties": {"type": {"type": "string"}, "name": {"type": "string"}, "tool": {"type": "string"}}},
+        {"type": "array", "items": {"type": "object"}}
+    ]})
+}
+
+fn note_schema() -> Value {
+    json!({"type": "object", "required": ["text"], "properties": {"text": {"type": "string", "maxLength": 16384}}})
+}
+
+/// Every route of the API (the router and the OpenAPI document both come from here).
+pub const ROUTES: &[Route] = &[
+    Route { method: "get", path: "/healthz", access: Access::Public, summary: "Liveness: 200 while the daemon serves", body: None, produces: "application/json" },
+    Route { method: "get", path: "/api/openapi.json", access: Access::Public, summary: "This document", body: None, produces: "application/json" },
+    Route { method: "get", path: "/api/status", access: Access::Operator, summary: "Session, phase, elapsed and remaining time, agents, tokens, budgets, last checkpoint, recoveries, open escalations", body: None, produces: "application/json" },
+    Route { method: "post", path: "/api/checkpoint", access: Access::Operator, summary: "Take a checkpoint now; answers with its sequence and path once it is written", body: None, produces: "application/json" },
+    Route { method: "post", path: "/api/pause", access: Access::Operator, summary: "Pause: agents' process groups stopped, model calls held", body: None, produces: "application/json" },
+    Route { method: "post", path: "/api/continue", access: Access::Operator, summary: "Continue a paused session", body: None, produces: "application/json" },
+    Route { method: "post", path: "/api/stop", access: Access::Operator, summary: "Graceful stop: final checkpoint, agents stopped, report written (resumable)", body: None, produces: "application/json" },
+    Route { method: "get", path: "/api/escalations", access: Access::Operator, summary: "Open escalations", body: None, produces: "application/json" },
+    Route { method: "post", path: "/api/escalations/{id}/decision", access: Access::Operator, summary: "Decide an open escalation: continue or stop", body: Some(decision_schema), produces: "application/json" },
+    Route { method: "get", path: "/api/events", access: Access::Operator, summary: "The event log as server-sent events; resumable with Last-Event-ID", body: None, produces: "text/event-stream" },
+    Route { method: "get", path: "/metrics", access: Access::Operator, summary: "Prometheus text format", body: None, produces: "text/plain" },
+    Route { method: "post", path: "/api/agent/events", access: Access::Agent, summary: "Tool calls an agent reports (as /v1/megatest/events)", body: Some(events_schema), produces: "application/json" },
+    Route { method: "post", path: "/api/agent/notes", access: Access::Agent, summary: "A note into the session's working memory (kept in checkpoints)", body: Some(note_schema), produces: "application/json" },
+    Route { method: "post", path: "/api/agent/task_done", access: Access::Agent, summary: "The agent reports its current task done; its run is ended and the task marked done", body: None, produces: "application/json" },
+];
+
+/// The OpenAPI 3.1 document of [`ROUTES`].
+pub fn openapi() -> Value {
+    let mut paths = serde_json::Map::new();
+    for route in ROUTES {
+        let mut op = json!({
+            "summary": route.summary,
+            "operationId": format!("{}{}", route.method, route.path.replace(['/', '{', '}', '.'], "_")),
+            "responses": {
+                "200": {"description": "OK", "content": {route.produces: {"schema": {}}}},
+                "400": {"$ref": "#/components/responses/Error"},
+                "401": {"$ref": "#/components/responses/Error"},
+                "403": {"$ref": "#/components/responses/Error"},
+                "404": {"$ref": "#/components/responses/Error"},
+                "409": {"$ref": "#/components/responses/Error"},
+                "413": {"$ref": "#/components/responses/Error"},
+                "503": {"$ref": "#/components/responses/Error"},
+            },
+        });
+        op["security"] = match route.access {
+            Access::Public => json!([]),
+            Access::Operator => json!([{"operatorToken": []}]),
+            Access::Agent => json!([{"agentKey": []}]),
+        };
+        if route.path.contains("{id}") {
+            op["parameters"] = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1}}]);
+        }
+        if route.path == "/api/events" {
+            op["parameters"] = json!([{"name": "Last-Event-ID", "in": "header", "required": false, "schema": {"type": "integer", "minimum": 0}}]);
+        }
+        if let Some(schema) = route.body {
+            op["requestBody"] =
+                json!({"required": true, "content": {"application/json": {"schema": schema()}}});
+        }
+        let entry = paths
+            .entry(route.path.to_string())
+            .or_insert_with(|| json!({}));
+        entry[route.method] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "megatest control API", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "operatorToken": {"type": "http", "scheme": "bearer", "description": "the token in <session>/api.token"},
+                "agentKey": {"type": "http", "scheme": "bearer", "description": "the agent's per-agent key (OPENAI_API_KEY in its environment)"}
+            },
+            "responses": {"Error": {"description": "error", "content": {"application/json": {"schema": {
+                "type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}}}}}
+        }
+    })
+}
+
+/// Bind the API's address (before the session directory is created, so a taken port leaves
+/// nothing behind). Errors say what to do instead.
+pub fn bind(address: &str, allow_non_loopback: bool) -> Result<std::net::TcpListener, String> {
+    let addr: SocketAddr = address.parse().map_err(|err| {
+        format!("api.address {address:?} is not an address like 127.0.0.1:8080 ({err})")
+    })?;
+    if !addr.ip().is_loopback() && !allow_non_loopback {
+        return Err(format!(
+            "api.address {addr} is not a loopback address; the control API only listens beyond this machine when [api].allow_non_loopback = true"
+        ));
+    }
+    let listener = std::net::TcpListener::bind(addr).map_err(|err| {
+        if err.kind() == std::io::ErrorKind::AddrInUse {
+            format!("the control API address {addr} is taken (another session or program listens there); choose another with --api-addr 127.0.0.1:0 (any free port) or [api].address")
+        } else {
+            format!("cannot listen on {addr} for the control API: {err}")
+        }
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|err| format!("cannot listen on {addr}: {err}"))?;
+    Ok(listener)
+}
+
+struct ApiState {
+    session: mpsc::Sender<Event>,
+    token: String,
+    db: PathBuf,
+    shutdown: CancellationToken,
+    streams: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A running API: its address, and how many event streams are open.
+pub struct ApiHandle {
+    pub addr: SocketAddr,
+    streams: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ApiHandle {
+    /// After the shutdown token is cancelled: wait (at most `limit`) for the event streams to
+    /// send what was committed and end.
+    pub async fn drain(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.streams.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Counts an open event stream for as long as it lives.
+struct StreamGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl StreamGuard {
+    fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> StreamGuard {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        StreamGuard(count.clone())
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A random bearer token: 32 bytes from the OS, hex.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    if let Ok(mut urandom) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = urandom.read_exact(&mut bytes);
+    }
+    if bytes.iter().all(|b| *b == 0) {
+        for chunk in bytes.chunks_mut(8) {
+            chunk.copy_from_slice(&fastrand::u64(..).to_le_bytes());
+        }
+    }
+    hex::encode(bytes)
+}
+
+/// Serve the API on `listener` until `shutdown`. `db` is `session.db` (the event stream reads
+/// it with its own connection).
+pub fn serve(
+    listener: std::net::TcpListener,
+    session: mpsc::Sender<Event>,
+    token: String,
+    db: PathBuf,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ApiHandle> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let addr = listener.local_addr()?;
+    let streams = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let state = Arc::new(ApiState {
+        session,
+        token,
+        db,
+        shutdown: shutdown.clone(),
+        streams: streams.clone(),
+    });
+    let app = Router::new()
+        .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
+        .route("/api/openapi.json", get(|| async { Json(openapi()) }))
+        .route("/api/status", get(status))
+        .route("/api/checkpoint", post(checkpoint))
+        .route("/api/pause", post(pause))
+        .route("/api/continue", post(resume))
+        .route("/api/stop", post(stop))
+        .route("/api/escalations", get(escalations))
+        .route("/api/escalations/{id}/decision", post(decide))
+        .route("/api/events", get(events))
+        .route("/metrics", get(metrics))
+        .route("/api/agent/events", post(agent_events))
+        .route("/api/agent/notes", post(agent_note))
+        .route("/api/agent/task_done", post(agent_task_done))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint (see /api/openapi.json)",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this endpoint (see /api/openapi.json)",
+            )
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+    });
+    Ok(ApiHandle { addr, streams })
+}
+
+/// A JSON error answer.
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim())
+}
+
+/// Err(answer) unless the request carries the operator token.
+fn operator(state: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
+    match bearer(headers) {
+        None => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing Authorization: Bearer <token from api.token>",
+        )),
+        Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => Ok(()),
+        Some(_) => Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this endpoint takes the operator token (api.token)",
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The agent index behind a per-agent key, or the answer for a missing / wrong one.
+async fn agent(state: &ApiState, headers: &HeaderMap) -> Result<usize, Response> {
+    let Some(key) = bearer(headers) else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing Authorization: Bearer <your agent key>",
+        ));
+    };
+    let (reply, answer) = oneshot::channel();
+    let asked = Event::Authenticate {
+        agent_key: key.to_string(),
+        reply,
+    };
+    if state.session.send(asked).await.is_err() {
+        return Err(ending());
+    }
+    match answer.await {
+        Ok(Some(ctx)) => Ok(ctx.agent_idx),
+        Ok(None) => Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this endpoint takes a per-agent key",
+        )),
+        Err(_) => Err(ending()),
+    }
+}
+
+fn ending() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting_down",
+        "the session is ending",
+    )
+}
+
+/// Send `request` (built around a reply channel) to the session and wait for the answer.
+async fn ask<T>(
+    state: &ApiState,
+    request: impl FnOnce(oneshot::Sender<T>) -> ApiRequest,
+) -> Result<T, Response> {
+    let (reply, answer) = oneshot::channel();
+    if state
+        .session
+        .send(Event::Api(request(reply)))
+        .await
+        .is_err()
+    {
+        return Err(ending());
+    }
+    answer.await.map_err(|_| ending())
+}
+
+/// The session's answer to an operator action: Ok(JSON) or Err((status, code, message)).
+pub type ActionReply = Result<Value, (u16, String, String)>;
+
+fn action_answer(reply: ActionReply) -> Response {
+    match reply {
+        Ok(value) => Json(value).into_response(),
+        Err((status, code, message)) => error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::CONFLICT),
+            &code,
+            &message,
+        ),
+    }
+}
+
+fn json_body(body: &Bytes) -> Result<Value, Response> {
+    serde_json::from_slice::<Value>(body).map_err(|err| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            &format!("body is not JSON: {err}"),
+        )
+    })
+}
+
+async fn status(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = operator(&state, &headers) {
+        return denied;
+    }
+    match ask(&state, |reply| ApiRequest::Status { reply }).await {
+        Ok(value) => Json(value).into_response(),
+        Err(answer) => answer,
+    }
+}
+
+async fn checkpoint(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = operator(&state, &headers) {
+        return denied;
+    }
+    match ask(&state, |reply| ApiRequest::Checkpoint { reply }).await {
+        Ok(reply) => action_answer(reply),
+        Err(answer) => answer,
+    }
+}
+
+async fn pause(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = operator(&state, &headers) {
+        return denied;
+    }
+    match ask(&state, |reply| ApiRequest::Pause { reply }).await {
+        Ok(reply) => action_answer(reply),
+        Err(answer) => answer,
+    }
+}
+
+async fn resume(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = operator(&state, &headers) {
+        return denied;
+    }
+    match ask(&state, |reply| ApiRequest::Continue { reply }).await {
+        Ok(reply) => action_answer(reply),
+        Err(answer) => answer,
+    }
+}
+
+async fn stop(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = operator(&state, &headers) {
+        return denied;
+    }
+    match ask(&state, |reply| ApiRequest::Stop { reply }).await {
+        Ok(reply) => action_answer(reply),
+        Err(answer) => answer,
+    }
+}
+
+async fn escalations(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = operator(&state, &headers) {
+        return denied;
+    }
+    match ask(&state, |reply| ApiRequest::Status { reply }).await {
+        Ok(value) => Json(value["escalations"].clone()).into_response(),
+        Err(answer) => answer,
+    }
+}
+
+async fn decide(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    id: Result<UrlPath<i64>, axum::extract::rejection::PathRejection>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    if let Err(denied) = operator(&state, &headers) {
+        return denied;
+    }
+    let Ok(UrlPath(id)) = id else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the escalation id must be an integer",
+        );
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return body_rejection(rejection),
+    };
+    let value = match json_body(&body) {
+        Ok(value) => value,
+        Err(answer) => return answer,
+    };
+    let Some(decision) = value["decision"]
+        .as_str()
+        .filter(|d| matches!(*d, "continue" | "stop"))
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "body must be {\"decision\": \"continue\" | \"stop\"}",
+        );
+    };
+    let decision = decision.to_string();
+    match ask(&state, |reply| ApiRequest::Decide {
+        recovery_id: id,
+        decision,
+        reply,
+    })
+    .await
+    {
+        Ok(reply) => action_answer(reply),
+        Err(answer) => answer,
+    }
+}
+
+fn body_rejection(rejection: axum::extract::rejection::BytesRejection) -> Response {
+    let status = rejection.status();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "too_large"
+    } else {
+        "bad_request"
+    };
+    let status = if status.is_client_error() {
+        status
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    error(status, code, &rejection.body_text())
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = operator(&state, &headers) {
+        return denied;
+    }
+    match ask(&state, |reply| ApiRequest::Status { reply }).await {
+        Ok(value) => (
+            [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+            prometheus_text(&value),
+        )
+            .into_response(),
+        Err(answer) => answer,
+    }
+}
+
+/// The status document as Prometheus text exposition format (version 0.0.4).
+pub fn prometheus_text(status: &Value) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+        out.push_str(&format!(
+            "# HELP megatest_{name} {help}\n# TYPE megatest_{name} {kind}\n"
+        ));
+        for (labels, value) in samples {
+            out.push_str(&format!("megatest_{name}{labels} {value}\n"));
+        }
+    };
+    let num = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let label = |key: &str, value: &str| {
+        format!(
+            "{{{key}=\"{}\"}}",
+            value
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        )
+    };
+    let m = &status["metrics"];
+    metric(
+        "elapsed_session_seconds",
+        "gauge",
+        "Session seconds since the start.",
+        vec![(String::new(), num(&m["elapsed_session_secs"]))],
+    );
+    metric(
+        "elapsed_wall_seconds",
+        "gauge",
+        "Wall seconds since the start.",
+        vec![(String::new(), num(&m["elapsed_wall_secs"]))],
+    );
+    metric(
+        "remaining_session_seconds",
+        "gauge",
+        "Planned session seconds left.",
+        vec![(String::new(), num(&m["remaining_session_secs"]))],
+    );
+    metric(
+        "model_calls_total",
+        "counter",
+        "Model calls through the proxy.",
+        vec![(String::new(), num(&m["model_calls"]))],
+    );
+    metric(
+        "tokens_total",
+        "counter",
+        "Prompt plus completion tokens (provider usage).",
+        vec![(String::new(), num(&m["total_tokens"]))],
+    );
+    metric(
+        "tool_calls_total",
+        "counter",
+        "Tool calls (model answers and agent reports).",
+        vec![(String::new(), num(&m["tool_calls"]))],
+    );
+    metric(
+        "errors_total",
+        "counter",
+        "Failures detected.",
+        vec![(String::new(), num(&m["errors"]))],
+    );
+    let tasks = &m["tasks"];
+    metric(
+        "tasks",
+        "gauge",
+        "Tasks on the board by state.",
+        ["pending", "running", "done", "failed"]
+            .iter()
+            .map(|s| (label("state", s), num(&tasks[*s])))
+            .collect(),
+    );
+    let agents = m["agents"].as_array().cloned().unwrap_or_default();
+    metric(
+        "agent_running",
+        "gauge",
+        "1 while the agent runs a task.",
+        agents
+            .iter()
+            .map(|a| {
+                (
+                    label("agent", a["id"].as_str().unwrap_or("")),
+                    f64::from(a["status"] == "running"),
+                )
+            })
+            .collect(),
+    );
+    let budget = &status["budget"];
+    metric(
+        "token_budget_used",
+        "gauge",
+        "Tokens counted against limits.total_token_budget.",
+        vec![(String::new(), num(&budget["tokens_used"]))],
+    );
+    metric(
+        "token_budget_total",
+        "gauge",
+        "limits.total_token_budget.",
+        vec![(String::new(), num(&budget["tokens_total"]))],
+    );
+    metric(
+        "checkpoints_total",
+        "counter",
+        "Checkpoints written.",
+        vec![(String::new(), num(&status["checkpoints"]))],
+    );
+    let outcomes = status["recoveries"]["by_outcome"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    metric(
+        "recoveries_total",
+        "counter",
+        "Recoveries by outcome (open: not decided yet).",
+        outcomes
+            .iter()
+            .map(|(k, v)| (label("outcome", k), num(v)))
+            .collect(),
+    );
+    metric(
+        "escalations_open",
+        "gauge",
+        "Escalations waiting for an operator.",
+        vec![(
+            String::new(),
+            status["escalations"]
+                .as_array()
+                .map_or(0.0, |e| e.len() as f64),
+        )],
+    );
+    metric(
+        "paused",
+        "gauge",
+        "1 while the session is paused.",
+        vec![(String::new(), f64::from(status["status"] == "paused"))],
+    );
+    out
+}
+
+async fn events(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = operator(&state, &headers) {
+        return denied;
+    }
+    let after: i64 = match headers
+        .get("last-event-id")
+        .map(|v| v.to_str().ok().and_then(|s| s.trim().parse().ok()))
+    {
+        None => 0,
+        Some(Some(id)) => id,
+        Some(None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "Last-Event-ID must be an integer event id",
+            )
+        }
+    };
+    let db = state.db.clone();
+    let shutdown = state.shutdown.clone();
+    let stream = futures_util::stream::unfold(
+        (
+            after,
+            Vec::<crate::store::EventRow>::new().into_iter(),
+            db,
+            shutdown,
+            StreamGuard::new(&state.streams),
+        ),
+        |(mut last, mut pending, db, shutdown, guard)| async move {
+            loop {
+                if let Some(row) = pending.next() {
+                    last = row.id;
+                    let event = SseEvent::default()
+                    .id(row.id.to_string())
+                    .event(row.kind.clone())
+                    .data(json!({"id": row.id, "at": row.at, "session_secs": row.session_secs, "kind": row.kind,
+                        "agent_id": row.agent_id, "phase": row.phase, "task_id": row.task_id,
+                        "data": serde_json::from_str::<Value>(&row.data).unwrap_or(Value::Null)}).to_string());
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(event),
+                        (last, pending, db, shutdown, guard),
+                    ));
+                }
+                // After the shutdown one last read drains what was committed; then the end.
+                let closing = shutdown.is_cancelled();
+                let path = db.clone();
+                let rows = tokio::task::spawn_blocking(move || {
+                    crate::store::events_after(&path, last, 500)
+                })
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .unwrap_or_default();
+                if rows.is_empty() {
+                    if closing {
+                        return None;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+                pending = rows.into_iter();
+            }
+        },
+    );
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+async fn agent_events(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let agent_idx = match agent(&state, &headers).await {
+        Ok(idx) => idx,
+        Err(answer) => return answer,
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return body_rejection(rejection),
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "body is not UTF-8");
+    };
+    let (names, bad) = crate::session::event::parse_agent_events(text);
+    if names.is_empty() && bad > 0 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "no JSON event in the body",
+        );
+    }
+    let count = names.len();
+    if state
+        .session
+        .send(Event::AgentToolCalls { agent_idx, names })
+        .await
+        .is_err()
+    {
+        return ending();
+    }
+    Json(json!({"tool_calls": count, "ignored_lines": bad})).into_response()
+}
+
+async fn agent_note(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let agent_idx = match agent(&state, &headers).await {
+        Ok(idx) => idx,
+        Err(answer) => return answer,
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return body_rejection(rejection),
+    };
+    let value = match json_body(&body) {
+        Ok(value) => value,
+        Err(answer) => return answer,
+    };
+    let Some(text) = value["text"]
+        .as_str()
+        .filter(|t| !t.trim().is_empty() && t.len() <= 16384)
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "body must be {\"text\": \"…\"} with 1-16384 bytes of text",
+        );
+    };
+    let text = text.to_string();
+    match ask(&state, |reply| ApiRequest::Note {
+        agent_idx,
+        text,
+        reply,
+    })
+    .await
+    {
+        Ok(reply) => action_answer(reply),
+        Err(answer) => answer,
+    }
+}
+
+async fn agent_task_done(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    let agent_idx = match agent(&state, &headers).await {
+        Ok(idx) => idx,
+        Err(answer) => return answer,
+    };
+    match ask(&state, |reply| ApiRequest::TaskDone { agent_idx, reply }).await {
+        Ok(reply) => action_answer(reply),
+        Err(answer) => answer,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_lists_every_route_once() {
+        let doc = openapi();
+        let mut count = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                assert!(ROUTES.iter().any(|r| r.path == path && r.method == method));
+                count += 1;
+            }
+        }
+        assert_eq!(count, ROUTES.len());
+    }
+
+    #[test]
+    fn non_loopback_is_refused_and_a_taken_port_says_what_to_do() {
+        let err = bind("0.0.0.0:0", false).unwrap_err();
+        assert!(err.contains("allow_non_loopback"), "{err}");
+        let first = bind("127.0.0.1:0", false).unwrap();
+        let taken = first.local_addr().unwrap().to_string();
+        let err = bind(&taken, false).unwrap_err();
+        assert!(err.contains("taken") && err.contains("--api-addr"), "{err}");
+    }
+
+    #[test]
+    fn prometheus_text_has_help_type_and_escaped_labels() {
+        let status = json!({"metrics": {"agents": [{"id": "a\"1", "status": "running"}], "tasks": {"done": 2}}, "recoveries": {"by_outcome": {"recovered": 3}}});
+        let text = prometheus_text(&status);
+        assert!(text.contains("# TYPE megatest_tokens_total counter"));
+        assert!(text.contains("megatest_agent_running{agent=\"a\\\"1\"} 1"));
+        assert!(text.contains("megatest_recoveries_total{outcome=\"recovered\"} 3"));
+    }
+}
