@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod checkpoints;
+pub mod control;
 pub mod restore;
 pub mod resume;
 pub mod run;
@@ -39,6 +40,23 @@ pub enum Command {
     /// megatest's reference agent: a tool-calling loop against MEGATEST_BASE_URL (used by
     /// `run` for agents of kind "builtin").
     Agent(agent::AgentCommandArgs),
+    /// How a session is going: live through its control API while it runs, from its files
+    /// when it does not.
+    Status(control::StatusArgs),
+    /// Take a checkpoint of a running session now; prints its sequence and path.
+    Checkpoint(control::SessionArg),
+    /// Pause a running session: agents stopped, model calls held.
+    Pause(control::SessionArg),
+    /// Continue a paused session.
+    Continue(control::SessionArg),
+    /// Stop a running session gracefully (final checkpoint, report; resumable).
+    Stop(control::SessionArg),
+    /// Print session.log (or an agent's output with --agent); -f follows it.
+    Logs(control::LogsArgs),
+    /// A table of the sessions in the runs directory.
+    Sessions(control::SessionsArgs),
+    /// Remove sessions that ended longer ago than --older-than (never a running one).
+    Clean(control::CleanArgs),
 }
 
 /// Provider names accepted on the command line.
@@ -119,5 +137,13 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Checkpoints(args) => checkpoints::run(args),
         Command::Resume(args) => resume::run(args),
         Command::Restore(args) => restore::run(args),
+        Command::Status(args) => control::status(args),
+        Command::Checkpoint(target) => control::action(target, "checkpoint"),
+        Command::Pause(target) => control::action(target, "pause"),
+        Command::Continue(target) => control::action(target, "continue"),
+        Command::Stop(target) => control::action(target, "stop"),
+        Command::Logs(args) => control::logs(args),
+        Command::Sessions(args) => control::sessions(args),
+        Command::Clean(args) => control::clean(args),
     }
 }

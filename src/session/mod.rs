@@ -1527,6 +1527,9 @@ impl Session {
         outcome: RunOutcome,
     ) -> Result<()> {
         let session_secs = self.clock.session_secs();
+        // Tool calls the run reported in its events file count for its task: read them while
+        // the run is still the agent's current one.
+        self.drain_events_file(agent_idx)?;
         let (ended_by, oom_kills_at_start, done_claimed) =
             match self.agents[agent_idx].running.take() {
                 Some(running) => (
@@ -1551,7 +1554,6 @@ impl Session {
             outcome.signal,
             outcome_word,
         )?;
-        self.drain_events_file(agent_idx)?;
         let agent_id = self.agents[agent_idx].id.clone();
         let task_id = self.tasks[task_idx].spec.id.clone();
         let phase = self.prepared.config.phases[self.tasks[task_idx].phase_idx]

@@ -185,6 +185,44 @@ CREATE TABLE recoveries (
 "#,
 ];
 
+/// What `megatest sessions` / `status` read of a session without opening it for writing.
+#[derive(Debug, Clone)]
+pub struct SessionSummary {
+    pub id: String,
+    pub project_type: String,
+    pub status: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub exit_code: Option<i32>,
+    pub ended_because: Option<String>,
+    pub daemon_pid: Option<u32>,
+}
+
+/// The `sessions` row of `db`, read-only (the session may be running).
+pub fn session_summary(db: &Path) -> Result<SessionSummary> {
+    anyhow::ensure!(db.is_file(), "{} does not exist", db.display());
+    let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("open {} read-only", db.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(2))?;
+    Ok(conn.query_row(
+        "SELECT id, project_type, status, started_at, ended_at, exit_code, ended_because, daemon_pid
+         FROM sessions LIMIT 1",
+        [],
+        |r| {
+            Ok(SessionSummary {
+                id: r.get(0)?,
+                project_type: r.get(1)?,
+                status: r.get(2)?,
+                started_at: r.get(3)?,
+                ended_at: r.get(4)?,
+                exit_code: r.get(5)?,
+                ended_because: r.get(6)?,
+                daemon_pid: r.get(7)?,
+            })
+        },
+    )?)
+}
+
 /// One row of the event log, as `GET /api/events` streams it.
 #[derive(Debug, Clone, Serialize)]
 pub struct EventRow {

@@ -611,3 +611,76 @@ fn an_operator_decision_answers_an_escalation() {
     );
     assert_eq!(report["status"], "complete");
 }
+
+#[test]
+fn cli_verbs_drive_a_running_session_and_read_ended_ones() {
+    let mut live = Live::start("");
+    let runs = live.session.parent().unwrap().to_path_buf();
+    let cli = |args: &[&str]| {
+        let output = megatest()
+            .args(args)
+            .arg("--runs-dir")
+            .arg(&runs)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    // No SESSION: the most recent running one.
+    let (code, out, err) = cli(&["status"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("session live  running"), "{out}");
+    let (code, out, _) = cli(&["status", "live", "--json"]);
+    assert_eq!(code, Some(0));
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["status"], "running");
+    let (code, out, err) = cli(&["checkpoint", "live"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("\"sequence\": 1"), "{out}");
+    assert_eq!(cli(&["pause"]).0, Some(0));
+    assert_eq!(
+        cli(&["pause"]).0,
+        Some(1),
+        "pausing a paused session is refused"
+    );
+    assert_eq!(cli(&["continue"]).0, Some(0));
+    let (_, out, _) = cli(&["logs", "live"]);
+    assert!(out.contains("session created"), "{out}");
+    let (_, out, _) = cli(&["logs", "live", "--agent", "agent-1"]);
+    assert!(out.contains("started"), "{out}");
+    let (_, out, _) = cli(&["sessions"]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("live") && l.contains("running")),
+        "{out}"
+    );
+    // clean never touches a running session.
+    let (code, _, _) = cli(&["clean", "--older-than", "0s"]);
+    assert_eq!(code, Some(0));
+    assert!(live.session.exists());
+    let (code, _, err) = cli(&["stop"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(live.wait(), Some(143));
+    // Ended: status from the files, verbs that need the API refuse.
+    let (code, out, _) = cli(&["status", "live"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("interrupted") && out.contains("exit code 143"),
+        "{out}"
+    );
+    assert_eq!(cli(&["pause", "live"]).0, Some(2));
+    let (_, out, _) = cli(&["sessions", "--json"]);
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["status"], "interrupted");
+    assert_eq!(rows[0]["exit_code"], 143);
+    let (_, out, _) = cli(&["clean", "--older-than", "7d"]);
+    assert!(out.contains("nothing older"), "{out}");
+    let (_, out, _) = cli(&["clean", "--older-than", "0s", "--dry-run"]);
+    assert!(out.contains("would remove"), "{out}");
+    assert!(live.session.exists());
+    cli(&["clean", "--older-than", "0s"]);
+    assert!(!live.session.exists());
+}
