@@ -114,6 +114,24 @@ pub struct CriterionResult {
 
 /// Judge a phase's criteria from its checks. Criteria about compiling map to the build check,
 /// criteria about tests passing to the test check; the rest are `null` with the reason.
+/// Line coverage from a coverage command's output: the last number on its last non-empty line,
+/// a percentage (`87`, `87.5%`) or a fraction (`0.875`). Returns a fraction in 0..=1.
+/// `coverage report --format=total` prints exactly such a line.
+pub fn parse_coverage(output: &str) -> Option<f64> {
+    let line = output.lines().rev().find(|l| !l.trim().is_empty())?;
+    let number: String = line
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .rfind(|part| !part.is_empty() && part.parse::<f64>().is_ok())?
+        .to_string();
+    let value: f64 = number.parse().ok()?;
+    let fraction = if line.contains('%') || value > 1.0 {
+        value / 100.0
+    } else {
+        value
+    };
+    (0.0..=1.0).contains(&fraction).then_some(fraction)
+}
+
 pub fn judge_criteria(
     phase: &str,
     criteria: &[String],
@@ -171,6 +189,18 @@ mod tests {
             wall_secs: 0.1,
             output_tail: String::new(),
         }
+    }
+
+    #[test]
+    fn coverage_figures_from_percentages_and_fractions() {
+        assert_eq!(
+            parse_coverage("Name Stmts Miss Cover\nTOTAL 120 30 75%\n"),
+            Some(0.75)
+        );
+        assert_eq!(parse_coverage("87\n"), Some(0.87));
+        assert_eq!(parse_coverage("0.5"), Some(0.5));
+        assert_eq!(parse_coverage("no numbers here"), None);
+        assert_eq!(parse_coverage("coverage 250"), None);
     }
 
     #[test]

@@ -204,5 +204,17 @@ pub struct SessionMetrics {
     pub agents: Vec<AgentStatus>,
     pub lines_of_code: Figure<usize>,
     pub test_pass_rate: Figure<f64>,
+    /// Fraction of lines covered, from the spec's `[commands].coverage` at the last phase end.
+    pub test_coverage: Figure<f64>,
+    /// Workspace files modified since the session started (sampler).
+    pub files_modified: Figure<u64>,
+    /// Fraction of agent-time spent on task runs: run session seconds / (agents × elapsed).
+    pub agent_utilisation: Figure<f64>,
+    pub consensus_votes_cast: Figure<u64>,
+    /// Resident memory of megatest itself, bytes (sampler, sysinfo).
+    pub daemon_memory_bytes: Figure<u64>,
+    /// Resident memory of each running agent's process tree, bytes (sampler, sysinfo).
+    pub agent_memory_bytes: BTreeMap<String, u64>,
+    pub checkpoints: u32,
     pub errors: u64,
 }

@@ -191,6 +191,8 @@ pub enum Event {
     Reload,
     /// A request through the control API ([`crate::api`]).
     Api(ApiRequest),
+    /// The metrics sampler's measurements (taken off the session task).
+    Sampled(Box<crate::metrics::Sample>),
 }
 
 /// Requests of the control API; each carries the channel its answer goes back on.

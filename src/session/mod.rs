@@ -311,6 +311,11 @@ pub struct Session {
     prices: std::collections::BTreeMap<String, crate::config::raw::Price>,
     /// The recovery table's session state (see [`recover`]).
     recovery: recover::RecoveryState,
+    /// The metrics sampler's last measurements, and whether a sample is being taken.
+    last_sample: Option<crate::metrics::Sample>,
+    sampling: bool,
+    /// From the spec's coverage command at the last phase end.
+    coverage: Option<Figure<f64>>,
     /// `POST /api/checkpoint` requests waiting for the next checkpoint.
     checkpoint_replies: Vec<tokio::sync::oneshot::Sender<crate::api::ActionReply>>,
     /// The control API (None until started).
@@ -447,6 +452,9 @@ impl Session {
         Ok(Session {
             recovery,
             checkpoint_replies: Vec::new(),
+            last_sample: None,
+            sampling: false,
+            coverage: None,
             api: None,
             api_shutdown: CancellationToken::new(),
             budgets,
@@ -860,6 +868,12 @@ impl Session {
         );
         checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let export_every = self
+            .clock
+            .wall(self.prepared.config.raw.monitoring.metrics_export_interval)
+            .max(MIN_METRICS_INTERVAL);
+        let mut export_tick = tokio::time::interval(export_every);
+        export_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watchdog_tick =
             tokio::time::interval(recover::watchdog_period(&self.prepared.config));
         watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -928,6 +942,9 @@ impl Session {
                         }
                     }
                     _ = tokio::time::sleep_until(wakeup) => {}
+                    _ = export_tick.tick() => {
+                        self.write_metrics(self.status_word());
+                    }
                     _ = watchdog_tick.tick() => {
                         let checked = self.watchdog();
                         self.recoverable(checked)?;
@@ -945,7 +962,7 @@ impl Session {
                         let saved = self.save_budgets();
                         self.recoverable(saved)?;
                         self.store.checkpoint_wal();
-                        self.write_metrics(if self.recovery.pause.is_some() { "paused" } else { "running" });
+                        self.start_sample();
                         let verified = self.verify_latest_checkpoint();
                         self.recoverable(verified)?;
                         let memory = self.check_memory();
@@ -1443,6 +1460,9 @@ impl Session {
                         BudgetSignal::Exhausted { message } => self.budget_exhausted(&message)?,
                     }
                 }
+                if self.prepared.config.raw.monitoring.agent_activity_logging {
+                    tracing::info!(message = "agent activity: model call", agent = %row.agent_id, task = ?row.task_id, model = %row.model_served, status = row.status, prompt_tokens = row.prompt_tokens, completion_tokens = row.completion_tokens, tools = ?row.tool_names);
+                }
                 self.totals.model_calls += 1;
                 self.totals.prompt_tokens += row.prompt_tokens;
                 self.totals.completion_tokens += row.completion_tokens;
@@ -1493,6 +1513,11 @@ impl Session {
             Event::StatusRequest => self.write_status()?,
             Event::Reload => self.reload()?,
             Event::Api(request) => self.api(request)?,
+            Event::Sampled(sample) => {
+                self.sampling = false;
+                self.last_code_stats = Some(sample.code.clone());
+                self.last_sample = Some(*sample);
+            }
         }
         Ok(())
     }
@@ -1885,6 +1910,9 @@ impl Session {
             .map(|p| self.prepared.config.phases[p].name.clone());
         let now_secs = self.clock.session_secs();
         let agent_id = agent.id.clone();
+        if self.prepared.config.raw.monitoring.agent_activity_logging {
+            tracing::info!(message = "agent activity: reported tool calls", agent = %agent_id, task = ?task, tools = ?names);
+        }
         self.count_toward_checkpoint(names.len() as u64, 0);
         self.store.record_agent_tool_calls(
             &now(),
@@ -2007,7 +2035,11 @@ impl Session {
         let timeout =
             Duration::from_secs_f64(self.prepared.config.raw.limits.max_test_runtime_min * 60.0);
         let commands = self.prepared.spec.commands.clone();
-        for (name, command) in [("build", commands.build), ("test", commands.test)] {
+        let mut checks = vec![("build", commands.build), ("test", commands.test)];
+        if let Some(coverage) = commands.coverage {
+            checks.push(("coverage", coverage));
+        }
+        for (name, command) in checks {
             let workspace = self.workspace.clone();
             let phase_name = phase.clone();
             let cancel = CancellationToken::new();
@@ -2041,6 +2073,21 @@ impl Session {
                 serde_json::json!({"name": row.name, "passed": row.passed, "exit_code": row.exit_code, "wall_secs": row.wall_secs}),
             )?;
             tracing::info!(message = "phase check", phase = %phase, check = name, passed = row.passed, exit_code = ?row.exit_code, wall_secs = row.wall_secs);
+            if name == "coverage" {
+                // A measurement, not a gate: its figure or why there is none.
+                self.coverage = Some(match (row.passed, eval::parse_coverage(&row.output_tail)) {
+                    (true, Some(fraction)) => Figure::measured(fraction),
+                    (true, None) => Figure::missing(
+                        "the coverage command printed no percentage on its last line",
+                    ),
+                    (false, _) => Figure::missing(format!(
+                        "the coverage command failed (is its tool installed?): {}",
+                        eval::describe_check(&row)
+                    )),
+                });
+                self.phases[phase_idx].checks.push(row);
+                continue;
+            }
             let message = format!("phase {phase} check failed: {}", eval::describe_check(&row));
             self.check_result(name, row.passed, row.timed_out, &message)?;
             self.phases[phase_idx].checks.push(row);
@@ -2086,12 +2133,42 @@ impl Session {
         counts
     }
 
-    /// Write `metrics_current.json` and append it to `metrics/metrics.jsonl`. Failures are
-    /// logged, never fatal (the ledger and event log are the record).
-    fn write_metrics(&mut self, status: &str) {
-        if !self.prepared.config.raw.monitoring.enabled {
+    /// Start a metrics sample off the session task (one at a time); its result arrives as
+    /// [`Event::Sampled`].
+    fn start_sample(&mut self) {
+        if self.sampling || !self.prepared.config.raw.monitoring.enabled {
             return;
         }
+        self.sampling = true;
+        let workspace = self.workspace.clone();
+        let since = chrono::DateTime::parse_from_rfc3339(&self.started_at)
+            .map(|t| std::time::SystemTime::from(t.with_timezone(&chrono::Utc)))
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let agents: Vec<(String, u32)> = self
+            .agents
+            .iter()
+            .filter_map(|a| a.running.as_ref().map(|r| (a.id.clone(), r.pgid)))
+            .collect();
+        let events = self.events_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let sample = metrics::sample(&workspace, since, &agents);
+            let _ = events.blocking_send(Event::Sampled(Box::new(sample)));
+        });
+    }
+
+    /// Write `metrics_current.json`; with `[monitoring].export_metrics` also append it to
+    /// `metrics/metrics.jsonl` and, with `metrics_format = "prometheus"`, write
+    /// `metrics/metrics.prom` (text format). Failures are logged, never fatal (the ledger and
+    /// event log are the record).
+    fn write_metrics(&mut self, status: &str) {
+        let monitoring = &self.prepared.config.raw.monitoring;
+        if !monitoring.enabled {
+            return;
+        }
+        let (export, prometheus) = (
+            monitoring.export_metrics,
+            monitoring.metrics_format == crate::config::raw::MetricsFormat::Prometheus,
+        );
         let metrics = self.current_metrics(status);
         let Ok(mut bytes) = serde_json::to_vec_pretty(&metrics) else {
             return;
@@ -2099,10 +2176,20 @@ impl Session {
         bytes.push(b'\n');
         self.metrics_writer
             .replace(&self.dir().join("metrics_current.json"), bytes);
+        if !export {
+            return;
+        }
         if let Ok(mut line) = serde_json::to_vec(&metrics) {
             line.push(b'\n');
             self.metrics_writer
                 .append(&self.dir().join("metrics").join("metrics.jsonl"), line);
+        }
+        if prometheus {
+            let text = crate::api::prometheus_text(&self.status_json());
+            self.metrics_writer.replace(
+                &self.dir().join("metrics").join("metrics.prom"),
+                text.into_bytes(),
+            );
         }
     }
 
@@ -2179,8 +2266,48 @@ impl Session {
                 Some(check) => Figure::measured(if check.passed { 1.0 } else { 0.0 }),
                 None => Figure::missing("no phase test check has run yet"),
             },
+            test_coverage: self.coverage.clone().unwrap_or_else(|| {
+                Figure::missing(if self.prepared.spec.commands.coverage.is_some() {
+                    "measured by the spec's coverage command at each phase end; no phase has ended yet"
+                } else {
+                    "the project spec has no coverage command ([commands].coverage)"
+                })
+            }),
+            files_modified: match &self.last_sample {
+                Some(sample) => Figure::measured(sample.files_modified),
+                None => Figure::missing("the metrics sampler has not reported yet"),
+            },
+            agent_utilisation: self.agent_utilisation(elapsed_session),
+            consensus_votes_cast: Figure::missing("this version has no consensus voting"),
+            daemon_memory_bytes: match self.last_sample.as_ref().and_then(|s| s.daemon_memory_bytes) {
+                Some(bytes) => Figure::measured(bytes),
+                None => Figure::missing("the metrics sampler has not reported yet"),
+            },
+            agent_memory_bytes: self
+                .last_sample
+                .as_ref()
+                .map(|s| s.agent_memory_bytes.clone())
+                .unwrap_or_default(),
+            checkpoints: self.checkpoints_taken,
             errors: self.errors,
         }
+    }
+
+    /// Run session seconds of all agents / (agents × elapsed session seconds).
+    fn agent_utilisation(&self, elapsed: f64) -> Figure<f64> {
+        if elapsed <= 0.0 || self.agents.is_empty() {
+            return Figure::missing("no session time has passed yet");
+        }
+        let busy: f64 = self
+            .store
+            .rows(
+                &format!("SELECT COALESCE(SUM(COALESCE(ended_session_secs, {elapsed}) - started_session_secs), 0) FROM agent_runs"),
+                |r| r.get::<_, f64>(0),
+            )
+            .ok()
+            .and_then(|v| v.first().copied())
+            .unwrap_or(0.0);
+        Figure::measured((busy / (elapsed * self.agents.len() as f64)).clamp(0.0, 1.0))
     }
 
     fn budget_report(&self, usage: &LedgerTotals) -> BudgetReport {
@@ -2313,8 +2440,24 @@ impl Session {
                 "test coverage at least {:.0} % (project.target.test_coverage)",
                 raw.target.test_coverage * 100.0
             ),
-            met: None,
-            evidence: "not judged: coverage is not measured yet".into(),
+            met: self
+                .coverage
+                .as_ref()
+                .and_then(|c| c.value)
+                .map(|c| c >= raw.target.test_coverage),
+            evidence: match self.coverage.as_ref() {
+                Some(Figure { value: Some(c), .. }) => {
+                    format!("the spec's coverage command measured {:.1} %", c * 100.0)
+                }
+                Some(Figure { reason, .. }) => format!(
+                    "not judged: {}",
+                    reason.as_deref().unwrap_or("no coverage figure")
+                ),
+                None => {
+                    "not judged: the project spec has no coverage command ([commands].coverage)"
+                        .into()
+                }
+            },
             critical: false,
         });
         out.extend(self.recovery_criteria());

@@ -1271,25 +1271,7 @@ impl Session {
         }
         let system = &mut self.recovery.system;
         system.refresh_processes(sysinfo::ProcessesToUpdate::All, true);
-        let tree_memory = |leader: u32| -> u64 {
-            let leader = sysinfo::Pid::from_u32(leader);
-            system
-                .processes()
-                .values()
-                .filter(|p| {
-                    let mut current = Some(p.pid());
-                    for _ in 0..64 {
-                        match current {
-                            Some(pid) if pid == leader => return true,
-                            Some(pid) => current = system.process(pid).and_then(|p| p.parent()),
-                            None => return false,
-                        }
-                    }
-                    false
-                })
-                .map(|p| p.memory())
-                .sum()
-        };
+        let tree_memory = |leader: u32| crate::metrics::tree_memory(system, leader);
         let biggest = self
             .agents
             .iter()

@@ -684,3 +684,68 @@ fn cli_verbs_drive_a_running_session_and_read_ended_ones() {
     cli(&["clean", "--older-than", "0s"]);
     assert!(!live.session.exists());
 }
+
+#[test]
+fn the_sampler_fills_session_metrics_and_monitoring_keys_shape_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let command = "echo working; echo 'x = 1' > mod_$MEGATEST_TASK_ID.py; echo '{\"tool\": \"bash\"}' >> $MEGATEST_EVENTS_FILE; sleep 0.3";
+    let extra = "[monitoring]\nhealth_check_interval = 1\nmetrics_export_interval = 1\nmetrics_format = \"prometheus\"\nagent_activity_logging = true\n";
+    let config = command_config(
+        dir.path(),
+        "[model]\nprovider = \"sim\"",
+        command,
+        &[],
+        extra,
+    );
+    let runs = dir.path().join("runs");
+    let output = run_session(&config, &runs, &["--time-scale", "10"], &[]);
+    assert!(
+        matches!(output.status.code(), Some(0 | 1)),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let session = only_session(&runs);
+    let history = std::fs::read_to_string(session.join("metrics/metrics.jsonl")).unwrap();
+    let samples: Vec<Value> = history
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let sampled = samples
+        .iter()
+        .find(|m| m["daemon_memory_bytes"]["value"].as_u64().is_some())
+        .unwrap_or_else(|| panic!("no sample with memory: {history}"));
+    assert!(sampled["daemon_memory_bytes"]["value"].as_u64().unwrap() > 1 << 20);
+    let last = samples.last().unwrap();
+    assert!(
+        last["files_modified"]["value"].as_u64().unwrap() >= 1,
+        "{last}"
+    );
+    assert!(
+        last["agent_utilisation"]["value"].as_f64().unwrap() > 0.0,
+        "{last}"
+    );
+    assert!(
+        last["consensus_votes_cast"]["value"].is_null()
+            && last["consensus_votes_cast"]["reason"].is_string()
+    );
+    assert!(
+        last["test_coverage"]["value"].is_null() && last["test_coverage"]["reason"].is_string(),
+        "{last}"
+    );
+    assert!(
+        samples
+            .iter()
+            .any(|m| !m["agent_memory_bytes"].as_object().unwrap().is_empty()),
+        "agent trees were measured"
+    );
+    let prom = std::fs::read_to_string(session.join("metrics/metrics.prom")).unwrap();
+    assert!(
+        prom.contains("# TYPE megatest_tokens_total counter"),
+        "{prom}"
+    );
+    let log = std::fs::read_to_string(session.join("session.log")).unwrap();
+    assert!(
+        log.contains("agent activity"),
+        "agent_activity_logging = true logs activity"
+    );
+}
