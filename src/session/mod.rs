@@ -2266,13 +2266,7 @@ impl Session {
                 Some(check) => Figure::measured(if check.passed { 1.0 } else { 0.0 }),
                 None => Figure::missing("no phase test check has run yet"),
             },
-            test_coverage: self.coverage.clone().unwrap_or_else(|| {
-                Figure::missing(if self.prepared.spec.commands.coverage.is_some() {
-                    "measured by the spec's coverage command at each phase end; no phase has ended yet"
-                } else {
-                    "the project spec has no coverage command ([commands].coverage)"
-                })
-            }),
+            test_coverage: self.coverage_figure(),
             files_modified: match &self.last_sample {
                 Some(sample) => Figure::measured(sample.files_modified),
                 None => Figure::missing("the metrics sampler has not reported yet"),
@@ -2291,6 +2285,17 @@ impl Session {
             checkpoints: self.checkpoints_taken,
             errors: self.errors,
         }
+    }
+
+    /// Line coverage from the spec's coverage command at the last phase end, or why none.
+    fn coverage_figure(&self) -> Figure<f64> {
+        self.coverage.clone().unwrap_or_else(|| {
+            Figure::missing(if self.prepared.spec.commands.coverage.is_some() {
+                "measured by the spec's coverage command at each phase end; no phase has ended yet"
+            } else {
+                "the project spec has no coverage command ([commands].coverage)"
+            })
+        })
     }
 
     /// Run session seconds of all agents / (agents × elapsed session seconds).
@@ -2678,9 +2683,7 @@ impl Session {
                 })
             }),
             code,
-            test_coverage: Figure::missing(
-                "coverage is not measured yet: the spec's coverage command is run by the observability issue",
-            ),
+            test_coverage: self.coverage_figure(),
             success_criteria: criteria,
             not_yet_enforced: config.not_yet_enforced.clone(),
         }
