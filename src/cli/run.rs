@@ -49,6 +49,12 @@ pub fn run(args: RunArgs) -> Result<i32> {
 /// tokio runtime with logging and signals; returns the exit code.
 pub fn drive(prepared: session::Prepared, reopen: bool) -> Result<i32> {
     let log_level = prepared.config.raw.monitoring.log_level;
+    // Live progress: bars on a terminal, plain status lines otherwise.
+    let progress_every = std::time::Duration::from_secs_f64(
+        prepared.config.raw.monitoring.dashboard_update_interval / prepared.config.time_scale,
+    );
+    let multi =
+        std::io::IsTerminal::is_terminal(&std::io::stderr()).then(indicatif::MultiProgress::new);
     let warnings = prepared.config.warnings.clone();
     let not_yet = prepared.config.not_yet_enforced.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -74,7 +80,7 @@ pub fn drive(prepared: session::Prepared, reopen: bool) -> Result<i32> {
         } else {
             Session::create(prepared)?
         };
-        let _log_guard = init_logging(session.dir(), log_level.as_str());
+        let _log_guard = init_logging(session.dir(), log_level.as_str(), multi.clone());
         tracing::info!(message = if reopen { "session resumed" } else { "session created" }, session_id = session.id(), dir = %session.dir().display());
         eprintln!("megatest: session {} in {}", session.id(), session.dir().display());
         for warning in &warnings {
@@ -87,7 +93,16 @@ pub fn drive(prepared: session::Prepared, reopen: bool) -> Result<i32> {
         let _config_watch = session
             .config_path()
             .and_then(|path| watch_config(&path, session.events()));
+        let progress_stop = tokio_util::sync::CancellationToken::new();
+        let progress = tokio::spawn(crate::cli::progress::run(
+            session.events(),
+            progress_every,
+            multi,
+            progress_stop.clone(),
+        ));
         let code = session.run().await;
+        progress_stop.cancel();
+        let _ = progress.await;
         local::kill_all_groups();
         code
     });
@@ -117,7 +132,13 @@ pub fn drive(prepared: session::Prepared, reopen: bool) -> Result<i32> {
 fn init_logging(
     dir: &std::path::Path,
     level: &str,
+    progress: Option<indicatif::MultiProgress>,
 ) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    let stderr = match progress {
+        Some(multi) => BoxMakeWriter::new(crate::cli::progress::ProgressWriter(multi)),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("megatest={level},warn")));
     let file = tracing_appender::rolling::never(dir, "session.log");
@@ -126,7 +147,7 @@ fn init_logging(
         .with(filter)
         .with(
             tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
+                .with_writer(stderr)
                 .with_target(false),
         )
         .with(

@@ -776,7 +776,6 @@ fn not_yet_enforced(raw: &RawConfig) -> Vec<String> {
     let mut keys: Vec<&str> = vec![
         "agent.min_trust_score, agent.max_trust_score, agent.dynamic_spawning, agent.max_total_agents (consensus work)",
         "consensus.* (consensus work)",
-        "monitoring.dashboard_update_interval (live progress, issue 6)",
         "project.target.documentation_coverage, max_bugs_* (evaluation)",
         "project.performance.memory_usage_mb, binary_size_mb (evaluation)",
     ];

@@ -69,6 +69,11 @@ impl Session {
             "last_checkpoint": self.last_checkpoint,
             "recoveries": {"by_outcome": by_outcome, "open": open, "total": recoveries.len()},
             "escalations": self.open_escalations(),
+            "phase_elapsed_session_secs": self.current_phase.and_then(|p| self.phases[p].started).map(|(start, _)| metrics.elapsed_session_secs - start),
+            "phase_planned_session_secs": self.current_phase.map(|p| self.prepared.config.phases[p].session_secs),
+            "phase_index": self.current_phase,
+            "phase_count": self.prepared.config.phases.len(),
+            "last_event": self.store.rows("SELECT kind, at FROM events ORDER BY seq DESC LIMIT 1", |r| Ok(json!({"kind": r.get::<_, String>(0)?, "at": r.get::<_, String>(1)?}))).ok().and_then(|mut v| v.pop()),
             "metrics": metrics,
             "updated_at": super::now(),
         })

@@ -2273,7 +2273,11 @@ impl Session {
             },
             agent_utilisation: self.agent_utilisation(elapsed_session),
             consensus_votes_cast: Figure::missing("this version has no consensus voting"),
-            daemon_memory_bytes: match self.last_sample.as_ref().and_then(|s| s.daemon_memory_bytes) {
+            daemon_memory_bytes: match self
+                .last_sample
+                .as_ref()
+                .and_then(|s| s.daemon_memory_bytes)
+            {
                 Some(bytes) => Figure::measured(bytes),
                 None => Figure::missing("the metrics sampler has not reported yet"),
             },

@@ -749,3 +749,61 @@ fn the_sampler_fills_session_metrics_and_monitoring_keys_shape_the_files() {
         "agent_activity_logging = true logs activity"
     );
 }
+
+#[test]
+fn progress_is_bars_on_a_terminal_and_status_lines_otherwise() {
+    // A real pseudo-terminal (util-linux `script`): indicatif bars.
+    let dir = tempfile::tempdir().unwrap();
+    let typescript = dir.path().join("typescript");
+    let command = format!(
+        "MEGATEST_API_ADDR=127.0.0.1:0 {} run configs/quickstart.toml --runs-dir {}",
+        env!("CARGO_BIN_EXE_megatest"),
+        dir.path().join("runs").display()
+    );
+    let status = std::process::Command::new("script")
+        .args(["-qec", &command])
+        .arg(&typescript)
+        .current_dir(root())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("util-linux script");
+    assert!(status.success());
+    let screen = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
+    assert!(
+        screen.contains("phase") && screen.contains("of the budget") && screen.contains("tasks"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("\u{1b}["),
+        "terminal escapes: bars redrawn in place"
+    );
+
+    // Not a terminal: plain lines every dashboard_update_interval (60 session s = 1 s here).
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[monitoring]\ndashboard_update_interval = 60\n";
+    let config = command_config(
+        dir.path(),
+        "[model]\nprovider = \"sim\"",
+        "sleep 1.2",
+        &[],
+        extra,
+    );
+    let output = run_session(
+        &config,
+        &dir.path().join("runs"),
+        &["--time-scale", "60"],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("megatest: [running] phase"))
+        .collect();
+    assert!(lines.len() >= 2, "{stderr}");
+    assert!(
+        lines[0].contains("tokens") && lines[0].contains("agent-1:"),
+        "{}",
+        lines[0]
+    );
+    assert!(!stderr.contains("\u{1b}[1m"), "no bars off a terminal");
+}
