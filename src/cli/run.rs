@@ -127,6 +127,11 @@ pub fn drive(prepared: session::Prepared, reopen: bool) -> Result<i32> {
     Ok(end.exit_code)
 }
 
+/// `session.log` is rotated when it passes this many bytes.
+pub const LOG_ROTATE_BYTES: usize = 64 << 20;
+/// Rotated logs kept beside `session.log` (`session.log.1` is the newest).
+pub const LOG_FILES_KEPT: usize = 5;
+
 /// Log to stderr and to `session.log` in the session directory. `RUST_LOG` overrides
 /// `[monitoring].log_level`.
 fn init_logging(
@@ -141,7 +146,14 @@ fn init_logging(
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("megatest={level},warn")));
-    let file = tracing_appender::rolling::never(dir, "session.log");
+    // Rotated by size: session.log, then session.log.1 … .5 (oldest dropped).
+    let file = file_rotate::FileRotate::new(
+        dir.join("session.log"),
+        file_rotate::suffix::AppendCount::new(LOG_FILES_KEPT),
+        file_rotate::ContentLimit::BytesSurpassed(LOG_ROTATE_BYTES),
+        file_rotate::compression::Compression::None,
+        None,
+    );
     let (writer, guard) = tracing_appender::non_blocking(file);
     let result = tracing_subscriber::registry()
         .with(filter)
