@@ -6,7 +6,7 @@
 //! port), bound in [`bind`] before the session directory exists. The session writes the actual
 //! address to `api.addr` and a random bearer token to `api.token` (0600). Operator endpoints
 //! accept only that token, agent endpoints only a per-agent key: no `Authorization` → 401, a
-//! wrong one → 403. Every error is JSON `{"error": {"code", "message"}}` with a 4xx status (503
+//! wrong one → 403. Every error is JSON `{"error": {"code", "message"}}` with a 4xx status (409
 //! once the session is ending); bodies over [`MAX_BODY_BYTES`] get 413.
 //!
 //! Every route is in [`ROUTES`], from which `GET /api/openapi.json` is generated.
@@ -99,7 +99,6 @@ pub fn openapi() -> Value {
                 "404": {"$ref": "#/components/responses/Error"},
                 "409": {"$ref": "#/components/responses/Error"},
                 "413": {"$ref": "#/components/responses/Error"},
-                "503": {"$ref": "#/components/responses/Error"},
             },
         });
         op["security"] = match route.access {
@@ -345,7 +344,7 @@ async fn agent(state: &ApiState, headers: &HeaderMap) -> Result<usize, Response>
 
 fn ending() -> Response {
     error(
-        StatusCode::SERVICE_UNAVAILABLE,
+        StatusCode::CONFLICT,
         "shutting_down",
         "the session is ending",
     )

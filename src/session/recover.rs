@@ -917,7 +917,7 @@ impl Session {
             Ok(())
         })();
         if let Err(err) = result {
-            return Err((503, "store".into(), format!("{err:#}")));
+            return Err((409, "store".into(), format!("{err:#}")));
         }
         if let Some(task_idx) = escalation.task_idx {
             self.tasks[task_idx].held = false;

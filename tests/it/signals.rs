@@ -65,3 +65,52 @@ fn sigint_stops_gracefully_with_exit_130() {
         assert!(!alive(pid), "agent {pid} survived");
     }
 }
+
+#[test]
+fn a_second_sigterm_stops_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Agents ignore SIGTERM and the grace period is long: the first SIGTERM waits on them.
+    let config = command_config(
+        dir.path(),
+        "[model]\nprovider = \"sim\"",
+        "trap '' TERM; while :; do sleep 0.1; done",
+        &[],
+        "",
+    );
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("stop_grace_secs = 0.5", "stop_grace_secs = 600");
+    std::fs::write(&config, text).unwrap();
+    let runs = dir.path().join("runs");
+    let mut child = megatest()
+        .arg("run")
+        .arg(&config)
+        .args(["--session-id", "twice", "--runs-dir"])
+        .arg(&runs)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let session = runs.join("twice");
+    assert!(wait_for(Duration::from_secs(30), || !agent_pids(&session).is_empty()));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(wait_for(Duration::from_secs(10), || scalar(
+        &session,
+        "SELECT COUNT(*) FROM events WHERE kind = 'signal'",
+        &[]
+    ) == 1));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(143));
+    let log = std::fs::read_to_string(session.join("session.log")).unwrap();
+    assert!(
+        log.contains("second signal: killing all agent process groups now"),
+        "{log}"
+    );
+    for pid in agent_pids(&session) {
+        assert!(!alive(pid), "agent {pid} survived");
+    }
+    assert_eq!(
+        read_json(&session.join("final_report.json"))["status"],
+        "interrupted"
+    );
+}
