@@ -294,6 +294,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Err(answer) unless the request carries the operator token.
+#[allow(clippy::result_large_err)] // the error is the HTTP answer itself
 fn operator(state: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
     match bearer(headers) {
         None => Err(error(
@@ -381,6 +382,7 @@ fn action_answer(reply: ActionReply) -> Response {
     }
 }
 
+#[allow(clippy::result_large_err)]
 fn json_body(body: &Bytes) -> Result<Value, Response> {
     serde_json::from_slice::<Value>(body).map_err(|err| {
         error(

@@ -939,7 +939,7 @@ impl Session {
             FailureKind::DiskFull => {
                 let min = self.prepared.config.raw.recovery.min_free_disk_mb << 20;
                 let reserve = self.prepared.config.raw.recovery.disk_reserve_mb << 20;
-                free_bytes(&self.dir()).is_some_and(|free| free >= min + reserve)
+                free_bytes(self.dir()).is_some_and(|free| free >= min + reserve)
             }
             FailureKind::PermissionDenied => {
                 let probe = self.workspace.join(".megatest_write_probe");
@@ -970,7 +970,7 @@ impl Session {
         }
         if pause.kind == Some(FailureKind::DiskFull) && self.recovery.reserve.is_none() {
             self.recovery.reserve = make_reserve(
-                &self.dir(),
+                self.dir(),
                 self.prepared.config.raw.recovery.disk_reserve_mb,
             );
         }
@@ -1046,7 +1046,7 @@ impl Session {
         }
         // Disk: free space on the runs filesystem.
         let min = self.prepared.config.raw.recovery.min_free_disk_mb << 20;
-        if let Some(free) = free_bytes(&self.dir()) {
+        if let Some(free) = free_bytes(self.dir()) {
             if free < min {
                 let message = format!(
                     "{free} bytes free on the filesystem of {}, under recovery.min_free_disk_mb ({} MiB)",
@@ -1214,7 +1214,7 @@ impl Session {
                 ChaosFault::FillDisk => {
                     let path = self.dir().join("chaos_fill");
                     let min = self.prepared.config.raw.recovery.min_free_disk_mb << 20;
-                    let free = free_bytes(&self.dir()).unwrap_or(0);
+                    let free = free_bytes(self.dir()).unwrap_or(0);
                     let want = free.saturating_sub(min / 2);
                     if want > CHAOS_FILL_CAP_BYTES {
                         serde_json::json!({"fault": fault, "skipped": format!("filling {want} bytes is over the {CHAOS_FILL_CAP_BYTES}-byte cap")})
