@@ -403,44 +403,35 @@ async fn status(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Respo
     }
 }
 
-async fn checkpoint(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
-    if let Err(denied) = operator(&state, &headers) {
+/// An operator action without a body: authorise, ask the session, answer.
+async fn operator_action(
+    state: &ApiState,
+    headers: &HeaderMap,
+    request: fn(oneshot::Sender<ActionReply>) -> ApiRequest,
+) -> Response {
+    if let Err(denied) = operator(state, headers) {
         return denied;
     }
-    match ask(&state, |reply| ApiRequest::Checkpoint { reply }).await {
+    match ask(state, request).await {
         Ok(reply) => action_answer(reply),
         Err(answer) => answer,
     }
+}
+
+async fn checkpoint(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    operator_action(&state, &headers, |reply| ApiRequest::Checkpoint { reply }).await
 }
 
 async fn pause(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
-    if let Err(denied) = operator(&state, &headers) {
-        return denied;
-    }
-    match ask(&state, |reply| ApiRequest::Pause { reply }).await {
-        Ok(reply) => action_answer(reply),
-        Err(answer) => answer,
-    }
+    operator_action(&state, &headers, |reply| ApiRequest::Pause { reply }).await
 }
 
 async fn resume(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
-    if let Err(denied) = operator(&state, &headers) {
-        return denied;
-    }
-    match ask(&state, |reply| ApiRequest::Continue { reply }).await {
-        Ok(reply) => action_answer(reply),
-        Err(answer) => answer,
-    }
+    operator_action(&state, &headers, |reply| ApiRequest::Continue { reply }).await
 }
 
 async fn stop(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
-    if let Err(denied) = operator(&state, &headers) {
-        return denied;
-    }
-    match ask(&state, |reply| ApiRequest::Stop { reply }).await {
-        Ok(reply) => action_answer(reply),
-        Err(answer) => answer,
-    }
+    operator_action(&state, &headers, |reply| ApiRequest::Stop { reply }).await
 }
 
 async fn escalations(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {

@@ -50,23 +50,28 @@ fn secs(v: &Value) -> String {
     }
 }
 
-/// One line for logs and CI: phase, time, tokens and budget, tasks, agents, last checkpoint.
-pub fn status_line(doc: &Value) -> String {
-    let m = &doc["metrics"];
-    let agents: Vec<String> = doc["agents"]
+/// Each agent as `<id><sep><task or idle>`.
+fn agent_tasks(doc: &Value, sep: &str) -> Vec<String> {
+    doc["agents"]
         .as_array()
         .map(|a| {
             a.iter()
                 .map(|a| {
                     format!(
-                        "{}:{}",
+                        "{}{sep}{}",
                         a["id"].as_str().unwrap_or(""),
                         a["task"].as_str().unwrap_or("idle")
                     )
                 })
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// One line for logs and CI: phase, time, tokens and budget, tasks, agents, last checkpoint.
+pub fn status_line(doc: &Value) -> String {
+    let m = &doc["metrics"];
+    let agents = agent_tasks(doc, ":");
     format!(
         "[{}] phase {} ({}/{}) {}/{} — elapsed {}, remaining {} — tokens {} ({:.0} % of budget) — tasks {}/{} done — {} — checkpoint {} — last event {}",
         doc["status"].as_str().unwrap_or("?"),
@@ -162,20 +167,7 @@ pub async fn run(
             doc["metrics"]["model_calls"],
             doc["metrics"]["tool_calls"],
         ));
-        let list: Vec<String> = doc["agents"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|a| {
-                        format!(
-                            "{} {}",
-                            a["id"].as_str().unwrap_or(""),
-                            a["task"].as_str().unwrap_or("idle")
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let list = agent_tasks(&doc, " ");
         agents.set_message(format!(
             "{} · tasks {}/{} done",
             list.join(", "),

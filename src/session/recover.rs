@@ -779,13 +779,9 @@ impl Session {
         self.failure(kind, None, None, &format!("{name}: {message}"))
     }
 
-    /// Stop the agents (SIGSTOP their groups), hold the proxy's calls, free the disk reserve,
-    /// clean up, alert. The watchdog continues the session when the cause is gone.
-    fn pause(&mut self, id: i64, kind: FailureKind, message: &str) -> Result<()> {
-        if self.recovery.pause.is_some() {
-            // Already paused: this failure is covered by the pause in progress.
-            return self.resolve(id, "recovered", 1);
-        }
+    /// SIGSTOP the running agents' groups that are not stopped already and close the proxy's
+    /// gate; returns the groups stopped here (only those are continued later).
+    fn hold_everything(&mut self) -> Vec<i32> {
         let mut groups = Vec::new();
         for agent in &self.agents {
             if let Some(running) = &agent.running {
@@ -798,6 +794,17 @@ impl Session {
             }
         }
         let _ = self.recovery.paused_tx.send(true);
+        groups
+    }
+
+    /// Stop the agents (SIGSTOP their groups), hold the proxy's calls, free the disk reserve,
+    /// clean up, alert. The watchdog continues the session when the cause is gone.
+    fn pause(&mut self, id: i64, kind: FailureKind, message: &str) -> Result<()> {
+        if self.recovery.pause.is_some() {
+            // Already paused: this failure is covered by the pause in progress.
+            return self.resolve(id, "recovered", 1);
+        }
+        let groups = self.hold_everything();
         let mut freed = 0u64;
         if kind == FailureKind::DiskFull {
             if let Some(reserve) = self.recovery.reserve.take() {
@@ -837,18 +844,7 @@ impl Session {
 
     /// `POST /api/pause`: stop the agents and hold the model calls until an operator continues.
     pub(super) fn operator_pause(&mut self) -> Result<()> {
-        let mut groups = Vec::new();
-        for agent in &self.agents {
-            if let Some(running) = &agent.running {
-                let pgid = running.pgid as i32;
-                if !crate::backend::local::process_stopped(pgid)
-                    && killpg(Pid::from_raw(pgid), Signal::SIGSTOP).is_ok()
-                {
-                    groups.push(pgid);
-                }
-            }
-        }
-        let _ = self.recovery.paused_tx.send(true);
+        let groups = self.hold_everything();
         let _ = crate::fsutil::write_atomic(&self.dir().join("status"), b"paused\n");
         self.recovery.pause = Some(Pause {
             recovery_id: None,

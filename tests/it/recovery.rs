@@ -90,6 +90,28 @@ fn of_kind<'a>(recoveries: &'a [Value], kind: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// Run a one-task, two-agent session whose agents run `command` (`extra`: more TOML) at time
+/// scale 60; expect exit 0 and exactly one recovery of `kind`: (session, that recovery).
+fn single_recovery(dir: &Path, command: &str, extra: &str, kind: &str) -> (PathBuf, Value) {
+    let config = mini_config(
+        dir,
+        &[("t1", "Coder")],
+        2,
+        command,
+        "build = \"true\"\ntest = \"true\"",
+        extra,
+    );
+    let runs = dir.join("runs");
+    let output = run_session(&config, &runs, &["--time-scale", "60"], &[]);
+    assert_exit(&output, 0);
+    let session = only_session(&runs);
+    let rows = recoveries(&session);
+    let found = of_kind(&rows, kind);
+    assert_eq!(found.len(), 1, "one {kind}: {rows:?}");
+    let row = found[0].clone();
+    (session, row)
+}
+
 /// Start `megatest run` in the background (stdout and stderr to files in `dir`).
 fn spawn_session(
     config: &Path,
@@ -269,21 +291,8 @@ fn agent_out_of_memory_is_retried_with_a_handoff_summary() {
     // First run: a real allocation failure (MemoryError). The retry finishes only if its
     // prompt carries the handoff summary.
     let command = "if [ -e .ran ]; then grep -q 'Handoff summary' {prompt_file} && exit 0; exit 7; fi; touch .ran; python3 -c 'b = bytearray(1 << 62)'";
-    let config = mini_config(
-        dir.path(),
-        &[("t1", "Coder")],
-        2,
-        command,
-        "build = \"true\"\ntest = \"true\"",
-        SIM,
-    );
-    let runs = dir.path().join("runs");
-    let output = run_session(&config, &runs, &["--time-scale", "60"], &[]);
-    assert_exit(&output, 0);
-    let session = only_session(&runs);
-    let rows = recoveries(&session);
-    let oom = of_kind(&rows, "out_of_memory");
-    assert_eq!(oom.len(), 1, "{rows:?}");
+    let (_, oom) = single_recovery(dir.path(), command, SIM, "out_of_memory");
+    let oom = [&oom];
     assert_eq!(oom[0]["action"], "compress_and_retry");
     assert_eq!(oom[0]["severity"], "critical");
     assert_eq!(oom[0]["outcome"], "recovered");
@@ -797,21 +806,8 @@ fn permission_failure_pauses_until_the_workspace_is_writable_again() {
     let dir = tempfile::tempdir().unwrap();
     // A real EACCES: the agent drops to uid 65534 and writes a root-owned file.
     let command = "if [ -e .ran ]; then exit 0; fi; touch .ran protected; chmod 644 protected; setpriv --reuid=65534 --regid=65534 --clear-groups sh -c 'echo x > protected'";
-    let config = mini_config(
-        dir.path(),
-        &[("t1", "Coder")],
-        2,
-        command,
-        "build = \"true\"\ntest = \"true\"",
-        SIM,
-    );
-    let runs = dir.path().join("runs");
-    let output = run_session(&config, &runs, &["--time-scale", "60"], &[]);
-    assert_exit(&output, 0);
-    let session = only_session(&runs);
-    let rows = recoveries(&session);
-    let denied = of_kind(&rows, "permission_denied");
-    assert_eq!(denied.len(), 1, "{rows:?}");
+    let (session, denied) = single_recovery(dir.path(), command, SIM, "permission_denied");
+    let denied = [&denied];
     assert_eq!(denied[0]["action"], "pause_and_alert");
     assert_eq!(denied[0]["outcome"], "recovered");
     assert!(
@@ -982,25 +978,9 @@ fn memory_pressure_restarts_the_biggest_agent_with_a_handoff_summary() {
     // The threshold is above any machine's memory: sysinfo's real reading is under it.
     let extra = format!("{SIM}\n[recovery]\nmin_available_memory_mb = 100000000\n\n[monitoring]\nhealth_check_interval = 1\n");
     let command = "if grep -q 'Handoff summary' {prompt_file}; then exit 0; fi; touch .ran-$MEGATEST_TASK_ID; while :; do echo working; sleep 0.05; done";
-    let config = mini_config(
-        dir.path(),
-        &[("t1", "Coder")],
-        2,
-        command,
-        "build = \"true\"\ntest = \"true\"",
-        &extra,
-    );
-    let runs = dir.path().join("runs");
-    let output = run_session(&config, &runs, &["--time-scale", "60"], &[]);
-    assert_exit(&output, 0);
-    let session = only_session(&runs);
-    let rows = recoveries(&session);
-    let oom = of_kind(&rows, "out_of_memory");
-    assert_eq!(
-        oom.len(),
-        1,
-        "reported once while the pressure lasts: {rows:?}"
-    );
+    // Exactly one: reported once while the pressure lasts.
+    let (_, oom) = single_recovery(dir.path(), command, &extra, "out_of_memory");
+    let oom = [&oom];
     assert_eq!(oom[0]["action"], "compress_and_retry");
     assert_eq!(oom[0]["agent_id"], "agent-1");
     assert_eq!(oom[0]["outcome"], "recovered");
