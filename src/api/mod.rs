@@ -542,48 +542,86 @@ pub fn prometheus_text(status: &Value) -> String {
         )
     };
     let m = &status["metrics"];
-    metric(
-        "elapsed_session_seconds",
-        "gauge",
-        "Session seconds since the start.",
-        vec![(String::new(), num(&m["elapsed_session_secs"]))],
-    );
-    metric(
-        "elapsed_wall_seconds",
-        "gauge",
-        "Wall seconds since the start.",
-        vec![(String::new(), num(&m["elapsed_wall_secs"]))],
-    );
-    metric(
-        "remaining_session_seconds",
-        "gauge",
-        "Planned session seconds left.",
-        vec![(String::new(), num(&m["remaining_session_secs"]))],
-    );
-    metric(
-        "model_calls_total",
-        "counter",
-        "Model calls through the proxy.",
-        vec![(String::new(), num(&m["model_calls"]))],
-    );
-    metric(
-        "tokens_total",
-        "counter",
-        "Prompt plus completion tokens (provider usage).",
-        vec![(String::new(), num(&m["total_tokens"]))],
-    );
-    metric(
-        "tool_calls_total",
-        "counter",
-        "Tool calls (model answers and agent reports).",
-        vec![(String::new(), num(&m["tool_calls"]))],
-    );
-    metric(
-        "errors_total",
-        "counter",
-        "Failures detected.",
-        vec![(String::new(), num(&m["errors"]))],
-    );
+    let budget = &status["budget"];
+    let single: [(&str, &str, &str, f64); 12] = [
+        (
+            "elapsed_session_seconds",
+            "gauge",
+            "Session seconds since the start.",
+            num(&m["elapsed_session_secs"]),
+        ),
+        (
+            "elapsed_wall_seconds",
+            "gauge",
+            "Wall seconds since the start.",
+            num(&m["elapsed_wall_secs"]),
+        ),
+        (
+            "remaining_session_seconds",
+            "gauge",
+            "Planned session seconds left.",
+            num(&m["remaining_session_secs"]),
+        ),
+        (
+            "model_calls_total",
+            "counter",
+            "Model calls through the proxy.",
+            num(&m["model_calls"]),
+        ),
+        (
+            "tokens_total",
+            "counter",
+            "Prompt plus completion tokens (provider usage).",
+            num(&m["total_tokens"]),
+        ),
+        (
+            "tool_calls_total",
+            "counter",
+            "Tool calls (model answers and agent reports).",
+            num(&m["tool_calls"]),
+        ),
+        (
+            "errors_total",
+            "counter",
+            "Failures detected.",
+            num(&m["errors"]),
+        ),
+        (
+            "token_budget_used",
+            "gauge",
+            "Tokens counted against limits.total_token_budget.",
+            num(&budget["tokens_used"]),
+        ),
+        (
+            "token_budget_total",
+            "gauge",
+            "limits.total_token_budget.",
+            num(&budget["tokens_total"]),
+        ),
+        (
+            "checkpoints_total",
+            "counter",
+            "Checkpoints written.",
+            num(&status["checkpoints"]),
+        ),
+        (
+            "escalations_open",
+            "gauge",
+            "Escalations waiting for an operator.",
+            status["escalations"]
+                .as_array()
+                .map_or(0.0, |e| e.len() as f64),
+        ),
+        (
+            "paused",
+            "gauge",
+            "1 while the session is paused.",
+            f64::from(status["status"] == "paused"),
+        ),
+    ];
+    for (name, kind, help, value) in single {
+        metric(name, kind, help, vec![(String::new(), value)]);
+    }
     let tasks = &m["tasks"];
     metric(
         "tasks",
@@ -609,25 +647,6 @@ pub fn prometheus_text(status: &Value) -> String {
             })
             .collect(),
     );
-    let budget = &status["budget"];
-    metric(
-        "token_budget_used",
-        "gauge",
-        "Tokens counted against limits.total_token_budget.",
-        vec![(String::new(), num(&budget["tokens_used"]))],
-    );
-    metric(
-        "token_budget_total",
-        "gauge",
-        "limits.total_token_budget.",
-        vec![(String::new(), num(&budget["tokens_total"]))],
-    );
-    metric(
-        "checkpoints_total",
-        "counter",
-        "Checkpoints written.",
-        vec![(String::new(), num(&status["checkpoints"]))],
-    );
     let outcomes = status["recoveries"]["by_outcome"]
         .as_object()
         .cloned()
@@ -640,23 +659,6 @@ pub fn prometheus_text(status: &Value) -> String {
             .iter()
             .map(|(k, v)| (label("outcome", k), num(v)))
             .collect(),
-    );
-    metric(
-        "escalations_open",
-        "gauge",
-        "Escalations waiting for an operator.",
-        vec![(
-            String::new(),
-            status["escalations"]
-                .as_array()
-                .map_or(0.0, |e| e.len() as f64),
-        )],
-    );
-    metric(
-        "paused",
-        "gauge",
-        "1 while the session is paused.",
-        vec![(String::new(), f64::from(status["status"] == "paused"))],
     );
     out
 }

@@ -50,6 +50,20 @@ fn secs(v: &Value) -> String {
     }
 }
 
+/// `development (2/4) 3.0 min of 20.0 min · session 13.0 min elapsed, 47.0 min left`.
+fn phase_text(doc: &Value) -> String {
+    format!(
+        "{} ({}/{}) {} of {} · session {} elapsed, {} left",
+        doc["phase"].as_str().unwrap_or("-"),
+        doc["phase_index"].as_u64().map(|i| i + 1).unwrap_or(0),
+        doc["phase_count"],
+        secs(&doc["phase_elapsed_session_secs"]),
+        secs(&doc["phase_planned_session_secs"]),
+        secs(&doc["elapsed_session_secs"]),
+        secs(&doc["remaining_session_secs"]),
+    )
+}
+
 /// Each agent as `<id><sep><task or idle>`.
 fn agent_tasks(doc: &Value, sep: &str) -> Vec<String> {
     doc["agents"]
@@ -73,15 +87,9 @@ pub fn status_line(doc: &Value) -> String {
     let m = &doc["metrics"];
     let agents = agent_tasks(doc, ":");
     format!(
-        "[{}] phase {} ({}/{}) {}/{} — elapsed {}, remaining {} — tokens {} ({:.0} % of budget) — tasks {}/{} done — {} — checkpoint {} — last event {}",
+        "[{}] phase {} — tokens {} ({:.0} % of budget) — tasks {}/{} done — {} — checkpoint {} — last event {}",
         doc["status"].as_str().unwrap_or("?"),
-        doc["phase"].as_str().unwrap_or("-"),
-        doc["phase_index"].as_u64().map(|i| i + 1).unwrap_or(0),
-        doc["phase_count"],
-        secs(&doc["phase_elapsed_session_secs"]),
-        secs(&doc["phase_planned_session_secs"]),
-        secs(&doc["elapsed_session_secs"]),
-        secs(&doc["remaining_session_secs"]),
+        phase_text(doc),
         m["total_tokens"],
         doc["budget"]["used_fraction"].as_f64().unwrap_or(0.0) * 100.0,
         m["tasks"]["done"],
@@ -149,15 +157,9 @@ pub async fn run(
         phase.set_length(planned as u64);
         phase.set_position(elapsed.min(planned) as u64);
         phase.set_message(format!(
-            "{} ({}/{}) {} of {} · session {} elapsed, {} left · {}",
-            doc["phase"].as_str().unwrap_or("-"),
-            doc["phase_index"].as_u64().map(|i| i + 1).unwrap_or(0),
-            doc["phase_count"],
-            secs(&doc["phase_elapsed_session_secs"]),
-            secs(&doc["phase_planned_session_secs"]),
-            secs(&doc["elapsed_session_secs"]),
-            secs(&doc["remaining_session_secs"]),
-            doc["status"].as_str().unwrap_or("?"),
+            "{} · {}",
+            phase_text(&doc),
+            doc["status"].as_str().unwrap_or("?")
         ));
         tokens.set_message(format!(
             "{} of {} ({:.1} % of the budget) · {} model calls · {} tool calls",

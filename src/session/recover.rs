@@ -818,21 +818,8 @@ impl Session {
                 }
             }
         }
-        let _ = crate::fsutil::write_atomic(&self.dir().join("status"), b"paused\n");
-        self.recovery.pause = Some(Pause {
-            recovery_id: Some(id),
-            kind: Some(kind),
-            since_session_secs: self.clock.session_secs(),
-            checks: 0,
-            groups: groups.clone(),
-        });
-        self.event(
-            "paused",
-            None,
-            None,
-            None,
-            serde_json::json!({"recovery_id": id, "failure_kind": kind.as_str(), "stopped_groups": groups, "freed_bytes": freed, "reason": message}),
-        )?;
+        let data = serde_json::json!({"recovery_id": id, "failure_kind": kind.as_str(), "freed_bytes": freed, "reason": message});
+        self.record_pause(Some(id), Some(kind), groups, data)?;
         tracing::warn!(
             message = "session paused",
             failure_kind = kind.as_str(),
@@ -842,24 +829,32 @@ impl Session {
         Ok(())
     }
 
+    /// Enter the paused state: `status` file, the [`Pause`], a `paused` event (`data` plus the
+    /// stopped groups).
+    fn record_pause(
+        &mut self,
+        recovery_id: Option<i64>,
+        kind: Option<FailureKind>,
+        groups: Vec<i32>,
+        mut data: serde_json::Value,
+    ) -> Result<()> {
+        let _ = crate::fsutil::write_atomic(&self.dir().join("status"), b"paused\n");
+        data["stopped_groups"] = serde_json::json!(groups);
+        self.recovery.pause = Some(Pause {
+            recovery_id,
+            kind,
+            since_session_secs: self.clock.session_secs(),
+            checks: 0,
+            groups,
+        });
+        self.event("paused", None, None, None, data)?;
+        Ok(())
+    }
+
     /// `POST /api/pause`: stop the agents and hold the model calls until an operator continues.
     pub(super) fn operator_pause(&mut self) -> Result<()> {
         let groups = self.hold_everything();
-        let _ = crate::fsutil::write_atomic(&self.dir().join("status"), b"paused\n");
-        self.recovery.pause = Some(Pause {
-            recovery_id: None,
-            kind: None,
-            since_session_secs: self.clock.session_secs(),
-            checks: 0,
-            groups: groups.clone(),
-        });
-        self.event(
-            "paused",
-            None,
-            None,
-            None,
-            serde_json::json!({"operator": true, "stopped_groups": groups}),
-        )?;
+        self.record_pause(None, None, groups, serde_json::json!({"operator": true}))?;
         tracing::warn!(message = "session paused by the operator");
         Ok(())
     }
