@@ -734,18 +734,26 @@ async fn events(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Respo
         .into_response()
 }
 
+/// The agent behind the request's key and its body, or the answer for a bad one.
+#[allow(clippy::result_large_err)]
+async fn agent_and_body(
+    state: &ApiState,
+    headers: &HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<(usize, Bytes), Response> {
+    let agent_idx = agent(state, headers).await?;
+    let body = body.map_err(body_rejection)?;
+    Ok((agent_idx, body))
+}
+
 async fn agent_events(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let agent_idx = match agent(&state, &headers).await {
-        Ok(idx) => idx,
+    let (agent_idx, body) = match agent_and_body(&state, &headers, body).await {
+        Ok(found) => found,
         Err(answer) => return answer,
-    };
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => return body_rejection(rejection),
     };
     let Ok(text) = std::str::from_utf8(&body) else {
         return error(StatusCode::BAD_REQUEST, "bad_request", "body is not UTF-8");
@@ -775,13 +783,9 @@ async fn agent_note(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let agent_idx = match agent(&state, &headers).await {
-        Ok(idx) => idx,
+    let (agent_idx, body) = match agent_and_body(&state, &headers, body).await {
+        Ok(found) => found,
         Err(answer) => return answer,
-    };
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => return body_rejection(rejection),
     };
     let value = match json_body(&body) {
         Ok(value) => value,

@@ -187,31 +187,40 @@ fn run_pid(runs: &Path, task: &str) -> i32 {
     pid.unwrap()
 }
 
-#[test]
-fn killed_agent_is_restarted_on_its_task() {
-    let dir = tempfile::tempdir().unwrap();
-    // First run of the task: mark it and wait to be killed; a later run finishes.
+/// A one-task session whose first run of the task marks the workspace and works until `fault`
+/// (given the run's process group) hits it; later runs finish at once. Expects exit 0; returns
+/// the session and the faulted run's pid.
+fn fault_the_first_run(
+    dir: &Path,
+    extra: &str,
+    fault: impl FnOnce(nix::unistd::Pid) -> nix::Result<()>,
+) -> (PathBuf, i32) {
     let command = "if [ -e .ran-$MEGATEST_TASK_ID ]; then exit 0; fi; touch .ran-$MEGATEST_TASK_ID; while :; do echo working; sleep 0.05; done";
     let config = mini_config(
-        dir.path(),
+        dir,
         &[("t1", "Coder")],
         2,
         command,
         "build = \"true\"\ntest = \"true\"",
-        SIM,
+        extra,
     );
-    let runs = dir.path().join("runs");
+    let runs = dir.join("runs");
     let child = spawn_session(&config, &runs, &["--time-scale", "60"], &[]);
     wait_for_marker(&runs, "t1");
     let pid = run_pid(&runs, "t1");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let (code, stderr) = finish(child, dir.path());
+    fault(nix::unistd::Pid::from_raw(pid)).unwrap();
+    let (code, stderr) = finish(child, dir);
     assert_eq!(code, 0, "{stderr}");
-    let session = only_session(&runs);
+    (only_session(&runs), pid)
+}
+
+#[test]
+fn killed_agent_is_restarted_on_its_task() {
+    let dir = tempfile::tempdir().unwrap();
+    // First run of the task: mark it and wait to be killed; a later run finishes.
+    let (session, _) = fault_the_first_run(dir.path(), SIM, |pid| {
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)
+    });
     let rows = recoveries(&session);
     let crash = of_kind(&rows, "agent_crash");
     assert_eq!(crash.len(), 1, "{rows:?}");
@@ -241,29 +250,11 @@ fn killed_agent_is_restarted_on_its_task() {
 #[test]
 fn stopped_agent_is_found_idle_and_its_task_reassigned() {
     let dir = tempfile::tempdir().unwrap();
-    let command = "if [ -e .ran-$MEGATEST_TASK_ID ]; then exit 0; fi; touch .ran-$MEGATEST_TASK_ID; while :; do echo working; sleep 0.05; done";
     let extra = format!("{SIM}\n[recovery]\nagent_idle_minutes = 1\n");
-    let config = mini_config(
-        dir.path(),
-        &[("t1", "Coder")],
-        2,
-        command,
-        "build = \"true\"\ntest = \"true\"",
-        &extra,
-    );
-    let runs = dir.path().join("runs");
-    let child = spawn_session(&config, &runs, &["--time-scale", "60"], &[]);
-    wait_for_marker(&runs, "t1");
-    let pid = run_pid(&runs, "t1");
     // SIGSTOP the whole group: no more output, no calls, no workspace changes.
-    nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGSTOP,
-    )
-    .unwrap();
-    let (code, stderr) = finish(child, dir.path());
-    assert_eq!(code, 0, "{stderr}");
-    let session = only_session(&runs);
+    let (session, pid) = fault_the_first_run(dir.path(), &extra, |pid| {
+        nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGSTOP)
+    });
     let rows = recoveries(&session);
     let hang = of_kind(&rows, "agent_hang");
     assert_eq!(hang.len(), 1, "{rows:?}");
