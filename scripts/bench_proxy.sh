@@ -81,7 +81,7 @@ api_key_env = "BENCH_UPSTREAM_KEY"
 kind = "command"
 command = "sleep 86400"
 TOML
-BENCH_UPSTREAM_KEY="$KEY" "$BIN/megatest" run "$WORK/config.toml" --runs-dir "$WORK/runs" --session-id bench 2> "$WORK/megatest.err" &
+BENCH_UPSTREAM_KEY="$KEY" "$BIN/megatest" run "$WORK/config.toml" --runs-dir "$WORK/runs" --session-id bench --api-addr 127.0.0.1:0 2> "$WORK/megatest.err" &
 PIDS+=($!)
 wait_for 20 test -f "$WORK/runs/bench/agents.toml"
 MEGATEST_URL="$(sed -n 's/^base_url = "\(.*\)"$/\1/p' "$WORK/runs/bench/agents.toml" | head -1)"

@@ -14,7 +14,7 @@ cd "$ROOT"
 passed=0; failed=0
 for round in $(seq 1 "$ROUNDS"); do
     id="k9-$round"; session="$WORK/$id"
-    "$BIN" run configs/quickstart.toml --runs-dir "$WORK" --session-id "$id" >/dev/null 2>&1 &
+    "$BIN" run configs/quickstart.toml --runs-dir "$WORK" --session-id "$id" --api-addr 127.0.0.1:0 >/dev/null 2>&1 &
     pid=$!
     sleep "$(python3 -c 'import random; print(round(random.uniform(0.05, 2.8), 2))')"
     kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true

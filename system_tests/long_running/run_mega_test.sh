@@ -10,6 +10,7 @@
 #   MEGATEST_PROVIDER      scripted | sim | openai-compatible | anthropic (overrides [model].provider)
 #   MEGATEST_TIME_SCALE    session seconds per wall second (3600 runs 6 h in 6 s)
 #   MEGATEST_SESSION_ID, MEGATEST_RUNS_DIR   passed through to `megatest run`
+#   MEGATEST_API_ADDR      control API address (default 127.0.0.1:8080; 127.0.0.1:0 = any free port)
 #   MEGATEST_BIN           use this megatest binary instead of building target/release/megatest
 #
 # Exits with megatest's code: 0 criteria met, 1 a critical criterion failed, 2 usage/config
@@ -17,7 +18,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
