@@ -597,6 +597,9 @@ impl<'a> Validator<'a> {
         }
         let r = &raw.recovery;
         self.positive("recovery.agent_idle_minutes", r.agent_idle_minutes);
+        if !(r.agent_idle_floor_secs.is_finite() && r.agent_idle_floor_secs >= 0.0) {
+            self.error("recovery.agent_idle_floor_secs", "must be >= 0", None);
+        }
         self.positive(
             "recovery.escalation_timeout_minutes",
             r.escalation_timeout_minutes,

@@ -643,6 +643,9 @@ pub struct Recovery {
     /// Session minutes without a model call, tool call, output or workspace change after which
     /// a running agent is `agent_hang` (the 10 minutes; scaled like every duration).
     pub agent_idle_minutes: f64,
+    /// Wall seconds the idle limit never goes below: tools run in real time, so at a high time
+    /// scale a few scaled minutes would flag an agent that is running the test suite.
+    pub agent_idle_floor_secs: f64,
     /// Session minutes an escalation waits for an operator decision before
     /// `escalation_default` applies.
     pub escalation_timeout_minutes: f64,
@@ -662,6 +665,7 @@ impl Default for Recovery {
     fn default() -> Self {
         Recovery {
             agent_idle_minutes: 10.0,
+            agent_idle_floor_secs: 10.0,
             escalation_timeout_minutes: 30.0,
             escalation_default: RecoveryAction::StopSession,
             min_free_disk_mb: 16,

@@ -194,8 +194,16 @@ fn unix_ms() -> u64 {
 /// paused session: every 500 ms of wall time, or a quarter of the scaled idle limit if that is
 /// shorter (at least 20 ms).
 pub(super) fn watchdog_period(config: &crate::config::Config) -> Duration {
-    let idle = config.raw.recovery.agent_idle_minutes * 60.0 / config.time_scale;
-    Duration::from_secs_f64((idle / 4.0).clamp(0.02, 0.5))
+    Duration::from_secs_f64((idle_limit(config).as_secs_f64() / 4.0).clamp(0.02, 0.5))
+}
+
+/// Wall time without activity after which a running agent is `agent_hang`:
+/// `[recovery].agent_idle_minutes` scaled, but never under `agent_idle_floor_secs`.
+pub(super) fn idle_limit(config: &crate::config::Config) -> Duration {
+    let r = &config.raw.recovery;
+    Duration::from_secs_f64(
+        (r.agent_idle_minutes * 60.0 / config.time_scale).max(r.agent_idle_floor_secs),
+    )
 }
 
 /// Free bytes for unprivileged writers on the filesystem holding `path`.
@@ -1080,9 +1088,7 @@ impl Session {
             }
         }
         // Idle agents.
-        let idle_limit = self
-            .clock
-            .wall(self.prepared.config.raw.recovery.agent_idle_minutes * 60.0);
+        let idle_limit = idle_limit(&self.prepared.config);
         let workspace_changed = self.recovery.workspace_changed_ms.load(Ordering::Relaxed);
         let running_count = self.agents.iter().filter(|a| a.running.is_some()).count();
         let mut hung = Vec::new();

@@ -250,7 +250,7 @@ fn killed_agent_is_restarted_on_its_task() {
 #[test]
 fn stopped_agent_is_found_idle_and_its_task_reassigned() {
     let dir = tempfile::tempdir().unwrap();
-    let extra = format!("{SIM}\n[recovery]\nagent_idle_minutes = 1\n");
+    let extra = format!("{SIM}\n[recovery]\nagent_idle_minutes = 1\nagent_idle_floor_secs = 0.5\n");
     // SIGSTOP the whole group: no more output, no calls, no workspace changes.
     let (session, pid) = fault_the_first_run(dir.path(), &extra, |pid| {
         nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGSTOP)
