@@ -651,10 +651,12 @@ pub struct Recovery {
     pub escalation_timeout_minutes: f64,
     /// What an unanswered escalation does: `stop_session` or `log_and_continue`.
     pub escalation_default: RecoveryAction,
-    /// Free space (MiB) on the runs filesystem under which the session is `disk_full`.
+    /// Free space (MiB) on the runs filesystem under which the session is `disk_full` (at most
+    /// 10 % of that filesystem).
     pub min_free_disk_mb: u64,
     /// A ballast file of this many MiB kept in the session directory and deleted when the disk
-    /// fills, so the ledger, the event log and the report can still be written. 0 = none.
+    /// fills, so the ledger, the event log and the report can still be written (at most 5 % of
+    /// the filesystem). 0 = none.
     pub disk_reserve_mb: u64,
     /// Memory available to new allocations (sysinfo, MiB) under which the machine is under
     /// memory pressure: the agent with the largest process tree gets `out_of_memory`.

@@ -105,7 +105,7 @@ impl RecoveryState {
         let (paused_tx, paused_rx) = tokio::sync::watch::channel(false);
         let workspace_changed_ms = Arc::new(AtomicU64::new(unix_ms()));
         let watcher = watch_workspace(workspace, workspace_changed_ms.clone());
-        let reserve = make_reserve(dir, config.raw.recovery.disk_reserve_mb);
+        let reserve = make_reserve(dir, disk_limits(config, dir).1);
         Ok((
             RecoveryState {
                 table: Arc::new(std::sync::RwLock::new(table)),
@@ -159,8 +159,8 @@ fn watch_workspace(
     Some(watcher)
 }
 
-fn make_reserve(dir: &std::path::Path, mib: u64) -> Option<PathBuf> {
-    if mib == 0 {
+fn make_reserve(dir: &std::path::Path, bytes: u64) -> Option<PathBuf> {
+    if bytes == 0 {
         return None;
     }
     let path = dir.join(".disk_reserve");
@@ -168,8 +168,11 @@ fn make_reserve(dir: &std::path::Path, mib: u64) -> Option<PathBuf> {
         use std::io::Write;
         let mut file = std::fs::File::create(&path)?;
         let chunk = vec![0u8; 1 << 20];
-        for _ in 0..mib {
-            file.write_all(&chunk)?;
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            file.write_all(&chunk[..n])?;
+            left -= n as u64;
         }
         file.sync_all()
     };
@@ -203,6 +206,20 @@ pub(super) fn idle_limit(config: &crate::config::Config) -> Duration {
     let r = &config.raw.recovery;
     Duration::from_secs_f64(
         (r.agent_idle_minutes * 60.0 / config.time_scale).max(r.agent_idle_floor_secs),
+    )
+}
+
+/// The disk limits for the filesystem holding `dir`: (free bytes under which it is full,
+/// bytes of the ballast reserve). `[recovery].min_free_disk_mb` and `disk_reserve_mb`, but at
+/// most 10 % and 5 % of the filesystem, so a small runs filesystem is not full from the start.
+pub fn disk_limits(config: &crate::config::Config, dir: &std::path::Path) -> (u64, u64) {
+    let r = &config.raw.recovery;
+    let total = nix::sys::statvfs::statvfs(dir)
+        .map(|s| s.blocks() as u64 * s.fragment_size() as u64)
+        .unwrap_or(u64::MAX);
+    (
+        (r.min_free_disk_mb << 20).min(total / 10),
+        (r.disk_reserve_mb << 20).min(total / 20),
     )
 }
 
@@ -936,8 +953,7 @@ impl Session {
     fn pause_cause_gone(&self, kind: FailureKind) -> bool {
         match kind {
             FailureKind::DiskFull => {
-                let min = self.prepared.config.raw.recovery.min_free_disk_mb << 20;
-                let reserve = self.prepared.config.raw.recovery.disk_reserve_mb << 20;
+                let (min, reserve) = disk_limits(&self.prepared.config, self.dir());
                 free_bytes(self.dir()).is_some_and(|free| free >= min + reserve)
             }
             FailureKind::PermissionDenied => {
@@ -968,10 +984,8 @@ impl Session {
             agent.active = Instant::now();
         }
         if pause.kind == Some(FailureKind::DiskFull) && self.recovery.reserve.is_none() {
-            self.recovery.reserve = make_reserve(
-                self.dir(),
-                self.prepared.config.raw.recovery.disk_reserve_mb,
-            );
+            self.recovery.reserve =
+                make_reserve(self.dir(), disk_limits(&self.prepared.config, self.dir()).1);
         }
         let _ = crate::fsutil::write_atomic(&self.dir().join("status"), b"running\n");
         self.recovery.consecutive_errors = 0;
@@ -1044,13 +1058,12 @@ impl Session {
             return Ok(());
         }
         // Disk: free space on the runs filesystem.
-        let min = self.prepared.config.raw.recovery.min_free_disk_mb << 20;
+        let (min, _) = disk_limits(&self.prepared.config, self.dir());
         if let Some(free) = free_bytes(self.dir()) {
             if free < min {
                 let message = format!(
-                    "{free} bytes free on the filesystem of {}, under recovery.min_free_disk_mb ({} MiB)",
+                    "{free} bytes free on the filesystem of {}, under {min} bytes (recovery.min_free_disk_mb, at most 10 % of the filesystem)",
                     self.dir().display(),
-                    self.prepared.config.raw.recovery.min_free_disk_mb
                 );
                 return self.failure(FailureKind::DiskFull, None, None, &message);
             }
@@ -1210,7 +1223,7 @@ impl Session {
                 }
                 ChaosFault::FillDisk => {
                     let path = self.dir().join("chaos_fill");
-                    let min = self.prepared.config.raw.recovery.min_free_disk_mb << 20;
+                    let (min, _) = disk_limits(&self.prepared.config, self.dir());
                     let free = free_bytes(self.dir()).unwrap_or(0);
                     let want = free.saturating_sub(min / 2);
                     if want > CHAOS_FILL_CAP_BYTES {

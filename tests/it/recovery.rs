@@ -434,10 +434,11 @@ impl Drop for Tmpfs {
 fn full_disk_pauses_the_session_until_space_is_freed() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
-    let _tmpfs = Tmpfs::mount(&runs, "32m");
+    // A small filesystem and the default limits (scaled down to 10 % / 5 % of it).
+    let _tmpfs = Tmpfs::mount(&runs, "12m");
     // The agent fills the filesystem (a real ENOSPC), then waits for the space to come back.
     let command = "if [ ! -e .filled ]; then touch .filled; dd if=/dev/zero of=big bs=1M count=64 2> dd.err; while [ -e big ]; do sleep 0.05; done; fi; exit 0";
-    let extra = format!("{SIM}\n[recovery]\nmin_free_disk_mb = 4\ndisk_reserve_mb = 2\n");
+    let extra = SIM.to_string();
     let config = mini_config(
         dir.path(),
         &[("t1", "Coder")],
