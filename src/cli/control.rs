@@ -65,6 +65,19 @@ pub struct CleanArgs {
     pub runs_dir: PathBuf,
 }
 
+/// For verbs that only print: a closed pipe (`megatest sessions | head`) ends the process
+/// quietly, as for any Unix filter, instead of a panic in `println!`. Not for the daemon, whose
+/// sockets must see EPIPE as an error.
+fn quiet_on_closed_pipe() {
+    // SAFETY: resets one signal's disposition to the default; no handler is installed.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
+}
+
 /// One session directory with what its `session.db` says and whether its daemon lives.
 struct Found {
     dir: PathBuf,
@@ -185,6 +198,7 @@ pub fn status(args: StatusArgs) -> Result<i32> {
     } else {
         offline_status(&found)
     };
+    quiet_on_closed_pipe();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&document)?);
     } else {
@@ -200,9 +214,13 @@ fn offline_status(found: &Found) -> serde_json::Value {
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
     };
-    let status = std::fs::read_to_string(found.dir.join("status"))
+    let mut status = std::fs::read_to_string(found.dir.join("status"))
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| found.summary.status.clone());
+    if matches!(status.as_str(), "running" | "paused" | "escalated") {
+        // The files say it runs, but its daemon is gone (kill -9, a crash).
+        status = format!("dead (resume it: megatest resume {})", found.summary.id);
+    }
     let metrics = read("metrics_current.json").unwrap_or(serde_json::Value::Null);
     let report = read("final_report.json");
     serde_json::json!({
@@ -337,6 +355,7 @@ pub fn logs(args: LogsArgs) -> Result<i32> {
     };
     let mut file =
         std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
+    quiet_on_closed_pipe();
     let mut out = std::io::stdout().lock();
     loop {
         std::io::copy(&mut file, &mut out)?;
@@ -356,6 +375,7 @@ pub fn logs(args: LogsArgs) -> Result<i32> {
 }
 
 pub fn sessions(args: SessionsArgs) -> Result<i32> {
+    quiet_on_closed_pipe();
     let found = scan(&args.runs_dir);
     let rows: Vec<serde_json::Value> = found
         .iter()
