@@ -215,7 +215,7 @@ pub(super) fn idle_limit(config: &crate::config::Config) -> Duration {
 pub fn disk_limits(config: &crate::config::Config, dir: &std::path::Path) -> (u64, u64) {
     let r = &config.raw.recovery;
     let total = nix::sys::statvfs::statvfs(dir)
-        .map(|s| u64::from(s.blocks()) * u64::from(s.fragment_size()))
+        .map(|s| s.blocks() * s.fragment_size())
         .unwrap_or(u64::MAX);
     (
         (r.min_free_disk_mb << 20).min(total / 10),
