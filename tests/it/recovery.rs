@@ -283,10 +283,9 @@ fn agent_out_of_memory_is_retried_with_a_handoff_summary() {
     // prompt carries the handoff summary.
     let command = "if [ -e .ran ]; then grep -q 'Handoff summary' {prompt_file} && exit 0; exit 7; fi; touch .ran; python3 -c 'b = bytearray(1 << 62)'";
     let (_, oom) = single_recovery(dir.path(), command, SIM, "out_of_memory");
-    let oom = [&oom];
-    assert_eq!(oom[0]["action"], "compress_and_retry");
-    assert_eq!(oom[0]["severity"], "critical");
-    assert_eq!(oom[0]["outcome"], "recovered");
+    assert_eq!(oom["action"], "compress_and_retry");
+    assert_eq!(oom["severity"], "critical");
+    assert_eq!(oom["outcome"], "recovered");
 }
 
 #[test]
@@ -799,16 +798,15 @@ fn permission_failure_pauses_until_the_workspace_is_writable_again() {
     // A real EACCES: the agent drops to uid 65534 and writes a root-owned file.
     let command = "if [ -e .ran ]; then exit 0; fi; touch .ran protected; chmod 644 protected; setpriv --reuid=65534 --regid=65534 --clear-groups sh -c 'echo x > protected'";
     let (session, denied) = single_recovery(dir.path(), command, SIM, "permission_denied");
-    let denied = [&denied];
-    assert_eq!(denied[0]["action"], "pause_and_alert");
-    assert_eq!(denied[0]["outcome"], "recovered");
+    assert_eq!(denied["action"], "pause_and_alert");
+    assert_eq!(denied["outcome"], "recovered");
     assert!(
-        denied[0]["detail"]
+        denied["detail"]
             .as_str()
             .unwrap()
             .contains("Permission denied"),
         "{}",
-        denied[0]["detail"]
+        denied["detail"]
     );
     assert_eq!(
         scalar(
@@ -972,16 +970,15 @@ fn memory_pressure_restarts_the_biggest_agent_with_a_handoff_summary() {
     let command = "if grep -q 'Handoff summary' {prompt_file}; then exit 0; fi; touch .ran-$MEGATEST_TASK_ID; while :; do echo working; sleep 0.05; done";
     // Exactly one: reported once while the pressure lasts.
     let (_, oom) = single_recovery(dir.path(), command, &extra, "out_of_memory");
-    let oom = [&oom];
-    assert_eq!(oom[0]["action"], "compress_and_retry");
-    assert_eq!(oom[0]["agent_id"], "agent-1");
-    assert_eq!(oom[0]["outcome"], "recovered");
+    assert_eq!(oom["action"], "compress_and_retry");
+    assert_eq!(oom["agent_id"], "agent-1");
+    assert_eq!(oom["outcome"], "recovered");
     assert!(
-        oom[0]["detail"]
+        oom["detail"]
             .as_str()
             .unwrap()
             .starts_with("memory pressure"),
         "{}",
-        oom[0]
+        oom
     );
 }
