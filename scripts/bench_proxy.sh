@@ -2,10 +2,12 @@
 # Added latency and throughput of megatest's metering proxy against LiteLLM's proxy, on the same
 # fake upstream (fixed latency) and the same open-loop load, streaming and not.
 #
-#   scripts/bench_proxy.sh            # RPS=500 BENCH_SECONDS=10 UPSTREAM_LATENCY_MS=20
+#   scripts/bench_proxy.sh            # RPS=500 BENCH_SECONDS=10 ROUNDS=5 UPSTREAM_LATENCY_MS=20
 #   SKIP_LITELLM=1 scripts/bench_proxy.sh   # megatest only (quick; prints ratio=nan)
+#   NULL_PROXY=1 scripts/bench_proxy.sh     # also examples/null_proxy.rs: the bare HTTP hop
 #
-# Added latency = percentile through a proxy − the same percentile straight to the upstream.
+# Added latency = percentile through a proxy − the same percentile straight to the upstream, over
+# the samples of all rounds pooled (BENCH_SECONDS per target and mode, in ROUNDS interleaved runs).
 # LiteLLM (PyPI litellm[proxy]) is installed into target/bench-venv on first use.
 # The last line reads ratio=<megatest added p50 / LiteLLM added p50> (non-streaming).
 set -euo pipefail
@@ -16,7 +18,7 @@ BENCH_SECONDS="${BENCH_SECONDS:-10}"
 UPSTREAM_LATENCY_MS="${UPSTREAM_LATENCY_MS:-20}"
 KEY=sk-bench-upstream
 
-cargo build --release --quiet --bin megatest --example fake_upstream --example proxy_load
+cargo build --release --quiet --bin megatest --example fake_upstream --example proxy_load --example null_proxy
 BIN="$ROOT/target/release"
 WORK="$(mktemp -d)"
 PIDS=()
@@ -116,52 +118,84 @@ wait_for 90 python3 -c "import urllib.request; urllib.request.urlopen('http://12
 LITELLM_URL="http://127.0.0.1:$LITELLM_PORT/v1"
 fi
 TARGETS="direct megatest"
+if [ -n "${NULL_PROXY:-}" ]; then
+"$BIN/examples/null_proxy" "$UPSTREAM" "$KEY" > "$WORK/null.out" &
+PIDS+=($!)
+wait_for 10 grep -q listening "$WORK/null.out"
+NULL_URL="$(sed -n 's/^listening //p' "$WORK/null.out")/v1"
+TARGETS="$TARGETS null"
+fi
 [ -n "$LITELLM_URL" ] && TARGETS="$TARGETS litellm"
 
-# 4. The runs: warm-up, then the same load straight, through megatest, through LiteLLM.
-load() { "$BIN/examples/proxy_load" --url "$1" --key "$2" --rps "$RPS" --seconds "$BENCH_SECONDS" $3; }
-for target in "$UPSTREAM $KEY" "$MEGATEST_URL $MEGATEST_KEY" "${LITELLM_URL:-skip} $LITELLM_KEY"; do
-    set -- $target
-    [ "$1" = skip ] && continue
-    "$BIN/examples/proxy_load" --url "$1" --key "$2" --rps 50 --seconds 2 > /dev/null
-done
+# 4. The runs: ROUNDS interleaved rounds per mode (direct, megatest, LiteLLM, rotating which goes
+#    first), each run BENCH_SECONDS/ROUNDS long after its own warm-up; every sample is kept and the
+#    percentiles are taken over the pooled samples, so drift of the machine hits all targets alike.
+ROUNDS="${ROUNDS:-5}"
+ROUND_SECONDS="$(python3 -c "print($BENCH_SECONDS / $ROUNDS)")"
+url_of() { case $1 in null) echo "$NULL_URL" ;; direct) echo "$UPSTREAM" ;; megatest) echo "$MEGATEST_URL" ;; litellm) echo "$LITELLM_URL" ;; esac; }
+key_of() { case $1 in null) echo "$KEY" ;; direct) echo "$KEY" ;; megatest) echo "$MEGATEST_KEY" ;; litellm) echo "$LITELLM_KEY" ;; esac; }
 : > "$WORK/results.jsonl"
-for mode in "" "--stream"; do
-    for name in $TARGETS; do
-        case $name in
-            direct) line="$(load "$UPSTREAM" "$KEY" "$mode")" ;;
-            megatest) line="$(load "$MEGATEST_URL" "$MEGATEST_KEY" "$mode")" ;;
-            litellm) line="$(load "$LITELLM_URL" "$LITELLM_KEY" "$mode")" ;;
-        esac
-        echo "{\"target\": \"$name\", \"result\": $line}" >> "$WORK/results.jsonl"
-        echo "$name ${mode:---json}: $line" >&2
+for mode in json stream; do
+    flag=""; [ "$mode" = stream ] && flag="--stream"
+    set -- $TARGETS
+    for round in $(seq 1 "$ROUNDS"); do
+        for name in "$@"; do
+            line="$("$BIN/examples/proxy_load" --url "$(url_of "$name")" --key "$(key_of "$name")" --rps "$RPS" \
+                --seconds "$ROUND_SECONDS" --warmup-seconds 0.5 --samples "$WORK/samples-$name-$mode" $flag)"
+            echo "{\"target\": \"$name\", \"mode\": \"$mode\", \"round\": $round, \"result\": $line}" >> "$WORK/results.jsonl"
+            echo "round $round $mode $name: $line" >&2
+        done
+        first=$1; shift; set -- "$@" "$first"
     done
 done
 
-python3 - "$WORK/results.jsonl" "$RPS" "$UPSTREAM_LATENCY_MS" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-rps, latency = sys.argv[2], sys.argv[3]
-by = {(r["target"], r["result"]["stream"]): r["result"] for r in rows}
-print(f"proxy benchmark: {rps} req/s open loop, upstream latency {latency} ms, 2-core machine")
-print(f"{'mode':8} {'target':9} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'added p99':>10} {'req/s':>8} {'errors':>7}")
-ratio = None
-for stream in (False, True):
-    base = by[("direct", stream)]
+python3 - "$WORK" "$RPS" "$UPSTREAM_LATENCY_MS" "$ROUNDS" "$ROUND_SECONDS" <<'PY'
+import json, statistics, sys
+work, rps, latency, rounds, round_secs = sys.argv[1:6]
+rows = [json.loads(l) for l in open(f"{work}/results.jsonl")]
+
+def pct(sorted_values, p):
+    if not sorted_values:
+        return float("nan")
+    rank = round(p / 100 * (len(sorted_values) - 1))
+    return sorted_values[min(rank, len(sorted_values) - 1)]
+
+def samples(target, mode):
+    try:
+        fields = open(f"{work}/samples-{target}-{mode}").read().split()
+    except FileNotFoundError:
+        return [], []
+    latencies = sorted(float(v) for v in fields[0::2])
+    overheads = sorted(float(v) for v in fields[1::2] if v != "-")
+    return latencies, overheads
+
+print(f"proxy benchmark: {rps} req/s open loop, upstream latency {latency} ms, "
+      f"{rounds} interleaved rounds of {float(round_secs):g} s per target, 2-core machine")
+print(f"{'mode':7} {'target':9} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'added p99':>10} "
+      f"{'added p50 per round min/med/max':>32} {'req/s':>7} {'errors':>6}")
+ratio = float("nan")
+for mode in ("json", "stream"):
+    base, _ = samples("direct", mode)
     added = {}
-    for target in ("direct", "megatest", "litellm"):
-        r = by.get((target, stream))
-        if r is None:
-            added[target] = float("nan")
+    for target in ("direct", "megatest", "litellm", "null"):
+        lat, over = samples(target, mode)
+        runs = [r for r in rows if r["target"] == target and r["mode"] == mode]
+        if not runs:
             continue
-        a50, a99 = r["p50_ms"] - base["p50_ms"], r["p99_ms"] - base["p99_ms"]
+        a50, a99 = pct(lat, 50) - pct(base, 50), pct(lat, 99) - pct(base, 99)
         added[target] = a50
-        print(f"{'stream' if stream else 'json':8} {target:9} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {a50:10.3f} {a99:10.3f} {r['throughput_rps']:8.1f} {r['errors']:7d}")
-    if not stream:
-        ratio = added["megatest"] / added["litellm"] if added["litellm"] > 0 else float("nan")
-for stream in (False, True):
-    r = by[("megatest", stream)]
-    if r.get("reported_overhead_p50_ms") is not None:
-        print(f"{'stream' if stream else 'json':8} megatest's own x-megatest-overhead-ms: p50 {r['reported_overhead_p50_ms']:.3f} ms, p99 {r['reported_overhead_p99_ms']:.3f} ms")
+        per_round = []
+        for r in runs:
+            d = next(x for x in rows if x["target"] == "direct" and x["mode"] == mode and x["round"] == r["round"])
+            per_round.append(r["result"]["p50_ms"] - d["result"]["p50_ms"])
+        spread = f"{min(per_round):.3f}/{statistics.median(per_round):.3f}/{max(per_round):.3f}"
+        throughput = statistics.mean(r["result"]["throughput_rps"] for r in runs)
+        errors = sum(r["result"]["errors"] for r in runs)
+        print(f"{mode:7} {target:9} {len(lat):6d} {pct(lat, 50):8.2f} {pct(lat, 99):8.2f} {a50:10.3f} {a99:10.3f} "
+              f"{spread:>32} {throughput:7.1f} {errors:6d}")
+        if over:
+            print(f"{'':17} megatest's own x-megatest-overhead-ms: p50 {pct(over, 50):.3f} ms, p99 {pct(over, 99):.3f} ms")
+    if mode == "json" and added.get("litellm", 0) > 0:
+        ratio = added["megatest"] / added["litellm"]
 print(f"ratio={ratio:.6g}")
 PY

@@ -13,9 +13,14 @@
 //!    jitter, `Retry-After`) and the model fallback chain; every failed attempt is classified and
 //!    reported ([`Event::ProxyError`]);
 //! 5. usage and tool calls are read from the answer, streamed or not ([`wire::Meter`]); the
-//!    ledger row is committed and the reservation reconciled ([`Event::ModelCall`]) *before* the
-//!    answer completes: a JSON answer is sent after the commit; a stream's terminal event
-//!    (`[DONE]`, `message_stop`, `response.completed`) is held until the commit.
+//!    ledger row goes to the session ([`Event::ModelCall`]) *before* the answer completes (a JSON
+//!    answer is sent after the hand-over; a stream's terminal event — `[DONE]`, `message_stop`,
+//!    `response.completed` — is held until it), so the agent's next request reaches the session
+//!    after it. The session commits the row, then reconciles the reservation and counts the call;
+//!    the proxy does not wait for that commit (it would add ~0.1 ms to every call). Instead the
+//!    row is first appended to `ledger.spool` ([`crate::store::spool`]; one `write(2)`), which
+//!    `megatest resume` imports: an answer an agent received is in the ledger even after
+//!    `kill -9`.
 //!
 //! Every answer carries `x-megatest-overhead-ms`: wall milliseconds spent in megatest, excluding
 //! the upstream's (or built-in model's) latency and any throttling wait.
@@ -31,6 +36,7 @@ use crate::session::budget::{estimate_prompt_tokens, Admission};
 use crate::session::clock::SessionClock;
 use crate::session::event::{CallContext, Event};
 use crate::session::event::{CallFailure, CallRecovery};
+use crate::store::spool::{LedgerSpool, SpooledCall};
 use crate::store::LedgerRow;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -178,6 +184,7 @@ struct ProxyState {
     backend: Backend,
     clock: SessionClock,
     settings: ProxySettings,
+    spool: Arc<LedgerSpool>,
 }
 
 /// A running proxy.
@@ -199,6 +206,7 @@ pub async fn start(
     backend: Backend,
     settings: ProxySettings,
     clock: SessionClock,
+    spool: Arc<LedgerSpool>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Proxy> {
     let state = Arc::new(ProxyState {
@@ -206,6 +214,7 @@ pub async fn start(
         backend,
         clock,
         settings,
+        spool,
     });
     let app = Router::new()
         .route(
@@ -396,9 +405,12 @@ impl Call {
         let _ = self.state.session.send(event).await;
     }
 
-    /// Commit the ledger row (and reconcile the reservation); returns once committed.
+    /// Append the ledger row to `ledger.spool`, then hand it to the session, which commits it and
+    /// then reconciles the reservation. Returns once the row is queued (waits only while the
+    /// session's channel is full), not committed.
     async fn record(&self, served: &str, meter: &Meter, status: u16, error_kind: Option<&str>) {
         let row = LedgerRow {
+            call_id: fastrand::i64(1..i64::MAX),
             agent_id: self.ctx.agent_id.clone(),
             role: self.ctx.role.clone(),
             phase: self.ctx.phase.clone(),
@@ -415,14 +427,20 @@ impl Call {
             attempts: self.attempts,
             cost_usd: None,
         };
-        let (reply, done) = oneshot::channel();
-        let event = Event::ModelCall {
-            row: Box::new(row),
-            reservation: self.reservation,
-            reply,
+        let spooled = SpooledCall {
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            session_secs: self.state.clock.session_secs(),
+            row,
         };
-        if self.state.session.send(event).await.is_ok() {
-            let _ = done.await;
+        if let Err(err) = self.state.spool.append(&spooled) {
+            tracing::error!(message = "cannot spool a model call (the ledger commit follows)", error = %format!("{err:#}"));
+        }
+        let event = Event::ModelCall {
+            row: Box::new(spooled.row),
+            reservation: self.reservation,
+        };
+        if self.state.session.send(event).await.is_err() {
+            tracing::error!(message = "model call not recorded: the session has ended", agent = %self.ctx.agent_id, tokens = meter.prompt_tokens + meter.completion_tokens);
         }
     }
 
@@ -1004,7 +1022,8 @@ async fn upstream_call(
     call.fail(&model, &failure).await
 }
 
-/// True for the event that ends a stream in `format`: held back until the ledger commit.
+/// True for the event that ends a stream in `format`: held back until the ledger row is handed
+/// over.
 fn is_terminal(format: WireFormat, data: &str, json: Option<&Value>) -> bool {
     match format {
         WireFormat::ChatCompletions => data.trim() == "[DONE]",
@@ -1019,7 +1038,7 @@ fn is_terminal(format: WireFormat, data: &str, json: Option<&Value>) -> bool {
 }
 
 /// Forward an upstream SSE stream event by event as it arrives, metering it; drop the usage
-/// chunk the agent did not ask for; commit the ledger row before the terminal event.
+/// chunk the agent did not ask for; hand the ledger row over before the terminal event.
 async fn stream_upstream(
     mut call: Call,
     response: reqwest::Response,
@@ -1068,11 +1087,16 @@ async fn stream_upstream(
         while let Some(chunk) = body.next().await {
             match chunk {
                 Ok(bytes) => {
+                    // The events of one upstream chunk go out together (one write to the agent).
+                    let mut out = Vec::new();
                     for event in splitter.push(&bytes) {
-                        if let Some(out) = handle(event, &mut meter, &mut held) {
-                            // A gone agent does not stop the metering: the tokens are spent.
-                            let _ = tx.send(Ok(out)).await;
+                        if let Some(event) = handle(event, &mut meter, &mut held) {
+                            out.extend_from_slice(&event);
                         }
+                    }
+                    if !out.is_empty() {
+                        // A gone agent does not stop the metering: the tokens are spent.
+                        let _ = tx.send(Ok(Bytes::from(out))).await;
                     }
                 }
                 Err(err) => {
@@ -1125,9 +1149,13 @@ async fn stream_upstream(
             let _ = tx.send(Ok(last)).await;
         }
     });
-    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+    // The headers go out with the first events (one write, not two, for a short answer).
+    let mut rx = rx;
+    let first = rx.recv().await;
+    let rest = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
-    }));
+    });
+    let body = Body::from_stream(futures_util::stream::iter(first).chain(rest));
     let mut response = Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert("content-type", content_type);

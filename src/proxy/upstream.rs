@@ -135,7 +135,11 @@ pub struct Upstream {
     pub provider: Provider,
     client: reqwest::Client,
     base_url: String,
+    /// `{base_url}/chat/completions`, `/responses`, `/messages`, parsed once (not per call).
+    endpoints: [reqwest::Url; 3],
     api_key: Option<String>,
+    /// The provider's auth header with the real key, built once and marked sensitive.
+    auth: Option<(&'static str, reqwest::header::HeaderValue)>,
     pub fallbacks: Vec<String>,
     pub policy: RetryPolicy,
     cooldown_after: u32,
@@ -165,11 +169,37 @@ impl Upstream {
             .connect_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(64)
             .build()?;
+        let endpoint = |format: WireFormat| {
+            reqwest::Url::parse(&format!("{base_url}{}", format.path())).map_err(|err| {
+                anyhow::anyhow!("[model].base_url {base_url:?} is not a valid URL: {err}")
+            })
+        };
+        let endpoints = [
+            endpoint(WireFormat::ChatCompletions)?,
+            endpoint(WireFormat::Responses)?,
+            endpoint(WireFormat::Messages)?,
+        ];
+        let auth = match &api_key {
+            None => None,
+            Some(key) => {
+                let (name, text) = match provider {
+                    Provider::Anthropic => ("x-api-key", key.clone()),
+                    _ => ("authorization", format!("Bearer {key}")),
+                };
+                let mut value = reqwest::header::HeaderValue::from_str(&text).map_err(|_| {
+                    anyhow::anyhow!("the API key in [model].api_key_env has characters not allowed in an HTTP header")
+                })?;
+                value.set_sensitive(true);
+                Some((name, value))
+            }
+        };
         Ok(Upstream {
             provider,
             client,
             base_url,
+            endpoints,
             api_key,
+            auth,
             fallbacks: model.fallbacks.clone(),
             policy: RetryPolicy::from_config(model),
             cooldown_after: model.cooldown_after_failures.max(1),
@@ -195,26 +225,21 @@ impl Upstream {
         body: &serde_json::Value,
         agent_headers: &axum::http::HeaderMap,
     ) -> Result<reqwest::Response, reqwest::Error> {
-        let mut request = self
-            .client
-            .post(format!("{}{}", self.base_url, format.path()))
-            .json(body);
-        match self.provider {
-            Provider::Anthropic => {
-                if let Some(key) = &self.api_key {
-                    request = request.header("x-api-key", key);
-                }
-                let version = agent_headers
-                    .get("anthropic-version")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("2023-06-01");
-                request = request.header("anthropic-version", version);
-            }
-            _ => {
-                if let Some(key) = &self.api_key {
-                    request = request.bearer_auth(key);
-                }
-            }
+        let endpoint = match format {
+            WireFormat::ChatCompletions => &self.endpoints[0],
+            WireFormat::Responses => &self.endpoints[1],
+            WireFormat::Messages => &self.endpoints[2],
+        };
+        let mut request = self.client.post(endpoint.clone()).json(body);
+        if let Some((name, value)) = &self.auth {
+            request = request.header(*name, value.clone());
+        }
+        if self.provider == Provider::Anthropic {
+            let version = agent_headers
+                .get("anthropic-version")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("2023-06-01");
+            request = request.header("anthropic-version", version);
         }
         for name in ["anthropic-beta", "openai-beta"] {
             if let Some(value) = agent_headers.get(name).and_then(|v| v.to_str().ok()) {

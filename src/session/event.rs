@@ -150,12 +150,13 @@ pub enum Event {
         tokens: u64,
         reply: oneshot::Sender<Option<(CallContext, crate::session::budget::Admission)>>,
     },
-    /// The proxy finished a model call; the reply is sent once the ledger row is committed and
-    /// the reservation (if any) reconciled.
+    /// The proxy finished a model call. The session commits the ledger row, then reconciles the
+    /// reservation (if any) and counts the call. The proxy does not wait for the commit: it sends
+    /// this event before the answer's last byte leaves, so an agent's next request (a later event
+    /// on the same channel) is admitted after this one is counted.
     ModelCall {
         row: Box<LedgerRow>,
         reservation: Option<u64>,
-        reply: oneshot::Sender<()>,
     },
     /// The proxy saw an upstream failure or a refused request (classified, with its attempt).
     ProxyError {

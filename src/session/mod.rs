@@ -29,6 +29,7 @@ use crate::project::{ProjectSpec, Script, TaskSpec};
 use crate::proxy::{self, Backend, BuiltinModel, ProxySettings};
 use crate::recovery::FailureKind;
 use crate::report::*;
+use crate::store::spool::LedgerSpool;
 use crate::store::{CheckRow, LedgerTotals, Store};
 use anyhow::{Context, Result};
 use budget::{Admission, BudgetSignal, Budgets};
@@ -44,6 +45,10 @@ use tokio_util::sync::CancellationToken;
 /// Smallest wall interval between `metrics_current.json` writes, whatever the time scale (so a
 /// 30 s health-check interval at time scale 3600 does not rewrite the file every 8 ms).
 pub const MIN_METRICS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Wall time the end of a session waits for model calls still in flight (their agents have
+/// been stopped; a call the upstream is still answering is metered if it ends by then).
+pub const PROXY_SETTLE: Duration = Duration::from_secs(2);
 
 /// A problem found before the session started: exit code 2, nothing on disk.
 #[derive(Debug, thiserror::Error)]
@@ -294,11 +299,15 @@ pub struct Session {
     events_tx: mpsc::Sender<Event>,
     events_rx: mpsc::Receiver<Event>,
     proxy_root: String,
+    /// The proxy's server task (ends once its connections have closed after shutdown).
+    proxy_task: Option<tokio::task::JoinHandle<()>>,
     shutdown: Option<ShutdownSignal>,
     last_code_stats: Option<CodeStats>,
     /// Writes `metrics_current.json` and `metrics/metrics.jsonl` off the session task.
     metrics_writer: crate::fsutil::BackgroundWriter,
     budgets: Budgets,
+    /// `ledger.spool`: the proxy appends each answered call, the session commits it.
+    spool: Arc<LedgerSpool>,
     budget_exhaustion_logged: bool,
     /// Taken while a snapshot runs off the session task.
     checkpointer: Option<crate::checkpoint::Checkpointer>,
@@ -448,6 +457,7 @@ impl Session {
         );
         let prices = budget::price_table(&config.raw.model.prices);
         let checkpointer = crate::checkpoint::Checkpointer::open(&dir.join("checkpoints"))?;
+        let spool = Arc::new(LedgerSpool::open(&dir)?);
         let (recovery, _) = recover::RecoveryState::new(config, &dir.join("project"), &dir)?;
         Ok(Session {
             recovery,
@@ -458,6 +468,7 @@ impl Session {
             api: None,
             api_shutdown: CancellationToken::new(),
             budgets,
+            spool,
             budget_exhaustion_logged: false,
             checkpointer: Some(checkpointer),
             checkpoint_due: None,
@@ -480,6 +491,7 @@ impl Session {
             events_tx,
             events_rx,
             proxy_root: String::new(),
+            proxy_task: None,
             shutdown: None,
             last_code_stats: None,
             metrics_writer,
@@ -619,6 +631,7 @@ impl Session {
             budgets.reserved_tokens = 0;
             session.budgets = budgets;
         }
+        session.import_spool()?;
         session.totals = session.store.ledger_totals(None)?;
         session.errors = session.store.error_counts()?.values().sum();
         let checkpoints: Vec<crate::store::CheckpointRow> = session.store.rows(
@@ -729,6 +742,10 @@ impl Session {
             }
         }
         proxy_shutdown.cancel();
+        self.settle_proxy().await;
+        if let Err(err) = self.spool.truncate_if_settled() {
+            tracing::warn!(message = "cannot empty the ledger spool", error = %format!("{err:#}"));
+        }
         if let Err(err) = self.close_recoveries() {
             tracing::error!(message = "cannot close the open recoveries", error = %format!("{err:#}"));
         }
@@ -767,6 +784,94 @@ impl Session {
         Ok(SessionEnd { exit_code, resume })
     }
 
+    /// Resume: commit the calls `ledger.spool` holds that the ledger lacks (answered just
+    /// before the daemon died, their commit not done), counting them into the budgets; then
+    /// empty the spool. Logs `ledger_spool_imported` when there was anything to import.
+    fn import_spool(&mut self) -> Result<()> {
+        let (calls, torn) = crate::store::spool::read(self.dir())?;
+        let known = self.store.ledger_call_ids()?;
+        let mut imported = 0u64;
+        for call in calls {
+            if known.contains(&call.row.call_id) {
+                continue;
+            }
+            let mut row = call.row;
+            row.cost_usd = budget::cost_usd(
+                &self.prices,
+                &row.model_served,
+                row.prompt_tokens,
+                row.completion_tokens,
+                row.cached_tokens,
+            );
+            let actual = row.prompt_tokens + row.completion_tokens;
+            let tool_calls = row.tool_names.len() as u64;
+            self.budgets
+                .reconcile(None, actual, tool_calls, row.cost_usd, call.session_secs);
+            let budget_state = serde_json::to_value(&self.budgets)?;
+            self.store
+                .record_model_call(&call.at, call.session_secs, &row, Some(&budget_state))?;
+            imported += 1;
+        }
+        if imported > 0 || torn > 0 {
+            tracing::warn!(
+                message = "ledger spool imported: calls answered before the daemon stopped",
+                imported,
+                torn_lines = torn
+            );
+            self.event(
+                "ledger_spool_imported",
+                None,
+                None,
+                None,
+                serde_json::json!({"imported": imported, "torn_lines": torn}),
+            )?;
+        }
+        self.spool.truncate_if_settled()?;
+        Ok(())
+    }
+
+    /// After the proxy's shutdown: let calls still in flight finish (at most
+    /// [`PROXY_SETTLE`] wall time) and count every model call the proxy handed over, so that
+    /// the report's totals hold every ledger row. Only ledger events are handled now; requests
+    /// for admission are dropped (the proxy answers 503, the session is ending).
+    async fn settle_proxy(&mut self) {
+        let Some(mut task) = self.proxy_task.take() else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + PROXY_SETTLE;
+        let mut finished = false;
+        loop {
+            let event = if finished {
+                match self.events_rx.try_recv() {
+                    Ok(event) => event,
+                    Err(_) => break,
+                }
+            } else {
+                tokio::select! {
+                    _ = &mut task => { finished = true; continue; }
+                    _ = tokio::time::sleep_until(deadline) => {
+                        tracing::warn!(message = "model calls still in flight at the end of the session; not waiting for them");
+                        finished = true;
+                        continue;
+                    }
+                    event = self.events_rx.recv() => match event {
+                        Some(event) => event,
+                        None => break,
+                    },
+                }
+            };
+            let handled = match event {
+                event @ (Event::ModelCall { .. }
+                | Event::ProxyError { .. }
+                | Event::AgentToolCalls { .. }) => self.handle(event),
+                _ => Ok(()),
+            };
+            if let Err(err) = handled {
+                tracing::error!(message = "cannot record a model call at the end of the session", error = %format!("{err:#}"));
+            }
+        }
+    }
+
     async fn start_proxy(&mut self, shutdown: CancellationToken) -> Result<()> {
         let config = &self.prepared.config;
         let settings = ProxySettings {
@@ -793,11 +898,13 @@ impl Session {
             backend,
             settings,
             self.clock,
+            self.spool.clone(),
             shutdown.clone(),
         )
         .await
         .context("start the model endpoint on 127.0.0.1")?;
         self.proxy_root = proxy.root_url();
+        self.proxy_task = Some(proxy.task);
         tracing::info!(message = "model endpoint listening", url = %self.proxy_root, provider = self.prepared.provider.as_str());
         self.write_agents_toml()?;
         if let Some(listener) = self.prepared.api_listener.take() {
@@ -937,6 +1044,10 @@ impl Session {
                 tokio::select! {
                     event = self.events_rx.recv() => {
                         if let Some(event) = event {
+                            if matches!(event, Event::ModelCall { .. }) {
+                                // Let the proxy put the answer on the wire before this commit.
+                                tokio::task::yield_now().await;
+                            }
                             let handled = self.handle(event);
                             self.recoverable(handled)?;
                         }
@@ -961,6 +1072,9 @@ impl Session {
                         }
                         let saved = self.save_budgets();
                         self.recoverable(saved)?;
+                        if let Err(err) = self.spool.truncate_if_settled() {
+                            tracing::warn!(message = "cannot empty the ledger spool", error = %format!("{err:#}"));
+                        }
                         self.store.checkpoint_wal();
                         self.start_sample();
                         let verified = self.verify_latest_checkpoint();
@@ -1408,11 +1522,7 @@ impl Session {
                 let detail = format!("{message} (model {model}, attempt {attempt})");
                 self.record_error(&kind, Some(&agent_id), task_id.as_deref(), &detail)?;
             }
-            Event::ModelCall {
-                row,
-                reservation,
-                reply,
-            } => {
+            Event::ModelCall { row, reservation } => {
                 let mut row = row;
                 row.cost_usd = budget::cost_usd(
                     &self.prices,
@@ -1444,6 +1554,7 @@ impl Session {
                 let budget_state = serde_json::to_value(&self.budgets)?;
                 self.store
                     .record_model_call(&now(), now_secs, &row, Some(&budget_state))?;
+                self.spool.committed();
                 for signal in signals {
                     match signal {
                         BudgetSignal::Alert { used, total } => {
@@ -1476,7 +1587,6 @@ impl Session {
                         .entry(name.clone())
                         .or_default() += 1;
                 }
-                let _ = reply.send(());
             }
             Event::CheckpointRequest => {
                 tracing::info!(message = "checkpoint requested (SIGUSR2)");

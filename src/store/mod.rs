@@ -5,6 +5,8 @@
 //! `checks` (phase checks with their output tail). The schema is versioned with
 //! `PRAGMA user_version` and upgraded by [`MIGRATIONS`] in order.
 //!
+//! [`spool`]: the proxy's write-ahead record of answered calls, imported on resume.
+//!
 //! Durability: `journal_mode = WAL`, `synchronous = NORMAL`: a committed row survives the daemon
 //! being killed (`kill -9`); the last transactions may be lost on power failure. Automatic WAL
 //! checkpoints are off so that none lands on a model call's commit; the session runs
@@ -15,6 +17,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
+
+pub mod spool;
 
 /// A thread with its own connection that runs PASSIVE WAL checkpoints when woken; failures
 /// are logged, never fatal (the WAL stays valid). It ends when the [`Store`] is dropped.
@@ -183,6 +187,57 @@ CREATE TABLE recoveries (
     detail TEXT NOT NULL
 );
 "#,
+    // `ledger` and `events` without AUTOINCREMENT: a model call's commit no longer rewrites the
+    // `sqlite_sequence` page (neither table ever loses rows, so a plain rowid key never reuses a
+    // sequence number: SSE `Last-Event-ID` stays valid). `ledger.call_id` links a row to its
+    // `ledger.spool` line (NULL for rows from before).
+    r#"
+CREATE TABLE ledger_v6 (
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    session_secs REAL NOT NULL,
+    agent_id TEXT NOT NULL,
+    role TEXT NOT NULL,
+    phase TEXT,
+    task_id TEXT,
+    model_requested TEXT NOT NULL,
+    model_served TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cached_tokens INTEGER NOT NULL,
+    tool_calls INTEGER NOT NULL,
+    tool_names TEXT NOT NULL,
+    latency_ms REAL NOT NULL,
+    status INTEGER NOT NULL,
+    error_kind TEXT,
+    cost_usd REAL,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    call_id INTEGER
+);
+INSERT INTO ledger_v6 (seq, at, session_secs, agent_id, role, phase, task_id, model_requested,
+    model_served, prompt_tokens, completion_tokens, cached_tokens, tool_calls, tool_names,
+    latency_ms, status, error_kind, cost_usd, attempts)
+  SELECT seq, at, session_secs, agent_id, role, phase, task_id, model_requested, model_served,
+    prompt_tokens, completion_tokens, cached_tokens, tool_calls, tool_names, latency_ms, status,
+    error_kind, cost_usd, attempts FROM ledger;
+DROP TABLE ledger;
+ALTER TABLE ledger_v6 RENAME TO ledger;
+CREATE TABLE events_v6 (
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    session_secs REAL NOT NULL,
+    kind TEXT NOT NULL,
+    agent_id TEXT,
+    phase TEXT,
+    task_id TEXT,
+    data TEXT NOT NULL
+);
+INSERT INTO events_v6 (seq, at, session_secs, kind, agent_id, phase, task_id, data)
+  SELECT seq, at, session_secs, kind, agent_id, phase, task_id, data FROM events;
+DROP TABLE events;
+ALTER TABLE events_v6 RENAME TO events;
+CREATE INDEX events_kind ON events(kind);
+"#,
 ];
 
 /// What `megatest sessions` / `status` read of a session without opening it for writing.
@@ -321,8 +376,10 @@ pub struct CheckpointRow {
 }
 
 /// One model call as the proxy saw it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct LedgerRow {
+    /// Random id the proxy gives the call: links a `ledger.spool` line to its ledger row.
+    pub call_id: i64,
     pub agent_id: String,
     pub role: String,
     pub phase: Option<String>,
@@ -622,8 +679,8 @@ impl Store {
         tx.prepare_cached(
             "INSERT INTO ledger (at, session_secs, agent_id, role, phase, task_id, model_requested,
                  model_served, prompt_tokens, completion_tokens, cached_tokens, tool_calls, tool_names,
-                 latency_ms, status, error_kind, attempts, cost_usd)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)")?
+                 latency_ms, status, error_kind, attempts, cost_usd, call_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)")?
             .execute(params![
                 at,
                 session_secs,
@@ -643,6 +700,7 @@ impl Store {
                 row.error_kind,
                 row.attempts,
                 row.cost_usd,
+                row.call_id,
             ],
         )?;
         let seq = tx.last_insert_rowid();
@@ -688,6 +746,17 @@ impl Store {
         }
         tx.commit()?;
         Ok(seq)
+    }
+
+    /// The `call_id` of every ledger row (to import only the spooled calls not committed).
+    pub fn ledger_call_ids(&self) -> Result<std::collections::HashSet<i64>> {
+        let mut statement = self
+            .conn
+            .prepare("SELECT call_id FROM ledger WHERE call_id IS NOT NULL")?;
+        let ids = statement
+            .query_map([], |r| r.get::<_, i64>(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(ids)
     }
 
     /// Open a recovery (outcome None) or record a finished one; returns its id.
@@ -1113,11 +1182,86 @@ mod tests {
         );
     }
 
+    /// A session.db of schema 5 (ledger and events with AUTOINCREMENT) keeps its rows and
+    /// numbering through migration 6, and later rows continue the sequence.
+    #[test]
+    fn migration_6_keeps_ledger_and_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("session.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            for (i, sql) in MIGRATIONS[..5].iter().enumerate() {
+                let tx = conn.transaction().unwrap();
+                tx.execute_batch(sql).unwrap();
+                tx.pragma_update(None, "user_version", (i + 1) as i64)
+                    .unwrap();
+                tx.commit().unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO ledger (seq, at, session_secs, agent_id, role, model_requested, model_served,
+                     prompt_tokens, completion_tokens, cached_tokens, tool_calls, tool_names, latency_ms,
+                     status, cost_usd, attempts)
+                 VALUES (7, 't', 1.0, 'agent-1', 'Coder', 'm', 'm', 10, 5, 1, 0, '[]', 2.5, 200, 0.25, 2);
+                 INSERT INTO events (seq, at, session_secs, kind, data) VALUES (41, 't', 1.0, 'model_call', '{}');",
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len());
+        let (tokens, cost, attempts): (i64, f64, i64) = store
+            .conn
+            .query_row(
+                "SELECT prompt_tokens + completion_tokens + cached_tokens, cost_usd, attempts FROM ledger WHERE seq = 7",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((tokens, cost, attempts), (16, 0.25, 2));
+        let row = LedgerRow {
+            call_id: 99,
+            agent_id: "agent-1".into(),
+            role: "Coder".into(),
+            phase: None,
+            task_id: None,
+            model_requested: "m".into(),
+            model_served: "m".into(),
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            cached_tokens: 0,
+            tool_names: vec![],
+            latency_ms: 1.0,
+            status: 200,
+            error_kind: None,
+            attempts: 1,
+            cost_usd: None,
+        };
+        assert_eq!(store.record_model_call("t", 2.0, &row, None).unwrap(), 8);
+        let last_event: i64 = store
+            .conn
+            .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(last_event, 42);
+        let sequences: i64 = store
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_sequence WHERE name IN ('ledger', 'events')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(sequences, 0, "no AUTOINCREMENT bookkeeping left");
+        assert_eq!(
+            store.ledger_call_ids().unwrap(),
+            std::collections::HashSet::from([99])
+        );
+    }
+
     #[test]
     fn ledger_totals_sum_rows_and_tool_names() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("session.db")).unwrap();
         let mut row = LedgerRow {
+            call_id: 1,
             agent_id: "agent-1".into(),
             role: "Coder".into(),
             phase: Some("development".into()),
