@@ -123,6 +123,109 @@ fn kill_9_at_random_moments_and_resume_loses_nothing() {
     );
 }
 
+/// A call the proxy answered and spooled, whose commit the daemon did not live to make, is
+/// committed by `megatest resume` (once: a spooled call already in the ledger is skipped) and
+/// counted in the report; a torn last spool line is skipped.
+#[test]
+fn resume_commits_spooled_calls_the_ledger_lacks() {
+    let runs = tempfile::tempdir().unwrap();
+    let mut run = spawn(
+        megatest()
+            .arg("run")
+            .arg(root().join("configs/quickstart.toml"))
+            .args(["--session-id", "spool", "--runs-dir"])
+            .arg(runs.path()),
+    );
+    let session = runs.path().join("spool");
+    let committed = || {
+        session.join("session.db").exists()
+            && rusqlite::Connection::open(session.join("session.db"))
+                .and_then(|db| {
+                    db.query_row("SELECT COUNT(*) FROM ledger", [], |r| r.get::<_, i64>(0))
+                })
+                .unwrap_or(0)
+                >= 2
+    };
+    assert!(wait_for(Duration::from_secs(30), committed));
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(session.join("status"))
+            .unwrap()
+            .trim(),
+        "running"
+    );
+    // Spool one call that is already committed and one that is not, then a torn line.
+    let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
+    let (known_id, agent, role): (i64, String, String) = db
+        .query_row(
+            "SELECT call_id, agent_id, role FROM ledger ORDER BY seq LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    drop(db);
+    let call = |call_id: i64| {
+        serde_json::json!({
+            "at": "2026-11-21T00:00:00.000Z", "session_secs": 1.0,
+            "row": {"call_id": call_id, "agent_id": agent, "role": role, "phase": "development",
+                    "task_id": null, "model_requested": "scripted", "model_served": "scripted",
+                    "prompt_tokens": 1234, "completion_tokens": 56, "cached_tokens": 0,
+                    "tool_names": ["write_file"], "latency_ms": 3.0, "status": 200,
+                    "error_kind": null, "attempts": 1, "cost_usd": null}
+        })
+        .to_string()
+    };
+    let new_id = 777_000_777;
+    let spool = session.join("ledger.spool");
+    let mut text = std::fs::read_to_string(&spool).unwrap_or_default();
+    text.push_str(&format!(
+        "{}\n{}\n{{\"at\": \"2026-",
+        call(known_id),
+        call(new_id)
+    ));
+    std::fs::write(&spool, text).unwrap();
+    let before = ledger_sum(&session, "1");
+
+    let output = megatest().arg("resume").arg(&session).output().unwrap();
+    assert_exit(&output, 0);
+    let count = |id: i64| {
+        scalar(
+            &session,
+            "SELECT COUNT(*) FROM ledger WHERE call_id = ?1",
+            &[&id.to_string()],
+        )
+    };
+    assert_eq!(count(known_id), 1, "a committed call is not imported again");
+    assert_eq!(count(new_id), 1, "the spooled call is committed");
+    assert_eq!(
+        scalar(
+            &session,
+            "SELECT prompt_tokens + completion_tokens FROM ledger WHERE call_id = ?1",
+            &[&new_id.to_string()]
+        ),
+        1290
+    );
+    assert!(ledger_sum(&session, "1") > before);
+    let imported = scalar(
+        &session,
+        "SELECT json_extract(data, '$.imported') FROM events WHERE kind = 'ledger_spool_imported'",
+        &[],
+    );
+    assert!(imported >= 1, "the import is in the event log");
+    let report = read_json(&session.join("final_report.json"));
+    assert_eq!(report["status"], "complete");
+    assert_eq!(
+        report["usage"]["total_tokens"].as_i64().unwrap(),
+        ledger_sum(&session, "prompt_tokens + completion_tokens")
+    );
+    assert_eq!(
+        std::fs::read(&spool).unwrap().len(),
+        0,
+        "emptied once settled"
+    );
+}
+
 #[test]
 fn resume_refuses_a_completed_or_running_session() {
     let runs = tempfile::tempdir().unwrap();
