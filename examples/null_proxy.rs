@@ -1,7 +1,8 @@
 //! The floor for `scripts/bench_proxy.sh` (`NULL_PROXY=1`): an HTTP proxy on the same stack as
 //! megatest's (axum + reqwest, one tokio worker, TCP_NODELAY) that forwards
-//! `POST /v1/chat/completions` to the upstream and returns the answer whole — no parsing, no
-//! metering, no ledger. What it adds is the cost of the extra HTTP hop alone.
+//! `POST /v1/chat/completions` to the upstream and returns the answer — whole for JSON, passed
+//! through as it arrives for SSE — with no parsing, no metering, no ledger. What it adds is the
+//! cost of the extra HTTP hop alone.
 //!
 //! `cargo run --release --example null_proxy -- <upstream base URL ending in /v1> <upstream key>`
 //! prints `listening http://127.0.0.1:P`.
@@ -33,6 +34,18 @@ async fn forward(State(to): State<Arc<Forward>>, body: Bytes) -> axum::response:
     };
     let status = answer.status();
     let content_type = answer.headers().get("content-type").cloned();
+    if content_type
+        .as_ref()
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+    {
+        // A stream is passed through as it arrives, like megatest does.
+        let mut response = axum::body::Body::from_stream(answer.bytes_stream()).into_response();
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert("content-type", content_type.unwrap());
+        return response;
+    }
     let Ok(bytes) = answer.bytes().await else {
         return axum::http::StatusCode::BAD_GATEWAY.into_response();
     };

@@ -186,9 +186,16 @@ pub struct Reservation {
     pub tokens: u64,
 }
 
-/// All budget state; serialised into `session.db` after every change.
+/// All budget state. Serialised into `session.db` (`budget_state`) on every metrics tick, at the
+/// end, and at once on rare changes (alert, exhaustion, throttling, agent-reported tool calls);
+/// not with every model call: the ledger rows after [`Budgets::ledger_seq`] are replayed into it
+/// on resume ([`Budgets::replay`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Budgets {
+    /// The last ledger row counted in this state; None in a state saved by a megatest that
+    /// wrote the state with every row (then it counts every row).
+    #[serde(default)]
+    pub ledger_seq: Option<i64>,
     pub total_tokens: u64,
     pub used_tokens: u64,
     pub reserved_tokens: u64,
@@ -214,6 +221,7 @@ impl Budgets {
         agents: usize,
     ) -> Budgets {
         Budgets {
+            ledger_seq: Some(0),
             total_tokens: limits.total_token_budget,
             used_tokens: 0,
             reserved_tokens: 0,
@@ -308,6 +316,24 @@ impl Budgets {
     /// Charge tool calls an agent reported itself to its tool-call bucket.
     pub fn charge_tool_calls(&mut self, agent_idx: usize, count: u64, now_secs: f64) {
         self.tool_buckets[agent_idx].take(count as f64, now_secs);
+    }
+
+    /// Count a committed ledger row this state does not hold yet (resume): as a call of
+    /// `agent_idx` that used `actual_tokens` and `tool_calls` at `at_secs` would have been
+    /// counted live (its reservation, long gone, netted to the actual usage).
+    pub fn replay(
+        &mut self,
+        agent_idx: Option<usize>,
+        actual_tokens: u64,
+        tool_calls: u64,
+        cost_usd: Option<f64>,
+        at_secs: f64,
+    ) {
+        if let Some(agent_idx) = agent_idx.filter(|i| *i < self.token_buckets.len()) {
+            self.token_buckets[agent_idx].take(actual_tokens as f64, at_secs);
+            self.tool_buckets[agent_idx].take(tool_calls as f64, at_secs);
+        }
+        self.reconcile(None, actual_tokens, tool_calls, cost_usd, at_secs);
     }
 
     /// Settle reservation `id` with the call's actual usage. `cost_usd` is None for a model

@@ -117,6 +117,10 @@ fn prepare_in(
     session_id: String,
     dir: PathBuf,
 ) -> Result<Prepared, PrepareError> {
+    // Absolute from here on: agents run in other directories, and recorded paths (checkpoints)
+    // are joined to it again later.
+    let dir = std::path::absolute(&dir)
+        .map_err(|err| PrepareError(format!("session directory {}: {err}", dir.display())))?;
     let provider = config.provider().ok_or_else(|| {
         PrepareError(format!(
             "no model provider configured in {}: set [model].provider (scripted, sim, openai-compatible, anthropic) \
@@ -625,12 +629,17 @@ impl Session {
         for task_idx in 0..session.tasks.len() {
             session.sync_task(task_idx)?;
         }
-        if let Some(state) = session.store.budget_state()? {
-            let mut budgets: Budgets = serde_json::from_value(state)?;
-            budgets.reservations.clear();
-            budgets.reserved_tokens = 0;
-            session.budgets = budgets;
+        match session.store.budget_state()? {
+            Some(state) => {
+                let mut budgets: Budgets = serde_json::from_value(state)?;
+                budgets.reservations.clear();
+                budgets.reserved_tokens = 0;
+                session.budgets = budgets;
+            }
+            // Died before the first save: every ledger row is to be counted.
+            None => session.budgets.ledger_seq = Some(0),
         }
+        session.replay_ledger_into_budgets()?;
         session.import_spool()?;
         session.totals = session.store.ledger_totals(None)?;
         session.errors = session.store.error_counts()?.values().sum();
@@ -784,6 +793,34 @@ impl Session {
         Ok(SessionEnd { exit_code, resume })
     }
 
+    /// Resume: count into the budgets the ledger rows committed after the saved budget state
+    /// (it is saved on the metrics tick, not with every row), then save it.
+    fn replay_ledger_into_budgets(&mut self) -> Result<()> {
+        let after = match self.budgets.ledger_seq {
+            Some(seq) => seq,
+            // A state from before `ledger_seq` was saved with every row: it counts them all.
+            None => self.store.last_ledger_seq()?,
+        };
+        let rows = self.store.ledger_rows_after(after)?;
+        let replayed = rows.len();
+        for (seq, secs, agent_id, tokens, tool_calls, cost) in rows {
+            let agent_idx = self.agents.iter().position(|a| a.id == agent_id);
+            self.budgets
+                .replay(agent_idx, tokens, tool_calls, cost, secs);
+            self.budgets.ledger_seq = Some(seq);
+        }
+        if self.budgets.ledger_seq.is_none() {
+            self.budgets.ledger_seq = Some(after);
+        }
+        if replayed > 0 {
+            tracing::info!(
+                message = "budget state caught up with the ledger",
+                rows = replayed
+            );
+        }
+        self.save_budgets()
+    }
+
     /// Resume: commit the calls `ledger.spool` holds that the ledger lacks (answered just
     /// before the daemon died, their commit not done), counting them into the budgets; then
     /// empty the spool. Logs `ledger_spool_imported` when there was anything to import.
@@ -805,12 +842,22 @@ impl Session {
             );
             let actual = row.prompt_tokens + row.completion_tokens;
             let tool_calls = row.tool_names.len() as u64;
-            self.budgets
-                .reconcile(None, actual, tool_calls, row.cost_usd, call.session_secs);
-            let budget_state = serde_json::to_value(&self.budgets)?;
-            self.store
-                .record_model_call(&call.at, call.session_secs, &row, Some(&budget_state))?;
+            let agent_idx = self.agents.iter().position(|a| a.id == row.agent_id);
+            let seq = self
+                .store
+                .record_model_call(&call.at, call.session_secs, &row, None)?;
+            self.budgets.replay(
+                agent_idx,
+                actual,
+                tool_calls,
+                row.cost_usd,
+                call.session_secs,
+            );
+            self.budgets.ledger_seq = Some(seq);
             imported += 1;
+        }
+        if imported > 0 {
+            self.save_budgets()?;
         }
         if imported > 0 || torn > 0 {
             tracing::warn!(
@@ -1547,14 +1594,17 @@ impl Session {
                         self.clean_call(agent_idx)?;
                     }
                 }
+                // Committed first; counted after. The budget state is saved on the metrics tick
+                // (resume replays the rows after its `ledger_seq`), or at once on a signal.
+                let seq = self.store.record_model_call(&now(), now_secs, &row, None)?;
+                self.spool.committed();
                 let signals =
                     self.budgets
                         .reconcile(reservation, actual, tool_calls, row.cost_usd, now_secs);
-                // The row and the budget state it produced commit together.
-                let budget_state = serde_json::to_value(&self.budgets)?;
-                self.store
-                    .record_model_call(&now(), now_secs, &row, Some(&budget_state))?;
-                self.spool.committed();
+                self.budgets.ledger_seq = Some(seq);
+                if !signals.is_empty() {
+                    self.save_budgets()?;
+                }
                 for signal in signals {
                     match signal {
                         BudgetSignal::Alert { used, total } => {
@@ -1978,9 +2028,9 @@ impl Session {
     }
 
     /// Reserve `tokens` for one call of `agent_idx`; logs throttling, busy and exhaustion. The
-    /// state (reservations included) is persisted with the next ledger commit and at every
-    /// metrics tick, not here: a reservation only matters while its call is in flight, and a
-    /// daemon crash ends every call in flight.
+    /// state is saved when the call is throttled and on every metrics tick, not with each
+    /// reservation: a reservation only matters while its call is in flight, and a daemon crash
+    /// ends every call in flight.
     fn reserve(&mut self, agent_idx: usize, tokens: u64) -> Result<Admission> {
         let now_secs = self.clock.session_secs();
         let admission = self.budgets.reserve(agent_idx, tokens, now_secs);
@@ -1994,6 +2044,8 @@ impl Session {
                 if *wait_session_secs > 0.0 || *batch_note {
                     let data = serde_json::json!({"wait_session_secs": wait_session_secs, "batch_note": batch_note, "tokens": tokens});
                     self.event("throttled", Some(&agent_id), None, None, data)?;
+                    // Throttled time is not in the ledger: save it now.
+                    self.save_budgets()?;
                 }
             }
             Admission::Busy => {

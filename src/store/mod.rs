@@ -748,6 +748,38 @@ impl Store {
         Ok(seq)
     }
 
+    /// Ledger rows after `seq` in order, for the budget replay on resume: (seq, session
+    /// seconds, agent id, prompt + completion tokens, tool calls, cost in USD).
+    pub fn ledger_rows_after(
+        &self,
+        seq: i64,
+    ) -> Result<Vec<(i64, f64, String, u64, u64, Option<f64>)>> {
+        let mut statement = self.conn.prepare(
+            "SELECT seq, session_secs, agent_id, prompt_tokens + completion_tokens, tool_calls, cost_usd
+             FROM ledger WHERE seq > ?1 ORDER BY seq",
+        )?;
+        let rows = statement
+            .query_map([seq], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get::<_, i64>(3)? as u64,
+                    r.get::<_, i64>(4)? as u64,
+                    r.get(5)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// The highest ledger `seq` (0 for an empty ledger).
+    pub fn last_ledger_seq(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM ledger", [], |r| r.get(0))?)
+    }
+
     /// The `call_id` of every ledger row (to import only the spooled calls not committed).
     pub fn ledger_call_ids(&self) -> Result<std::collections::HashSet<i64>> {
         let mut statement = self

@@ -118,3 +118,28 @@ fn quickstart_session_builds_a_project_whose_tests_pass() {
     let config = read_json(&session.join("config.json"));
     assert!(!config["not_yet_enforced"].as_array().unwrap().is_empty());
 }
+
+/// README's first command as an operator types it: the default runs directory (`test_runs/`,
+/// relative to the working directory). Agents run elsewhere and checkpoints are read back, so
+/// every recorded path must still resolve.
+#[test]
+fn main_job_runs_from_a_relative_runs_directory() {
+    let cwd = tempfile::tempdir().unwrap();
+    let output = megatest()
+        .current_dir(cwd.path())
+        .args(["run", "--session-id", "readme"])
+        .arg(root().join("configs/quickstart.toml"))
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    let session = cwd.path().join("test_runs/readme");
+    let report = read_json(&session.join("final_report.json"));
+    assert_eq!(report["status"], "complete", "{}", report["ended_because"]);
+    assert_eq!(report["tasks"]["done"], 10);
+    let verify = megatest()
+        .current_dir(cwd.path())
+        .args(["checkpoints", "--verify", "test_runs/readme"])
+        .output()
+        .unwrap();
+    assert_exit(&verify, 0);
+}

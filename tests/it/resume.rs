@@ -38,6 +38,19 @@ fn usage_seen_by_agents(session: &Path) -> (i64, i64) {
     (calls, tokens)
 }
 
+/// `used_tokens` of the budget state saved in `session.db`.
+fn saved_budget_used(session: &Path) -> i64 {
+    let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
+    let state: String = db
+        .query_row("SELECT state FROM budget_state WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    serde_json::from_str::<serde_json::Value>(&state).unwrap()["used_tokens"]
+        .as_i64()
+        .unwrap()
+}
+
 #[test]
 fn kill_9_at_random_moments_and_resume_loses_nothing() {
     let mut rng = fastrand::Rng::with_seed(20261121);
@@ -96,6 +109,13 @@ fn kill_9_at_random_moments_and_resume_loses_nothing() {
         assert_eq!(
             report["usage"]["total_tokens"].as_i64().unwrap(),
             ledger_tokens
+        );
+        // The budget state (saved on the metrics tick, caught up from the ledger on resume)
+        // agrees.
+        assert_eq!(
+            saved_budget_used(&session),
+            ledger_tokens,
+            "iteration {iteration}"
         );
         // Every checkpoint is valid, the project's tests pass, no agent survived.
         let (code, table) = verify(&session);
@@ -164,6 +184,31 @@ fn resume_commits_spooled_calls_the_ledger_lacks() {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
+    // Make the saved budget state one that counts only the first ledger row (as if the last
+    // metrics tick came right after it): resume must count the rest from the ledger.
+    let first_tokens: i64 = db
+        .query_row(
+            "SELECT prompt_tokens + completion_tokens FROM ledger ORDER BY seq LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let first_seq: i64 = db
+        .query_row("SELECT MIN(seq) FROM ledger", [], |r| r.get(0))
+        .unwrap();
+    let state: String = db
+        .query_row("SELECT state FROM budget_state", [], |r| r.get(0))
+        .unwrap_or_else(|_| "{}".into());
+    let mut state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    if state.get("total_tokens").is_some() {
+        state["used_tokens"] = first_tokens.into();
+        state["ledger_seq"] = first_seq.into();
+        db.execute(
+            "UPDATE budget_state SET state = ?1 WHERE id = 1",
+            [state.to_string()],
+        )
+        .unwrap();
+    }
     drop(db);
     let call = |call_id: i64| {
         serde_json::json!({
@@ -215,10 +260,12 @@ fn resume_commits_spooled_calls_the_ledger_lacks() {
     assert!(imported >= 1, "the import is in the event log");
     let report = read_json(&session.join("final_report.json"));
     assert_eq!(report["status"], "complete");
+    let ledger_tokens = ledger_sum(&session, "prompt_tokens + completion_tokens");
     assert_eq!(
         report["usage"]["total_tokens"].as_i64().unwrap(),
-        ledger_sum(&session, "prompt_tokens + completion_tokens")
+        ledger_tokens
     );
+    assert_eq!(saved_budget_used(&session), ledger_tokens);
     assert_eq!(
         std::fs::read(&spool).unwrap().len(),
         0,
