@@ -375,6 +375,10 @@ pub struct CheckpointRow {
     pub frozen_ms: f64,
 }
 
+/// What the budgets count of one ledger row: (seq, session seconds, agent id, prompt +
+/// completion tokens, tool calls, cost in USD).
+pub type CountedCall = (i64, f64, String, u64, u64, Option<f64>);
+
 /// One model call as the proxy saw it.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct LedgerRow {
@@ -748,12 +752,8 @@ impl Store {
         Ok(seq)
     }
 
-    /// Ledger rows after `seq` in order, for the budget replay on resume: (seq, session
-    /// seconds, agent id, prompt + completion tokens, tool calls, cost in USD).
-    pub fn ledger_rows_after(
-        &self,
-        seq: i64,
-    ) -> Result<Vec<(i64, f64, String, u64, u64, Option<f64>)>> {
+    /// Ledger rows after `seq` in order, for the budget replay on resume.
+    pub fn ledger_rows_after(&self, seq: i64) -> Result<Vec<CountedCall>> {
         let mut statement = self.conn.prepare(
             "SELECT seq, session_secs, agent_id, prompt_tokens + completion_tokens, tool_calls, cost_usd
              FROM ledger WHERE seq > ?1 ORDER BY seq",
