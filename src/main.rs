@@ -2,6 +2,9 @@
 
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match megatest::cli::run() {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

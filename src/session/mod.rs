@@ -845,7 +845,7 @@ impl Session {
             let agent_idx = self.agents.iter().position(|a| a.id == row.agent_id);
             let seq = self
                 .store
-                .record_model_call(&call.at, call.session_secs, &row, None)?;
+                .record_model_call(&call.at, call.session_secs, &row)?;
             self.budgets.replay(
                 agent_idx,
                 actual,
@@ -1596,7 +1596,7 @@ impl Session {
                 }
                 // Committed first; counted after. The budget state is saved on the metrics tick
                 // (resume replays the rows after its `ledger_seq`), or at once on a signal.
-                let seq = self.store.record_model_call(&now(), now_secs, &row, None)?;
+                let seq = self.store.record_model_call(&now(), now_secs, &row)?;
                 self.spool.committed();
                 let signals =
                     self.budgets

@@ -670,16 +670,30 @@ impl Store {
         Ok(self.conn.last_insert_rowid())
     }
 
-    /// Commit one ledger row, its model-call and tool-call events, and (when given) the budget
-    /// state after it, in one transaction.
+    /// Commit one ledger row and its model-call and tool-call events in one transaction;
+    /// returns the row's `seq`. The hot path of every model call: `BEGIN` / `COMMIT` are cached
+    /// statements (not parsed each time); on any error the transaction is rolled back.
     pub fn record_model_call(
         &mut self,
         at: &str,
         session_secs: f64,
         row: &LedgerRow,
-        budget_state: Option<&serde_json::Value>,
     ) -> Result<i64> {
-        let tx = self.conn.transaction()?;
+        self.conn.prepare_cached("BEGIN")?.execute([])?;
+        let inserted = self
+            .insert_model_call(at, session_secs, row)
+            .and_then(|seq| {
+                self.conn.prepare_cached("COMMIT")?.execute([])?;
+                Ok(seq)
+            });
+        if inserted.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        inserted
+    }
+
+    fn insert_model_call(&self, at: &str, session_secs: f64, row: &LedgerRow) -> Result<i64> {
+        let tx = &self.conn;
         tx.prepare_cached(
             "INSERT INTO ledger (at, session_secs, agent_id, role, phase, task_id, model_requested,
                  model_served, prompt_tokens, completion_tokens, cached_tokens, tool_calls, tool_names,
@@ -741,14 +755,6 @@ impl Store {
                 data.to_string()
             ])?;
         }
-        drop(insert);
-        if let Some(state) = budget_state {
-            tx.prepare_cached(
-                "INSERT INTO budget_state (id, state) VALUES (1, ?1) ON CONFLICT(id) DO UPDATE SET state = excluded.state",
-            )?
-            .execute(params![state.to_string()])?;
-        }
-        tx.commit()?;
         Ok(seq)
     }
 
@@ -1267,7 +1273,7 @@ mod tests {
             attempts: 1,
             cost_usd: None,
         };
-        assert_eq!(store.record_model_call("t", 2.0, &row, None).unwrap(), 8);
+        assert_eq!(store.record_model_call("t", 2.0, &row).unwrap(), 8);
         let last_event: i64 = store
             .conn
             .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))
@@ -1310,12 +1316,10 @@ mod tests {
             attempts: 1,
             cost_usd: None,
         };
-        store.record_model_call("t", 1.0, &row, None).unwrap();
+        store.record_model_call("t", 1.0, &row).unwrap();
         row.agent_id = "agent-2".into();
         row.tool_names = vec!["run_command".into(), "write_file".into()];
-        store
-            .record_model_call("t", 2.0, &row, Some(&serde_json::json!({"used": 1})))
-            .unwrap();
+        store.record_model_call("t", 2.0, &row).unwrap();
         let all = store.ledger_totals(None).unwrap();
         assert_eq!(
             (all.model_calls, all.total_tokens, all.tool_calls),
