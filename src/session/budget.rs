@@ -53,6 +53,17 @@ pub fn price_table(configured: &BTreeMap<String, Price>) -> BTreeMap<String, Pri
     table
 }
 
+/// [`cost_usd`] of a ledger row (its served model and token counts).
+pub fn row_cost_usd(table: &BTreeMap<String, Price>, row: &crate::store::LedgerRow) -> Option<f64> {
+    cost_usd(
+        table,
+        &row.model_served,
+        row.prompt_tokens,
+        row.completion_tokens,
+        row.cached_tokens,
+    )
+}
+
 /// USD cost of one call, or None when `model` has no price. Cached prompt tokens are part of
 /// `prompt_tokens` and billed at the cached rate.
 pub fn cost_usd(

@@ -833,13 +833,7 @@ impl Session {
                 continue;
             }
             let mut row = call.row;
-            row.cost_usd = budget::cost_usd(
-                &self.prices,
-                &row.model_served,
-                row.prompt_tokens,
-                row.completion_tokens,
-                row.cached_tokens,
-            );
+            row.cost_usd = budget::row_cost_usd(&self.prices, &row);
             let actual = row.prompt_tokens + row.completion_tokens;
             let tool_calls = row.tool_names.len() as u64;
             let agent_idx = self.agents.iter().position(|a| a.id == row.agent_id);
@@ -1571,13 +1565,7 @@ impl Session {
             }
             Event::ModelCall { row, reservation } => {
                 let mut row = row;
-                row.cost_usd = budget::cost_usd(
-                    &self.prices,
-                    &row.model_served,
-                    row.prompt_tokens,
-                    row.completion_tokens,
-                    row.cached_tokens,
-                );
+                row.cost_usd = budget::row_cost_usd(&self.prices, &row);
                 let now_secs = self.clock.session_secs();
                 let actual = row.prompt_tokens + row.completion_tokens;
                 let tool_calls = row.tool_names.len() as u64;
