@@ -768,6 +768,8 @@ async fn metered(
             &message,
         );
     }
+    // The agent's bytes go upstream as they are unless the request is changed on the way.
+    let mut original = Some(body);
     match admission.expect("admitted above") {
         Admission::Granted {
             id,
@@ -776,6 +778,9 @@ async fn metered(
             corrective_note,
         } => {
             call.reservation = Some(id);
+            if batch_note || corrective_note {
+                original = None;
+            }
             let wait = state.clock.wall(wait_session_secs);
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
@@ -815,7 +820,10 @@ async fn metered(
     let stream = request["stream"].as_bool() == Some(true);
     match &state.backend {
         Backend::Builtin(model) => builtin_call(call, model, request, stream).await,
-        Backend::Upstream(up) => upstream_call(call, up.clone(), request, stream, headers).await,
+        Backend::Upstream(up) => {
+            let sent = Sent { request, original };
+            upstream_call(call, up.clone(), sent, stream, headers).await
+        }
     }
 }
 
@@ -929,16 +937,43 @@ async fn builtin_call(
     }
 }
 
+/// The request megatest sends upstream: parsed, and the agent's own bytes while nothing in it
+/// was changed (then they are sent as they are: no re-serialisation of a large prompt).
+struct Sent {
+    request: Value,
+    original: Option<Bytes>,
+}
+
+impl Sent {
+    /// The body to send.
+    fn bytes(&self) -> Bytes {
+        match &self.original {
+            Some(bytes) => bytes.clone(),
+            None => Bytes::from(self.request.to_string()),
+        }
+    }
+
+    /// Set the model (a fallback); the agent's bytes no longer apply if it differs.
+    fn set_model(&mut self, model: &str) {
+        if self.request["model"].as_str() != Some(model) {
+            self.request["model"] = Value::String(model.to_string());
+            self.original = None;
+        }
+    }
+}
+
 async fn upstream_call(
     mut call: Call,
     up: Arc<Upstream>,
-    mut request: Value,
+    mut sent_request: Sent,
     stream: bool,
     headers: HeaderMap,
 ) -> Response {
+    let request = &mut sent_request.request;
     let agent_wants_usage = request["stream_options"]["include_usage"].as_bool() == Some(true);
-    if stream && call.format == WireFormat::ChatCompletions {
+    if stream && call.format == WireFormat::ChatCompletions && !agent_wants_usage {
         request["stream_options"]["include_usage"] = Value::Bool(true);
+        sent_request.original = None;
     }
     let requested = if call.requested.is_empty() {
         call.state.settings.served_name.clone()
@@ -950,7 +985,7 @@ async fn upstream_call(
     'models: for (model_idx, model) in candidates.iter().enumerate() {
         let model = model.clone();
         let another_model = model_idx + 1 < candidates.len();
-        request["model"] = Value::String(model.clone());
+        sent_request.set_model(&model);
         let mut retries = 0;
         loop {
             call.attempts += 1;
@@ -958,7 +993,7 @@ async fn upstream_call(
             let injected = call.state.settings.chaos.as_ref().and_then(injected_fault);
             let failure = match injected {
                 Some(failure) => failure,
-                None => match up.send(call.format, &request, &headers).await {
+                None => match up.send(call.format, sent_request.bytes(), &headers).await {
                     Err(err) => upstream::classify_transport(&err),
                     Ok(response) if response.status().is_success() => {
                         if stream {
@@ -1006,7 +1041,17 @@ async fn upstream_call(
             call.report(failure.kind, &model, failure.message.clone())
                 .await;
             let cooled = up.record(&model, false);
-            let step = call.next_step(&failure, &mut retries, another_model, cooled, &mut request);
+            let step = call.next_step(
+                &failure,
+                &mut retries,
+                another_model,
+                cooled,
+                &mut sent_request.request,
+            );
+            if call.recovering.as_ref().is_some_and(|r| r.modified) {
+                // The corrective note is in the request now.
+                sent_request.original = None;
+            }
             last = Some((failure, model.clone()));
             match step {
                 Step::Retry(wait) => {

@@ -217,12 +217,12 @@ impl Upstream {
         }
     }
 
-    /// Send one attempt. `agent_headers` are passed through where the API defines them
+    /// Send one attempt of `body` (JSON). `agent_headers` are passed through where the API defines them
     /// (`anthropic-version`, `anthropic-beta`, `openai-beta`).
     pub async fn send(
         &self,
         format: WireFormat,
-        body: &serde_json::Value,
+        body: bytes::Bytes,
         agent_headers: &axum::http::HeaderMap,
     ) -> Result<reqwest::Response, reqwest::Error> {
         let endpoint = match format {
@@ -230,7 +230,11 @@ impl Upstream {
             WireFormat::Responses => &self.endpoints[1],
             WireFormat::Messages => &self.endpoints[2],
         };
-        let mut request = self.client.post(endpoint.clone()).json(body);
+        let mut request = self
+            .client
+            .post(endpoint.clone())
+            .header("content-type", "application/json")
+            .body(body);
         if let Some((name, value)) = &self.auth {
             request = request.header(*name, value.clone());
         }
