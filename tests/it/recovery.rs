@@ -120,19 +120,11 @@ fn spawn_session(
     envs: &[(&str, &str)],
 ) -> std::process::Child {
     let dir = runs.parent().unwrap();
-    let mut command = megatest();
-    command
-        .arg("run")
-        .arg(config)
-        .args(args)
-        .arg("--runs-dir")
-        .arg(runs)
+    run_command(config, runs, args, envs)
         .stdout(std::fs::File::create(dir.join("stdout.txt")).unwrap())
-        .stderr(std::fs::File::create(dir.join("stderr.txt")).unwrap());
-    for (name, value) in envs {
-        command.env(name, value);
-    }
-    command.spawn().unwrap()
+        .stderr(std::fs::File::create(dir.join("stderr.txt")).unwrap())
+        .spawn()
+        .unwrap()
 }
 
 fn finish(mut child: std::process::Child, dir: &Path) -> (i32, String) {

@@ -59,13 +59,12 @@ fn kill_9_at_random_moments_and_resume_loses_nothing() {
     for iteration in 0..20 {
         let runs = tempfile::tempdir().unwrap();
         let id = format!("k9-{iteration}");
-        let mut run = spawn(
-            megatest()
-                .arg("run")
-                .arg(&config)
-                .args(["--session-id", &id, "--runs-dir"])
-                .arg(runs.path()),
-        );
+        let mut run = spawn(&mut run_command(
+            &config,
+            runs.path(),
+            &["--session-id", &id],
+            &[],
+        ));
         let mut kills = u32::from(kill_after(&mut run, rng.u64(50..2800)));
         let session = runs.path().join(&id);
         if !session.join("session.db").exists() {
@@ -149,13 +148,12 @@ fn kill_9_at_random_moments_and_resume_loses_nothing() {
 #[test]
 fn resume_commits_spooled_calls_the_ledger_lacks() {
     let runs = tempfile::tempdir().unwrap();
-    let mut run = spawn(
-        megatest()
-            .arg("run")
-            .arg(root().join("configs/quickstart.toml"))
-            .args(["--session-id", "spool", "--runs-dir"])
-            .arg(runs.path()),
-    );
+    let mut run = spawn(&mut run_command(
+        &root().join("configs/quickstart.toml"),
+        runs.path(),
+        &["--session-id", "spool"],
+        &[],
+    ));
     let session = runs.path().join("spool");
     let committed = || {
         session.join("session.db").exists()

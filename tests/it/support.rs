@@ -95,13 +95,8 @@ pub fn agent_pids(session_dir: &Path) -> Vec<i32> {
     query().unwrap_or_default()
 }
 
-/// `megatest run CONFIG --runs-dir RUNS ARGS…` to completion.
-pub fn run_session(
-    config: &Path,
-    runs: &Path,
-    args: &[&str],
-    envs: &[(&str, &str)],
-) -> std::process::Output {
+/// The command `megatest run CONFIG ARGS… --runs-dir RUNS` with `envs` set, not started.
+pub fn run_command(config: &Path, runs: &Path, args: &[&str], envs: &[(&str, &str)]) -> Command {
     let mut command = megatest();
     command
         .arg("run")
@@ -112,7 +107,17 @@ pub fn run_session(
     for (name, value) in envs {
         command.env(name, value);
     }
-    command.output().unwrap()
+    command
+}
+
+/// `megatest run CONFIG --runs-dir RUNS ARGS…` to completion.
+pub fn run_session(
+    config: &Path,
+    runs: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> std::process::Output {
+    run_command(config, runs, args, envs).output().unwrap()
 }
 
 /// Panics unless `runs_dir` is absent or empty (a rejected config leaves nothing behind).
