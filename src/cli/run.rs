@@ -71,9 +71,9 @@ pub fn drive(prepared: session::Prepared, reopen: bool) -> Result<i32> {
         local::kill_all_groups();
         default_hook(info);
     }));
-    // The session runs as a task on the worker threads, not on the `block_on` thread: a proxy
-    // handler's round trip to the session (Admit, ModelCall) then usually stays on one worker
-    // instead of waking a third thread (measured: ~0.1 ms less added latency per call).
+    // The session runs as a task on the worker thread, not on the `block_on` thread: a proxy
+    // handler's round trip to the session (Admit, ModelCall) then stays on that one thread
+    // instead of waking another (measured: ~0.1 ms less added latency per call).
     let prepared_dir = prepared.dir.clone();
     let session_task = runtime.spawn(async move {
         let signals = install_signals();

@@ -436,7 +436,7 @@ impl Call {
             tracing::error!(message = "cannot spool a model call (the ledger commit follows)", error = %format!("{err:#}"));
         }
         let event = Event::ModelCall {
-            row: Box::new(spooled.row),
+            call: Box::new(spooled),
             reservation: self.reservation,
         };
         if self.state.session.send(event).await.is_err() {

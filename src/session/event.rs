@@ -2,7 +2,7 @@
 //! arrives as one [`Event`]; the session task is the only writer of that state.
 
 use crate::backend::local::RunOutcome;
-use crate::store::LedgerRow;
+use crate::store::spool::SpooledCall;
 use tokio::sync::oneshot;
 
 /// Who is calling the model endpoint, as the session knows it from the per-agent key.
@@ -155,7 +155,8 @@ pub enum Event {
     /// this event before the answer's last byte leaves, so an agent's next request (a later event
     /// on the same channel) is admitted after this one is counted.
     ModelCall {
-        row: Box<LedgerRow>,
+        /// The row with the time it was spooled (the ledger row gets the same `at`).
+        call: Box<SpooledCall>,
         reservation: Option<u64>,
     },
     /// The proxy saw an upstream failure or a refused request (classified, with its attempt).

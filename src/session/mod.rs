@@ -1563,8 +1563,12 @@ impl Session {
                 let detail = format!("{message} (model {model}, attempt {attempt})");
                 self.record_error(&kind, Some(&agent_id), task_id.as_deref(), &detail)?;
             }
-            Event::ModelCall { row, reservation } => {
-                let mut row = row;
+            Event::ModelCall { call, reservation } => {
+                let crate::store::spool::SpooledCall {
+                    at,
+                    session_secs,
+                    mut row,
+                } = *call;
                 row.cost_usd = budget::row_cost_usd(&self.prices, &row);
                 let now_secs = self.clock.session_secs();
                 let actual = row.prompt_tokens + row.completion_tokens;
@@ -1584,7 +1588,7 @@ impl Session {
                 }
                 // Committed first; counted after. The budget state is saved on the metrics tick
                 // (resume replays the rows after its `ledger_seq`), or at once on a signal.
-                let seq = self.store.record_model_call(&now(), now_secs, &row)?;
+                let seq = self.store.record_model_call(&at, session_secs, &row)?;
                 self.spool.committed();
                 let signals =
                     self.budgets
