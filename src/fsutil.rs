@@ -106,9 +106,104 @@ impl Drop for BackgroundWriter {
     }
 }
 
+/// Complete lines read from an append-only file an agent writes (see [`read_complete_lines`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LineChunk {
+    /// The bytes of the complete lines read (each ending in `\n`), as written: not necessarily
+    /// UTF-8.
+    pub lines: Vec<u8>,
+    /// Lines skipped because a single line was longer than the read limit.
+    pub skipped_lines: usize,
+    /// The byte offset after the last complete line consumed: where the next read starts.
+    pub next_offset: u64,
+}
+
+/// Read the complete lines of `path` from byte `offset`, at most `limit` bytes. A trailing
+/// partial line is left for the next read; a single line longer than `limit` is skipped
+/// (counted in `skipped_lines`) so that one huge line cannot stall the reader for ever.
+/// Returns None when the file does not exist or nothing complete was appended since `offset`.
+///
+/// Errors: the file exists but cannot be read.
+pub fn read_complete_lines(
+    path: &Path,
+    offset: u64,
+    limit: usize,
+) -> std::io::Result<Option<LineChunk>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let len = file.metadata()?.len();
+    if len <= offset {
+        return Ok(None);
+    }
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = Vec::with_capacity(((len - offset) as usize).min(limit));
+    (&mut file).take(limit as u64).read_to_end(&mut bytes)?;
+    match bytes.iter().rposition(|b| *b == b'\n') {
+        Some(end) => {
+            bytes.truncate(end + 1);
+            Ok(Some(LineChunk {
+                next_offset: offset + bytes.len() as u64,
+                lines: bytes,
+                skipped_lines: 0,
+            }))
+        }
+        // A full read without a newline: one line longer than the limit. Skip to its end.
+        None if bytes.len() == limit => {
+            let mut skipped = limit as u64;
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    // The long line is still being written: wait for its end.
+                    return Ok(None);
+                }
+                if let Some(at) = buf[..n].iter().position(|b| *b == b'\n') {
+                    skipped += at as u64 + 1;
+                    return Ok(Some(LineChunk {
+                        lines: Vec::new(),
+                        skipped_lines: 1,
+                        next_offset: offset + skipped,
+                    }));
+                }
+                skipped += n as u64;
+            }
+        }
+        None => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn complete_lines_only_and_partial_tail_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        assert_eq!(read_complete_lines(&path, 0, 100).unwrap(), None);
+        std::fs::write(&path, b"a\n\xff\xfe b\npartial").unwrap();
+        let chunk = read_complete_lines(&path, 0, 100).unwrap().unwrap();
+        assert_eq!(chunk.lines, b"a\n\xff\xfe b\n");
+        assert_eq!(chunk.next_offset, 7);
+        assert_eq!(read_complete_lines(&path, 7, 100).unwrap(), None);
+    }
+
+    #[test]
+    fn an_overlong_line_is_skipped_not_stalled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let mut text = vec![b'x'; 300];
+        text.extend_from_slice(b"\n{}\n");
+        std::fs::write(&path, &text).unwrap();
+        let chunk = read_complete_lines(&path, 0, 100).unwrap().unwrap();
+        assert_eq!((chunk.skipped_lines, chunk.next_offset), (1, 301));
+        let chunk = read_complete_lines(&path, 301, 100).unwrap().unwrap();
+        assert_eq!(chunk.lines, b"{}\n");
+    }
 
     #[test]
     fn replaces_content_and_leaves_no_partial() {

@@ -12,6 +12,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod eval;
 pub mod fsutil;
 pub mod metrics;

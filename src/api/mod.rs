@@ -17,7 +17,6 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -26,6 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+
+/// Longest agent note (characters).
+pub const MAX_NOTE_CHARS: usize = 16384;
 
 /// Largest request body accepted (bytes).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -48,6 +50,56 @@ pub struct Route {
     pub body: Option<fn() -> Value>,
     /// Content type of the success answer.
     pub produces: &'static str,
+    /// The handler: the router is built from this table, so the document and the server
+    /// cannot disagree on which routes and methods exist.
+    pub operation: Operation,
+}
+
+/// The handler of a route (see [`ROUTES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Healthz,
+    OpenApi,
+    Status,
+    Checkpoint,
+    Pause,
+    Continue,
+    Stop,
+    Escalations,
+    Decide,
+    Events,
+    Metrics,
+    AgentEvents,
+    AgentNote,
+    AgentTaskDone,
+}
+
+/// The largest id the API takes (event ids, escalation ids): SQLite's rowid range.
+pub const MAX_ID: i64 = i64::MAX;
+
+/// The axum handler of `route`, on its method.
+fn method_router(route: &Route) -> axum::routing::MethodRouter<Arc<ApiState>> {
+    use axum::routing::on;
+    let filter = match route.method {
+        "get" => axum::routing::MethodFilter::GET,
+        _ => axum::routing::MethodFilter::POST,
+    };
+    match route.operation {
+        Operation::Healthz => on(filter, || async { Json(json!({"ok": true})) }),
+        Operation::OpenApi => on(filter, || async { Json(openapi()) }),
+        Operation::Status => on(filter, status),
+        Operation::Checkpoint => on(filter, checkpoint),
+        Operation::Pause => on(filter, pause),
+        Operation::Continue => on(filter, resume),
+        Operation::Stop => on(filter, stop),
+        Operation::Escalations => on(filter, escalations),
+        Operation::Decide => on(filter, decide),
+        Operation::Events => on(filter, events),
+        Operation::Metrics => on(filter, metrics),
+        Operation::AgentEvents => on(filter, agent_events),
+        Operation::AgentNote => on(filter, agent_note),
+        Operation::AgentTaskDone => on(filter, agent_task_done),
+    }
 }
 
 fn decision_schema() -> Value {
@@ -55,33 +107,52 @@ fn decision_schema() -> Value {
         "decision": {"type": "string", "enum": ["continue", "stop"]}}})
 }
 
+fn event_object_schema() -> Value {
+    json!({"type": "object", "properties": {"type": {"type": "string"}, "name": {"type": "string"}, "tool": {"type": "string"}}})
+}
+
 fn events_schema() -> Value {
-    json!({"oneOf": [
-        {"type": "object", "properties": {"type": {"type": "string"}, "name": {"type": "string"}, "tool": {"type": "string"}}},
-        {"type": "array", "items": {"type": "object"}}
-    ]})
+    json!({"oneOf": [event_object_schema(), {"type": "array", "items": event_object_schema()}]})
+}
+
+/// True when `value` has the shape of [`events_schema`]: an event object (its `type`, `name`
+/// and `tool` strings when present) or an array of them.
+fn events_shape_ok(value: &Value) -> bool {
+    fn event_ok(value: &Value) -> bool {
+        value.as_object().is_some_and(|map| {
+            ["type", "name", "tool"]
+                .iter()
+                .all(|key| map.get(*key).is_none_or(Value::is_string))
+        })
+    }
+    match value {
+        Value::Array(items) => items.iter().all(event_ok),
+        other => event_ok(other),
+    }
 }
 
 fn note_schema() -> Value {
-    json!({"type": "object", "required": ["text"], "properties": {"text": {"type": "string", "maxLength": 16384}}})
+    // A note has a non-blank character (`pattern`); its length is counted in characters, as
+    // JSON Schema counts it.
+    json!({"type": "object", "required": ["text"], "properties": {"text": {"type": "string", "minLength": 1, "maxLength": MAX_NOTE_CHARS, "pattern": "\\S"}}})
 }
 
 /// Every route of the API (the router and the OpenAPI document both come from here).
 pub const ROUTES: &[Route] = &[
-    Route { method: "get", path: "/healthz", access: Access::Public, summary: "Liveness: 200 while the daemon serves", body: None, produces: "application/json" },
-    Route { method: "get", path: "/api/openapi.json", access: Access::Public, summary: "This document", body: None, produces: "application/json" },
-    Route { method: "get", path: "/api/status", access: Access::Operator, summary: "Session, phase, elapsed and remaining time, agents, tokens, budgets, last checkpoint, recoveries, open escalations", body: None, produces: "application/json" },
-    Route { method: "post", path: "/api/checkpoint", access: Access::Operator, summary: "Take a checkpoint now; answers with its sequence and path once it is written", body: None, produces: "application/json" },
-    Route { method: "post", path: "/api/pause", access: Access::Operator, summary: "Pause: agents' process groups stopped, model calls held", body: None, produces: "application/json" },
-    Route { method: "post", path: "/api/continue", access: Access::Operator, summary: "Continue a paused session", body: None, produces: "application/json" },
-    Route { method: "post", path: "/api/stop", access: Access::Operator, summary: "Graceful stop: final checkpoint, agents stopped, report written (resumable)", body: None, produces: "application/json" },
-    Route { method: "get", path: "/api/escalations", access: Access::Operator, summary: "Open escalations", body: None, produces: "application/json" },
-    Route { method: "post", path: "/api/escalations/{id}/decision", access: Access::Operator, summary: "Decide an open escalation: continue or stop", body: Some(decision_schema), produces: "application/json" },
-    Route { method: "get", path: "/api/events", access: Access::Operator, summary: "The event log as server-sent events; resumable with Last-Event-ID", body: None, produces: "text/event-stream" },
-    Route { method: "get", path: "/metrics", access: Access::Operator, summary: "Prometheus text format", body: None, produces: "text/plain" },
-    Route { method: "post", path: "/api/agent/events", access: Access::Agent, summary: "Tool calls an agent reports (as /v1/megatest/events)", body: Some(events_schema), produces: "application/json" },
-    Route { method: "post", path: "/api/agent/notes", access: Access::Agent, summary: "A note into the session's working memory (kept in checkpoints)", body: Some(note_schema), produces: "application/json" },
-    Route { method: "post", path: "/api/agent/task_done", access: Access::Agent, summary: "The agent reports its current task done; its run is ended and the task marked done", body: None, produces: "application/json" },
+    Route { method: "get", path: "/healthz", access: Access::Public, summary: "Liveness: 200 while the daemon serves", body: None, produces: "application/json" , operation: Operation::Healthz },
+    Route { method: "get", path: "/api/openapi.json", access: Access::Public, summary: "This document", body: None, produces: "application/json" , operation: Operation::OpenApi },
+    Route { method: "get", path: "/api/status", access: Access::Operator, summary: "Session, phase, elapsed and remaining time, agents, tokens, budgets, last checkpoint, recoveries, open escalations", body: None, produces: "application/json" , operation: Operation::Status },
+    Route { method: "post", path: "/api/checkpoint", access: Access::Operator, summary: "Take a checkpoint now; answers with its sequence and path once it is written", body: None, produces: "application/json" , operation: Operation::Checkpoint },
+    Route { method: "post", path: "/api/pause", access: Access::Operator, summary: "Pause: agents' process groups stopped, model calls held", body: None, produces: "application/json" , operation: Operation::Pause },
+    Route { method: "post", path: "/api/continue", access: Access::Operator, summary: "Continue a paused session", body: None, produces: "application/json" , operation: Operation::Continue },
+    Route { method: "post", path: "/api/stop", access: Access::Operator, summary: "Graceful stop: final checkpoint, agents stopped, report written (resumable)", body: None, produces: "application/json" , operation: Operation::Stop },
+    Route { method: "get", path: "/api/escalations", access: Access::Operator, summary: "Open escalations", body: None, produces: "application/json" , operation: Operation::Escalations },
+    Route { method: "post", path: "/api/escalations/{id}/decision", access: Access::Operator, summary: "Decide an open escalation: continue or stop", body: Some(decision_schema), produces: "application/json" , operation: Operation::Decide },
+    Route { method: "get", path: "/api/events", access: Access::Operator, summary: "The event log as server-sent events; resumable with Last-Event-ID", body: None, produces: "text/event-stream" , operation: Operation::Events },
+    Route { method: "get", path: "/metrics", access: Access::Operator, summary: "Prometheus text format", body: None, produces: "text/plain" , operation: Operation::Metrics },
+    Route { method: "post", path: "/api/agent/events", access: Access::Agent, summary: "Tool calls an agent reports (as /v1/megatest/events)", body: Some(events_schema), produces: "application/json" , operation: Operation::AgentEvents },
+    Route { method: "post", path: "/api/agent/notes", access: Access::Agent, summary: "A note into the session's working memory (kept in checkpoints)", body: Some(note_schema), produces: "application/json" , operation: Operation::AgentNote },
+    Route { method: "post", path: "/api/agent/task_done", access: Access::Agent, summary: "The agent reports its current task done; its run is ended and the task marked done", body: None, produces: "application/json" , operation: Operation::AgentTaskDone },
 ];
 
 /// The OpenAPI 3.1 document of [`ROUTES`].
@@ -107,10 +178,10 @@ pub fn openapi() -> Value {
             Access::Agent => json!([{"agentKey": []}]),
         };
         if route.path.contains("{id}") {
-            op["parameters"] = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1}}]);
+            op["parameters"] = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}]);
         }
         if route.path == "/api/events" {
-            op["parameters"] = json!([{"name": "Last-Event-ID", "in": "header", "required": false, "schema": {"type": "integer", "minimum": 0}}]);
+            op["parameters"] = json!([{"name": "Last-Event-ID", "in": "header", "required": false, "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID}}]);
         }
         if let Some(schema) = route.body {
             op["requestBody"] =
@@ -238,21 +309,11 @@ pub fn serve(
         shutdown: shutdown.clone(),
         streams: streams.clone(),
     });
-    let app = Router::new()
-        .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
-        .route("/api/openapi.json", get(|| async { Json(openapi()) }))
-        .route("/api/status", get(status))
-        .route("/api/checkpoint", post(checkpoint))
-        .route("/api/pause", post(pause))
-        .route("/api/continue", post(resume))
-        .route("/api/stop", post(stop))
-        .route("/api/escalations", get(escalations))
-        .route("/api/escalations/{id}/decision", post(decide))
-        .route("/api/events", get(events))
-        .route("/metrics", get(metrics))
-        .route("/api/agent/events", post(agent_events))
-        .route("/api/agent/notes", post(agent_note))
-        .route("/api/agent/task_done", post(agent_task_done))
+    let mut app = Router::new();
+    for route in ROUTES {
+        app = app.route(route.path, method_router(route));
+    }
+    let app = app
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -667,17 +728,19 @@ async fn events(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Respo
     if let Err(denied) = operator(&state, &headers) {
         return denied;
     }
-    let after: i64 = match headers
-        .get("last-event-id")
-        .map(|v| v.to_str().ok().and_then(|s| s.trim().parse().ok()))
-    {
+    let after: i64 = match headers.get("last-event-id").map(|v| {
+        v.to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .filter(|id| *id >= 0)
+    }) {
         None => 0,
         Some(Some(id)) => id,
         Some(None) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
-                "Last-Event-ID must be an integer event id",
+                "Last-Event-ID must be an event id: an integer from 0 to 9223372036854775807",
             )
         }
     };
@@ -758,6 +821,23 @@ async fn agent_events(
     let Ok(text) = std::str::from_utf8(&body) else {
         return error(StatusCode::BAD_REQUEST, "bad_request", "body is not UTF-8");
     };
+    if text.trim().is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "a body is required: a JSON event object, an array of them, or JSON lines",
+        );
+    }
+    // A single JSON value must be an object or an array (the schema's two shapes).
+    if let Ok(value) = serde_json::from_str::<Value>(text) {
+        if !events_shape_ok(&value) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the body must be a JSON event object ({\"type\": \"tool_call\", \"name\": \"…\"}, strings) or an array of them",
+            );
+        }
+    }
     let (names, bad) = crate::session::event::parse_agent_events(text);
     if names.is_empty() && bad > 0 {
         return error(
@@ -793,12 +873,12 @@ async fn agent_note(
     };
     let Some(text) = value["text"]
         .as_str()
-        .filter(|t| !t.trim().is_empty() && t.len() <= 16384)
+        .filter(|t| !t.trim().is_empty() && t.chars().count() <= MAX_NOTE_CHARS)
     else {
         return error(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            "body must be {\"text\": \"…\"} with 1-16384 bytes of text",
+            "body must be {\"text\": \"…\"} with 1-16384 characters of text, not all blank",
         );
     };
     let text = text.to_string();

@@ -173,6 +173,60 @@ pub fn kill_all_groups() -> usize {
     groups.len()
 }
 
+/// The process group id of process `pid` (from `/proc/<pid>/stat`), None when it is gone.
+fn process_group(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the parenthesised command name: state, ppid, pgrp, …
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+/// Kill what is left of the recorded process groups `pgids` of a dead daemon, but only groups
+/// that belong to it: a group is killed when any live member's environment contains `needle`
+/// (the session directory). Every member is looked at, not only the leader, so a group whose
+/// leader already exited (`sh -c 'sleep 600 & exec …'`) is still recognised. Returns how many
+/// groups were killed (SIGCONT first, so a frozen group dies too).
+pub fn kill_leftover_groups(pgids: &[i64], needle: &str) -> usize {
+    let recorded: BTreeSet<i32> = pgids.iter().map(|p| *p as i32).collect();
+    let mut ours = BTreeSet::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Some(pgid) = process_group(pid).filter(|g| recorded.contains(g)) else {
+            continue;
+        };
+        if ours.contains(&pgid) {
+            continue;
+        }
+        let belongs = std::fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|env| env.windows(needle.len()).any(|w| w == needle.as_bytes()));
+        if belongs {
+            ours.insert(pgid);
+        }
+    }
+    let mut killed = 0;
+    for pgid in ours {
+        let group = Pid::from_raw(pgid);
+        let _ = killpg(group, Signal::SIGCONT);
+        if killpg(group, Signal::SIGKILL).is_ok() {
+            killed += 1;
+        }
+    }
+    killed
+}
+
 /// True if process `pid` exists and is not a zombie (reads `/proc/<pid>/stat`).
 pub fn process_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -219,6 +273,34 @@ mod tests {
             cwd: dir.to_path_buf(),
             log_path: dir.join("agent.log"),
         }
+    }
+
+    #[test]
+    fn a_leftover_group_without_its_leader_is_found_by_a_member() {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let needle = format!("MARK={}", dir.path().display());
+        // The leader starts a background child and exits: only the child is left in the group.
+        let mut leader = std::process::Command::new("sh")
+            .args(["-c", "sleep 600 & echo $! > child.pid"])
+            .env("MARK", dir.path())
+            .current_dir(dir.path())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = leader.id() as i64;
+        leader.wait().unwrap();
+        let child: i32 = std::fs::read_to_string(dir.path().join("child.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(process_alive(child));
+        // A group recorded for another session (other needle) is left alone.
+        assert_eq!(kill_leftover_groups(&[pgid], "MARK=/elsewhere"), 0);
+        assert!(process_alive(child));
+        assert_eq!(kill_leftover_groups(&[pgid], &needle), 1);
+        assert!(!alive(child), "the orphan {child} survived");
     }
 
     #[tokio::test]

@@ -68,7 +68,7 @@ pub struct CleanArgs {
 /// For verbs that only print: a closed pipe (`megatest sessions | head`) ends the process
 /// quietly, as for any Unix filter, instead of a panic in `println!`. Not for the daemon, whose
 /// sockets must see EPIPE as an error.
-fn quiet_on_closed_pipe() {
+pub(crate) fn quiet_on_closed_pipe() {
     // SAFETY: resets one signal's disposition to the default; no handler is installed.
     unsafe {
         let _ = nix::sys::signal::signal(

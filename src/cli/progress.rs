@@ -117,7 +117,7 @@ pub async fn run(
                 _ = stop.cancelled() => return,
             }
             match status(&events).await {
-                Some(doc) => eprintln!("megatest: {}", status_line(&doc)),
+                Some(doc) => crate::console::say(format_args!("megatest: {}", status_line(&doc))),
                 None => return,
             }
         }

@@ -7,8 +7,6 @@ use crate::cli::checkpoints::find_session;
 use crate::config::Overrides;
 use crate::store::Store;
 use clap::Args;
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
@@ -29,26 +27,17 @@ pub fn daemon_alive(pid: u32) -> bool {
 }
 
 /// Kill the process groups of agent runs that never ended, if they still belong to this
-/// session (their environment names the session directory). Returns how many were killed.
+/// session (a member's environment names the session directory). Returns how many were killed.
 fn kill_orphans(store: &Store, dir: &Path) -> anyhow::Result<usize> {
     let needle = dir
         .canonicalize()
         .unwrap_or(dir.to_path_buf())
         .display()
         .to_string();
-    let mut killed = 0;
-    for pgid in store.open_run_pgids()? {
-        let ours = std::fs::read(format!("/proc/{pgid}/environ"))
-            .is_ok_and(|env| String::from_utf8_lossy(&env).contains(&needle));
-        if ours {
-            let group = Pid::from_raw(pgid as i32);
-            let _ = killpg(group, Signal::SIGCONT);
-            if killpg(group, Signal::SIGKILL).is_ok() {
-                killed += 1;
-            }
-        }
-    }
-    Ok(killed)
+    Ok(crate::backend::local::kill_leftover_groups(
+        &store.open_run_pgids()?,
+        &needle,
+    ))
 }
 
 pub fn run(args: ResumeArgs) -> anyhow::Result<i32> {

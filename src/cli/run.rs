@@ -79,14 +79,14 @@ pub fn drive(prepared: session::Prepared, reopen: bool) -> Result<i32> {
         let signals = install_signals();
         let session = if reopen {
             let (session, downtime) = Session::reopen(prepared)?;
-            eprintln!("megatest: resuming session {} after {downtime:.1} s of downtime", session.id());
+            crate::console::say(format_args!("megatest: resuming session {} after {downtime:.1} s of downtime", session.id()));
             session
         } else {
             Session::create(prepared)?
         };
         let _log_guard = init_logging(session.dir(), log_level.as_str(), multi.clone());
         tracing::info!(message = if reopen { "session resumed" } else { "session created" }, session_id = session.id(), dir = %session.dir().display());
-        eprintln!("megatest: session {} in {}", session.id(), session.dir().display());
+        crate::console::say(format_args!("megatest: session {} in {}", session.id(), session.dir().display()));
         for warning in &warnings {
             tracing::warn!(message = "config", warning = %warning);
         }
@@ -119,10 +119,10 @@ pub fn drive(prepared: session::Prepared, reopen: bool) -> Result<i32> {
     let end = end?;
     if end.resume {
         // A restore_checkpoint recovery rolled the session back: continue it from there.
-        eprintln!(
+        crate::console::say(format_args!(
             "megatest: continuing session {} from the restored checkpoint",
             dir.display()
-        );
+        ));
         return crate::cli::resume::run(crate::cli::resume::ResumeArgs {
             session: dir.display().to_string(),
             runs_dir: dir.parent().map(Into::into).unwrap_or_default(),
@@ -164,12 +164,14 @@ fn init_logging(
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(stderr)
-                .with_target(false),
+                .with_target(false)
+                .log_internal_errors(false),
         )
         .with(
             tracing_subscriber::fmt::layer()
                 .with_ansi(false)
-                .with_writer(writer),
+                .with_writer(writer)
+                .log_internal_errors(false),
         )
         .try_init();
     result.ok().map(|_| guard)

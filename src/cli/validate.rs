@@ -13,6 +13,8 @@ pub struct ValidateArgs {
 }
 
 pub fn run(args: ValidateArgs) -> anyhow::Result<i32> {
+    // `megatest validate … | head` ends quietly.
+    crate::cli::control::quiet_on_closed_pipe();
     match crate::config::load(&args.config, &args.overrides.overrides()) {
         Ok(config) => {
             println!(

@@ -178,16 +178,59 @@ pub fn looks_secret(name: &str) -> bool {
 /// Errors: unreadable file, TOML syntax, unknown keys, wrong types, out-of-range values, a
 /// missing project spec — each as a [`Diagnostic`] with file, key, line and column.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+    let file_error = |message: String| ConfigError {
         diagnostics: vec![Diagnostic {
             file: path.to_path_buf(),
             key: String::new(),
             line: None,
             column: None,
-            message: format!("cannot read config file: {err}"),
+            message,
         }],
-    })?;
+    };
+    // Only a regular file of sane size is read: a FIFO or a device would block or never end.
+    let meta = std::fs::metadata(path)
+        .map_err(|err| file_error(format!("cannot read config file: {err}")))?;
+    if !meta.is_file() {
+        return Err(file_error(
+            "cannot read config file: not a regular file (a FIFO, device or directory)".into(),
+        ));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(file_error(format!(
+            "config file is {} bytes; at most {MAX_CONFIG_BYTES} are accepted",
+            meta.len()
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| file_error(format!("cannot read config file: {err}")))?;
     load_str(path, &text, overrides)
+}
+
+/// The largest config file read (bytes); the upstream file is ~4 KB.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Most entries a list or table of the config may hold: (key, limit). Far above any real use,
+/// low enough that a runaway file cannot make a session of 200,000 roles.
+pub const LIST_LIMITS: &[(&str, usize)] = &[
+    ("phases", 32),
+    ("phases[].objectives", 64),
+    ("phases[].success_criteria", 64),
+    ("agent.roles", 64),
+    ("error_handling.rules", 1000),
+    ("notifications.events", 32),
+    ("notifications.email.to_addresses", 100),
+    ("model.fallbacks", 32),
+    ("model.prices", 1000),
+    ("agents.env", 256),
+    ("chaos.events", 1000),
+];
+
+fn list_limit(key: &str) -> usize {
+    LIST_LIMITS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, n)| *n)
+        .unwrap_or(usize::MAX)
 }
 
 /// [`load`] on text already read; `path` names it in errors and anchors relative paths.
@@ -200,13 +243,25 @@ pub fn load_str(path: &Path, text: &str, overrides: &Overrides) -> Result<Config
             }
             None => (None, None),
         };
+        let mut message = err.message().trim().to_string();
+        let mut key = key_at(text, err.span().map(|s| s.start));
+        if message.starts_with("duplicate key") {
+            // Name the key: toml's span covers it (a table header's name or a key).
+            if let Some(name) = err.span().and_then(|s| text.get(s)).map(str::trim) {
+                let name = name.trim_matches(|c| c == '[' || c == ']').trim();
+                message = format!("duplicate key `{name}`: each key and table may appear once");
+                if key.is_empty() {
+                    key = name.to_string();
+                }
+            }
+        }
         ConfigError {
             diagnostics: vec![Diagnostic {
                 file: path.to_path_buf(),
-                key: key_at(text, err.span().map(|s| s.start)),
+                key,
                 line,
                 column,
-                message: err.message().trim().to_string(),
+                message,
             }],
         }
     })?;
@@ -310,6 +365,78 @@ impl<'a> Validator<'a> {
                 format!("time scale must be in (0, 1000000], got {time_scale}"),
                 Some("--time-scale/MEGATEST_TIME_SCALE"),
             );
+        }
+        // The upstream file's `[session]` table at least: an empty or comment-only file is a
+        // mistake, not a request for a six-hour session on defaults.
+        let has_session = self
+            .document
+            .as_ref()
+            .is_some_and(|d| d.get_ref().get("session").is_some());
+        if !has_session {
+            self.error(
+                "session",
+                "the [session] section is missing (an empty or comment-only file is not a config; see configs/mega_test_config.toml)",
+                None,
+            );
+        }
+        let mut lists = vec![
+            ("phases".to_string(), "phases", raw.phases.len()),
+            ("agent.roles".into(), "agent.roles", raw.agent.roles.len()),
+            (
+                "error_handling.rules".into(),
+                "error_handling.rules",
+                raw.error_handling.rules.len(),
+            ),
+            (
+                "notifications.events".into(),
+                "notifications.events",
+                raw.notifications.events.len(),
+            ),
+            (
+                "model.fallbacks".into(),
+                "model.fallbacks",
+                raw.model.fallbacks.len(),
+            ),
+            (
+                "model.prices".into(),
+                "model.prices",
+                raw.model.prices.len(),
+            ),
+            ("agents.env".into(), "agents.env", raw.agents.env.len()),
+            (
+                "chaos.events".into(),
+                "chaos.events",
+                raw.chaos.events.len(),
+            ),
+        ];
+        if let Some(email) = &raw.notifications.email {
+            lists.push((
+                "notifications.email.to_addresses".into(),
+                "notifications.email.to_addresses",
+                email.to_addresses.len(),
+            ));
+        }
+        for (i, phase) in raw.phases.iter().enumerate() {
+            lists.push((
+                format!("phases[{i}].objectives"),
+                "phases[].objectives",
+                phase.objectives.len(),
+            ));
+            lists.push((
+                format!("phases[{i}].success_criteria"),
+                "phases[].success_criteria",
+                phase.success_criteria.len(),
+            ));
+        }
+        for (key, limit_key, len) in lists {
+            let limit = list_limit(limit_key);
+            if len > limit {
+                self.error(
+                    &key,
+                    format!("has {len} entries; at most {limit} are accepted"),
+                    None,
+                );
+            }
         }
         let s = &raw.session;
         if !(1.0..=24.0).contains(&s.duration_hours) {
@@ -838,23 +965,33 @@ fn key_at(text: &str, offset: Option<usize>) -> String {
     let Some(offset) = offset else {
         return String::new();
     };
-    let offset = offset.min(text.len());
+    let offset = (0..=offset.min(text.len()))
+        .rev()
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
     let mut section = String::new();
-    for line in text[..offset].lines() {
+    // `[[name]]` headers seen so far, so an element gets its index: `phases[2].name`.
+    let mut elements: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    for line in text[..line_start].lines().chain(std::iter::once(
+        text[line_start..].lines().next().unwrap_or(""),
+    )) {
         let trimmed = line.trim();
-        if trimmed.starts_with('[') {
-            section = trimmed
-                .trim_matches(|c| c == '[' || c == ']')
-                .trim()
-                .to_string();
+        if let Some(name) = trimmed.strip_prefix("[[") {
+            let name = name.split("]]").next().unwrap_or("").trim().to_string();
+            let count = elements.entry(name.clone()).or_default();
+            *count += 1;
+            section = format!("{name}[{}]", *count - 1);
+        } else if let Some(name) = trimmed.strip_prefix('[') {
+            section = name.split(']').next().unwrap_or("").trim().to_string();
         }
     }
-    let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
     let line = text[line_start..].lines().next().unwrap_or("");
     let key = line
         .split('=')
         .next()
-        .filter(|_| line.contains('='))
+        .filter(|_| line.contains('=') && !line.trim_start().starts_with('['))
         .map(|k| k.trim().to_string())
         .unwrap_or_default();
     match (section.is_empty(), key.is_empty()) {
@@ -872,6 +1009,14 @@ mod tests {
     fn line_col_counts_from_one() {
         assert_eq!(line_col("a\nbc\n", 3), (2, 2));
         assert_eq!(line_col("abc", 0), (1, 1));
+    }
+
+    #[test]
+    fn key_at_names_array_elements() {
+        let text = "[[phases]]\nname = \"a\"\n[[phases]]\nname = \"b\"\n[[phases]]\nnam = \"c\"\n";
+        let at = text.find("nam =").unwrap();
+        assert_eq!(key_at(text, Some(at)), "phases[2].nam");
+        assert_eq!(key_at("[session]\nid = 1\n", Some(11)), "session.id");
     }
 
     #[test]

@@ -234,7 +234,7 @@ impl Session {
             status["recoveries"]["total"],
         );
         tracing::info!(message = "status (SIGUSR1)", summary = %summary);
-        eprintln!("megatest: {summary}");
+        crate::console::say(format_args!("megatest: {summary}"));
         Ok(())
     }
 

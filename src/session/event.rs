@@ -176,6 +176,8 @@ pub enum Event {
         agent_idx: usize,
         names: Vec<String>,
     },
+    /// An agent appended to its `events.jsonl` (from the file watch): read the new lines.
+    AgentEventsAppended { agent_idx: usize },
     /// An agent process run ended (by itself, by timeout, or stopped).
     AgentRunEnded {
         agent_idx: usize,

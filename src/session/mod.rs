@@ -17,6 +17,8 @@ pub mod clock;
 mod control;
 pub mod event;
 mod recover;
+pub mod rejections;
+mod watch;
 
 use crate::agent::{self, CommandVars};
 use crate::backend::local::{self, LaunchSpec, RunEnd, RunOutcome};
@@ -49,6 +51,13 @@ pub const MIN_METRICS_INTERVAL: Duration = Duration::from_millis(250);
 /// Wall time the end of a session waits for model calls still in flight (their agents have
 /// been stopped; a call the upstream is still answering is metered if it ends by then).
 pub const PROXY_SETTLE: Duration = Duration::from_secs(2);
+
+/// The running megatest binary for `megatest agent` (the kernel keeps the inode of a replaced
+/// or deleted binary reachable here).
+pub const SELF_EXE: &str = "/proc/self/exe";
+
+/// Bytes of an agent's `events.jsonl` read per drain (a longer single line is skipped as bad).
+pub const EVENTS_READ_LIMIT: usize = 4 << 20;
 
 /// A problem found before the session started: exit code 2, nothing on disk.
 #[derive(Debug, thiserror::Error)]
@@ -335,6 +344,8 @@ pub struct Session {
     api: Option<crate::api::ApiHandle>,
     /// Ends the control API: cancelled last, after the report, so event streams see the end.
     api_shutdown: CancellationToken,
+    /// Requests with an unknown agent key: counted, sampled into `events`.
+    rejections: rejections::Rejections,
 }
 
 impl Session {
@@ -471,6 +482,7 @@ impl Session {
             coverage: None,
             api: None,
             api_shutdown: CancellationToken::new(),
+            rejections: rejections::Rejections::default(),
             budgets,
             spool,
             budget_exhaustion_logged: false,
@@ -535,9 +547,16 @@ impl Session {
             .into_iter()
             .collect();
         let mut agents = Vec::new();
-        for (id, role) in store.rows("SELECT id, role FROM agents ORDER BY idx", |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })? {
+        for (id, role, events_offset) in store.rows(
+            "SELECT id, role, events_offset FROM agents ORDER BY idx",
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            },
+        )? {
             let (runs, tasks_done, failed_runs) = run_counts.get(&id).copied().unwrap_or_default();
             store.set_agent_status(&id, "idle")?;
             agents.push(AgentSlot {
@@ -553,7 +572,7 @@ impl Session {
                 runs,
                 tasks_done,
                 failed_runs,
-                events_offset: 0,
+                events_offset,
                 last_activity: None,
                 active: Instant::now(),
                 log_len: 0,
@@ -707,6 +726,14 @@ impl Session {
     /// `final_report.json` and `status` are written on every path that returns.
     pub async fn run(mut self) -> Result<SessionEnd> {
         let proxy_shutdown = CancellationToken::new();
+        let ids = self
+            .agents
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.id.clone(), i))
+            .collect();
+        let _events_watch =
+            watch::watch_agent_events(&self.dir().join("agents"), ids, self.events_tx.clone());
         let outcome = match self.start_proxy(proxy_shutdown.clone()).await {
             Ok(()) => self.run_phases().await,
             Err(err) => Err(err),
@@ -755,19 +782,31 @@ impl Session {
         if let Err(err) = self.spool.truncate_if_settled() {
             tracing::warn!(message = "cannot empty the ledger spool", error = %format!("{err:#}"));
         }
+        if let Some(count) = self.rejections.flush(Instant::now()) {
+            if let Err(err) = self.record_rejections(count) {
+                tracing::warn!(message = "cannot record rejected requests", error = %format!("{err:#}"));
+            }
+        }
         if let Err(err) = self.close_recoveries() {
             tracing::error!(message = "cannot close the open recoveries", error = %format!("{err:#}"));
         }
         if let Err(err) = self.save_budgets() {
             tracing::error!(message = "cannot save the budget state", error = %format!("{err:#}"));
         }
+        // Every end writes its report and its true status: a failed step is logged and the
+        // rest still runs (the disk reserve was given back in `close_recoveries`).
         let report = self.final_report(status, exit_code, &because);
-        write_json_atomic(&self.dir().join("final_report.json"), &report)?;
-        self.store
-            .end_session(self.id(), status, exit_code, &because, &report.ended_at)?;
+        let written = write_json_atomic(&self.dir().join("final_report.json"), &report);
+        log_end_step("final_report.json", written);
+        let ended =
+            self.store
+                .end_session(self.id(), status, exit_code, &because, &report.ended_at);
+        log_end_step("the sessions row", ended);
         self.write_metrics(status);
         self.metrics_writer.flush();
-        write_atomic(&self.dir().join("status"), format!("{status}\n").as_bytes())?;
+        let written = write_atomic(&self.dir().join("status"), format!("{status}\n").as_bytes());
+        log_end_step("status", written);
+        self.store.truncate_wal();
         let _ = self.event(
             "session_ended",
             None,
@@ -965,10 +1004,10 @@ impl Session {
             write_atomic(&self.dir().join("api.addr"), format!("{addr}\n").as_bytes())?;
             self.api = Some(api);
             tracing::info!(message = "control API listening", addr = %addr);
-            eprintln!(
+            crate::console::say(format_args!(
                 "megatest: control API on http://{addr} (token in {})",
                 self.dir().join("api.token").display()
-            );
+            ));
         }
         self.event(
             "session_started",
@@ -1388,9 +1427,10 @@ impl Session {
         ));
         let workspace = self.workspace.to_string_lossy().into_owned();
         let (program, args) = match &self.prepared.command_template {
+            // The running binary itself, even after it was rebuilt or replaced on disk
+            // (`current_exe` would name the deleted path).
             None => (
-                std::env::current_exe()
-                    .context("locate the megatest binary for `megatest agent`")?,
+                PathBuf::from(SELF_EXE),
                 vec![
                     "agent".to_string(),
                     "--prompt-file".to_string(),
@@ -1436,14 +1476,28 @@ impl Session {
         let process = match local::spawn(&spec) {
             Ok(process) => process,
             Err(err) => {
-                let message = format!("{err:#}");
-                self.record_error(
-                    "agent_start_failed",
-                    Some(&agent_id),
-                    Some(&task_id),
-                    &message,
-                )?;
+                // A failed start is an agent crash for the recovery table (restart, up to
+                // `[agents].max_task_attempts`), never a silently failed task.
+                let message = format!("agent start failed: {err:#}");
                 self.settle_failed_run(task_idx, &message);
+                if self.tasks[task_idx].state == TaskState::Failed {
+                    let message = format!("{message} (last of agents.max_task_attempts)");
+                    self.failure_without_action(
+                        FailureKind::AgentCrash,
+                        Some(agent_idx),
+                        Some(task_idx),
+                        &message,
+                        "failed",
+                    )?;
+                    self.settle_recoveries(task_idx)?;
+                } else {
+                    self.failure(
+                        FailureKind::AgentCrash,
+                        Some(agent_idx),
+                        Some(task_idx),
+                        &message,
+                    )?;
+                }
                 self.sync_task(task_idx)?;
                 return Ok(());
             }
@@ -1639,7 +1693,12 @@ impl Session {
                 if let Some(agent) = self.agents.get_mut(agent_idx) {
                     agent.active = Instant::now();
                 }
-                self.agent_tool_calls(agent_idx, names)?;
+                self.agent_tool_calls(agent_idx, names, None)?;
+            }
+            Event::AgentEventsAppended { agent_idx } => {
+                if agent_idx < self.agents.len() {
+                    self.drain_events_file(agent_idx)?;
+                }
             }
             Event::AgentRunEnded {
                 agent_idx,
@@ -1705,8 +1764,10 @@ impl Session {
     ) -> Result<()> {
         let session_secs = self.clock.session_secs();
         // Tool calls the run reported in its events file count for its task: read them while
-        // the run is still the agent's current one.
-        self.drain_events_file(agent_idx)?;
+        // the run is still the agent's current one. Nothing here may keep the run from ending.
+        if let Err(err) = self.drain_events_file(agent_idx) {
+            tracing::error!(message = "cannot count an agent's reported tool calls", agent = %self.agents[agent_idx].id, error = %format!("{err:#}"));
+        }
         let (ended_by, oom_kills_at_start, done_claimed) =
             match self.agents[agent_idx].running.take() {
                 Some(running) => (
@@ -2008,15 +2069,25 @@ impl Session {
                 }
             });
         if context.is_none() {
-            self.event(
-                "auth_rejected",
-                None,
-                None,
-                None,
-                serde_json::json!({"reason": "unknown agent key"}),
-            )?;
+            if let Some(count) = self.rejections.reject(Instant::now()) {
+                self.record_rejections(count)?;
+            }
         }
         Ok(context)
+    }
+
+    /// One `auth_rejected` row for `count` requests with an unknown agent key (sampled, see
+    /// [`rejections`]).
+    fn record_rejections(&mut self, count: u64) -> Result<()> {
+        let total = self.rejections.total;
+        self.event(
+            "auth_rejected",
+            None,
+            None,
+            None,
+            serde_json::json!({"reason": "unknown agent key", "count": count, "total": total}),
+        )
+        .map(|_| ())
     }
 
     /// Reserve `tokens` for one call of `agent_idx`; logs throttling, busy and exhaustion. The
@@ -2053,7 +2124,13 @@ impl Session {
     }
 
     /// Count tool calls an agent reported itself, like those seen in model answers.
-    fn agent_tool_calls(&mut self, agent_idx: usize, names: Vec<String>) -> Result<()> {
+    /// `events_offset`: the agent's events-file offset after these calls (saved with them).
+    fn agent_tool_calls(
+        &mut self,
+        agent_idx: usize,
+        names: Vec<String>,
+        events_offset: Option<u64>,
+    ) -> Result<()> {
         let agent = &self.agents[agent_idx];
         let task = agent
             .running
@@ -2064,7 +2141,7 @@ impl Session {
             .map(|p| self.prepared.config.phases[p].name.clone());
         let now_secs = self.clock.session_secs();
         let agent_id = agent.id.clone();
-        if self.prepared.config.raw.monitoring.agent_activity_logging {
+        if self.prepared.config.raw.monitoring.agent_activity_logging && !names.is_empty() {
             tracing::info!(message = "agent activity: reported tool calls", agent = %agent_id, task = ?task, tools = ?names);
         }
         self.count_toward_checkpoint(names.len() as u64, 0);
@@ -2075,7 +2152,11 @@ impl Session {
             phase.as_deref(),
             task.as_deref(),
             &names,
+            events_offset,
         )?;
+        if names.is_empty() {
+            return Ok(());
+        }
         self.budgets
             .charge_tool_calls(agent_idx, names.len() as u64, now_secs);
         self.totals.tool_calls += names.len() as u64;
@@ -2087,28 +2168,40 @@ impl Session {
     }
 
     /// Read the complete lines an agent appended to its `events.jsonl` since the last read.
+    ///
+    /// The file is untrusted input: it is read as bytes (at most [`EVENTS_READ_LIMIT`] per
+    /// call), decoded lossily, and lines that are not JSON (invalid UTF-8 included) are counted
+    /// and reported as one `parse_failure` error; nothing in the file can fail the session. The
+    /// read offset is saved in `session.db` with the tool calls it counted, so a resumed session
+    /// never counts a line twice. Errors: only the store's (a failed commit).
     fn drain_events_file(&mut self, agent_idx: usize) -> Result<()> {
-        use std::io::{Read, Seek, SeekFrom};
         let path = self.agents[agent_idx].dir.join("events.jsonl");
-        let Ok(mut file) = std::fs::File::open(&path) else {
-            return Ok(());
+        let offset = self.agents[agent_idx].events_offset;
+        let chunk = match crate::fsutil::read_complete_lines(&path, offset, EVENTS_READ_LIMIT) {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => return Ok(()),
+            Err(err) => {
+                tracing::warn!(message = "cannot read an agent's events file", path = %path.display(), error = %err);
+                return Ok(());
+            }
         };
-        file.seek(SeekFrom::Start(self.agents[agent_idx].events_offset))?;
-        let mut text = String::new();
-        file.read_to_string(&mut text)?;
-        let complete = match text.rfind('\n') {
-            Some(end) => &text[..=end],
-            None => return Ok(()),
-        };
-        self.agents[agent_idx].events_offset += complete.len() as u64;
-        let (names, bad) = event::parse_agent_events(complete);
+        let (names, mut bad) = event::parse_agent_events(&String::from_utf8_lossy(&chunk.lines));
+        bad += chunk.skipped_lines;
+        self.agents[agent_idx].events_offset = chunk.next_offset;
+        self.agent_tool_calls(agent_idx, names, Some(chunk.next_offset))?;
         if bad > 0 {
-            let agent_id = self.agents[agent_idx].id.clone();
-            let message = format!("{bad} lines of {} are not JSON", path.display());
-            self.record_error("parse_failure", Some(&agent_id), None, &message)?;
-        }
-        if !names.is_empty() {
-            self.agent_tool_calls(agent_idx, names)?;
+            let message = format!(
+                "{bad} lines of {} are not JSON (skipped; untrusted agent output)",
+                path.display()
+            );
+            let task_idx = self.agents[agent_idx].running.as_ref().map(|r| r.task_idx);
+            self.failure_without_action(
+                FailureKind::ParseFailure,
+                Some(agent_idx),
+                task_idx,
+                &message,
+                "skipped",
+            )?;
         }
         Ok(())
     }
@@ -2172,8 +2265,19 @@ impl Session {
         while self.agents.iter().any(|a| a.running.is_some()) {
             match self.events_rx.recv().await {
                 Some(event) => {
+                    let ended = match &event {
+                        Event::AgentRunEnded { agent_idx, .. } => Some(*agent_idx),
+                        _ => None,
+                    };
                     if let Err(err) = self.handle(event) {
                         tracing::error!(message = "event while stopping agents failed", error = %format!("{err:#}"));
+                    }
+                    // A run that ended is over even when recording its end failed: waiting
+                    // for it again would wait for ever.
+                    if let Some(agent_idx) = ended {
+                        if let Some(agent) = self.agents.get_mut(agent_idx) {
+                            agent.running = None;
+                        }
                     }
                 }
                 None => break,
@@ -2887,6 +2991,16 @@ fn compose_prompt(
         "\nWork in the current directory (the project workspace). Finish when your task is done.\n",
     );
     out
+}
+
+/// Log a failed step of the session's end; the end goes on (see [`Session::run`]).
+fn log_end_step(what: &str, result: Result<()>) {
+    if let Err(err) = result {
+        tracing::error!(message = "cannot write at the session's end", what, error = %format!("{err:#}"));
+        crate::console::say(format_args!(
+            "megatest: cannot write {what} at the session's end: {err:#}"
+        ));
+    }
 }
 
 fn now() -> String {

@@ -320,6 +320,30 @@ impl Session {
         self.act(kind, decision, agent_idx, task_idx, message)
     }
 
+    /// A failure that gets no action: recorded as an error and as a `recoveries` row that is
+    /// closed at once with `outcome` (a task's last allowed attempt failed: `failed`; bad
+    /// lines in an agent's events file skipped: `skipped`). Every failure ends as a row.
+    pub(super) fn failure_without_action(
+        &mut self,
+        kind: FailureKind,
+        agent_idx: Option<usize>,
+        task_idx: Option<usize>,
+        message: &str,
+        outcome: &str,
+    ) -> Result<()> {
+        let agent_id = agent_idx.map(|a| self.agents[a].id.clone());
+        let task_id = task_idx.map(|t| self.tasks[t].spec.id.clone());
+        self.record_error(
+            kind.as_str(),
+            agent_id.as_deref(),
+            task_id.as_deref(),
+            message,
+        )?;
+        let decision = self.recovery.table().decide(kind, message);
+        let id = self.open_recovery(kind, &decision, agent_idx, task_idx, message)?;
+        self.resolve(id, outcome, 0)
+    }
+
     /// Open a recovery row for `decision` and carry out its action.
     fn act(
         &mut self,
@@ -743,12 +767,9 @@ impl Session {
         };
         self.settle_failed_run(task_idx, &message);
         if self.tasks[task_idx].state == TaskState::Failed {
-            self.record_error(
-                kind.as_str(),
-                Some(&self.agents[agent_idx].id.clone()),
-                Some(&self.tasks[task_idx].spec.id.clone()),
-                &message,
-            )?;
+            // The last allowed attempt: no retry, but a row with its outcome.
+            let message = format!("{message} (last of agents.max_task_attempts)");
+            self.failure_without_action(kind, Some(agent_idx), Some(task_idx), &message, "failed")?;
             return self.settle_recoveries(task_idx);
         }
         self.failure(kind, Some(agent_idx), Some(task_idx), &message)
@@ -1544,7 +1565,7 @@ impl Notifier {
                 .replace('%', "%25")
                 .replace('\r', "%0D")
                 .replace('\n', "%0A");
-            println!("::{level} title=megatest {event}::{text}");
+            crate::console::print(format_args!("::{level} title=megatest {event}::{text}"));
         }
         let (Some(client), Some(url)) = (&self.client, &self.url) else {
             return;

@@ -40,6 +40,9 @@ fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>> {
     Ok(wake)
 }
 
+/// Bytes the WAL is truncated to after a checkpoint emptied it (`journal_size_limit`).
+pub const WAL_SIZE_LIMIT: i64 = 8 << 20;
+
 /// Schema migrations; index + 1 is the `user_version` after applying it.
 pub const MIGRATIONS: &[&str] = &[
     r#"
@@ -237,6 +240,11 @@ INSERT INTO events_v6 (seq, at, session_secs, kind, agent_id, phase, task_id, da
 DROP TABLE events;
 ALTER TABLE events_v6 RENAME TO events;
 CREATE INDEX events_kind ON events(kind);
+"#,
+    // Each agent's read offset in its `events.jsonl`, committed with the tool calls read up to
+    // it: a resumed session reads on from there instead of counting the file again.
+    r#"
+ALTER TABLE agents ADD COLUMN events_offset INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
 
@@ -449,6 +457,9 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // The WAL file is cut back to this size whenever a checkpoint has emptied it, so the
+        // periodic checkpoints bound it (a burst of writes cannot leave it large for ever).
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let mut store = Store {
             conn,
@@ -478,6 +489,17 @@ impl Store {
             tx.commit()?;
         }
         Ok(())
+    }
+
+    /// Move the whole WAL into the database file and truncate it to zero bytes (at the
+    /// session's end, so nothing of the WAL outlives it). Failures are logged.
+    pub fn truncate_wal(&self) {
+        if let Err(err) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        {
+            tracing::warn!(message = "WAL truncate failed", error = %err);
+        }
     }
 
     /// Ask the checkpoint thread to move what the WAL holds into the database file (PASSIVE:
@@ -946,7 +968,11 @@ impl Store {
     }
 
     /// Record tool calls an agent reported itself (agents whose tools are not native function
-    /// calls); they count like the tool calls seen in model answers.
+    /// calls); they count like the tool calls seen in model answers. `events_offset`: the
+    /// agent's read offset in its events file after these calls (saved in the same
+    /// transaction, so a resume neither loses nor repeats them); None for calls reported over
+    /// HTTP.
+    #[allow(clippy::too_many_arguments)]
     pub fn record_agent_tool_calls(
         &mut self,
         at: &str,
@@ -955,8 +981,13 @@ impl Store {
         phase: Option<&str>,
         task_id: Option<&str>,
         names: &[String],
+        events_offset: Option<u64>,
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
+        if let Some(offset) = events_offset {
+            tx.prepare_cached("UPDATE agents SET events_offset = ?1 WHERE id = ?2")?
+                .execute(params![offset as i64, agent_id])?;
+        }
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO events (at, session_secs, kind, agent_id, phase, task_id, data)

@@ -160,3 +160,121 @@ fn run_without_a_provider_refuses_to_start_and_says_how() {
         "{stderr}"
     );
 }
+
+/// `megatest validate` and `megatest run` on `path`, each with a 10 s limit: (exit code, stderr).
+/// A run that hangs (a FIFO read) is killed and reported as None.
+fn both_verbs(path: &std::path::Path, runs: &std::path::Path) -> Vec<(Option<i32>, String)> {
+    let mut results = Vec::new();
+    for verb in ["validate", "run"] {
+        let mut command = megatest();
+        command
+            .arg(verb)
+            .arg(path)
+            .args(["--provider", "sim", "--time-scale", "3600"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if verb == "run" {
+            command.arg("--runs-dir").arg(runs);
+        }
+        let mut child = command.spawn().unwrap();
+        let finished = wait_for(std::time::Duration::from_secs(10), || {
+            child.try_wait().unwrap().is_some()
+        });
+        if !finished {
+            let _ = child.kill();
+        }
+        let output = child.wait_with_output().unwrap();
+        results.push((
+            finished.then_some(output.status.code()).flatten(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ));
+    }
+    results
+}
+
+#[test]
+fn config_edge_cases_empty_or_comment_only_file_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    for text in ["", "# only a comment\n\n"] {
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        for (code, stderr) in both_verbs(&path, &runs) {
+            assert_eq!(code, Some(2), "{text:?}: {stderr}");
+            assert!(stderr.contains("[session] section is missing"), "{stderr}");
+        }
+    }
+    assert_no_session(&runs);
+}
+
+#[test]
+fn config_edge_cases_duplicate_table_names_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[session]\nagent_count = 2\n\n[session]\nagent_count = 3\n",
+    )
+    .unwrap();
+    for (code, stderr) in both_verbs(&path, &runs) {
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains("c.toml:4:"), "{stderr}");
+        assert!(stderr.contains("duplicate key `session`"), "{stderr}");
+    }
+    assert_no_session(&runs);
+}
+
+#[test]
+fn config_edge_cases_fifo_is_refused_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let path = dir.path().join("c.toml");
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for (code, stderr) in both_verbs(&path, &runs) {
+        assert_eq!(code, Some(2), "hung or wrong exit: {stderr}");
+        assert!(stderr.contains("not a regular file"), "{stderr}");
+    }
+    assert_no_session(&runs);
+}
+
+#[test]
+fn config_edge_cases_list_sizes_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let path = dir.path().join("c.toml");
+    let roles = vec!["\"Coder\""; 5000].join(", ");
+    std::fs::write(
+        &path,
+        format!("[session]\nagent_count = 2\n\n[agent]\nroles = [{roles}]\n"),
+    )
+    .unwrap();
+    for (code, stderr) in both_verbs(&path, &runs) {
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains("c.toml:5:"), "{stderr}");
+        assert!(
+            stderr.contains("agent.roles") && stderr.contains("5000 entries"),
+            "{stderr}"
+        );
+    }
+    // 200,000 roles: the file itself is over the size limit.
+    let roles = vec!["\"Coder\""; 200_000].join(",");
+    std::fs::write(
+        &path,
+        format!("[session]\nagent_count = 2\n[agent]\nroles = [{roles}]\n"),
+    )
+    .unwrap();
+    for (code, stderr) in both_verbs(&path, &runs) {
+        assert_eq!(code, Some(2), "{stderr}");
+    }
+    assert_no_session(&runs);
+}
+
+#[test]
+fn config_edge_cases_array_elements_keep_their_index() {
+    assert_rejected(
+        "name = \"refinement\"",
+        "nam = \"refinement\"",
+        "phases[2].nam",
+    );
+}

@@ -12,18 +12,18 @@ use std::time::Duration;
 
 /// A session that stays up: agents that sleep (the first task runs; the next waits for it), a
 /// one-hour session in real time.
-struct Live {
-    child: std::process::Child,
-    session: PathBuf,
-    addr: String,
-    token: String,
+pub(crate) struct Live {
+    pub(crate) child: std::process::Child,
+    pub(crate) session: PathBuf,
+    pub(crate) addr: String,
+    pub(crate) token: String,
     config: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Live {
     /// `limits`: more keys for the `[limits]` table.
-    fn start(limits: &str) -> Live {
+    pub(crate) fn start(limits: &str) -> Live {
         let dir = tempfile::tempdir().unwrap();
         let command = "echo started; sleep 1000";
         let config = command_config(dir.path(), "[model]\nprovider = \"sim\"", command, &[], "");
@@ -68,7 +68,7 @@ impl Live {
         }
     }
 
-    fn agent_key(&self) -> String {
+    pub(crate) fn agent_key(&self) -> String {
         let text = std::fs::read_to_string(self.session.join("agents.toml")).unwrap();
         text.lines()
             .find_map(|l| l.strip_prefix("api_key = "))
@@ -77,7 +77,7 @@ impl Live {
             .to_string()
     }
 
-    fn call(
+    pub(crate) fn call(
         &self,
         method: &str,
         path: &str,
@@ -119,7 +119,7 @@ impl Drop for Live {
 }
 
 /// One HTTP/1.1 request with `Connection: close`: (status, body).
-fn http(
+pub(crate) fn http(
     addr: &str,
     method: &str,
     path: &str,

@@ -3,9 +3,11 @@
 
 mod support;
 
+mod api_contract;
 mod checkpoints;
 mod config_errors;
 mod control;
+mod house_defects;
 mod processes;
 mod proxy;
 mod quickstart;

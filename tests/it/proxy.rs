@@ -378,10 +378,12 @@ fn builtin_models_inject_faults_that_the_proxy_retries() {
     let config = dir.path().join("chaos.toml");
     std::fs::write(&config, text).unwrap();
     let runs = dir.path().join("runs");
+    // Time scale 900: a task run gets 0.67 s of wall time (3600 left it 0.17 s, which a busy
+    // machine turned into step timeouts and too few calls to see every fault).
     let output = run_session(
         &config,
         &runs,
-        &["--hours", "1", "--time-scale", "3600"],
+        &["--hours", "1", "--time-scale", "900"],
         &[],
     );
     assert_exit(&output, 1);

@@ -948,9 +948,11 @@ fn a_task_whose_dependency_failed_fails_instead_of_waiting_out_the_phase() {
     assert!(error.contains("dependency t1 failed"), "{error}");
     let rows = recoveries(&session);
     let crashes = of_kind(&rows, "agent_crash");
-    // Two restarts; the third failed run used up agents.max_task_attempts.
-    assert_eq!(crashes.len(), 2, "{rows:?}");
+    // Two restarts; the third failed run used up agents.max_task_attempts: a row too, closed
+    // at once (nothing was tried).
+    assert_eq!(crashes.len(), 3, "{rows:?}");
     assert!(crashes.iter().all(|r| r["outcome"] == "failed"), "{rows:?}");
+    assert_eq!(crashes[2]["attempts"], 0, "{rows:?}");
     assert_eq!(report["errors"]["agent_crash"], 3);
 }
 
