@@ -2,21 +2,25 @@
 //! reports what really happened. See ARCHITECTURE.md for the bird's-eye view.
 //!
 //! Reading order: [`config`] (file → validated [`config::Config`]) → [`session`] (the one task
-//! that owns state; [`session::event::Event`] is every input) → [`backend`] (agent processes) →
+//! that owns state; [`protocol::Event`] is every input) → [`backend`] (agent processes) →
 //! [`proxy`] (the metered model endpoint) → [`eval`] / [`metrics`] / [`report`] (what the session
 //! measured) → [`store`] (`session.db`). [`cli`] is the thin edge.
 
 pub mod agent;
 pub mod api;
 pub mod backend;
+pub mod budget;
 pub mod checkpoint;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod console;
+pub mod daemon;
 pub mod eval;
 pub mod fsutil;
 pub mod metrics;
 pub mod project;
+pub mod protocol;
 pub mod proxy;
 pub mod recovery;
 pub mod report;

@@ -11,7 +11,7 @@
 //!
 //! Every route is in [`ROUTES`], from which `GET /api/openapi.json` is generated.
 
-use crate::session::event::{ApiRequest, Event};
+use crate::protocol::{ApiRequest, ControlError, ControlReply, Event};
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -429,17 +429,16 @@ async fn ask<T>(
     answer.await.map_err(|_| ending())
 }
 
-/// The session's answer to an operator action: Ok(JSON) or Err((status, code, message)).
-pub type ActionReply = Result<Value, (u16, String, String)>;
-
-fn action_answer(reply: ActionReply) -> Response {
+/// The HTTP answer to the session's reply: 200 with its document, 404 or 409 for a refusal.
+fn action_answer(reply: ControlReply) -> Response {
     match reply {
         Ok(value) => Json(value).into_response(),
-        Err((status, code, message)) => error(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::CONFLICT),
-            &code,
-            &message,
-        ),
+        Err(ControlError::NotFound { code, message }) => {
+            error(StatusCode::NOT_FOUND, code, &message)
+        }
+        Err(ControlError::Conflict { code, message }) => {
+            error(StatusCode::CONFLICT, code, &message)
+        }
     }
 }
 
@@ -468,7 +467,7 @@ async fn status(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Respo
 async fn operator_action(
     state: &ApiState,
     headers: &HeaderMap,
-    request: fn(oneshot::Sender<ActionReply>) -> ApiRequest,
+    request: fn(oneshot::Sender<ControlReply>) -> ApiRequest,
 ) -> Response {
     if let Err(denied) = operator(state, headers) {
         return denied;
@@ -574,154 +573,11 @@ async fn metrics(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Resp
     match ask(&state, |reply| ApiRequest::Status { reply }).await {
         Ok(value) => (
             [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-            prometheus_text(&value),
+            crate::metrics::prometheus::prometheus_text(&value),
         )
             .into_response(),
         Err(answer) => answer,
     }
-}
-
-/// The status document as Prometheus text exposition format (version 0.0.4).
-pub fn prometheus_text(status: &Value) -> String {
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
-        out.push_str(&format!(
-            "# HELP megatest_{name} {help}\n# TYPE megatest_{name} {kind}\n"
-        ));
-        for (labels, value) in samples {
-            out.push_str(&format!("megatest_{name}{labels} {value}\n"));
-        }
-    };
-    let num = |v: &Value| v.as_f64().unwrap_or(0.0);
-    let label = |key: &str, value: &str| {
-        format!(
-            "{{{key}=\"{}\"}}",
-            value
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n")
-        )
-    };
-    let m = &status["metrics"];
-    let budget = &status["budget"];
-    let single: [(&str, &str, &str, f64); 12] = [
-        (
-            "elapsed_session_seconds",
-            "gauge",
-            "Session seconds since the start.",
-            num(&m["elapsed_session_secs"]),
-        ),
-        (
-            "elapsed_wall_seconds",
-            "gauge",
-            "Wall seconds since the start.",
-            num(&m["elapsed_wall_secs"]),
-        ),
-        (
-            "remaining_session_seconds",
-            "gauge",
-            "Planned session seconds left.",
-            num(&m["remaining_session_secs"]),
-        ),
-        (
-            "model_calls_total",
-            "counter",
-            "Model calls through the proxy.",
-            num(&m["model_calls"]),
-        ),
-        (
-            "tokens_total",
-            "counter",
-            "Prompt plus completion tokens (provider usage).",
-            num(&m["total_tokens"]),
-        ),
-        (
-            "tool_calls_total",
-            "counter",
-            "Tool calls (model answers and agent reports).",
-            num(&m["tool_calls"]),
-        ),
-        (
-            "errors_total",
-            "counter",
-            "Failures detected.",
-            num(&m["errors"]),
-        ),
-        (
-            "token_budget_used",
-            "gauge",
-            "Tokens counted against limits.total_token_budget.",
-            num(&budget["tokens_used"]),
-        ),
-        (
-            "token_budget_total",
-            "gauge",
-            "limits.total_token_budget.",
-            num(&budget["tokens_total"]),
-        ),
-        (
-            "checkpoints_total",
-            "counter",
-            "Checkpoints written.",
-            num(&status["checkpoints"]),
-        ),
-        (
-            "escalations_open",
-            "gauge",
-            "Escalations waiting for an operator.",
-            status["escalations"]
-                .as_array()
-                .map_or(0.0, |e| e.len() as f64),
-        ),
-        (
-            "paused",
-            "gauge",
-            "1 while the session is paused.",
-            f64::from(status["status"] == "paused"),
-        ),
-    ];
-    for (name, kind, help, value) in single {
-        metric(name, kind, help, vec![(String::new(), value)]);
-    }
-    let tasks = &m["tasks"];
-    metric(
-        "tasks",
-        "gauge",
-        "Tasks on the board by state.",
-        ["pending", "running", "done", "failed"]
-            .iter()
-            .map(|s| (label("state", s), num(&tasks[*s])))
-            .collect(),
-    );
-    let agents = m["agents"].as_array().cloned().unwrap_or_default();
-    metric(
-        "agent_running",
-        "gauge",
-        "1 while the agent runs a task.",
-        agents
-            .iter()
-            .map(|a| {
-                (
-                    label("agent", a["id"].as_str().unwrap_or("")),
-                    f64::from(a["status"] == "running"),
-                )
-            })
-            .collect(),
-    );
-    let outcomes = status["recoveries"]["by_outcome"]
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
-    metric(
-        "recoveries_total",
-        "counter",
-        "Recoveries by outcome (open: not decided yet).",
-        outcomes
-            .iter()
-            .map(|(k, v)| (label("outcome", k), num(v)))
-            .collect(),
-    );
-    out
 }
 
 async fn events(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
@@ -838,7 +694,7 @@ async fn agent_events(
             );
         }
     }
-    let (names, bad) = crate::session::event::parse_agent_events(text);
+    let (names, bad) = crate::protocol::parse_agent_events(text);
     if names.is_empty() && bad > 0 {
         return error(
             StatusCode::BAD_REQUEST,
@@ -935,7 +791,7 @@ mod tests {
     #[test]
     fn prometheus_text_has_help_type_and_escaped_labels() {
         let status = json!({"metrics": {"agents": [{"id": "a\"1", "status": "running"}], "tasks": {"done": 2}}, "recoveries": {"by_outcome": {"recovered": 3}}});
-        let text = prometheus_text(&status);
+        let text = crate::metrics::prometheus::prometheus_text(&status);
         assert!(text.contains("# TYPE megatest_tokens_total counter"));
         assert!(text.contains("megatest_agent_running{agent=\"a\\\"1\"} 1"));
         assert!(text.contains("megatest_recoveries_total{outcome=\"recovered\"} 3"));

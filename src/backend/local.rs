@@ -158,6 +158,28 @@ async fn stop_group(
     process.child.wait().await.ok()
 }
 
+/// Send `signal` to process group `pgid`; refused (false) for group ids ≤ 1, which name the
+/// caller's own group or every process. True when the signal was delivered.
+fn signal_group(pgid: i32, signal: Signal) -> bool {
+    pgid > 1 && killpg(Pid::from_raw(pgid), signal).is_ok()
+}
+
+/// Freeze an agent's (or a check's) process group: SIGSTOP. True when it was sent.
+pub fn freeze_group(pgid: i32) -> bool {
+    signal_group(pgid, Signal::SIGSTOP)
+}
+
+/// Continue a frozen process group: SIGCONT.
+pub fn thaw_group(pgid: i32) -> bool {
+    signal_group(pgid, Signal::SIGCONT)
+}
+
+/// Kill a process group at once: SIGKILL (SIGCONT first, so a frozen group dies too).
+pub fn kill_group(pgid: i32) -> bool {
+    signal_group(pgid, Signal::SIGCONT);
+    signal_group(pgid, Signal::SIGKILL)
+}
+
 /// SIGKILL every registered process group (last-resort cleanup on exit or panic). Returns how
 /// many groups were signalled.
 pub fn kill_all_groups() -> usize {

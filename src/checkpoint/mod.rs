@@ -12,6 +12,8 @@
 //! bounded time ([`FREEZE_LIMIT`]), then continues them (SIGCONT); a snapshot that outlasts the
 //! bound finishes with the agents running and is marked `consistent: false`.
 
+pub mod restore;
+
 pub mod snapshot;
 
 use anyhow::{Context, Result};

@@ -95,9 +95,7 @@ fn scan(runs_dir: &Path) -> Vec<Found> {
         let Ok(summary) = crate::store::session_summary(&dir.join("session.db")) else {
             continue;
         };
-        let running = summary
-            .daemon_pid
-            .is_some_and(crate::cli::resume::daemon_alive)
+        let running = summary.daemon_pid.is_some_and(crate::daemon::daemon_alive)
             && summary.ended_at.is_none();
         out.push(Found {
             dir,
@@ -127,9 +125,7 @@ fn resolve(target: &SessionArg) -> Option<Found> {
                     return None;
                 }
             };
-            let running = summary
-                .daemon_pid
-                .is_some_and(crate::cli::resume::daemon_alive)
+            let running = summary.daemon_pid.is_some_and(crate::daemon::daemon_alive)
                 && summary.ended_at.is_none();
             Some(Found {
                 dir,
@@ -365,7 +361,7 @@ pub fn logs(args: LogsArgs) -> Result<i32> {
         let alive = found
             .summary
             .daemon_pid
-            .is_some_and(crate::cli::resume::daemon_alive);
+            .is_some_and(crate::daemon::daemon_alive);
         if !alive {
             std::io::copy(&mut file, &mut out)?;
             return Ok(0);

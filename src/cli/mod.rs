@@ -3,7 +3,6 @@
 pub mod agent;
 pub mod checkpoints;
 pub mod control;
-pub mod progress;
 pub mod restore;
 pub mod resume;
 pub mod run;

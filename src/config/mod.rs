@@ -718,7 +718,7 @@ impl<'a> Validator<'a> {
             }
         }
         if let Err((key, message)) =
-            crate::recovery::RecoveryTable::new(&raw.error_handling, &raw.checkpoint)
+            crate::recovery::RecoveryTable::new(&raw.error_handling, &raw.checkpoint.retry_policy())
         {
             self.error(&key, message, None);
         }

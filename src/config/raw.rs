@@ -6,6 +6,9 @@
 //! `[project.performance]`), `[api]`, `[recovery]` and `[chaos]`. Every struct denies unknown keys, so a typo is an error
 //! with its line and column, never a silently ignored setting.
 
+pub use crate::recovery::{
+    BackoffStrategy, Classification, ErrorHandling, ErrorRule, RecoveryAction, Severity,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -73,14 +76,6 @@ impl Default for Session {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackoffStrategy {
-    Fixed,
-    Linear,
-    Exponential,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Checkpoint {
@@ -107,6 +102,21 @@ impl Default for Checkpoint {
             backoff_strategy: BackoffStrategy::Exponential,
             backoff_initial_seconds: 30.0,
             backoff_max_seconds: 300.0,
+        }
+    }
+}
+
+impl Checkpoint {
+    /// The recovery keys of `[checkpoint]` for [`crate::recovery::RecoveryTable::new`].
+    pub fn retry_policy(&self) -> crate::recovery::RetryPolicy {
+        crate::recovery::RetryPolicy {
+            auto_recovery: self.auto_recovery,
+            max_attempts: self.max_recovery_attempts,
+            backoff: crate::recovery::Backoff {
+                strategy: self.backoff_strategy,
+                initial_secs: self.backoff_initial_seconds,
+                max_secs: self.backoff_max_seconds,
+            },
         }
     }
 }
@@ -251,71 +261,6 @@ impl Default for Monitoring {
             agent_activity_logging: true,
             export_metrics: true,
             metrics_format: MetricsFormat::Json,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Classification {
-    Auto,
-    Manual,
-}
-
-/// Severity levels of the seed's recovery table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Transient,
-    Recoverable,
-    Degraded,
-    Critical,
-    Fatal,
-}
-
-/// Recovery actions of the seed's recovery table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RecoveryAction {
-    RetryImmediate,
-    RetryWithBackoff,
-    SwitchModel,
-    RetryWithModification,
-    CompressAndRetry,
-    Reassign,
-    RestartAgent,
-    PauseAndAlert,
-    Escalate,
-    RestoreCheckpoint,
-    StopSession,
-    LogAndContinue,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ErrorRule {
-    /// Regular expression (case-insensitive) matched against `"<failure_kind>: <message>"`.
-    pub pattern: Option<String>,
-    /// megatest's own syntax: match by failure kind (with `pattern`, both must match).
-    pub kind: Option<crate::recovery::FailureKind>,
-    pub severity: Severity,
-    pub action: RecoveryAction,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ErrorHandling {
-    pub max_consecutive_errors: u32,
-    pub classification: Classification,
-    pub rules: Vec<ErrorRule>,
-}
-
-impl Default for ErrorHandling {
-    fn default() -> Self {
-        ErrorHandling {
-            max_consecutive_errors: 5,
-            classification: Classification::Auto,
-            rules: Vec::new(),
         }
     }
 }

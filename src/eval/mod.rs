@@ -64,10 +64,7 @@ pub async fn run_check(
         }
     }
     if let Some(pgid) = pgid {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pgid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        crate::backend::local::kill_group(pgid);
     }
     row.wall_secs = started.elapsed().as_secs_f64();
     row

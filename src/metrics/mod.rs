@@ -2,6 +2,8 @@
 //! (tokei), files modified since the session started, and memory of the daemon and of each
 //! agent's process tree (sysinfo).
 
+pub mod prometheus;
+
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -30,12 +30,12 @@ pub mod sim;
 pub mod upstream;
 pub mod wire;
 
+use crate::budget::Admission;
+use crate::clock::SessionClock;
 use crate::config::raw::{Faults, Provider, RecoveryAction};
+use crate::protocol::{CallContext, Event};
+use crate::protocol::{CallFailure, CallRecovery};
 use crate::recovery::{action_str, FailureKind, RecoveryTable, IMMEDIATE_RETRIES};
-use crate::session::budget::{estimate_prompt_tokens, Admission};
-use crate::session::clock::SessionClock;
-use crate::session::event::{CallContext, Event};
-use crate::session::event::{CallFailure, CallRecovery};
 use crate::store::spool::{LedgerSpool, SpooledCall};
 use crate::store::LedgerRow;
 use axum::body::{Body, Bytes};
@@ -52,6 +52,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use upstream::{kind, Failure, RetryPolicy, Upstream};
+use wire::estimate_prompt_tokens;
 use wire::{Meter, WireFormat};
 
 /// The note added to a request of an agent over `tool_calls_per_agent_per_hour` (the seed's
@@ -316,7 +317,7 @@ async fn models(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Res
 }
 
 /// `POST /v1/megatest/events`: tool calls an agent reports itself (see
-/// [`crate::session::event::parse_agent_events`]); answers `{"accepted": n, "rejected_lines": m}`.
+/// [`crate::protocol::parse_agent_events`]); answers `{"accepted": n, "rejected_lines": m}`.
 async fn agent_events(
     State(state): State<Arc<ProxyState>>,
     headers: HeaderMap,
@@ -326,7 +327,7 @@ async fn agent_events(
         return unauthorized(WireFormat::ChatCompletions);
     };
     let text = String::from_utf8_lossy(&body);
-    let (names, rejected) = crate::session::event::parse_agent_events(&text);
+    let (names, rejected) = crate::protocol::parse_agent_events(&text);
     let accepted = names.len();
     if !names.is_empty() {
         let _ = state

@@ -7,7 +7,7 @@
 
 use super::{assistant_turns, estimate_tokens, prompt_tokens, ModelReply};
 use crate::project::Script;
-use crate::session::event::CallContext;
+use crate::protocol::CallContext;
 use serde_json::{json, Value};
 
 pub fn answer(script: &Script, ctx: &CallContext, request: &Value) -> ModelReply {

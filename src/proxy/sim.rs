@@ -9,7 +9,7 @@
 
 use super::{assistant_turns, estimate_tokens, prompt_tokens, ModelReply};
 use crate::config::raw::SimModel;
-use crate::session::event::CallContext;
+use crate::protocol::CallContext;
 use serde_json::{json, Value};
 
 /// A 64-bit seed from parts (FNV-1a), so draws depend only on what they name.

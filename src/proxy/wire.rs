@@ -333,8 +333,42 @@ pub fn event_data(event: &[u8]) -> Option<String> {
     }
 }
 
+/// A conservative token estimate of a chat request's prompt: one token per 3 bytes of message
+/// text (English averages ~4 characters per token, code ~3) plus 8 per message.
+pub fn estimate_prompt_tokens(request: &serde_json::Value) -> u64 {
+    let mut bytes = 0u64;
+    let mut messages = 0u64;
+    let mut count = |value: &serde_json::Value| match value {
+        serde_json::Value::String(text) => bytes += text.len() as u64,
+        other if !other.is_null() => bytes += other.to_string().len() as u64,
+        _ => {}
+    };
+    for key in ["messages", "input"] {
+        match &request[key] {
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    messages += 1;
+                    count(&item["content"]);
+                    count(&item["tool_calls"]);
+                }
+            }
+            other => count(other),
+        }
+    }
+    count(&request["system"]);
+    count(&request["instructions"]);
+    count(&request["tools"]);
+    bytes.div_ceil(3) + 8 * messages
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn estimate_is_generous() {
+        let request = serde_json::json!({"messages": [{"role": "user", "content": "abcdefghi"}]});
+        assert_eq!(super::estimate_prompt_tokens(&request), 3 + 8);
+    }
+
     use super::*;
 
     #[test]

@@ -17,8 +17,80 @@
 //! corrective notes inside the proxy ([`crate::proxy`]); everything else in the session
 //! ([`crate::session`]).
 
-use crate::config::raw::{BackoffStrategy, ErrorHandling, RecoveryAction, Severity};
 use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackoffStrategy {
+    Fixed,
+    Linear,
+    Exponential,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Classification {
+    Auto,
+    Manual,
+}
+
+/// Severity levels of the seed's recovery table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Transient,
+    Recoverable,
+    Degraded,
+    Critical,
+    Fatal,
+}
+
+/// Recovery actions of the seed's recovery table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoveryAction {
+    RetryImmediate,
+    RetryWithBackoff,
+    SwitchModel,
+    RetryWithModification,
+    CompressAndRetry,
+    Reassign,
+    RestartAgent,
+    PauseAndAlert,
+    Escalate,
+    RestoreCheckpoint,
+    StopSession,
+    LogAndContinue,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorRule {
+    /// Regular expression (case-insensitive) matched against `"<failure_kind>: <message>"`.
+    pub pattern: Option<String>,
+    /// megatest's own syntax: match by failure kind (with `pattern`, both must match).
+    pub kind: Option<FailureKind>,
+    pub severity: Severity,
+    pub action: RecoveryAction,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ErrorHandling {
+    pub max_consecutive_errors: u32,
+    pub classification: Classification,
+    pub rules: Vec<ErrorRule>,
+}
+
+impl Default for ErrorHandling {
+    fn default() -> Self {
+        ErrorHandling {
+            max_consecutive_errors: 5,
+            classification: Classification::Auto,
+            rules: Vec::new(),
+        }
+    }
+}
 
 /// What went wrong, as the seed's recovery table names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -205,6 +277,29 @@ impl Backoff {
     }
 }
 
+/// The `[checkpoint]` recovery keys: `auto_recovery`, `max_recovery_attempts`, `backoff_*`.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub auto_recovery: bool,
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+}
+
+impl Default for RetryPolicy {
+    /// The upstream defaults: on, 5 attempts, exponential from 30 s to 300 s.
+    fn default() -> Self {
+        RetryPolicy {
+            auto_recovery: true,
+            max_attempts: 5,
+            backoff: Backoff {
+                strategy: BackoffStrategy::Exponential,
+                initial_secs: 30.0,
+                max_secs: 300.0,
+            },
+        }
+    }
+}
+
 /// The compiled recovery table of one session.
 #[derive(Debug, Clone)]
 pub struct RecoveryTable {
@@ -226,7 +321,7 @@ impl RecoveryTable {
     /// calls this, so a session never starts with a bad table.
     pub fn new(
         handling: &ErrorHandling,
-        checkpoint: &crate::config::raw::Checkpoint,
+        policy: &RetryPolicy,
     ) -> Result<RecoveryTable, (String, String)> {
         let mut rules = Vec::new();
         for (i, rule) in handling.rules.iter().enumerate() {
@@ -253,15 +348,11 @@ impl RecoveryTable {
             });
         }
         Ok(RecoveryTable {
-            manual: handling.classification == crate::config::raw::Classification::Manual,
+            manual: handling.classification == Classification::Manual,
             rules,
-            auto_recovery: checkpoint.auto_recovery,
-            max_attempts: checkpoint.max_recovery_attempts,
-            backoff: Backoff {
-                strategy: checkpoint.backoff_strategy,
-                initial_secs: checkpoint.backoff_initial_seconds,
-                max_secs: checkpoint.backoff_max_seconds,
-            },
+            auto_recovery: policy.auto_recovery,
+            max_attempts: policy.max_attempts,
+            backoff: policy.backoff,
             max_consecutive_errors: handling.max_consecutive_errors,
         })
     }
@@ -325,7 +416,6 @@ pub const CORRECTIVE_NOTE: &str = "megatest: your previous answer could not be u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::raw::{Checkpoint, Classification, ErrorRule};
 
     fn table(classification: Classification, rules: Vec<ErrorRule>) -> RecoveryTable {
         let handling = ErrorHandling {
@@ -333,7 +423,7 @@ mod tests {
             classification,
             rules,
         };
-        RecoveryTable::new(&handling, &Checkpoint::default()).unwrap()
+        RecoveryTable::new(&handling, &RetryPolicy::default()).unwrap()
     }
 
     fn rule(pattern: Option<&str>, kind: Option<FailureKind>, action: RecoveryAction) -> ErrorRule {
@@ -409,7 +499,7 @@ mod tests {
                 rule(Some("(unclosed"), None, RecoveryAction::Escalate),
             ],
         };
-        let (key, message) = RecoveryTable::new(&handling, &Checkpoint::default()).unwrap_err();
+        let (key, message) = RecoveryTable::new(&handling, &RetryPolicy::default()).unwrap_err();
         assert_eq!(key, "error_handling.rules[1].pattern");
         assert!(message.contains("regular expression"), "{message}");
     }
@@ -417,11 +507,11 @@ mod tests {
     #[test]
     fn auto_recovery_off_escalates_session_actions_only() {
         let handling = ErrorHandling::default();
-        let checkpoint = Checkpoint {
+        let policy = RetryPolicy {
             auto_recovery: false,
-            ..Checkpoint::default()
+            ..RetryPolicy::default()
         };
-        let t = RecoveryTable::new(&handling, &checkpoint).unwrap();
+        let t = RecoveryTable::new(&handling, &policy).unwrap();
         assert_eq!(
             t.decide(FailureKind::AgentCrash, "x").action,
             RecoveryAction::Escalate

@@ -2,13 +2,16 @@
 //! status summaries, SIGHUP / config-file reloads, and the status document they share.
 
 use super::Session;
-use crate::api::ActionReply;
-use crate::session::event::{ApiRequest, ShutdownSignal};
+use crate::protocol::{ApiRequest, ShutdownSignal};
+use crate::protocol::{ControlError, ControlReply};
 use anyhow::Result;
 use serde_json::{json, Value};
 
-fn refused(status: u16, code: &str, message: impl Into<String>) -> ActionReply {
-    Err((status, code.to_string(), message.into()))
+fn refused(code: &'static str, message: impl Into<String>) -> ControlReply {
+    Err(ControlError::Conflict {
+        code,
+        message: message.into(),
+    })
 }
 
 impl Session {
@@ -73,7 +76,7 @@ impl Session {
             "phase_planned_session_secs": self.current_phase.map(|p| self.prepared.config.phases[p].session_secs),
             "phase_index": self.current_phase,
             "phase_count": self.prepared.config.phases.len(),
-            "last_event": self.store.rows("SELECT kind, at FROM events ORDER BY seq DESC LIMIT 1", |r| Ok(json!({"kind": r.get::<_, String>(0)?, "at": r.get::<_, String>(1)?}))).ok().and_then(|mut v| v.pop()),
+            "last_event": self.store.last_event().ok().flatten().map(|(kind, at)| json!({"kind": kind, "at": at})),
             "metrics": metrics,
             "updated_at": super::now(),
         })
@@ -101,13 +104,11 @@ impl Session {
             ApiRequest::Checkpoint { reply } => {
                 if self.recovery.pause.is_some() {
                     let _ = reply.send(refused(
-                        409,
                         "paused",
                         "the session is paused: continue it first",
                     ));
                 } else if self.shutdown.is_some() {
                     let _ = reply.send(refused(
-                        409,
                         "stopping",
                         "the session is stopping (its shutdown checkpoint is coming)",
                     ));
@@ -125,7 +126,7 @@ impl Session {
             }
             ApiRequest::Pause { reply } => {
                 let answer = if self.recovery.pause.is_some() {
-                    refused(409, "already_paused", "the session is paused already")
+                    refused("already_paused", "the session is paused already")
                 } else {
                     self.event("operator", None, None, None, json!({"action": "pause"}))?;
                     self.operator_pause()?;
@@ -135,7 +136,7 @@ impl Session {
             }
             ApiRequest::Continue { reply } => {
                 let answer = if self.recovery.pause.is_none() {
-                    refused(409, "not_paused", "the session is not paused")
+                    refused("not_paused", "the session is not paused")
                 } else {
                     self.event("operator", None, None, None, json!({"action": "continue"}))?;
                     self.unpause("operator")?;
@@ -145,7 +146,7 @@ impl Session {
             }
             ApiRequest::Stop { reply } => {
                 let answer = if self.shutdown.is_some() {
-                    refused(409, "stopping", "the session is stopping already")
+                    refused("stopping", "the session is stopping already")
                 } else {
                     self.event("operator", None, None, None, json!({"action": "stop"}))?;
                     self.begin_shutdown(ShutdownSignal::Api)?;
@@ -183,7 +184,7 @@ impl Session {
             }
             ApiRequest::TaskDone { agent_idx, reply } => {
                 let answer = match self.agents[agent_idx].running.as_mut() {
-                    None => refused(409, "no_task", "this agent is not running a task"),
+                    None => refused("no_task", "this agent is not running a task"),
                     Some(running) => {
                         running.done_claimed = true;
                         running.stop.cancel();
@@ -204,9 +205,9 @@ impl Session {
                 Some(row) => Ok(
                     json!({"sequence": row.seq, "path": self.dir().join(&row.path), "trigger": row.trigger, "sha256": row.sha256}),
                 ),
-                None => refused(409, "no_checkpoint", "checkpoints are off for this session"),
+                None => refused("no_checkpoint", "checkpoints are off for this session"),
             },
-            Err(message) => refused(409, "checkpoint_failed", message),
+            Err(message) => refused("checkpoint_failed", message),
         };
         for reply in self.checkpoint_replies.drain(..) {
             let _ = reply.send(answer.clone());
@@ -267,7 +268,7 @@ impl Session {
         };
         let table = match crate::recovery::RecoveryTable::new(
             &config.raw.error_handling,
-            &config.raw.checkpoint,
+            &config.raw.checkpoint.retry_policy(),
         ) {
             Ok(table) => table,
             Err((key, message)) => {

@@ -12,31 +12,28 @@
 //! every change is committed to `session.db` before it counts. At any end (complete, failed,
 //! interrupted) `final_report.json` and `status` are written.
 
-pub mod budget;
-pub mod clock;
 mod control;
-pub mod event;
 mod recover;
 pub mod rejections;
 mod watch;
 
 use crate::agent::{self, CommandVars};
 use crate::backend::local::{self, LaunchSpec, RunEnd, RunOutcome};
+use crate::budget::{self, Admission, BudgetSignal, Budgets};
+use crate::clock::SessionClock;
 use crate::config::raw::{AgentKind, NotifyEvent, Provider, RecoveryAction, Severity};
 use crate::config::Config;
 use crate::eval::{self, CriterionResult};
 use crate::fsutil::{write_atomic, write_json_atomic, write_private};
 use crate::metrics::{self, CodeStats};
 use crate::project::{ProjectSpec, Script, TaskSpec};
+use crate::protocol::{self as event, CallContext, Event, ShutdownSignal};
 use crate::proxy::{self, Backend, BuiltinModel, ProxySettings};
 use crate::recovery::FailureKind;
 use crate::report::*;
 use crate::store::spool::LedgerSpool;
 use crate::store::{CheckRow, LedgerTotals, Store};
 use anyhow::{Context, Result};
-use budget::{Admission, BudgetSignal, Budgets};
-use clock::SessionClock;
-use event::{CallContext, Event, ShutdownSignal};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -339,7 +336,7 @@ pub struct Session {
     /// From the spec's coverage command at the last phase end.
     coverage: Option<Figure<f64>>,
     /// `POST /api/checkpoint` requests waiting for the next checkpoint.
-    checkpoint_replies: Vec<tokio::sync::oneshot::Sender<crate::api::ActionReply>>,
+    checkpoint_replies: Vec<tokio::sync::oneshot::Sender<crate::protocol::ControlReply>>,
     /// The control API (None until started).
     api: Option<crate::api::ApiHandle>,
     /// Ends the control API: cancelled last, after the report, so event streams see the end.
@@ -523,10 +520,7 @@ impl Session {
         let store = Store::open(&dir.join("session.db"))?;
         let config = &prepared.config;
         let offset = store.last_session_secs()?;
-        let last_event_at: Option<String> = store
-            .rows("SELECT MAX(at) FROM events", |r| r.get(0))?
-            .pop()
-            .flatten();
+        let last_event_at = store.last_event_at()?;
         let downtime_wall_secs = last_event_at
             .and_then(|at| chrono::DateTime::parse_from_rfc3339(&at).ok())
             .map(|at| {
@@ -534,29 +528,16 @@ impl Session {
                     / 1000.0
             })
             .unwrap_or(0.0);
-        let started_at: String = store
-            .rows("SELECT started_at FROM sessions LIMIT 1", |r| r.get(0))?
-            .pop()
-            .unwrap_or_else(now);
+        let started_at = store.started_at()?.unwrap_or_else(now);
         let clock = SessionClock::resume(config.time_scale, offset);
-        let run_counts: std::collections::HashMap<String, (u32, u32, u32)> = store
-            .rows(
-                "SELECT agent_id, COUNT(*), SUM(outcome = 'finished'), SUM(outcome IN ('exited_nonzero', 'step_timeout')) FROM agent_runs GROUP BY agent_id",
-                |r| Ok((r.get::<_, String>(0)?, (r.get::<_, u32>(1)?, r.get::<_, Option<u32>>(2)?.unwrap_or(0), r.get::<_, Option<u32>>(3)?.unwrap_or(0)))),
-            )?
-            .into_iter()
-            .collect();
+        let run_counts = store.agent_run_counts()?;
         let mut agents = Vec::new();
-        for (id, role, events_offset) in store.rows(
-            "SELECT id, role, events_offset FROM agents ORDER BY idx",
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)? as u64,
-                ))
-            },
-        )? {
+        for crate::store::AgentRecord {
+            id,
+            role,
+            events_offset,
+        } in store.agents()?
+        {
             let (runs, tasks_done, failed_runs) = run_counts.get(&id).copied().unwrap_or_default();
             store.set_agent_status(&id, "idle")?;
             agents.push(AgentSlot {
@@ -579,21 +560,25 @@ impl Session {
                 calls_in_flight: 0,
             });
         }
-        #[allow(clippy::type_complexity)]
-        let recorded: std::collections::HashMap<String, (String, u32, Option<String>, Option<f64>, Option<f64>, Option<String>)> = store
-            .rows(
-                "SELECT id, state, attempts, agent_id, claimed_session_secs, finished_session_secs, last_error FROM tasks",
-                |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))),
-            )?
+        let recorded: std::collections::HashMap<String, crate::store::TaskRecord> = store
+            .tasks()?
             .into_iter()
+            .map(|t| (t.id.clone(), t))
             .collect();
         let mut tasks = Vec::new();
         for (phase_idx, phase) in config.phases.iter().enumerate() {
             for spec in prepared.spec.tasks_of(&phase.name) {
-                let (state, attempts, agent_id, claimed, finished, last_error) =
-                    recorded.get(&spec.id).cloned().with_context(|| {
-                        format!("task {} of the spec is not in session.db", spec.id)
-                    })?;
+                let crate::store::TaskRecord {
+                    state,
+                    attempts,
+                    agent_id,
+                    claimed_session_secs: claimed,
+                    finished_session_secs: finished,
+                    last_error,
+                    ..
+                } = recorded.get(&spec.id).cloned().with_context(|| {
+                    format!("task {} of the spec is not in session.db", spec.id)
+                })?;
                 let state = match state.as_str() {
                     "done" => TaskState::Done,
                     "failed" => TaskState::Failed,
@@ -618,17 +603,10 @@ impl Session {
         }
         let mut checks: std::collections::HashMap<String, Vec<CheckRow>> =
             std::collections::HashMap::new();
-        for row in store.rows(
-            "SELECT phase, name, command, exit_code, passed, timed_out, wall_secs, output_tail FROM checks ORDER BY id",
-            |r| Ok(CheckRow { phase: r.get(0)?, name: r.get(1)?, command: r.get(2)?, exit_code: r.get(3)?, passed: r.get(4)?, timed_out: r.get(5)?, wall_secs: r.get(6)?, output_tail: r.get(7)? }),
-        )? {
+        for row in store.checks()? {
             checks.entry(row.phase.clone()).or_default().push(row);
         }
-        #[allow(clippy::type_complexity)]
-        let phase_rows: Vec<(Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<String>)> = store.rows(
-            "SELECT started_session_secs, started_wall_secs, ended_session_secs, ended_wall_secs, ended_because FROM phases ORDER BY idx",
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )?;
+        let phase_rows = store.phase_records()?;
         let phases = config
             .phases
             .iter()
@@ -636,9 +614,9 @@ impl Session {
             .map(|(i, plan)| {
                 let row = phase_rows.get(i).cloned().unwrap_or_default();
                 PhaseRecord {
-                    started: row.0.zip(row.1),
-                    ended: row.2.zip(row.3),
-                    ended_because: row.4,
+                    started: row.started_session_secs.zip(row.started_wall_secs),
+                    ended: row.ended_session_secs.zip(row.ended_wall_secs),
+                    ended_because: row.ended_because,
                     checks: checks.remove(&plan.name).unwrap_or_default(),
                 }
             })
@@ -662,16 +640,7 @@ impl Session {
         session.import_spool()?;
         session.totals = session.store.ledger_totals(None)?;
         session.errors = session.store.error_counts()?.values().sum();
-        let checkpoints: Vec<crate::store::CheckpointRow> = session.store.rows(
-            "SELECT seq, at, session_secs, trigger, path, sha256, parent, manifest, files, bytes, new_objects, new_bytes, consistent, frozen_ms FROM checkpoints ORDER BY seq",
-            |r| {
-                Ok(crate::store::CheckpointRow {
-                    seq: r.get(0)?, at: r.get(1)?, session_secs: r.get(2)?, trigger: r.get(3)?, path: r.get(4)?, sha256: r.get(5)?,
-                    parent: r.get(6)?, manifest: r.get(7)?, files: r.get::<_, i64>(8)? as u64, bytes: r.get::<_, i64>(9)? as u64,
-                    new_objects: r.get::<_, i64>(10)? as u64, new_bytes: r.get::<_, i64>(11)? as u64, consistent: r.get(12)?, frozen_ms: r.get(13)?,
-                })
-            },
-        )?;
+        let checkpoints = session.store.checkpoints()?;
         session.checkpoints_taken = checkpoints.len() as u32;
         session.last_checkpoint = checkpoints.last().cloned();
         let id = session.prepared.session_id.clone();
@@ -1856,21 +1825,18 @@ impl Session {
     /// workspace off the session task, continue them (SIGCONT) — after at most
     /// [`crate::checkpoint::FREEZE_LIMIT`] — then write and record `checkpoint_NNN.json`.
     async fn take_checkpoint(&mut self, trigger: &'static str) -> Result<()> {
-        use nix::sys::signal::{killpg, Signal};
         let Some(mut checkpointer) = self.checkpointer.take() else {
             return Ok(());
         };
         // Groups stopped already (a pause, a hang) stay stopped: only those frozen here continue.
-        let groups: Vec<nix::unistd::Pid> = self
+        let groups: Vec<i32> = self
             .agents
             .iter()
             .filter_map(|a| a.running.as_ref())
             .filter(|r| !local::process_stopped(r.pgid as i32))
-            .map(|r| nix::unistd::Pid::from_raw(r.pgid as i32))
+            .map(|r| r.pgid as i32)
+            .filter(|group| local::freeze_group(*group))
             .collect();
-        for group in &groups {
-            let _ = killpg(*group, Signal::SIGSTOP);
-        }
         let frozen = Instant::now();
         let workspace = self.workspace.clone();
         let mut job = tokio::task::spawn_blocking(move || {
@@ -1886,14 +1852,14 @@ impl Session {
             Ok(joined) => (joined, true),
             Err(_) => {
                 for group in &groups {
-                    let _ = killpg(*group, Signal::SIGCONT);
+                    local::thaw_group(*group);
                 }
                 tracing::warn!(message = "snapshot outlasted the freeze limit: agents continued; checkpoint marked inconsistent");
                 (job.await, false)
             }
         };
         for group in &groups {
-            let _ = killpg(*group, Signal::SIGCONT);
+            local::thaw_group(*group);
         }
         let frozen_ms = frozen.elapsed().as_secs_f64() * 1000.0;
         let (checkpointer, result) = joined.context("the snapshot task panicked")?;
@@ -2443,7 +2409,7 @@ impl Session {
                 .append(&self.dir().join("metrics").join("metrics.jsonl"), line);
         }
         if prometheus {
-            let text = crate::api::prometheus_text(&self.status_json());
+            let text = crate::metrics::prometheus::prometheus_text(&self.status_json());
             self.metrics_writer.replace(
                 &self.dir().join("metrics").join("metrics.prom"),
                 text.into_bytes(),
@@ -2565,15 +2531,7 @@ impl Session {
         if elapsed <= 0.0 || self.agents.is_empty() {
             return Figure::missing("no session time has passed yet");
         }
-        let busy: f64 = self
-            .store
-            .rows(
-                &format!("SELECT COALESCE(SUM(COALESCE(ended_session_secs, {elapsed}) - started_session_secs), 0) FROM agent_runs"),
-                |r| r.get::<_, f64>(0),
-            )
-            .ok()
-            .and_then(|v| v.first().copied())
-            .unwrap_or(0.0);
+        let busy = self.store.busy_session_secs(elapsed).unwrap_or(0.0);
         Figure::measured((busy / (elapsed * self.agents.len() as f64)).clamp(0.0, 1.0))
     }
 
@@ -2896,14 +2854,16 @@ impl Session {
             budget: self.budget_report(&usage),
             rollbacks: self
                 .store
-                .rows("SELECT at, session_secs, data FROM events WHERE kind = 'checkpoint_restored' ORDER BY seq", |r| {
-                    let data: String = r.get(2)?;
-                    let mut value = serde_json::from_str::<serde_json::Value>(&data).unwrap_or_default();
-                    value["at"] = serde_json::Value::String(r.get(0)?);
-                    value["session_secs"] = serde_json::Value::from(r.get::<_, f64>(1)?);
-                    Ok(value)
+                .events_of_kind("checkpoint_restored")
+                .unwrap_or_default()
+                .into_iter()
+                .map(|row| {
+                    let mut value = serde_json::from_str::<serde_json::Value>(&row.data).unwrap_or_default();
+                    value["at"] = serde_json::Value::String(row.at);
+                    value["session_secs"] = serde_json::Value::from(row.session_secs);
+                    value
                 })
-                .unwrap_or_default(),
+                .collect(),
             checkpoints: CheckpointSummary { count: self.checkpoints_taken, last: self.last_checkpoint.clone() },
             usage,
             tasks: self.task_counts(None),
@@ -2931,12 +2891,10 @@ impl Session {
             chaos: config.raw.chaos.enabled.then(|| {
                 let fired: Vec<serde_json::Value> = self
                     .store
-                    .rows("SELECT data FROM events WHERE kind = 'chaos' ORDER BY rowid", |r| {
-                        r.get::<_, String>(0)
-                    })
+                    .events_of_kind("chaos")
                     .unwrap_or_default()
                     .iter()
-                    .filter_map(|d| serde_json::from_str(d).ok())
+                    .filter_map(|row| serde_json::from_str(&row.data).ok())
                     .collect();
                 serde_json::json!({
                     "warning": "fault injection was ON: failures in this session were injected on purpose",

@@ -8,12 +8,10 @@
 
 use super::{Session, TaskState};
 use crate::config::raw::{ChaosFault, NotifyEvent, RecoveryAction};
+use crate::protocol::CallRecovery;
 use crate::recovery::{action_str, is_in_call, severity_str, Decision, FailureKind};
-use crate::session::event::CallRecovery;
 use crate::store::RecoveryRow;
 use anyhow::Result;
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,9 +97,11 @@ impl RecoveryState {
         workspace: &std::path::Path,
         dir: &std::path::Path,
     ) -> Result<(RecoveryState, tokio::sync::watch::Receiver<bool>)> {
-        let table =
-            crate::recovery::RecoveryTable::new(&config.raw.error_handling, &config.raw.checkpoint)
-                .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?;
+        let table = crate::recovery::RecoveryTable::new(
+            &config.raw.error_handling,
+            &config.raw.checkpoint.retry_policy(),
+        )
+        .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?;
         let (paused_tx, paused_rx) = tokio::sync::watch::channel(false);
         let workspace_changed_ms = Arc::new(AtomicU64::new(unix_ms()));
         let watcher = watch_workspace(workspace, workspace_changed_ms.clone());
@@ -232,16 +232,13 @@ pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
 /// True when `err` (anywhere in its chain) is a full disk: ENOSPC / EDQUOT, or SQLite's
 /// SQLITE_FULL.
 pub fn is_disk_full(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            return matches!(io.raw_os_error(), Some(libc_enospc) if libc_enospc == nix::libc::ENOSPC || libc_enospc == nix::libc::EDQUOT)
-                || io.kind() == std::io::ErrorKind::StorageFull;
-        }
-        if let Some(rusqlite::Error::SqliteFailure(e, _)) = cause.downcast_ref::<rusqlite::Error>() {
-            return e.code == rusqlite::ErrorCode::DiskFull;
-        }
-        false
-    })
+    crate::store::is_sqlite_full(err)
+        || err.chain().any(|cause| {
+            cause.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(io.raw_os_error(), Some(code) if code == nix::libc::ENOSPC || code == nix::libc::EDQUOT)
+                    || io.kind() == std::io::ErrorKind::StorageFull
+            })
+        })
 }
 
 /// True when `err` is a permission failure (EACCES / EPERM).
@@ -400,13 +397,7 @@ impl Session {
                 if let Some(task_idx) = task_idx {
                     self.release_task(task_idx, None, message);
                 }
-                let latest = self
-                    .store
-                    .rows("SELECT MAX(seq) FROM checkpoints", |r| {
-                        r.get::<_, Option<u32>>(0)
-                    })?
-                    .pop()
-                    .flatten();
+                let latest = self.store.last_checkpoint()?.map(|c| c.seq);
                 match latest {
                     Some(seq) => {
                         self.recovery.restore = Some((id, seq));
@@ -667,15 +658,9 @@ impl Session {
             "## Handoff summary (compress_and_retry)\n\nThe previous run of task {} stopped: {message}\nStart from the workspace as it is now; do not repeat finished work.\n",
             task.spec.id
         );
-        let tools: Vec<(String, i64)> = self
+        let tools = self
             .store
-            .rows(
-                &format!(
-                    "SELECT json_extract(data, '$.tool'), COUNT(*) FROM events WHERE kind = 'tool_call' AND task_id = '{}' GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
-                    task.spec.id.replace('\'', "''")
-                ),
-                |r| Ok((r.get::<_, Option<String>>(0)?.unwrap_or_default(), r.get(1)?)),
-            )
+            .tool_counts_of_task(&task.spec.id, 10)
             .unwrap_or_default();
         if !tools.is_empty() {
             out.push_str("\nTool calls so far: ");
@@ -833,7 +818,7 @@ impl Session {
             if let Some(running) = &agent.running {
                 let pgid = running.pgid as i32;
                 if !crate::backend::local::process_stopped(pgid)
-                    && killpg(Pid::from_raw(pgid), Signal::SIGSTOP).is_ok()
+                    && crate::backend::local::freeze_group(pgid)
                 {
                     groups.push(pgid);
                 }
@@ -928,18 +913,17 @@ impl Session {
         &mut self,
         recovery_id: i64,
         decision: &str,
-    ) -> crate::api::ActionReply {
+    ) -> crate::protocol::ControlReply {
         let Some(i) = self
             .recovery
             .escalations
             .iter()
             .position(|e| e.recovery_id == recovery_id)
         else {
-            return Err((
-                404,
-                "no_escalation".into(),
-                format!("no open escalation with recovery id {recovery_id}"),
-            ));
+            return Err(crate::protocol::ControlError::NotFound {
+                code: "no_escalation",
+                message: format!("no open escalation with recovery id {recovery_id}"),
+            });
         };
         let escalation = self.recovery.escalations.remove(i);
         let result = (|| -> Result<()> {
@@ -954,7 +938,10 @@ impl Session {
             Ok(())
         })();
         if let Err(err) = result {
-            return Err((409, "store".into(), format!("{err:#}")));
+            return Err(crate::protocol::ControlError::Conflict {
+                code: "store",
+                message: format!("{err:#}"),
+            });
         }
         if let Some(task_idx) = escalation.task_idx {
             self.tasks[task_idx].held = false;
@@ -997,7 +984,7 @@ impl Session {
             return Ok(());
         };
         for pgid in &pause.groups {
-            let _ = killpg(Pid::from_raw(*pgid), Signal::SIGCONT);
+            crate::backend::local::thaw_group(*pgid);
         }
         let _ = self.recovery.paused_tx.send(false);
         // Paused time is nobody's idleness.
@@ -1235,12 +1222,13 @@ impl Session {
                         .map(|r| r.pgid)
                         .unwrap_or(0) as i32;
                     let signal = if event.fault == ChaosFault::KillAgent {
-                        Signal::SIGKILL
+                        crate::backend::local::kill_group(pgid);
+                        "SIGKILL"
                     } else {
-                        Signal::SIGSTOP
+                        crate::backend::local::freeze_group(pgid);
+                        "SIGSTOP"
                     };
-                    let _ = killpg(Pid::from_raw(pgid), signal);
-                    serde_json::json!({"fault": fault, "agent_id": self.agents[agent_idx].id, "pgid": pgid, "signal": signal.as_str()})
+                    serde_json::json!({"fault": fault, "agent_id": self.agents[agent_idx].id, "pgid": pgid, "signal": signal})
                 }
                 ChaosFault::FillDisk => {
                     let path = self.dir().join("chaos_fill");
@@ -1256,26 +1244,21 @@ impl Session {
                         serde_json::json!({"fault": fault, "path": path, "bytes": written, "hold_session_secs": hold})
                     }
                 }
-                ChaosFault::CorruptCheckpoint => match self
-                    .store
-                    .rows(
-                        "SELECT path FROM checkpoints ORDER BY seq DESC LIMIT 1",
-                        |r| r.get::<_, String>(0),
-                    )?
-                    .pop()
-                {
-                    Some(path) => {
-                        let path = self.dir().join(path);
-                        let mut bytes = std::fs::read(&path).unwrap_or_default();
-                        let mid = bytes.len() / 2;
-                        if let Some(b) = bytes.get_mut(mid) {
-                            *b ^= 0x5a;
+                ChaosFault::CorruptCheckpoint => {
+                    match self.store.last_checkpoint()?.map(|c| c.path) {
+                        Some(path) => {
+                            let path = self.dir().join(path);
+                            let mut bytes = std::fs::read(&path).unwrap_or_default();
+                            let mid = bytes.len() / 2;
+                            if let Some(b) = bytes.get_mut(mid) {
+                                *b ^= 0x5a;
+                            }
+                            let _ = std::fs::write(&path, &bytes);
+                            serde_json::json!({"fault": fault, "path": path})
                         }
-                        let _ = std::fs::write(&path, &bytes);
-                        serde_json::json!({"fault": fault, "path": path})
+                        None => continue,
                     }
-                    None => continue,
-                },
+                }
             };
             self.recovery.chaos_fired[i] = true;
             let mut data = data;
@@ -1335,10 +1318,16 @@ impl Session {
 
     /// A reopened session: `[[chaos.events]]` that fired before do not fire again.
     pub(super) fn chaos_fired_before(&mut self) -> Result<()> {
-        let fired: Vec<Option<i64>> = self.store.rows(
-            "SELECT json_extract(data, '$.index') FROM events WHERE kind = 'chaos'",
-            |r| r.get(0),
-        )?;
+        let fired: Vec<Option<i64>> = self
+            .store
+            .events_of_kind("chaos")?
+            .iter()
+            .map(|row| {
+                serde_json::from_str::<serde_json::Value>(&row.data)
+                    .ok()
+                    .and_then(|d| d["index"].as_i64())
+            })
+            .collect();
         for i in fired.into_iter().flatten() {
             if let Some(slot) = self.recovery.chaos_fired.get_mut(i as usize) {
                 *slot = true;
@@ -1354,20 +1343,28 @@ impl Session {
         let Some((id, seq)) = self.recovery.restore.take() else {
             return Ok(false);
         };
-        let restored = crate::cli::restore::roll_back(self.dir(), seq);
+        let restored = crate::checkpoint::restore::roll_back(self.dir(), seq);
         let now = self.clock.session_secs();
         match restored {
-            Ok(Some(used)) => {
-                self.store.resolve_recovery(id, "recovered", 1, now)?;
-                tracing::warn!(
-                    message = "checkpoint restored after data corruption; the session continues",
-                    checkpoint = used
-                );
-                Ok(true)
-            }
-            Ok(None) => {
-                self.store.resolve_recovery(id, "failed", 1, now)?;
-                Ok(false)
+            Ok(rollback) => {
+                for line in rollback.to_string().lines() {
+                    crate::console::say(format_args!("megatest: {line}"));
+                }
+                match rollback.used() {
+                    Some(used) => {
+                        self.store.resolve_recovery(id, "recovered", 1, now)?;
+                        tracing::warn!(
+                            message =
+                                "checkpoint restored after data corruption; the session continues",
+                            checkpoint = used
+                        );
+                        Ok(true)
+                    }
+                    None => {
+                        self.store.resolve_recovery(id, "failed", 1, now)?;
+                        Ok(false)
+                    }
+                }
             }
             Err(err) => {
                 self.store.resolve_recovery(id, "failed", 1, now)?;
@@ -1429,11 +1426,7 @@ impl Session {
         if let Some((fill, _)) = self.recovery.chaos_fill.take() {
             let _ = std::fs::remove_file(fill);
         }
-        let open: Vec<i64> = self
-            .store
-            .rows("SELECT id FROM recoveries WHERE outcome IS NULL", |r| {
-                r.get(0)
-            })?;
+        let open = self.store.open_recovery_ids()?;
         let restoring = self.recovery.restore.map(|(id, _)| id);
         for id in open.into_iter().filter(|id| Some(*id) != restoring) {
             self.resolve(id, "failed", 1)?;

@@ -2,7 +2,7 @@
 //! `events.jsonl` becomes [`Event::AgentEventsAppended`] at once, instead of waiting for the
 //! next metrics tick (which still drains every file, in case a notification was lost).
 
-use super::event::Event;
+use crate::protocol::Event;
 use std::collections::HashMap;
 use std::path::Path;
 use tokio::sync::mpsc;

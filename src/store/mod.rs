@@ -18,7 +18,10 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+mod reads;
 pub mod spool;
+
+pub use reads::{is_sqlite_full, AgentRecord, PhaseRecord, RunCounts, TaskRecord};
 
 /// A thread with its own connection that runs PASSIVE WAL checkpoints when woken; failures
 /// are logged, never fatal (the WAL stays valid). It ends when the [`Store`] is dropped.
@@ -863,29 +866,30 @@ impl Store {
 
     /// Every recovery, oldest first.
     pub fn recoveries(&self) -> Result<Vec<RecoveryRow>> {
-        self.rows(
+        let mut stmt = self.conn.prepare(
             "SELECT id, failure_kind, severity, detected_at, detected_session_secs, rule, action,
                     attempts, outcome, resolved_session_secs - detected_session_secs, agent_id,
                     task_id, detail
              FROM recoveries ORDER BY id",
-            |r| {
-                Ok(RecoveryRow {
-                    id: r.get(0)?,
-                    failure_kind: r.get(1)?,
-                    severity: r.get(2)?,
-                    detected_at: r.get(3)?,
-                    detected_session_secs: r.get(4)?,
-                    rule: r.get(5)?,
-                    action: r.get(6)?,
-                    attempts: r.get(7)?,
-                    outcome: r.get(8)?,
-                    time_to_recover_session_secs: r.get(9)?,
-                    agent_id: r.get(10)?,
-                    task_id: r.get(11)?,
-                    detail: r.get(12)?,
-                })
-            },
-        )
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(RecoveryRow {
+                id: r.get(0)?,
+                failure_kind: r.get(1)?,
+                severity: r.get(2)?,
+                detected_at: r.get(3)?,
+                detected_session_secs: r.get(4)?,
+                rule: r.get(5)?,
+                action: r.get(6)?,
+                attempts: r.get(7)?,
+                outcome: r.get(8)?,
+                time_to_recover_session_secs: r.get(9)?,
+                agent_id: r.get(10)?,
+                task_id: r.get(11)?,
+                detail: r.get(12)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn insert_checkpoint(&self, row: &CheckpointRow) -> Result<()> {
@@ -901,7 +905,7 @@ impl Store {
         Ok(())
     }
 
-    /// Replace the persisted budget state (JSON of `session::budget::Budgets`).
+    /// Replace the persisted budget state (JSON of `budget::Budgets`).
     pub fn save_budget_state(&self, state: &serde_json::Value) -> Result<()> {
         self.conn.execute(
             "INSERT INTO budget_state (id, state) VALUES (1, ?1) ON CONFLICT(id) DO UPDATE SET state = excluded.state",
@@ -1175,17 +1179,6 @@ impl Store {
             [],
         )?;
         Ok(())
-    }
-
-    /// Generic read access for rebuilding a session: rows of `sql` mapped by `f`.
-    pub fn rows<T>(
-        &self,
-        sql: &str,
-        f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    ) -> Result<Vec<T>> {
-        let mut stmt = self.conn.prepare(sql)?;
-        let rows = stmt.query_map([], f)?;
-        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Mark agent runs that never ended (their daemon died) as ended with `outcome`.

@@ -4,6 +4,7 @@
 mod support;
 
 mod api_contract;
+mod architecture;
 mod checkpoints;
 mod config_errors;
 mod control;

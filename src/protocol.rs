@@ -144,11 +144,11 @@ pub enum Event {
         reply: oneshot::Sender<Option<CallContext>>,
     },
     /// The proxy asks, for one call, who holds `agent_key` and to reserve `tokens` for it
-    /// ([`crate::session::budget::Budgets::reserve`]); None in the reply means 401.
+    /// ([`crate::budget::Budgets::reserve`]); None in the reply means 401.
     Admit {
         agent_key: String,
         tokens: u64,
-        reply: oneshot::Sender<Option<(CallContext, crate::session::budget::Admission)>>,
+        reply: oneshot::Sender<Option<(CallContext, crate::budget::Admission)>>,
     },
     /// The proxy finished a model call. The session commits the ledger row, then reconciles the
     /// reservation (if any) and counts the call. The proxy does not wait for the commit: it sends
@@ -199,6 +199,21 @@ pub enum Event {
     Sampled(Box<crate::metrics::Sample>),
 }
 
+/// Why the session refused a control request. The control API maps each variant to its HTTP
+/// status (404, 409); the session never deals in status codes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// What the request names does not exist (an unknown escalation id).
+    #[error("{code}: {message}")]
+    NotFound { code: &'static str, message: String },
+    /// The session's state does not allow it now (already paused, stopping, no task, …).
+    #[error("{code}: {message}")]
+    Conflict { code: &'static str, message: String },
+}
+
+/// The session's answer to a control request: a JSON document, or why it refused.
+pub type ControlReply = Result<serde_json::Value, ControlError>;
+
 /// Requests of the control API; each carries the channel its answer goes back on.
 #[derive(Debug)]
 pub enum ApiRequest {
@@ -208,32 +223,32 @@ pub enum ApiRequest {
     },
     /// Take a checkpoint now; answered once it is written.
     Checkpoint {
-        reply: oneshot::Sender<crate::api::ActionReply>,
+        reply: oneshot::Sender<ControlReply>,
     },
     Pause {
-        reply: oneshot::Sender<crate::api::ActionReply>,
+        reply: oneshot::Sender<ControlReply>,
     },
     Continue {
-        reply: oneshot::Sender<crate::api::ActionReply>,
+        reply: oneshot::Sender<ControlReply>,
     },
     Stop {
-        reply: oneshot::Sender<crate::api::ActionReply>,
+        reply: oneshot::Sender<ControlReply>,
     },
     /// An operator decision on an open escalation (`continue` or `stop`).
     Decide {
         recovery_id: i64,
         decision: String,
-        reply: oneshot::Sender<crate::api::ActionReply>,
+        reply: oneshot::Sender<ControlReply>,
     },
     /// An agent's note into working memory.
     Note {
         agent_idx: usize,
         text: String,
-        reply: oneshot::Sender<crate::api::ActionReply>,
+        reply: oneshot::Sender<ControlReply>,
     },
     /// An agent reports its current task done.
     TaskDone {
         agent_idx: usize,
-        reply: oneshot::Sender<crate::api::ActionReply>,
+        reply: oneshot::Sender<ControlReply>,
     },
 }

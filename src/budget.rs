@@ -5,7 +5,7 @@
 //! reconciled to the upstream's actual usage ([`Budgets::reconcile`]). Because the session task
 //! is the only writer, check-and-reserve is one step: agents released at the same instant cannot
 //! overshoot `total_token_budget` (as long as the upstream stays within `max_tokens` and the
-//! prompt estimate, which is deliberately generous: [`estimate_prompt_tokens`]).
+//! prompt estimate, which is deliberately generous: `proxy::wire::estimate_prompt_tokens`).
 //!
 //! Per-agent rates are token buckets on the session clock: `tokens_per_agent_per_hour` throttles
 //! (the call waits until the bucket allows it); `tool_calls_per_agent_per_hour` first asks the
@@ -91,34 +91,6 @@ pub fn cost_usd(
 pub const ALERT_FRACTION: f64 = 0.8;
 /// Tool-call overdraft (fraction of the hourly rate) after which an agent is throttled.
 pub const TOOL_THROTTLE_OVERDRAFT: f64 = 0.1;
-
-/// A conservative token estimate of a chat request's prompt: one token per 3 bytes of message
-/// text (English averages ~4 characters per token, code ~3) plus 8 per message.
-pub fn estimate_prompt_tokens(request: &serde_json::Value) -> u64 {
-    let mut bytes = 0u64;
-    let mut messages = 0u64;
-    let mut count = |value: &serde_json::Value| match value {
-        serde_json::Value::String(text) => bytes += text.len() as u64,
-        other if !other.is_null() => bytes += other.to_string().len() as u64,
-        _ => {}
-    };
-    for key in ["messages", "input"] {
-        match &request[key] {
-            serde_json::Value::Array(items) => {
-                for item in items {
-                    messages += 1;
-                    count(&item["content"]);
-                    count(&item["tool_calls"]);
-                }
-            }
-            other => count(other),
-        }
-    }
-    count(&request["system"]);
-    count(&request["instructions"]);
-    count(&request["tools"]);
-    bytes.div_ceil(3) + 8 * messages
-}
 
 /// A token bucket refilled on session time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -552,11 +524,5 @@ mod tests {
             budgets.reserve(0, 1, 0.0),
             Admission::Exhausted { .. }
         ));
-    }
-
-    #[test]
-    fn estimate_is_generous() {
-        let request = serde_json::json!({"messages": [{"role": "user", "content": "abcdefghi"}]});
-        assert_eq!(estimate_prompt_tokens(&request), 3 + 8);
     }
 }

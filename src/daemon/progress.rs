@@ -3,7 +3,7 @@
 //! with log lines printed above them. Not on a terminal (CI): a plain status line every
 //! `[monitoring].dashboard_update_interval` (session seconds, at least 1 s of wall time).
 
-use crate::session::event::{ApiRequest, Event};
+use crate::protocol::{ApiRequest, Event};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 use std::time::Duration;

@@ -1,0 +1,199 @@
+//! Rolling a session back to a checkpoint (`megatest restore`, and the `restore_checkpoint`
+//! recovery action): verify, keep the current state as a `before_restore` checkpoint, restore
+//! the workspace exactly, roll the task board and phases back. The ledger, events and budgets
+//! are append-only and stay. Returns a typed [`Rollback`]; printing is the caller's.
+
+use super::{inspect, snapshot, Checkpointer};
+use crate::store::Store;
+use anyhow::{Context, Result};
+use std::path::Path;
+
+/// What [`roll_back`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rollback {
+    /// The workspace and board are at checkpoint `used` now.
+    Restored {
+        requested: u32,
+        used: u32,
+        /// Why `requested` was not used (its verification problems), when `used` differs.
+        requested_invalid: Option<String>,
+        /// The checkpoint that keeps the state rolled away (trigger `before_restore`).
+        before: u32,
+        files_written: u64,
+        files_removed: u64,
+    },
+    /// There is no checkpoint `requested`.
+    NoSuchCheckpoint { requested: u32 },
+    /// `requested` does not verify and no valid one precedes it.
+    NoValidCheckpoint { requested: u32, problems: String },
+}
+
+impl std::fmt::Display for Rollback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rollback::Restored {
+                requested,
+                used,
+                requested_invalid,
+                before,
+                files_written,
+                files_removed,
+            } => {
+                if let Some(problems) = requested_invalid {
+                    writeln!(f, "checkpoint {requested} is invalid: {problems}")?;
+                    writeln!(f, "using checkpoint {used} instead, the previous valid one")?;
+                }
+                writeln!(
+                    f,
+                    "current state kept as checkpoint {before} (trigger before_restore)"
+                )?;
+                write!(f, "workspace and task board rolled back to checkpoint {used} ({files_written} files written, {files_removed} removed)")
+            }
+            Rollback::NoSuchCheckpoint { requested } => {
+                write!(f, "no checkpoint {requested}")
+            }
+            Rollback::NoValidCheckpoint {
+                requested,
+                problems,
+            } => write!(
+                f,
+                "checkpoint {requested} is invalid ({problems}) and no valid checkpoint precedes it"
+            ),
+        }
+    }
+}
+
+impl Rollback {
+    /// The checkpoint the session is at now, if the rollback happened.
+    pub fn used(&self) -> Option<u32> {
+        match self {
+            Rollback::Restored { used, .. } => Some(*used),
+            _ => None,
+        }
+    }
+}
+
+/// Roll the session in `dir` back to checkpoint `wanted` (or, if it does not verify, the
+/// previous valid one) and mark the session interrupted (resumable). The caller makes sure no
+/// daemon runs the session meanwhile.
+///
+/// Errors: the checkpoint store, the workspace or `session.db` cannot be read or written.
+pub fn roll_back(dir: &Path, wanted: u32) -> Result<Rollback> {
+    let checkpoints_dir = dir.join("checkpoints");
+    let infos = inspect(&checkpoints_dir, true)?;
+    let Some(target) = infos.iter().find(|i| i.sequence == wanted) else {
+        return Ok(Rollback::NoSuchCheckpoint { requested: wanted });
+    };
+    let (chosen, requested_invalid) = if target.problems.is_empty() {
+        (target, None)
+    } else {
+        let problems = target.problems.join("; ");
+        match infos
+            .iter()
+            .rev()
+            .find(|i| i.sequence < wanted && i.problems.is_empty())
+        {
+            Some(previous) => (previous, Some(problems)),
+            None => {
+                return Ok(Rollback::NoValidCheckpoint {
+                    requested: wanted,
+                    problems,
+                })
+            }
+        }
+    };
+    let used = chosen.sequence;
+    // Keep what is being rolled away: a checkpoint of the current state first.
+    let before = checkpoint_before_rollback(dir)?;
+    let content: serde_json::Value = serde_json::from_slice(&std::fs::read(&chosen.path)?)?;
+    let manifest = content["file_system_state"]["manifest"]
+        .as_str()
+        .context("checkpoint without a manifest")?;
+    let objects = snapshot::ObjectStore::open(&checkpoints_dir.join("objects"))?;
+    let restored = snapshot::restore(&dir.join("project"), &objects, manifest)?;
+    let mut db = Store::open(&dir.join("session.db"))?;
+    let now_secs = db.last_session_secs()?;
+    db.rollback_to_checkpoint(&content, now_secs)?;
+    let data = serde_json::json!({
+        "sequence": used,
+        "checkpoint_before": before,
+        "requested": wanted,
+        "checkpoint_trigger": content["trigger"],
+        "checkpoint_session_secs": content["session_secs"],
+        "files_written": restored.written,
+        "files_removed": restored.removed,
+        "not_restorable": restored.not_restorable,
+    });
+    db.append_event(
+        &chrono::Utc::now().to_rfc3339(),
+        now_secs,
+        "checkpoint_restored",
+        None,
+        content["phase"].as_str(),
+        None,
+        &data,
+    )?;
+    db.mark_interrupted()?;
+    drop(db);
+    crate::fsutil::write_atomic(&dir.join("status"), b"interrupted\n")?;
+    Ok(Rollback::Restored {
+        requested: wanted,
+        used,
+        requested_invalid,
+        before,
+        files_written: restored.written,
+        files_removed: restored.removed,
+    })
+}
+
+/// Snapshot the workspace and write a checkpoint (trigger `before_restore`) of the state as
+/// `session.db` has it: task board, budgets, agents, phase. Returns its sequence.
+fn checkpoint_before_rollback(dir: &Path) -> Result<u32> {
+    let db = Store::open(&dir.join("session.db"))?;
+    let mut checkpointer = Checkpointer::open(&dir.join("checkpoints"))?;
+    let (manifest, stats) = checkpointer.snapshot(&dir.join("project"))?;
+    let task_board: Vec<serde_json::Value> = db
+        .tasks()?
+        .into_iter()
+        .map(|t| {
+            serde_json::json!({"id": t.id, "phase": t.phase, "role": t.role, "state": t.state,
+                "attempts": t.attempts, "agent_id": t.agent_id, "last_error": t.last_error})
+        })
+        .collect();
+    let agent_states: Vec<serde_json::Value> = db
+        .agents()?
+        .into_iter()
+        .map(|a| {
+            serde_json::json!({"id": a.id, "role": a.role, "status": "stopped",
+                "current_task": null, "process_ids": [], "handoff_notes": []})
+        })
+        .collect();
+    let session_secs = db.last_session_secs()?;
+    let content = serde_json::json!({
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "session_id": db.session_origin()?.id,
+        "trigger": "before_restore",
+        "phase": db.open_phase_name()?,
+        "session_secs": session_secs,
+        "agent_states": agent_states,
+        "working_memory": {},
+        "file_system_state": {"manifest": manifest, "files": stats.files, "bytes": stats.bytes,
+            "new_objects": stats.new_objects, "new_bytes": stats.new_bytes, "consistent": true},
+        "test_results": [],
+        "metrics": null,
+        "git_commit": null,
+        "task_board": task_board,
+        "budgets": db.budget_state()?,
+    });
+    let row = checkpointer.write_recorded(
+        &db,
+        content,
+        "before_restore",
+        session_secs,
+        manifest,
+        &stats,
+        true,
+        0.0,
+    )?;
+    Ok(row.seq)
+}

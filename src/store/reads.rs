@@ -1,0 +1,328 @@
+//! Typed loaders over `session.db`: what resume, restore, the report and the recovery table
+//! read back. No `rusqlite` type leaves this module.
+
+use super::{CheckRow, CheckpointRow, EventRow, Store};
+use anyhow::Result;
+use rusqlite::params;
+use std::collections::HashMap;
+
+/// One agent as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRecord {
+    pub id: String,
+    pub role: String,
+    /// Read offset in the agent's `events.jsonl` (bytes) up to which its reports are counted.
+    pub events_offset: u64,
+}
+
+/// One task as recorded on the board.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    pub id: String,
+    pub phase: String,
+    pub role: String,
+    /// `pending`, `claimed`, `running`, `done` or `failed`.
+    pub state: String,
+    pub attempts: u32,
+    pub agent_id: Option<String>,
+    pub claimed_session_secs: Option<f64>,
+    pub finished_session_secs: Option<f64>,
+    pub last_error: Option<String>,
+}
+
+/// One phase's recorded times (session and wall seconds) and why it ended.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PhaseRecord {
+    pub started_session_secs: Option<f64>,
+    pub started_wall_secs: Option<f64>,
+    pub ended_session_secs: Option<f64>,
+    pub ended_wall_secs: Option<f64>,
+    pub ended_because: Option<String>,
+}
+
+/// Runs per agent: (runs, runs that finished their task, runs that failed).
+pub type RunCounts = HashMap<String, (u32, u32, u32)>;
+
+impl Store {
+    /// RFC 3339 time of the newest event, if any.
+    pub fn last_event_at(&self) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT MAX(at) FROM events", [], |r| r.get(0))?)
+    }
+
+    /// Kind and RFC 3339 time of the newest event.
+    pub fn last_event(&self) -> Result<Option<(String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT kind, at FROM events ORDER BY seq DESC LIMIT 1")?;
+        let mut rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.next().transpose()?)
+    }
+
+    /// RFC 3339 start time of the session.
+    pub fn started_at(&self) -> Result<Option<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT started_at FROM sessions LIMIT 1")?;
+        let mut rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.next().transpose()?)
+    }
+
+    /// Runs per agent: all, finished, failed (`exited_nonzero`, `step_timeout`).
+    pub fn agent_run_counts(&self) -> Result<RunCounts> {
+        let mut stmt = self.conn.prepare(
+            "SELECT agent_id, COUNT(*), SUM(outcome = 'finished'),
+                    SUM(outcome IN ('exited_nonzero', 'step_timeout'))
+             FROM agent_runs GROUP BY agent_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                (
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, Option<u32>>(2)?.unwrap_or(0),
+                    r.get::<_, Option<u32>>(3)?.unwrap_or(0),
+                ),
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The agents in index order.
+    pub fn agents(&self) -> Result<Vec<AgentRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, role, events_offset FROM agents ORDER BY idx")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(AgentRecord {
+                id: r.get(0)?,
+                role: r.get(1)?,
+                events_offset: r.get::<_, i64>(2)?.max(0) as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The task board.
+    pub fn tasks(&self) -> Result<Vec<TaskRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, phase, role, state, attempts, agent_id, claimed_session_secs,
+                    finished_session_secs, last_error FROM tasks ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(TaskRecord {
+                id: r.get(0)?,
+                phase: r.get(1)?,
+                role: r.get(2)?,
+                state: r.get(3)?,
+                attempts: r.get(4)?,
+                agent_id: r.get(5)?,
+                claimed_session_secs: r.get(6)?,
+                finished_session_secs: r.get(7)?,
+                last_error: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every phase check, oldest first.
+    pub fn checks(&self) -> Result<Vec<CheckRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT phase, name, command, exit_code, passed, timed_out, wall_secs, output_tail
+             FROM checks ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(CheckRow {
+                phase: r.get(0)?,
+                name: r.get(1)?,
+                command: r.get(2)?,
+                exit_code: r.get(3)?,
+                passed: r.get(4)?,
+                timed_out: r.get(5)?,
+                wall_secs: r.get(6)?,
+                output_tail: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The phases in plan order.
+    pub fn phase_records(&self) -> Result<Vec<PhaseRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT started_session_secs, started_wall_secs, ended_session_secs,
+                    ended_wall_secs, ended_because FROM phases ORDER BY idx",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(PhaseRecord {
+                started_session_secs: r.get(0)?,
+                started_wall_secs: r.get(1)?,
+                ended_session_secs: r.get(2)?,
+                ended_wall_secs: r.get(3)?,
+                ended_because: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The name of the first phase that has not ended (None when all ended).
+    pub fn open_phase_name(&self) -> Result<Option<String>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT name FROM phases WHERE ended_session_secs IS NULL ORDER BY idx LIMIT 1",
+        )?;
+        let mut rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.next().transpose()?)
+    }
+
+    /// Every checkpoint, oldest first.
+    pub fn checkpoints(&self) -> Result<Vec<CheckpointRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, at, session_secs, trigger, path, sha256, parent, manifest, files,
+                    bytes, new_objects, new_bytes, consistent, frozen_ms
+             FROM checkpoints ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(CheckpointRow {
+                seq: r.get(0)?,
+                at: r.get(1)?,
+                session_secs: r.get(2)?,
+                trigger: r.get(3)?,
+                path: r.get(4)?,
+                sha256: r.get(5)?,
+                parent: r.get(6)?,
+                manifest: r.get(7)?,
+                files: r.get::<_, i64>(8)? as u64,
+                bytes: r.get::<_, i64>(9)? as u64,
+                new_objects: r.get::<_, i64>(10)? as u64,
+                new_bytes: r.get::<_, i64>(11)? as u64,
+                consistent: r.get(12)?,
+                frozen_ms: r.get(13)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest checkpoint's row, if any.
+    pub fn last_checkpoint(&self) -> Result<Option<CheckpointRow>> {
+        Ok(self.checkpoints()?.pop())
+    }
+
+    /// Session seconds agents spent in runs; a run still going counts up to `elapsed`.
+    pub fn busy_session_secs(&self, elapsed: f64) -> Result<f64> {
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(SUM(COALESCE(ended_session_secs, ?1) - started_session_secs), 0)
+             FROM agent_runs",
+            params![elapsed],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Every event of `kind`, oldest first.
+    pub fn events_of_kind(&self, kind: &str) -> Result<Vec<EventRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, at, session_secs, kind, agent_id, phase, task_id, data FROM events
+             WHERE kind = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![kind], |r| {
+            Ok(EventRow {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                session_secs: r.get(2)?,
+                kind: r.get(3)?,
+                agent_id: r.get(4)?,
+                phase: r.get(5)?,
+                task_id: r.get(6)?,
+                data: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The `limit` most used tools of task `task_id`: (tool, calls), most used first.
+    pub fn tool_counts_of_task(&self, task_id: &str, limit: u32) -> Result<Vec<(String, i64)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT json_extract(data, '$.tool'), COUNT(*) FROM events
+             WHERE kind = 'tool_call' AND task_id = ?1 GROUP BY 1 ORDER BY 2 DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![task_id, limit], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                r.get(1)?,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Ids of the recoveries without an outcome.
+    pub fn open_recovery_ids(&self) -> Result<Vec<i64>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM recoveries WHERE outcome IS NULL ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// True when `err` (anywhere in its chain) is SQLite's "database or disk is full".
+pub fn is_sqlite_full(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DiskFull
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loaders_read_back_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("session.db")).unwrap();
+        store
+            .insert_agent("agent-1", 0, "Coder", "builtin")
+            .unwrap();
+        store
+            .insert_task("t1", "development", "Coder", "title")
+            .unwrap();
+        store.insert_phase(0, "development", 600.0).unwrap();
+        assert_eq!(
+            store.agents().unwrap(),
+            vec![AgentRecord {
+                id: "agent-1".into(),
+                role: "Coder".into(),
+                events_offset: 0
+            }]
+        );
+        let tasks = store.tasks().unwrap();
+        assert_eq!(
+            (tasks[0].id.as_str(), tasks[0].state.as_str()),
+            ("t1", "pending")
+        );
+        assert_eq!(
+            store.open_phase_name().unwrap().as_deref(),
+            Some("development")
+        );
+        assert_eq!(store.last_event().unwrap(), None);
+        store
+            .append_event(
+                "2026-01-01T00:00:00Z",
+                1.0,
+                "tool_call",
+                None,
+                None,
+                Some("t1"),
+                &serde_json::json!({"tool": "bash"}),
+            )
+            .unwrap();
+        assert_eq!(
+            store.tool_counts_of_task("t1", 10).unwrap(),
+            vec![("bash".to_string(), 1)]
+        );
+        assert_eq!(store.events_of_kind("tool_call").unwrap().len(), 1);
+        assert_eq!(store.busy_session_secs(10.0).unwrap(), 0.0);
+        assert!(store.open_recovery_ids().unwrap().is_empty());
+    }
+}
