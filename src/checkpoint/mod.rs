@@ -284,6 +284,59 @@ pub fn inspect(dir: &Path, verify: bool) -> Result<Vec<CheckpointInfo>> {
     Ok(out)
 }
 
+/// The workspace's git `HEAD` commit, when it is a git repository (runs `git rev-parse`: call
+/// it off the session task).
+pub fn git_head(workspace: &Path) -> Option<String> {
+    if !workspace.join(".git").exists() {
+        return None;
+    }
+    std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(workspace)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+/// A checkpoint's `working_memory`: the agents' notes (`note` events), per agent id, oldest
+/// first: `{"agent-1": [{"seq", "at", "session_secs", "task_id", "text"}]}`.
+pub fn working_memory(notes: &[crate::store::EventRow]) -> serde_json::Value {
+    let mut memory = serde_json::Map::new();
+    for note in notes {
+        let agent = note.agent_id.clone().unwrap_or_default();
+        let entry = memory
+            .entry(agent)
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        if let serde_json::Value::Array(list) = entry {
+            list.push(note_json(note));
+        }
+    }
+    serde_json::Value::Object(memory)
+}
+
+/// An agent's notes for its `handoff_notes` (the newest [`HANDOFF_NOTES`]).
+pub fn notes_of(notes: &[crate::store::EventRow], agent_id: &str) -> Vec<serde_json::Value> {
+    let mine: Vec<&crate::store::EventRow> = notes
+        .iter()
+        .filter(|n| n.agent_id.as_deref() == Some(agent_id))
+        .collect();
+    let skip = mine.len().saturating_sub(HANDOFF_NOTES);
+    mine.into_iter().skip(skip).map(note_json).collect()
+}
+
+/// Notes kept per agent in `handoff_notes`.
+pub const HANDOFF_NOTES: usize = 20;
+
+fn note_json(note: &crate::store::EventRow) -> serde_json::Value {
+    let text = serde_json::from_str::<serde_json::Value>(&note.data)
+        .ok()
+        .and_then(|d| d["text"].as_str().map(String::from))
+        .unwrap_or_default();
+    serde_json::json!({"seq": note.id, "at": note.at, "session_secs": note.session_secs,
+        "task_id": note.task_id, "text": text})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -160,12 +160,14 @@ fn checkpoint_before_rollback(dir: &Path) -> Result<u32> {
                 "attempts": t.attempts, "agent_id": t.agent_id, "last_error": t.last_error})
         })
         .collect();
+    let notes = db.events_of_kind("note")?;
     let agent_states: Vec<serde_json::Value> = db
         .agents()?
         .into_iter()
         .map(|a| {
+            let handoff_notes = super::notes_of(&notes, &a.id);
             serde_json::json!({"id": a.id, "role": a.role, "status": "stopped",
-                "current_task": null, "process_ids": [], "handoff_notes": []})
+                "current_task": null, "process_ids": [], "handoff_notes": handoff_notes})
         })
         .collect();
     let session_secs = db.last_session_secs()?;
@@ -176,7 +178,7 @@ fn checkpoint_before_rollback(dir: &Path) -> Result<u32> {
         "phase": db.open_phase_name()?,
         "session_secs": session_secs,
         "agent_states": agent_states,
-        "working_memory": {},
+        "working_memory": super::working_memory(&notes),
         "file_system_state": {"manifest": manifest, "files": stats.files, "bytes": stats.bytes,
             "new_objects": stats.new_objects, "new_bytes": stats.new_bytes, "consistent": true},
         "test_results": [],

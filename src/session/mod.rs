@@ -1839,9 +1839,11 @@ impl Session {
             .collect();
         let frozen = Instant::now();
         let workspace = self.workspace.clone();
+        // The snapshot and `git rev-parse` run on the blocking pool, never on the session task.
         let mut job = tokio::task::spawn_blocking(move || {
             let result = checkpointer.snapshot(&workspace);
-            (checkpointer, result)
+            let git_commit = crate::checkpoint::git_head(&workspace);
+            (checkpointer, result, git_commit)
         });
         let (joined, consistent) = match tokio::time::timeout(
             crate::checkpoint::FREEZE_LIMIT,
@@ -1862,10 +1864,16 @@ impl Session {
             local::thaw_group(*group);
         }
         let frozen_ms = frozen.elapsed().as_secs_f64() * 1000.0;
-        let (checkpointer, result) = joined.context("the snapshot task panicked")?;
+        let (checkpointer, result, git_commit) = joined.context("the snapshot task panicked")?;
         self.checkpointer = Some(checkpointer);
         let (manifest, stats) = result?;
-        let content = self.checkpoint_content(trigger, &manifest, &stats, consistent, frozen_ms)?;
+        let content = self.checkpoint_content(
+            trigger,
+            &manifest,
+            &stats,
+            (consistent, frozen_ms),
+            git_commit,
+        )?;
         let checkpointer = self.checkpointer.as_mut().expect("put back above");
         let session_secs = self.clock.session_secs();
         let row = checkpointer.write_recorded(
@@ -1939,9 +1947,10 @@ impl Session {
         trigger: &str,
         manifest: &str,
         stats: &crate::checkpoint::snapshot::SnapshotStats,
-        consistent: bool,
-        frozen_ms: f64,
+        (consistent, frozen_ms): (bool, f64),
+        git_commit: Option<String>,
     ) -> Result<serde_json::Value> {
+        let notes = self.store.events_of_kind("note")?;
         let agent_states: Vec<serde_json::Value> = self
             .agents
             .iter()
@@ -1958,7 +1967,7 @@ impl Session {
                     "last_activity": a.last_activity,
                     "process_ids": a.running.as_ref().map(|r| vec![r.pgid]).unwrap_or_default(),
                     "process_group": a.running.as_ref().map(|r| r.pgid),
-                    "handoff_notes": [],
+                    "handoff_notes": crate::checkpoint::notes_of(&notes, &a.id),
                 })
             })
             .collect();
@@ -1969,17 +1978,6 @@ impl Session {
             .find(|p| !p.checks.is_empty())
             .map(|p| p.checks.iter().collect())
             .unwrap_or_default();
-        let git_commit = if self.workspace.join(".git").exists() {
-            std::process::Command::new("git")
-                .args(["rev-parse", "HEAD"])
-                .current_dir(&self.workspace)
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        } else {
-            None
-        };
         Ok(serde_json::json!({
             "timestamp": now(),
             "session_id": self.id(),
@@ -1988,7 +1986,7 @@ impl Session {
             "session_secs": self.clock.session_secs(),
             "wall_secs": self.clock.wall_secs(),
             "agent_states": agent_states,
-            "working_memory": {},
+            "working_memory": crate::checkpoint::working_memory(&notes),
             "file_system_state": {
                 "manifest": manifest,
                 "files": stats.files,

@@ -130,3 +130,35 @@ fn api_contract_schemathesis_finds_no_server_error_and_no_schema_violation() {
     let (status, _) = http(&live.addr, "GET", "/healthz", None, None);
     assert_eq!(status, 200);
 }
+
+#[test]
+fn notes_are_kept_in_the_checkpoints_working_memory() {
+    let live = Live::start("");
+    let key = live.agent_key();
+    let (status, body) = live.call(
+        "POST",
+        "/api/agent/notes",
+        Some(&key),
+        Some(br#"{"text": "the queue needs a lease table"}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = live.call("POST", "/api/checkpoint", Some(&live.token), None);
+    assert_eq!(status, 200, "{body}");
+    let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let path = live.session.join(reply["path"].as_str().unwrap());
+    let checkpoint = read_json(&path);
+    let memory = checkpoint["working_memory"].as_object().unwrap();
+    let notes: Vec<&str> = memory
+        .values()
+        .flat_map(|v| v.as_array().unwrap())
+        .map(|n| n["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(notes, ["the queue needs a lease table"], "{checkpoint}");
+    let handoff: usize = checkpoint["agent_states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["handoff_notes"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(handoff, 1);
+}
