@@ -29,7 +29,7 @@ impl Session {
                     "id": a.id,
                     "role": a.role,
                     "status": if a.running.is_some() { "running" } else { "idle" },
-                    "task": a.running.as_ref().map(|r| self.tasks[r.task_idx].spec.id.clone()),
+                    "task": a.running.as_ref().map(|r| self.board.tasks[r.task_idx].spec.id.clone()),
                     "attempt": a.running.as_ref().map(|r| r.attempt),
                     "pid": a.running.as_ref().map(|r| r.pgid),
                     "last_activity": a.last_activity,
@@ -171,7 +171,7 @@ impl Session {
                 let task = self.agents[agent_idx]
                     .running
                     .as_ref()
-                    .map(|r| self.tasks[r.task_idx].spec.id.clone());
+                    .map(|r| self.board.tasks[r.task_idx].spec.id.clone());
                 let seq = self.event(
                     "note",
                     Some(&agent_id),
@@ -188,7 +188,7 @@ impl Session {
                     Some(running) => {
                         running.done_claimed = true;
                         running.stop.cancel();
-                        let task = self.tasks[running.task_idx].spec.id.clone();
+                        let task = self.board.tasks[running.task_idx].spec.id.clone();
                         Ok(json!({"task": task, "status": "done"}))
                     }
                 };

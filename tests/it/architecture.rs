@@ -194,8 +194,6 @@ fn architecture_top_level_modules_have_no_import_cycles() {
 /// Files still over the size line, with the most lines they may have: debt being paid down,
 /// never allowed to grow. A file leaves this list when it is split.
 const OVERSIZE_DEBT: &[(&str, usize)] = &[
-    ("src/session/mod.rs", 3000),
-    ("src/session/recover.rs", 1620),
     ("src/proxy/mod.rs", 1320),
     ("src/store/mod.rs", 1400),
     ("src/config/mod.rs", 1030),

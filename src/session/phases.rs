@@ -1,0 +1,349 @@
+//! The phase loop: each phase's time box, scheduling onto idle agents, the loop's timers,
+//! phase ends and the phase checks (the spec's build and test commands).
+
+use super::*;
+
+impl Session {
+    pub(super) async fn run_phases(&mut self) -> Result<Ending> {
+        let metrics_every = self
+            .clock
+            .wall(self.prepared.config.raw.monitoring.health_check_interval)
+            .max(MIN_METRICS_INTERVAL);
+        let mut metrics_tick = tokio::time::interval(metrics_every);
+        let checkpoint_every = self
+            .clock
+            .wall(self.prepared.config.raw.checkpoint.interval_minutes * 60.0);
+        let mut checkpoint_tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + checkpoint_every,
+            checkpoint_every,
+        );
+        checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let export_every = self
+            .clock
+            .wall(self.prepared.config.raw.monitoring.metrics_export_interval)
+            .max(MIN_METRICS_INTERVAL);
+        let mut export_tick = tokio::time::interval(export_every);
+        export_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watchdog_tick =
+            tokio::time::interval(recover::watchdog_period(&self.prepared.config));
+        watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for phase_idx in 0..self.prepared.config.phases.len() {
+            let plan = self.prepared.config.phases[phase_idx].clone();
+            if self.phases[phase_idx].ended.is_some() {
+                continue; // a resumed session: this phase ended before the crash
+            }
+            self.current_phase = Some(phase_idx);
+            let started = match self.phases[phase_idx].started {
+                Some(started) => started,
+                None => {
+                    let started = (self.clock.session_secs(), self.clock.wall_secs());
+                    self.phases[phase_idx].started = Some(started);
+                    self.store.start_phase(phase_idx, started.0, started.1)?;
+                    started
+                }
+            };
+            self.event(
+                "phase_started",
+                None,
+                Some(&plan.name),
+                None,
+                serde_json::json!({"planned_session_secs": plan.session_secs}),
+            )?;
+            tracing::info!(message = "phase started", phase = %plan.name, planned_session_secs = plan.session_secs);
+            // The time box counts from the phase's recorded start (earlier, in a resumed session).
+            let deadline = tokio::time::Instant::from_std(
+                self.clock.instant_at(started.0 + plan.session_secs),
+            );
+            let because = loop {
+                if self.shutdown.is_some() {
+                    break "interrupted";
+                }
+                if self.budgets.exhausted.is_some() {
+                    break "budget_exhausted";
+                }
+                if self.recovery.stop.is_some() {
+                    break "recovery_stop";
+                }
+                if self.recovery.pause.is_none() && self.checkpoint_due.is_some() {
+                    // A new checkpoint must not hide a corrupt latest one.
+                    let verified = self.verify_latest_checkpoint();
+                    self.recoverable(verified)?;
+                    if self.recovery.stop.is_some() {
+                        continue;
+                    }
+                    if let Some(trigger) = self.checkpoint_due.take() {
+                        let taken = self.take_checkpoint(trigger).await;
+                        self.answer_checkpoint_requests(
+                            taken.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")),
+                        );
+                        self.recoverable(taken)?;
+                    }
+                }
+                self.schedule(phase_idx)?;
+                if self.phase_tasks_settled(phase_idx) {
+                    break "tasks_done";
+                }
+                let wakeup = self.next_not_before(phase_idx);
+                tokio::select! {
+                    event = self.events_rx.recv() => {
+                        if let Some(event) = event {
+                            if matches!(event, Event::ModelCall { .. }) {
+                                // Let the proxy put the answer on the wire before this commit.
+                                tokio::task::yield_now().await;
+                            }
+                            let handled = self.handle(event);
+                            self.recoverable(handled)?;
+                        }
+                    }
+                    _ = tokio::time::sleep_until(wakeup) => {}
+                    _ = export_tick.tick() => {
+                        self.write_metrics(self.status_word());
+                    }
+                    _ = watchdog_tick.tick() => {
+                        let checked = self.watchdog();
+                        self.recoverable(checked)?;
+                    }
+                    _ = tokio::time::sleep_until(deadline) => break "time_up",
+                    _ = checkpoint_tick.tick() => {
+                        if self.prepared.config.raw.checkpoint.enabled {
+                            self.checkpoint_due.get_or_insert("interval");
+                        }
+                    }
+                    _ = metrics_tick.tick() => {
+                        for agent_idx in 0..self.agents.len() {
+                            self.drain_events_file(agent_idx)?;
+                        }
+                        let saved = self.save_budgets();
+                        self.recoverable(saved)?;
+                        if let Err(err) = self.spool.truncate_if_settled() {
+                            tracing::warn!(message = "cannot empty the ledger spool", error = %format!("{err:#}"));
+                        }
+                        self.store.checkpoint_wal();
+                        self.start_sample();
+                        let verified = self.verify_latest_checkpoint();
+                        self.recoverable(verified)?;
+                        let memory = self.check_memory();
+                        self.recoverable(memory)?;
+                    }
+                }
+            };
+            if because == "recovery_stop" {
+                self.stop_all_agents().await;
+                self.end_phase(phase_idx, because)?;
+                let message = self.recovery.stop.clone().unwrap_or_default();
+                return Ok(Ending::RecoveryStop(message));
+            }
+            self.stop_all_agents().await;
+            if let Some(signal) = self.shutdown {
+                self.end_phase(phase_idx, "interrupted")?;
+                return Ok(Ending::Interrupted(signal));
+            }
+            self.run_checks(phase_idx).await?;
+            if let Some(signal) = self.shutdown {
+                self.end_phase(phase_idx, "interrupted")?;
+                return Ok(Ending::Interrupted(signal));
+            }
+            self.end_phase(phase_idx, because)?;
+            if self.prepared.config.raw.checkpoint.enabled || self.checkpoint_due.is_some() {
+                let trigger = if self.prepared.config.raw.checkpoint.enabled {
+                    "phase_end"
+                } else {
+                    "manual"
+                };
+                self.checkpoint_due = None;
+                let taken = self.take_checkpoint(trigger).await;
+                self.recoverable(taken)?;
+            }
+            let tasks = self.task_counts(Some(phase_idx));
+            self.notice(
+                NotifyEvent::PhaseComplete,
+                &format!(
+                    "phase {} ended ({because}): {} of {} tasks done",
+                    plan.name, tasks.done, tasks.total
+                ),
+                serde_json::json!({"phase": plan.name, "because": because, "tasks": tasks}),
+            )?;
+            if let Some(message) = self.recovery.stop.clone() {
+                return Ok(Ending::RecoveryStop(message));
+            }
+            if let Some(message) = self.budgets.exhausted.clone() {
+                return Ok(Ending::BudgetExhausted(message));
+            }
+        }
+        self.current_phase = None;
+        Ok(Ending::Completed)
+    }
+
+    pub(super) fn end_phase(&mut self, phase_idx: usize, because: &str) -> Result<()> {
+        let ended = (self.clock.session_secs(), self.clock.wall_secs());
+        let record = &mut self.phases[phase_idx];
+        record.ended = Some(ended);
+        record.ended_because = Some(because.to_string());
+        self.store.end_phase(phase_idx, ended.0, ended.1, because)?;
+        let name = self.prepared.config.phases[phase_idx].name.clone();
+        let counts = self.task_counts(Some(phase_idx));
+        self.event(
+            "phase_completed",
+            None,
+            Some(&name),
+            None,
+            serde_json::json!({"because": because, "tasks": counts}),
+        )?;
+        tracing::info!(message = "phase ended", phase = %name, because, done = counts.done, failed = counts.failed, pending = counts.pending);
+        Ok(())
+    }
+
+    /// True when no task of the phase is pending or running.
+    pub(super) fn phase_tasks_settled(&self, phase_idx: usize) -> bool {
+        self.board.settled(phase_idx)
+    }
+
+    /// A step of the loop failed: a full disk (ENOSPC, SQLITE_FULL) or a permission failure
+    /// goes to the recovery table; anything else ends the session as before.
+    pub(super) fn recoverable(&mut self, result: Result<()>) -> Result<()> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(err) if recover::is_disk_full(&err) => self.disk_full_error(&err),
+            Err(err) if recover::is_permission_denied(&err) => self.failure(
+                FailureKind::PermissionDenied,
+                None,
+                None,
+                &format!("{err:#}"),
+            ),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// When the earliest task of the phase held back by a recovery backoff may start (far in
+    /// the future when none is).
+    pub(super) fn next_not_before(&self, phase_idx: usize) -> tokio::time::Instant {
+        match self
+            .board
+            .earliest_backoff_end(phase_idx, self.clock.session_secs())
+        {
+            Some(earliest) => tokio::time::Instant::from_std(self.clock.instant_at(earliest)),
+            None => tokio::time::Instant::now() + Duration::from_secs(86_400),
+        }
+    }
+
+    /// Hand claimable tasks of the phase to idle agents, up to the concurrency limit. A task
+    /// goes to an agent of its role; when no agent has that role, to any agent. A pending task
+    /// whose dependency failed can never run: it fails too (`last_error` names the dependency).
+    pub(super) fn schedule(&mut self, phase_idx: usize) -> Result<()> {
+        self.fail_blocked_tasks(phase_idx)?;
+        if self.recovery.pause.is_some() || self.recovery.stop.is_some() {
+            return Ok(());
+        }
+        loop {
+            let running = self.agents.iter().filter(|a| a.running.is_some()).count();
+            if running >= self.prepared.config.concurrency {
+                return Ok(());
+            }
+            let Some((agent_idx, task_idx)) = self.next_assignment(phase_idx) else {
+                return Ok(());
+            };
+            self.start_run(agent_idx, task_idx)?;
+        }
+    }
+
+    pub(super) fn fail_blocked_tasks(&mut self, phase_idx: usize) -> Result<()> {
+        while let Some((task_idx, dependency)) = self.board.next_blocked(phase_idx) {
+            self.board
+                .block(task_idx, &dependency, self.clock.session_secs());
+            let task_id = self.board.tasks[task_idx].spec.id.clone();
+            self.sync_task(task_idx)?;
+            self.event(
+                "task_blocked",
+                None,
+                None,
+                Some(&task_id),
+                serde_json::json!({"dependency": dependency}),
+            )?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn next_assignment(&self, phase_idx: usize) -> Option<(usize, usize)> {
+        let agents: Vec<AgentView<'_>> = self
+            .agents
+            .iter()
+            .map(|a| AgentView {
+                id: &a.id,
+                role: &a.role,
+                idle: a.running.is_none(),
+            })
+            .collect();
+        self.board
+            .next_assignment(phase_idx, self.clock.session_secs(), &agents)
+    }
+
+    /// The phase checks: the spec's build and test commands in `project/`, each bounded by
+    /// `[limits].max_test_runtime_min` (wall minutes: real commands are not time-scaled). Events
+    /// are still served meanwhile; a signal cancels the running check.
+    pub(super) async fn run_checks(&mut self, phase_idx: usize) -> Result<()> {
+        let phase = self.prepared.config.phases[phase_idx].name.clone();
+        let timeout =
+            Duration::from_secs_f64(self.prepared.config.raw.limits.max_test_runtime_min * 60.0);
+        let commands = self.prepared.spec.commands.clone();
+        let mut checks = vec![("build", commands.build), ("test", commands.test)];
+        if let Some(coverage) = commands.coverage {
+            checks.push(("coverage", coverage));
+        }
+        for (name, command) in checks {
+            let workspace = self.workspace.clone();
+            let phase_name = phase.clone();
+            let cancel = CancellationToken::new();
+            let cancel_for_check = cancel.clone();
+            let mut check = tokio::spawn(async move {
+                tokio::select! {
+                    row = eval::run_check(&phase_name, name, &command, &workspace, timeout) => Some(row),
+                    _ = cancel_for_check.cancelled() => None,
+                }
+            });
+            let row = loop {
+                tokio::select! {
+                    result = &mut check => break result.ok().flatten(),
+                    event = self.events_rx.recv() => {
+                        if let Some(event) = event {
+                            self.handle(event)?;
+                            if self.shutdown.is_some() {
+                                cancel.cancel();
+                            }
+                        }
+                    }
+                }
+            };
+            let Some(row) = row else { return Ok(()) };
+            self.store.insert_check(&row)?;
+            self.event(
+                "check",
+                None,
+                Some(&phase),
+                None,
+                serde_json::json!({"name": row.name, "passed": row.passed, "exit_code": row.exit_code, "wall_secs": row.wall_secs}),
+            )?;
+            tracing::info!(message = "phase check", phase = %phase, check = name, passed = row.passed, exit_code = ?row.exit_code, wall_secs = row.wall_secs);
+            if name == "coverage" {
+                // A measurement, not a gate: its figure or why there is none.
+                self.coverage = Some(match (row.passed, eval::parse_coverage(&row.output_tail)) {
+                    (true, Some(fraction)) => Figure::measured(fraction),
+                    (true, None) => Figure::missing(
+                        "the coverage command printed no percentage on its last line",
+                    ),
+                    (false, _) => Figure::missing(format!(
+                        "the coverage command failed (is its tool installed?): {}",
+                        eval::describe_check(&row)
+                    )),
+                });
+                self.phases[phase_idx].checks.push(row);
+                continue;
+            }
+            let message = format!("phase {phase} check failed: {}", eval::describe_check(&row));
+            self.check_result(name, row.passed, row.timed_out, &message)?;
+            self.phases[phase_idx].checks.push(row);
+        }
+        self.last_code_stats = Some(metrics::code_stats(&self.workspace));
+        Ok(())
+    }
+}

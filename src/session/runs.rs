@@ -1,0 +1,378 @@
+//! Agent runs: starting a run of a task (prompt, environment, process group), its end
+//! (outcome, board, recovery), stopping every run, and the prompt an agent gets.
+
+use super::*;
+
+impl Session {
+    pub(super) fn start_run(&mut self, agent_idx: usize, task_idx: usize) -> Result<()> {
+        let session_secs = self.clock.session_secs();
+        let config = &self.prepared.config;
+        let phase = &config.phases[self.board.tasks[task_idx].phase_idx];
+        let (attempt, handoff) =
+            self.board
+                .claim(task_idx, &self.agents[agent_idx].id, session_secs);
+        let task = &self.board.tasks[task_idx];
+        let agent = &self.agents[agent_idx];
+        let prompt_file = agent
+            .dir
+            .join("prompts")
+            .join(format!("{}.{attempt}.md", task.spec.id));
+        let mut prompt = compose_prompt(
+            &self.prepared.spec,
+            phase,
+            &agent.role,
+            &task.spec,
+            attempt,
+            task.last_error.as_deref(),
+        );
+        if let Some(handoff) = handoff {
+            prompt.push('\n');
+            prompt.push_str(&handoff);
+        }
+        std::fs::write(&prompt_file, prompt)?;
+        let model = config.model_name();
+        let mut env = agent::inherited_env();
+        env.extend(
+            config
+                .raw
+                .agents
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        let events_file = agent
+            .dir
+            .join("events.jsonl")
+            .to_string_lossy()
+            .into_owned();
+        env.extend(agent::agent_env(
+            &self.proxy_root,
+            &agent.key,
+            &model,
+            &agent.id,
+            &agent.role,
+            &task.spec.id,
+            &events_file,
+        ));
+        let workspace = self.workspace.to_string_lossy().into_owned();
+        let (program, args) = match &self.prepared.command_template {
+            // The running binary itself, even after it was rebuilt or replaced on disk
+            // (`current_exe` would name the deleted path).
+            None => (
+                PathBuf::from(SELF_EXE),
+                vec![
+                    "agent".to_string(),
+                    "--prompt-file".to_string(),
+                    prompt_file.to_string_lossy().into_owned(),
+                    "--max-iterations".to_string(),
+                    config.raw.agent.max_iterations.to_string(),
+                    "--role".to_string(),
+                    agent.role.clone(),
+                ],
+            ),
+            Some(template) => {
+                let base_url = format!("{}/v1", self.proxy_root);
+                let agent_config = agent
+                    .dir
+                    .join("selfware.toml")
+                    .to_string_lossy()
+                    .into_owned();
+                let vars = CommandVars {
+                    prompt_file: &prompt_file.to_string_lossy(),
+                    workspace: &workspace,
+                    model: &model,
+                    base_url: &base_url,
+                    agent_id: &agent.id,
+                    task_id: &task.spec.id,
+                    agent_config: &agent_config,
+                };
+                (
+                    "sh".into(),
+                    vec!["-c".to_string(), agent::render_command(template, &vars)],
+                )
+            }
+        };
+        let spec = LaunchSpec {
+            program,
+            args,
+            env,
+            cwd: self.workspace.clone(),
+            log_path: agent.dir.join("agent.log"),
+        };
+        let task_id = task.spec.id.clone();
+        let agent_id = agent.id.clone();
+        let phase_name = phase.name.clone();
+        let process = match local::spawn(&spec) {
+            Ok(process) => process,
+            Err(err) => {
+                // A failed start is an agent crash for the recovery table (restart, up to
+                // `[agents].max_task_attempts`), never a silently failed task.
+                let message = format!("agent start failed: {err:#}");
+                self.settle_failed_run(task_idx, &message);
+                if self.board.tasks[task_idx].state == TaskState::Failed {
+                    let message = format!("{message} (last of agents.max_task_attempts)");
+                    self.failure_without_action(
+                        FailureKind::AgentCrash,
+                        Some(agent_idx),
+                        Some(task_idx),
+                        &message,
+                        "failed",
+                    )?;
+                    self.settle_recoveries(task_idx)?;
+                } else {
+                    self.failure(
+                        FailureKind::AgentCrash,
+                        Some(agent_idx),
+                        Some(task_idx),
+                        &message,
+                    )?;
+                }
+                self.sync_task(task_idx)?;
+                return Ok(());
+            }
+        };
+        let pid = process.pid;
+        let run_id =
+            self.store
+                .insert_agent_run(&agent_id, &task_id, attempt, Some(pid), session_secs)?;
+        self.sync_task(task_idx)?;
+        self.store.set_agent_status(&agent_id, "running")?;
+        self.event(
+            "agent_started",
+            Some(&agent_id),
+            Some(&phase_name),
+            Some(&task_id),
+            serde_json::json!({"pid": pid, "pgid": pid, "attempt": attempt, "run_id": run_id}),
+        )?;
+        tracing::info!(message = "agent started", agent = %agent_id, task = %task_id, attempt, pid);
+        let stop = CancellationToken::new();
+        let timeout = self.clock.wall(config.raw.agent.step_timeout_secs);
+        let grace = Duration::from_secs_f64(config.raw.agents.stop_grace_secs);
+        let events = self.events_tx.clone();
+        let stop_for_task = stop.clone();
+        tokio::spawn(async move {
+            let outcome = local::supervise(process, timeout, grace, stop_for_task).await;
+            let _ = events
+                .send(Event::AgentRunEnded {
+                    agent_idx,
+                    task_idx,
+                    run_id,
+                    outcome,
+                })
+                .await;
+        });
+        let slot = &mut self.agents[agent_idx];
+        slot.runs += 1;
+        slot.running = Some(Running {
+            task_idx,
+            attempt,
+            stop,
+            pgid: pid,
+            ended_by: None,
+            oom_kills_at_start: recover::cgroup_oom_kills(),
+            done_claimed: false,
+        });
+        slot.last_activity = Some(now());
+        slot.active = Instant::now();
+        slot.log_len = std::fs::metadata(slot.dir.join("agent.log"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        Ok(())
+    }
+
+    /// A run that did not finish its task: back to the board, or failed after
+    /// `[agents].max_task_attempts` runs.
+    pub(super) fn settle_failed_run(&mut self, task_idx: usize, message: &str) {
+        let max = self.prepared.config.raw.agents.max_task_attempts;
+        let now = self.clock.session_secs();
+        self.board.settle_failed_run(task_idx, message, max, now);
+    }
+
+    pub(super) fn sync_task(&self, task_idx: usize) -> Result<()> {
+        let t = &self.board.tasks[task_idx];
+        self.store.update_task(
+            &t.spec.id,
+            t.state.as_str(),
+            t.attempts,
+            t.agent_id.as_deref(),
+            t.claimed_session_secs,
+            t.finished_session_secs,
+            t.last_error.as_deref(),
+        )
+    }
+
+    pub(super) fn run_ended(
+        &mut self,
+        agent_idx: usize,
+        task_idx: usize,
+        run_id: i64,
+        outcome: RunOutcome,
+    ) -> Result<()> {
+        let session_secs = self.clock.session_secs();
+        // Tool calls the run reported in its events file count for its task: read them while
+        // the run is still the agent's current one. Nothing here may keep the run from ending.
+        if let Err(err) = self.drain_events_file(agent_idx) {
+            tracing::error!(message = "cannot count an agent's reported tool calls", agent = %self.agents[agent_idx].id, error = %format!("{err:#}"));
+        }
+        let (ended_by, oom_kills_at_start, done_claimed) =
+            match self.agents[agent_idx].running.take() {
+                Some(running) => (
+                    running.ended_by,
+                    running.oom_kills_at_start,
+                    running.done_claimed,
+                ),
+                None => (None, None, false),
+            };
+        let outcome_word = match (outcome.end, outcome.succeeded()) {
+            (_, true) => "finished",
+            // Stopped because the agent reported its task done (`POST /api/agent/task_done`).
+            (RunEnd::Stopped, _) if done_claimed => "finished",
+            (RunEnd::Exited, false) => "exited_nonzero",
+            (RunEnd::TimedOut, _) => "step_timeout",
+            (RunEnd::Stopped, _) => "stopped",
+        };
+        self.store.end_agent_run(
+            run_id,
+            session_secs,
+            outcome.exit_code,
+            outcome.signal,
+            outcome_word,
+        )?;
+        let agent_id = self.agents[agent_idx].id.clone();
+        let task_id = self.board.tasks[task_idx].spec.id.clone();
+        let phase = self.prepared.config.phases[self.board.tasks[task_idx].phase_idx]
+            .name
+            .clone();
+        self.store.set_agent_status(&agent_id, "idle")?;
+        self.event(
+            "agent_exited",
+            Some(&agent_id),
+            Some(&phase),
+            Some(&task_id),
+            serde_json::json!({"outcome": outcome, "result": outcome_word}),
+        )?;
+        tracing::info!(message = "agent exited", agent = %agent_id, task = %task_id, result = outcome_word, code = ?outcome.exit_code, signal = ?outcome.signal);
+        match outcome_word {
+            "finished" => {
+                let task = &mut self.board.tasks[task_idx];
+                task.state = TaskState::Done;
+                task.finished_session_secs = Some(session_secs);
+                task.last_error = None;
+                self.agents[agent_idx].tasks_done += 1;
+                self.success_seen();
+                self.settle_recoveries(task_idx)?;
+            }
+            "stopped" if ended_by.is_none() => {
+                // Stopped by megatest (phase end, shutdown): not the agent's failure.
+                let task = &mut self.board.tasks[task_idx];
+                task.state = TaskState::Pending;
+                task.last_error = Some("stopped by megatest before it finished".into());
+            }
+            word => {
+                self.run_failed(
+                    agent_idx,
+                    task_idx,
+                    word,
+                    &outcome,
+                    ended_by,
+                    oom_kills_at_start,
+                )?;
+            }
+        }
+        self.sync_task(task_idx)
+    }
+
+    /// Stop every running agent and process events until all their runs have ended. A second
+    /// signal meanwhile SIGKILLs every group at once.
+    pub(super) async fn stop_all_agents(&mut self) {
+        for agent in &self.agents {
+            if let Some(running) = &agent.running {
+                running.stop.cancel();
+            }
+        }
+        while self.agents.iter().any(|a| a.running.is_some()) {
+            match self.events_rx.recv().await {
+                Some(event) => {
+                    let ended = match &event {
+                        Event::AgentRunEnded { agent_idx, .. } => Some(*agent_idx),
+                        _ => None,
+                    };
+                    if let Err(err) = self.handle(event) {
+                        tracing::error!(message = "event while stopping agents failed", error = %format!("{err:#}"));
+                    }
+                    // A run that ended is over even when recording its end failed: waiting
+                    // for it again would wait for ever.
+                    if let Some(agent_idx) = ended {
+                        if let Some(agent) = self.agents.get_mut(agent_idx) {
+                            agent.running = None;
+                        }
+                    }
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Start a graceful stop: agents' runs are stopped, the loop ends, the report follows.
+    pub(super) fn begin_shutdown(&mut self, signal: ShutdownSignal) -> Result<()> {
+        tracing::warn!(message = "stopping gracefully", cause = signal.name());
+        self.shutdown = Some(signal);
+        self.event(
+            "signal",
+            None,
+            None,
+            None,
+            serde_json::json!({"signal": signal.name()}),
+        )?;
+        if self.recovery.pause.is_some() {
+            self.unpause("stop")?;
+        }
+        for agent in &self.agents {
+            if let Some(running) = &agent.running {
+                running.stop.cancel();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The prompt of one task run: project, role, phase objectives, requirements, contract, task.
+pub(super) fn compose_prompt(
+    spec: &ProjectSpec,
+    phase: &crate::config::PhasePlan,
+    role: &str,
+    task: &TaskSpec,
+    attempt: u32,
+    last_error: Option<&str>,
+) -> String {
+    let mut out = format!(
+        "# {} — {} phase — task {}\n\nYou are the **{role}** of a team building {}: {}\n\n## Your task: {}\n\n{}\n",
+        spec.name, phase.name, task.id, spec.name, spec.description, task.title, task.prompt.trim()
+    );
+    if attempt > 1 {
+        out.push_str(&format!(
+            "\nThis is attempt {attempt}. The previous run ended with: {}\n",
+            last_error.unwrap_or("unknown")
+        ));
+    }
+    if !phase.objectives.is_empty() {
+        out.push_str("\n## Phase objectives\n\n");
+        for objective in &phase.objectives {
+            out.push_str(&format!("- {objective}\n"));
+        }
+    }
+    let contract = spec.doc("CONTRACT.md");
+    if !contract.is_empty() {
+        out.push_str(&format!(
+            "\n## Interface contract (must hold)\n\n{contract}\n"
+        ));
+    }
+    let requirements = spec.doc("REQUIREMENTS.md");
+    if !requirements.is_empty() {
+        out.push_str(&format!("\n## Requirements\n\n{requirements}\n"));
+    }
+    out.push_str(
+        "\nWork in the current directory (the project workspace). Finish when your task is done.\n",
+    );
+    out
+}
