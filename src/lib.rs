@@ -6,6 +6,9 @@
 //! [`proxy`] (the metered model endpoint) → [`eval`] / [`metrics`] / [`report`] (what the session
 //! measured) → [`store`] (`session.db`). [`cli`] is the thin edge.
 
+// A panic in the daemon loses a session: library code returns errors instead (tests may unwrap).
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod agent;
 pub mod api;
 pub mod backend;

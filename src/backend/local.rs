@@ -113,7 +113,10 @@ pub fn spawn(spec: &LaunchSpec) -> Result<AgentProcess> {
         .spawn()
         .with_context(|| format!("start {}", spec.program.display()))?;
     let pid = child.id().context("agent exited before its pid was read")?;
-    LIVE_GROUPS.lock().unwrap().insert(pid as i32);
+    LIVE_GROUPS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(pid as i32);
     Ok(AgentProcess { pid, child })
 }
 
@@ -133,7 +136,10 @@ pub async fn supervise(
         _ = stop.cancelled() => (RunEnd::Stopped, stop_group(&mut process, grace).await),
     };
     let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-    LIVE_GROUPS.lock().unwrap().remove(&pgid);
+    LIVE_GROUPS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&pgid);
     RunOutcome {
         end,
         exit_code: status.and_then(|s| s.code()),

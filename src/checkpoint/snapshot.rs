@@ -99,7 +99,9 @@ impl ObjectStore {
         if path.is_file() {
             return Ok(None);
         }
-        std::fs::create_dir_all(path.parent().unwrap())?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, bytes).with_context(|| format!("write object {}", tmp.display()))?;
         std::fs::rename(&tmp, &path)?;
@@ -339,22 +341,28 @@ fn walk(
                     let name = relative.to_string_lossy().replace('\\', "/");
                     let meta = std::fs::symlink_metadata(&path)
                         .with_context(|| format!("stat {}", path.display()))?;
-                    found.lock().unwrap().push((name, path, meta));
+                    found
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((name, path, meta));
                     Ok(())
                 });
                 match outcome {
                     Ok(()) => ignore::WalkState::Continue,
                     Err(err) => {
-                        failure.lock().unwrap().get_or_insert(err);
+                        failure
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(err);
                         ignore::WalkState::Quit
                     }
                 }
             })
         });
-    if let Some(err) = failure.into_inner().unwrap() {
+    if let Some(err) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(err).with_context(|| format!("walk {}", workspace.display()));
     }
-    let mut found = found.into_inner().unwrap();
+    let mut found = found.into_inner().unwrap_or_else(|p| p.into_inner());
     found.sort_by_cached_key(|entry| walk_key(&entry.0));
     // Phase 2, in walk order: the stat cache, reading and storing what changed.
     for (name, path, meta) in found {

@@ -276,7 +276,7 @@ impl Upstream {
                 all.push(fallback.clone());
             }
         }
-        let health = self.health.lock().unwrap();
+        let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let warm: Vec<String> = all
             .iter()
@@ -298,7 +298,7 @@ impl Upstream {
     /// Record the outcome of an attempt on `model`; returns true when this failure put the
     /// model into cooldown.
     pub fn record(&self, model: &str, ok: bool) -> bool {
-        let mut health = self.health.lock().unwrap();
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let entry = health.entry(model.to_string()).or_default();
         if ok {
             *entry = ModelHealth::default();

@@ -299,6 +299,12 @@ impl Session {
         )?;
         let mut session = session;
         session.chaos_fired_before()?;
+        session.restore_recovery_state()?;
+        let word = session.status_word();
+        write_atomic(
+            &session.dir().join("status"),
+            format!("{word}\n").as_bytes(),
+        )?;
         Ok((session, downtime_wall_secs))
     }
 

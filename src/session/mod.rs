@@ -579,6 +579,15 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Replace the `status` file with `word` off the session task (in order with the metrics
+    /// files; the end of the session writes its final word synchronously).
+    pub(super) fn set_status_file(&self, word: &str) {
+        self.metrics_writer
+            .replace(&self.dir().join("status"), format!("{word}\n").into_bytes());
+    }
+}
+
 /// Log a failed step of the session's end; the end goes on (see [`Session::run`]).
 pub(super) fn log_end_step(what: &str, result: Result<()>) {
     if let Err(err) = result {

@@ -88,12 +88,19 @@ impl Session {
                 tokio::select! {
                     event = self.events_rx.recv() => {
                         if let Some(event) = event {
+                            let hot = matches!(event, Event::ModelCall { .. } | Event::Admit { .. } | Event::Authenticate { .. });
                             if matches!(event, Event::ModelCall { .. }) {
                                 // Let the proxy put the answer on the wire before this commit.
                                 tokio::task::yield_now().await;
                             }
                             let handled = self.handle(event);
                             self.recoverable(handled)?;
+                            if !hot {
+                                // Model calls change the recovery state rarely; the metrics
+                                // tick saves what they changed.
+                                let saved = self.save_recovery_state();
+                                self.recoverable(saved)?;
+                            }
                         }
                     }
                     _ = tokio::time::sleep_until(wakeup) => {}
@@ -103,6 +110,8 @@ impl Session {
                     _ = watchdog_tick.tick() => {
                         let checked = self.watchdog();
                         self.recoverable(checked)?;
+                        let saved = self.save_recovery_state();
+                        self.recoverable(saved)?;
                     }
                     _ = tokio::time::sleep_until(deadline) => break "time_up",
                     _ = checkpoint_tick.tick() => {
@@ -112,8 +121,11 @@ impl Session {
                     }
                     _ = metrics_tick.tick() => {
                         for agent_idx in 0..self.agents.len() {
-                            self.drain_events_file(agent_idx)?;
+                            let drained = self.drain_events_file(agent_idx);
+                            self.recoverable(drained)?;
                         }
+                        let saved = self.save_recovery_state();
+                        self.recoverable(saved)?;
                         let saved = self.save_budgets();
                         self.recoverable(saved)?;
                         if let Err(err) = self.spool.truncate_if_settled() {
@@ -343,7 +355,12 @@ impl Session {
             self.check_result(name, row.passed, row.timed_out, &message)?;
             self.phases[phase_idx].checks.push(row);
         }
-        self.last_code_stats = Some(metrics::code_stats(&self.workspace));
+        // tokei walks the whole workspace: on the blocking pool, not the session task.
+        let workspace = self.workspace.clone();
+        match tokio::task::spawn_blocking(move || metrics::code_stats(&workspace)).await {
+            Ok(stats) => self.last_code_stats = Some(stats),
+            Err(err) => tracing::warn!(message = "code statistics failed", error = %err),
+        }
         Ok(())
     }
 }

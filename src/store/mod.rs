@@ -249,6 +249,14 @@ CREATE INDEX events_kind ON events(kind);
     r#"
 ALTER TABLE agents ADD COLUMN events_offset INTEGER NOT NULL DEFAULT 0;
 "#,
+    // The session's recovery state (open recoveries, escalations, a pause, the tasks' recovery
+    // fields) as one JSON document, like the budget state: a resume needs only session.db.
+    r#"
+CREATE TABLE recovery_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    state TEXT NOT NULL
+);
+"#,
 ];
 
 /// What `megatest sessions` / `status` read of a session without opening it for writing.
@@ -903,6 +911,27 @@ impl Store {
             ],
         )?;
         Ok(())
+    }
+
+    /// Replace the persisted recovery state (JSON of `session::recover::RecoveryRecord`).
+    pub fn save_recovery_state(&self, state: &str) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO recovery_state (id, state) VALUES (1, ?1)
+                 ON CONFLICT(id) DO UPDATE SET state = excluded.state",
+            )?
+            .execute(params![state])?;
+        Ok(())
+    }
+
+    /// The persisted recovery state, if one was saved.
+    pub fn recovery_state(&self) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT state FROM recovery_state WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?)
     }
 
     /// Replace the persisted budget state (JSON of `budget::Budgets`).

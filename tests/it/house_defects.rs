@@ -395,3 +395,79 @@ fn defect_9_unauthenticated_requests_are_counted_and_sampled() {
         .unwrap_or(0);
     assert_eq!(wal, 0, "the WAL was left at {wal} bytes");
 }
+
+fn api_of(session: &Path) -> (String, String) {
+    let read = |name: &str| {
+        std::fs::read_to_string(session.join(name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    (read("api.addr"), read("api.token"))
+}
+
+#[test]
+fn defect_5_an_open_escalation_survives_kill_9_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    // The first run crashes; the rule escalates and holds the task for an operator.
+    let command = "if [ -e .crashed-$MEGATEST_TASK_ID ]; then exit 0; fi; touch .crashed-$MEGATEST_TASK_ID; exit 3";
+    let extra = "[[error_handling.rules]]\nkind = \"agent_crash\"\nseverity = \"critical\"\naction = \"escalate\"\n\n[recovery]\nescalation_timeout_minutes = 600\n";
+    let config = command_config(dir.path(), SIM, command, &[], extra);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("max_task_attempts = 1", "max_task_attempts = 3");
+    std::fs::write(&config, text).unwrap();
+    let mut run = run_command(
+        &config,
+        &runs,
+        &["--session-id", "d5", "--time-scale", "60"],
+        &[],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let session = runs.join("d5");
+    assert!(wait_for(Duration::from_secs(30), || status_word(&session)
+        == "escalated"));
+    // Saved on the next tick at the latest.
+    assert!(wait_for(Duration::from_secs(10), || count(
+        &session,
+        "SELECT COUNT(*) FROM recovery_state WHERE state LIKE '%\"escalations\":[{%'"
+    ) == 1));
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let (old_addr, _) = api_of(&session);
+    let mut resumed = megatest()
+        .arg("resume")
+        .arg(&session)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The resumed daemon (its own API address) is escalated too.
+    assert!(wait_for(Duration::from_secs(30), || api_of(&session).0 != old_addr));
+    assert_eq!(status_word(&session), "escalated");
+    let (addr, token) = api_of(&session);
+    let (status, body) = crate::control::http(&addr, "GET", "/api/escalations", Some(&token), None);
+    assert_eq!(status, 200, "{body}");
+    let open: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(open.as_array().unwrap().len(), 1, "{open}");
+    let id = open[0]["recovery_id"].as_i64().unwrap();
+    let (status, body) = crate::control::http(
+        &addr,
+        "POST",
+        &format!("/api/escalations/{id}/decision"),
+        Some(&token),
+        Some(br#"{"decision": "continue"}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let code = exit_within(&mut resumed, Duration::from_secs(60)).flatten();
+    assert!(matches!(code, Some(0 | 1)), "exit {code:?}");
+    let outcome = count(
+        &session,
+        &format!("SELECT COUNT(*) FROM recoveries WHERE id = {id} AND outcome = 'escalated'"),
+    );
+    assert_eq!(outcome, 1);
+}

@@ -9,6 +9,7 @@
 mod alerts;
 mod chaos;
 mod pause;
+mod persist;
 mod probes;
 mod watchdog;
 pub(in crate::session) use probes::*;
@@ -62,6 +63,8 @@ pub(super) struct RecoveryState {
     /// the session is rolled back to it (or the previous valid one) and continues.
     pub restore: Option<(i64, u32)>,
     notifier: Notifier,
+    /// The JSON last saved to `recovery_state` (see [`persist`]).
+    saved: String,
 }
 
 /// A paused session (`pause_and_alert`).
@@ -134,6 +137,7 @@ impl RecoveryState {
                 memory_pressure: false,
                 system: sysinfo::System::new(),
                 notifier: Notifier::new(&config.raw.notifications),
+                saved: String::new(),
             },
             paused_rx,
         ))

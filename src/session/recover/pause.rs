@@ -68,7 +68,7 @@ impl Session {
         groups: Vec<i32>,
         mut data: serde_json::Value,
     ) -> Result<()> {
-        let _ = crate::fsutil::write_atomic(&self.dir().join("status"), b"paused\n");
+        self.set_status_file("paused");
         data["stopped_groups"] = serde_json::json!(groups);
         self.recovery.pause = Some(Pause {
             recovery_id,
@@ -106,7 +106,7 @@ impl Session {
             self.recovery.reserve =
                 make_reserve(self.dir(), disk_limits(&self.prepared.config, self.dir()).1);
         }
-        let _ = crate::fsutil::write_atomic(&self.dir().join("status"), b"running\n");
+        self.set_status_file("running");
         self.recovery.consecutive_errors = 0;
         if let Some(id) = pause.recovery_id {
             self.resolve(id, "recovered", pause.checks.max(1))?;
@@ -150,7 +150,7 @@ impl Session {
             task_idx,
             deadline_session_secs: self.clock.session_secs() + timeout,
         });
-        let _ = crate::fsutil::write_atomic(&self.dir().join("status"), b"escalated\n");
+        self.set_status_file("escalated");
         self.event(
             "escalation",
             None,
@@ -223,7 +223,7 @@ impl Session {
                 escalation.kind.as_str()
             ));
         } else if self.recovery.escalations.is_empty() && self.recovery.pause.is_none() {
-            let _ = crate::fsutil::write_atomic(&self.dir().join("status"), b"running\n");
+            self.set_status_file("running");
         }
         Ok(serde_json::json!({"recovery_id": recovery_id, "decision": decision}))
     }

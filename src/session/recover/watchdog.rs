@@ -59,7 +59,7 @@ impl Session {
                     escalation.recovery_id
                 ));
             } else if self.recovery.escalations.is_empty() {
-                let _ = crate::fsutil::write_atomic(&self.dir().join("status"), b"running\n");
+                self.set_status_file("running");
             }
         }
         // Idle agents.
