@@ -27,6 +27,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Replace `path` with `bytes` atomically for readers (temp file, rename) but without the
+/// fsyncs: cheap enough for the session task; after a crash the file may hold the old
+/// content. For files whose truth lives elsewhere (the `status` word; `session.db` has it).
+pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().context("path has no parent directory")?;
+    let name = path
+        .file_name()
+        .context("path has no file name")?
+        .to_string_lossy();
+    let tmp = dir.join(format!(".{name}.partial"));
+    std::fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
+    Ok(())
+}
+
 /// [`write_atomic`] of pretty JSON with a trailing newline.
 pub fn write_json_atomic(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(value)?;

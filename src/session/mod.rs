@@ -580,11 +580,14 @@ impl Session {
 }
 
 impl Session {
-    /// Replace the `status` file with `word` off the session task (in order with the metrics
-    /// files; the end of the session writes its final word synchronously).
+    /// Replace the `status` file with `word`: atomic for readers, without fsyncs (cheap on
+    /// the session task; `session.db` holds the truth, and the end of the session writes its
+    /// final word durably).
     pub(super) fn set_status_file(&self, word: &str) {
-        self.metrics_writer
-            .replace(&self.dir().join("status"), format!("{word}\n").into_bytes());
+        let path = self.dir().join("status");
+        if let Err(err) = crate::fsutil::replace_file(&path, format!("{word}\n").as_bytes()) {
+            tracing::warn!(message = "cannot write the status file", error = %format!("{err:#}"));
+        }
     }
 }
 

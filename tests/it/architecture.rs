@@ -193,11 +193,7 @@ fn architecture_top_level_modules_have_no_import_cycles() {
 
 /// Files still over the size line, with the most lines they may have: debt being paid down,
 /// never allowed to grow. A file leaves this list when it is split.
-const OVERSIZE_DEBT: &[(&str, usize)] = &[
-    ("src/proxy/mod.rs", 1320),
-    ("src/store/mod.rs", 1400),
-    ("src/config/mod.rs", 1030),
-];
+const OVERSIZE_DEBT: &[(&str, usize)] = &[("src/proxy/mod.rs", 870)];
 
 /// The size past which a source file is a sign of mixed responsibilities.
 const MAX_LINES: usize = 800;
