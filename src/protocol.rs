@@ -197,6 +197,28 @@ pub enum Event {
     Api(ApiRequest),
     /// The metrics sampler's measurements (taken off the session task).
     Sampled(Box<crate::metrics::Sample>),
+    /// A phase check finished (None: it was cancelled by a stop).
+    CheckFinished(Box<Option<crate::store::CheckRow>>),
+    /// A timer of the session fired.
+    Tick(Tick),
+}
+
+/// The session's timers (see `session::ticks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    /// `[monitoring].health_check_interval`: drain agents' events files, save the budget and
+    /// recovery state, checkpoint the WAL, sample metrics, verify the newest checkpoint.
+    Metrics,
+    /// `[checkpoint].interval_minutes`: a checkpoint is due.
+    Checkpoint,
+    /// `[monitoring].metrics_export_interval`: write the metrics files.
+    Export,
+    /// The watchdog: idle agents, disk, escalation deadlines, chaos, a pause's cause.
+    Watchdog,
+    /// A task held back by a recovery backoff may start now.
+    Backoff,
+    /// The current phase's time box is over.
+    TimeBox,
 }
 
 /// Why the session refused a control request. The control API maps each variant to its HTTP

@@ -124,6 +124,8 @@ impl Session {
             api: None,
             api_shutdown: CancellationToken::new(),
             rejections: rejections::Rejections::default(),
+            ticks: None,
+            mode: ticks::Mode::Running,
             budgets,
             spool,
             budget_exhaustion_logged: false,

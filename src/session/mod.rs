@@ -22,6 +22,7 @@ mod recover;
 pub mod rejections;
 mod reporting;
 mod runs;
+mod ticks;
 mod watch;
 
 use crate::agent::{self, CommandVars};
@@ -311,6 +312,10 @@ pub struct Session {
     api_shutdown: CancellationToken,
     /// Requests with an unknown agent key: counted, sampled into `events`.
     rejections: rejections::Rejections,
+    /// The periodic timers (from the first phase on).
+    ticks: Option<ticks::Ticks>,
+    /// What the session is doing (which ticks apply).
+    mode: ticks::Mode,
 }
 
 impl Session {
@@ -524,6 +529,11 @@ impl Session {
             Event::StatusRequest => self.write_status()?,
             Event::Reload => self.reload()?,
             Event::Api(request) => self.api(request)?,
+            Event::Tick(tick) => self.on_tick(tick)?,
+            Event::CheckFinished(_) => {
+                // Only a phase check's own wait expects it; a stray one (a check cancelled
+                // after its wait ended) has nothing to change.
+            }
             Event::Sampled(sample) => {
                 self.sampling = false;
                 self.last_code_stats = Some(sample.code.clone());

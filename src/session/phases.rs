@@ -2,32 +2,11 @@
 //! phase ends and the phase checks (the spec's build and test commands).
 
 use super::*;
+use crate::protocol::Tick;
 
 impl Session {
     pub(super) async fn run_phases(&mut self) -> Result<Ending> {
-        let metrics_every = self
-            .clock
-            .wall(self.prepared.config.raw.monitoring.health_check_interval)
-            .max(MIN_METRICS_INTERVAL);
-        let mut metrics_tick = tokio::time::interval(metrics_every);
-        let checkpoint_every = self
-            .clock
-            .wall(self.prepared.config.raw.checkpoint.interval_minutes * 60.0);
-        let mut checkpoint_tick = tokio::time::interval_at(
-            tokio::time::Instant::now() + checkpoint_every,
-            checkpoint_every,
-        );
-        checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let export_every = self
-            .clock
-            .wall(self.prepared.config.raw.monitoring.metrics_export_interval)
-            .max(MIN_METRICS_INTERVAL);
-        let mut export_tick = tokio::time::interval(export_every);
-        export_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut watchdog_tick =
-            tokio::time::interval(recover::watchdog_period(&self.prepared.config));
-        watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.ticks = Some(ticks::Ticks::new(&self.prepared.config, &self.clock));
         for phase_idx in 0..self.prepared.config.phases.len() {
             let plan = self.prepared.config.phases[phase_idx].clone();
             if self.phases[phase_idx].ended.is_some() {
@@ -85,73 +64,26 @@ impl Session {
                     break "tasks_done";
                 }
                 let wakeup = self.next_not_before(phase_idx);
-                tokio::select! {
-                    event = self.events_rx.recv() => {
-                        if let Some(event) = event {
-                            let hot = matches!(event, Event::ModelCall { .. } | Event::Admit { .. } | Event::Authenticate { .. });
-                            if matches!(event, Event::ModelCall { .. }) {
-                                // Let the proxy put the answer on the wire before this commit.
-                                tokio::task::yield_now().await;
-                            }
-                            let handled = self.handle(event);
-                            self.recoverable(handled)?;
-                            if !hot {
-                                // Model calls change the recovery state rarely; the metrics
-                                // tick saves what they changed.
-                                let saved = self.save_recovery_state();
-                                self.recoverable(saved)?;
-                            }
-                        }
-                    }
-                    _ = tokio::time::sleep_until(wakeup) => {}
-                    _ = export_tick.tick() => {
-                        self.write_metrics(self.status_word());
-                    }
-                    _ = watchdog_tick.tick() => {
-                        let checked = self.watchdog();
-                        self.recoverable(checked)?;
-                        let saved = self.save_recovery_state();
-                        self.recoverable(saved)?;
-                    }
-                    _ = tokio::time::sleep_until(deadline) => break "time_up",
-                    _ = checkpoint_tick.tick() => {
-                        if self.prepared.config.raw.checkpoint.enabled {
-                            self.checkpoint_due.get_or_insert("interval");
-                        }
-                    }
-                    _ = metrics_tick.tick() => {
-                        for agent_idx in 0..self.agents.len() {
-                            let drained = self.drain_events_file(agent_idx);
-                            self.recoverable(drained)?;
-                        }
-                        let saved = self.save_recovery_state();
-                        self.recoverable(saved)?;
-                        let saved = self.save_budgets();
-                        self.recoverable(saved)?;
-                        if let Err(err) = self.spool.truncate_if_settled() {
-                            tracing::warn!(message = "cannot empty the ledger spool", error = %format!("{err:#}"));
-                        }
-                        self.store.checkpoint_wal();
-                        self.start_sample();
-                        let verified = self.verify_latest_checkpoint();
-                        self.recoverable(verified)?;
-                        let memory = self.check_memory();
-                        self.recoverable(memory)?;
-                    }
+                match self.next_event(Some(wakeup), Some(deadline)).await {
+                    Event::Tick(Tick::TimeBox) => break "time_up",
+                    event => self.dispatch(event).await?,
                 }
             };
             if because == "recovery_stop" {
                 self.stop_all_agents().await;
+                self.mode = ticks::Mode::Running;
                 self.end_phase(phase_idx, because)?;
                 let message = self.recovery.stop.clone().unwrap_or_default();
                 return Ok(Ending::RecoveryStop(message));
             }
             self.stop_all_agents().await;
             if let Some(signal) = self.shutdown {
+                self.mode = ticks::Mode::Running;
                 self.end_phase(phase_idx, "interrupted")?;
                 return Ok(Ending::Interrupted(signal));
             }
             self.run_checks(phase_idx).await?;
+            self.mode = ticks::Mode::Running;
             if let Some(signal) = self.shutdown {
                 self.end_phase(phase_idx, "interrupted")?;
                 return Ok(Ending::Interrupted(signal));
@@ -307,21 +239,23 @@ impl Session {
             let phase_name = phase.clone();
             let cancel = CancellationToken::new();
             let cancel_for_check = cancel.clone();
-            let mut check = tokio::spawn(async move {
-                tokio::select! {
+            let events = self.events_tx.clone();
+            // The check runs on its own task; its result comes back as an event.
+            tokio::spawn(async move {
+                let row = tokio::select! {
                     row = eval::run_check(&phase_name, name, &command, &workspace, timeout) => Some(row),
                     _ = cancel_for_check.cancelled() => None,
-                }
+                };
+                let _ = events.send(Event::CheckFinished(Box::new(row))).await;
             });
+            self.mode = ticks::Mode::Checking;
             let row = loop {
-                tokio::select! {
-                    result = &mut check => break result.ok().flatten(),
-                    event = self.events_rx.recv() => {
-                        if let Some(event) = event {
-                            self.handle(event)?;
-                            if self.shutdown.is_some() {
-                                cancel.cancel();
-                            }
+                match self.next_event(None, None).await {
+                    Event::CheckFinished(row) => break *row,
+                    event => {
+                        self.dispatch(event).await?;
+                        if self.shutdown.is_some() {
+                            cancel.cancel();
                         }
                     }
                 }

@@ -290,25 +290,22 @@ impl Session {
                 running.stop.cancel();
             }
         }
+        self.mode = super::ticks::Mode::Stopping;
         while self.agents.iter().any(|a| a.running.is_some()) {
-            match self.events_rx.recv().await {
-                Some(event) => {
-                    let ended = match &event {
-                        Event::AgentRunEnded { agent_idx, .. } => Some(*agent_idx),
-                        _ => None,
-                    };
-                    if let Err(err) = self.handle(event) {
-                        tracing::error!(message = "event while stopping agents failed", error = %format!("{err:#}"));
-                    }
-                    // A run that ended is over even when recording its end failed: waiting
-                    // for it again would wait for ever.
-                    if let Some(agent_idx) = ended {
-                        if let Some(agent) = self.agents.get_mut(agent_idx) {
-                            agent.running = None;
-                        }
-                    }
+            let event = self.next_event(None, None).await;
+            let ended = match &event {
+                Event::AgentRunEnded { agent_idx, .. } => Some(*agent_idx),
+                _ => None,
+            };
+            if let Err(err) = self.handle(event) {
+                tracing::error!(message = "event while stopping agents failed", error = %format!("{err:#}"));
+            }
+            // A run that ended is over even when recording its end failed: waiting for it
+            // again would wait for ever.
+            if let Some(agent_idx) = ended {
+                if let Some(agent) = self.agents.get_mut(agent_idx) {
+                    agent.running = None;
                 }
-                None => break,
             }
         }
     }
