@@ -7,6 +7,12 @@ use std::path::Path;
 /// Replace `path` with `bytes` atomically: a reader sees the old or the new content, never a
 /// mix, and after return the new content survives a crash.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace(path, bytes, true)
+}
+
+/// Write `bytes` to a temp file beside `path` (fsynced when `durable`), rename it over `path`,
+/// and fsync the directory when `durable`.
+fn replace(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let dir = path.parent().context("path has no parent directory")?;
     let name = path
         .file_name()
@@ -18,11 +24,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
         file.write_all(bytes)
             .with_context(|| format!("write {}", tmp.display()))?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
     }
     std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
-    if let Ok(dir_handle) = std::fs::File::open(dir) {
-        let _ = dir_handle.sync_all();
+    if durable {
+        if let Ok(dir_handle) = std::fs::File::open(dir) {
+            let _ = dir_handle.sync_all();
+        }
     }
     Ok(())
 }
@@ -31,15 +41,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// fsyncs: cheap enough for the session task; after a crash the file may hold the old
 /// content. For files whose truth lives elsewhere (the `status` word; `session.db` has it).
 pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().context("path has no parent directory")?;
-    let name = path
-        .file_name()
-        .context("path has no file name")?
-        .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.partial"));
-    std::fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
-    Ok(())
+    replace(path, bytes, false)
 }
 
 /// [`write_atomic`] of pretty JSON with a trailing newline.

@@ -112,19 +112,22 @@ pub fn events_after(db: &Path, after: i64, limit: u32) -> Result<Vec<EventRow>> 
         "SELECT seq, at, session_secs, kind, agent_id, phase, task_id, data FROM events
          WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![after, limit], |r| {
-        Ok(EventRow {
-            id: r.get(0)?,
-            at: r.get(1)?,
-            session_secs: r.get(2)?,
-            kind: r.get(3)?,
-            agent_id: r.get(4)?,
-            phase: r.get(5)?,
-            task_id: r.get(6)?,
-            data: r.get(7)?,
-        })
-    })?;
+    let rows = stmt.query_map(params![after, limit], event_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// An [`EventRow`] from `SELECT seq, at, session_secs, kind, agent_id, phase, task_id, data`.
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+    Ok(EventRow {
+        id: r.get(0)?,
+        at: r.get(1)?,
+        session_secs: r.get(2)?,
+        kind: r.get(3)?,
+        agent_id: r.get(4)?,
+        phase: r.get(5)?,
+        task_id: r.get(6)?,
+        data: r.get(7)?,
+    })
 }
 
 /// One failure and what the recovery table did about it (`final_report.json` `recoveries`).

@@ -223,18 +223,7 @@ impl Store {
             "SELECT seq, at, session_secs, kind, agent_id, phase, task_id, data FROM events
              WHERE kind = ?1 ORDER BY seq",
         )?;
-        let rows = stmt.query_map(params![kind], |r| {
-            Ok(EventRow {
-                id: r.get(0)?,
-                at: r.get(1)?,
-                session_secs: r.get(2)?,
-                kind: r.get(3)?,
-                agent_id: r.get(4)?,
-                phase: r.get(5)?,
-                task_id: r.get(6)?,
-                data: r.get(7)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![kind], super::event_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -154,6 +154,18 @@ impl Session {
         task_idx: Option<usize>,
         message: &str,
     ) -> Result<()> {
+        let decision = self.record_and_decide(kind, agent_idx, task_idx, message)?;
+        self.act(kind, decision, agent_idx, task_idx, message)
+    }
+
+    /// Record a failure as an error event and decide it by the recovery table.
+    fn record_and_decide(
+        &mut self,
+        kind: FailureKind,
+        agent_idx: Option<usize>,
+        task_idx: Option<usize>,
+        message: &str,
+    ) -> Result<Decision> {
         let agent_id = agent_idx.map(|a| self.agents[a].id.clone());
         let task_id = task_idx.map(|t| self.board.tasks[t].spec.id.clone());
         self.record_error(
@@ -162,8 +174,7 @@ impl Session {
             task_id.as_deref(),
             message,
         )?;
-        let decision = self.recovery.table().decide(kind, message);
-        self.act(kind, decision, agent_idx, task_idx, message)
+        Ok(self.recovery.table().decide(kind, message))
     }
 
     /// A failure that gets no action: recorded as an error and as a `recoveries` row that is
@@ -177,15 +188,7 @@ impl Session {
         message: &str,
         outcome: &str,
     ) -> Result<()> {
-        let agent_id = agent_idx.map(|a| self.agents[a].id.clone());
-        let task_id = task_idx.map(|t| self.board.tasks[t].spec.id.clone());
-        self.record_error(
-            kind.as_str(),
-            agent_id.as_deref(),
-            task_id.as_deref(),
-            message,
-        )?;
-        let decision = self.recovery.table().decide(kind, message);
+        let decision = self.record_and_decide(kind, agent_idx, task_idx, message)?;
         let id = self.open_recovery(kind, &decision, agent_idx, task_idx, message)?;
         self.resolve(id, outcome, 0)
     }
