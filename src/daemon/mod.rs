@@ -31,14 +31,27 @@ pub fn resume(dir: &Path) -> Result<i32> {
     }
 }
 
+/// Checkpoint restores (`restore_checkpoint` recoveries) one daemon carries out before it stops.
+pub const MAX_RESTORES: u32 = 5;
+
 /// Drive the session; when it stopped for a checkpoint restore (already rolled back), resume
 /// it from `session.db` in the same process, as often as that happens.
 fn run_loop(mut prepared: session::Prepared, mut reopen: bool) -> Result<i32> {
+    let mut restores = 0;
     loop {
         let dir = prepared.dir.clone();
         let end = drive(prepared, reopen)?;
         if !end.resume {
             return Ok(end.exit_code);
+        }
+        restores += 1;
+        if restores > MAX_RESTORES {
+            // A session that keeps rolling back makes no progress: stop, resumable by hand.
+            crate::console::say(format_args!(
+                "megatest: session {} was restored {MAX_RESTORES} times by this daemon; stopping (exit 3); `megatest resume` continues it",
+                dir.display()
+            ));
+            return Ok(3);
         }
         crate::console::say(format_args!(
             "megatest: continuing session {} from the restored checkpoint",

@@ -448,6 +448,14 @@ impl Session {
         }
         tracing::info!(message = "session ended", status, exit_code, because = %because);
         let resume = self.restore_after_stop()?;
+        // What this run decided — a stop, a restore, a pause — ended with it: a resumed run
+        // (after a restore, or by `megatest resume`) starts from the board, not from these.
+        self.recovery.stop = None;
+        self.recovery.restore = None;
+        self.recovery.pause = None;
+        if let Err(err) = self.save_recovery_state() {
+            tracing::warn!(message = "cannot save the recovery state", error = %format!("{err:#}"));
+        }
         Ok(SessionEnd { exit_code, resume })
     }
 
