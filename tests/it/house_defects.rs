@@ -16,6 +16,17 @@ fn spawn_run(config: &Path, runs: &Path, id: &str, envs: &[(&str, &str)]) -> Chi
         .unwrap()
 }
 
+/// `megatest resume SESSION`, started, output discarded.
+fn spawn_resume(session: &Path) -> Child {
+    megatest()
+        .arg("resume")
+        .arg(session)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn status_word(session: &Path) -> String {
     std::fs::read_to_string(session.join("status"))
         .unwrap_or_default()
@@ -91,13 +102,7 @@ fn defect_1_events_file_tool_calls_are_counted_once_after_resume() {
     run.kill().unwrap();
     run.wait().unwrap();
     let before = events_file_lines(&session);
-    let mut resumed = megatest()
-        .arg("resume")
-        .arg(&session)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut resumed = spawn_resume(&session);
     // The resumed daemon counts its own runs' lines and must not count the old ones again.
     assert!(
         wait_for(Duration::from_secs(30), || events_file_lines(&session)
@@ -312,13 +317,7 @@ fn defect_8_resume_kills_group_members_whose_leader_exited() {
     assert!(!orphans.is_empty());
     std::thread::sleep(Duration::from_millis(3500));
     assert!(orphans.iter().all(|pid| alive(*pid)));
-    let mut resumed = megatest()
-        .arg("resume")
-        .arg(&session)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut resumed = spawn_resume(&session);
     let gone = wait_for(Duration::from_secs(20), || {
         orphans.iter().all(|pid| !alive(*pid))
     });
@@ -439,13 +438,7 @@ fn defect_5_an_open_escalation_survives_kill_9_and_resume() {
     run.kill().unwrap();
     run.wait().unwrap();
     let (old_addr, _) = api_of(&session);
-    let mut resumed = megatest()
-        .arg("resume")
-        .arg(&session)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut resumed = spawn_resume(&session);
     // The resumed daemon (its own API address) is escalated too.
     assert!(wait_for(Duration::from_secs(30), || api_of(&session).0 != old_addr));
     assert_eq!(status_word(&session), "escalated");
