@@ -1,7 +1,7 @@
 //! The closed set of inputs to the session task. Everything that can change session state
 //! arrives as one [`Event`]; the session task is the only writer of that state.
 
-use crate::backend::local::RunOutcome;
+use crate::backend::RunOutcome;
 use crate::store::spool::SpooledCall;
 use tokio::sync::oneshot;
 

@@ -11,13 +11,14 @@
 //! Architecture invariant: every live process group is in a process-wide registry;
 //! [`kill_all_groups`] (called on every exit path of `megatest run`, panics included) SIGKILLs them.
 
-use anyhow::{Context, Result};
+use super::{
+    AgentBackend, AgentGroup, LaunchSpec, RunEnd, RunLimits, RunOutcome, StartError, StartedRun,
+};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -26,63 +27,79 @@ pub const NOFILE_LIMIT: u64 = 4096;
 
 static LIVE_GROUPS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 
-/// What to start.
-#[derive(Debug, Clone)]
-pub struct LaunchSpec {
-    pub program: PathBuf,
-    pub args: Vec<String>,
-    /// The complete environment (the process inherits nothing else).
-    pub env: Vec<(String, String)>,
-    pub cwd: PathBuf,
-    /// stdout and stderr are appended here.
-    pub log_path: PathBuf,
-}
-
 /// A started agent process; its pid is also its process group id.
 #[derive(Debug)]
 pub struct AgentProcess {
+    /// The leader's pid (= the process group id).
     pub pid: u32,
     child: tokio::process::Child,
 }
 
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunEnd {
-    /// The leader exited by itself.
-    Exited,
-    /// The step timeout passed and the group was stopped.
-    TimedOut,
-    /// megatest asked it to stop (phase end, shutdown).
-    Stopped,
+/// The local backend: runs are child processes, each the leader of its own process group.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalBackend;
+
+impl AgentBackend for LocalBackend {
+    fn start(
+        &self,
+        spec: &LaunchSpec,
+        limits: RunLimits,
+        stop: CancellationToken,
+    ) -> Result<StartedRun, StartError> {
+        let process = spawn(spec)?;
+        let group: Arc<dyn AgentGroup> = Arc::new(LocalGroup(process.pid));
+        let ended = Box::pin(supervise(process, limits.timeout, limits.grace, stop));
+        Ok(StartedRun { group, ended })
+    }
+
+    fn group(&self, id: u32) -> Arc<dyn AgentGroup> {
+        Arc::new(LocalGroup(id))
+    }
+
+    fn kill_all(&self) -> usize {
+        kill_all_groups()
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct RunOutcome {
-    pub end: RunEnd,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-}
+/// A local process group, named by its id (the leader's pid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalGroup(pub u32);
 
-impl RunOutcome {
-    /// True when the leader exited by itself with status 0.
-    pub fn succeeded(&self) -> bool {
-        self.end == RunEnd::Exited && self.exit_code == Some(0)
+impl AgentGroup for LocalGroup {
+    fn id(&self) -> u32 {
+        self.0
+    }
+    fn freeze(&self) -> bool {
+        signal_group(self.0 as i32, Signal::SIGSTOP)
+    }
+    fn thaw(&self) -> bool {
+        signal_group(self.0 as i32, Signal::SIGCONT)
+    }
+    fn is_frozen(&self) -> bool {
+        process_stopped(self.0 as i32)
+    }
+    fn kill(&self) -> bool {
+        kill_group(self.0 as i32)
     }
 }
 
 /// Start `spec` as the leader of a new process group and register the group.
 ///
 /// Errors: the log file cannot be opened, or the program cannot be started.
-pub fn spawn(spec: &LaunchSpec) -> Result<AgentProcess> {
+pub fn spawn(spec: &LaunchSpec) -> Result<AgentProcess, StartError> {
+    let log_error = |source| StartError::LogFile {
+        path: spec.log_path.clone(),
+        source,
+    };
     if let Some(parent) = spec.log_path.parent() {
-        std::fs::create_dir_all(parent)?;
+        std::fs::create_dir_all(parent).map_err(log_error)?;
     }
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&spec.log_path)
-        .with_context(|| format!("open agent log {}", spec.log_path.display()))?;
+        .map_err(log_error)?;
+    let log_out = log.try_clone().map_err(log_error)?;
     let mut command = tokio::process::Command::new(&spec.program);
     command
         .args(&spec.args)
@@ -90,7 +107,7 @@ pub fn spawn(spec: &LaunchSpec) -> Result<AgentProcess> {
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&spec.cwd)
         .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
+        .stdout(log_out)
         .stderr(log)
         .process_group(0)
         .kill_on_drop(true);
@@ -109,10 +126,11 @@ pub fn spawn(spec: &LaunchSpec) -> Result<AgentProcess> {
             Ok(())
         });
     }
-    let child = command
-        .spawn()
-        .with_context(|| format!("start {}", spec.program.display()))?;
-    let pid = child.id().context("agent exited before its pid was read")?;
+    let child = command.spawn().map_err(|source| StartError::Spawn {
+        program: spec.program.clone(),
+        source,
+    })?;
+    let pid = child.id().ok_or(StartError::NoPid)?;
     LIVE_GROUPS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -168,16 +186,6 @@ async fn stop_group(
 /// caller's own group or every process. True when the signal was delivered.
 fn signal_group(pgid: i32, signal: Signal) -> bool {
     pgid > 1 && killpg(Pid::from_raw(pgid), signal).is_ok()
-}
-
-/// Freeze an agent's (or a check's) process group: SIGSTOP. True when it was sent.
-pub fn freeze_group(pgid: i32) -> bool {
-    signal_group(pgid, Signal::SIGSTOP)
-}
-
-/// Continue a frozen process group: SIGCONT.
-pub fn thaw_group(pgid: i32) -> bool {
-    signal_group(pgid, Signal::SIGCONT)
 }
 
 /// Kill a process group at once: SIGKILL (SIGCONT first, so a frozen group dies too).
@@ -382,6 +390,45 @@ mod tests {
             !crate::backend::local::tests::alive(pid),
             "grandchild {pid} survived"
         );
+    }
+
+    #[tokio::test]
+    async fn a_group_handle_freezes_thaws_and_kills_its_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = RunLimits {
+            timeout: Duration::from_secs(30),
+            grace: Duration::from_millis(200),
+        };
+        let started = LocalBackend
+            .start(&sh("sleep 30", dir.path()), limits, CancellationToken::new())
+            .unwrap();
+        let group = started.group.clone();
+        assert!(group.freeze());
+        for _ in 0..50 {
+            if group.is_frozen() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(group.is_frozen());
+        assert!(group.thaw());
+        // A handle re-attached by id reaches the same group.
+        assert!(LocalBackend.group(group.id()).kill());
+        let outcome = started.ended.await;
+        assert_eq!(outcome.end, RunEnd::Exited);
+        assert_eq!(outcome.signal, Some(libc_sigkill()));
+    }
+
+    #[test]
+    fn a_failed_start_is_a_typed_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = sh("true", dir.path());
+        spec.program = dir.path().join("no-such-program");
+        let err = spawn(&spec).unwrap_err();
+        assert!(matches!(err, StartError::Spawn { .. }), "{err}");
+        spec.log_path = dir.path().join("agent.log/under/a/file");
+        std::fs::write(dir.path().join("agent.log"), "").unwrap();
+        assert!(matches!(spawn(&spec).unwrap_err(), StartError::LogFile { .. }));
     }
 
     fn libc_sigkill() -> i32 {

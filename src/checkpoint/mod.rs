@@ -12,11 +12,13 @@
 //! bounded time ([`FREEZE_LIMIT`]), then continues them (SIGCONT); a snapshot that outlasts the
 //! bound finishes with the agents running and is marked `consistent: false`.
 
+pub mod document;
 pub mod restore;
 
 pub mod snapshot;
 
 use anyhow::{Context, Result};
+pub use document::{CheckpointDocument, HANDOFF_NOTES};
 use serde::Serialize;
 use serde_json::Value;
 use snapshot::{ObjectStore, SnapshotStats, StatCache};
@@ -90,35 +92,31 @@ impl Checkpointer {
         Ok(Some(stats))
     }
 
-    /// [`Checkpointer::write`] `content`, then record its row in `session.db`; returns the row.
-    #[allow(clippy::too_many_arguments)]
+    /// [`Checkpointer::write`] `document`, then record its row in `session.db`; returns the row.
+    ///
+    /// Errors: the file cannot be written, or the row cannot be inserted.
     pub fn write_recorded(
         &mut self,
         store: &crate::store::Store,
-        content: Value,
-        trigger: &str,
-        session_secs: f64,
-        manifest: String,
-        stats: &SnapshotStats,
-        consistent: bool,
-        frozen_ms: f64,
+        document: &CheckpointDocument,
     ) -> Result<crate::store::CheckpointRow> {
-        let (seq, path, sha256) = self.write(content)?;
+        let (seq, path, sha256) = self.write(serde_json::to_value(document)?)?;
+        let fs = &document.file_system_state;
         let row = crate::store::CheckpointRow {
             seq,
             at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            session_secs,
-            trigger: trigger.to_string(),
+            session_secs: document.session_secs,
+            trigger: document.trigger.clone(),
             path: path.display().to_string(),
             sha256,
             parent: (seq > 1).then(|| seq - 1),
-            manifest,
-            files: stats.files,
-            bytes: stats.bytes,
-            new_objects: stats.new_objects,
-            new_bytes: stats.new_bytes,
-            consistent,
-            frozen_ms,
+            manifest: fs.manifest.clone(),
+            files: fs.files,
+            bytes: fs.bytes,
+            new_objects: fs.new_objects,
+            new_bytes: fs.new_bytes,
+            consistent: fs.consistent,
+            frozen_ms: fs.frozen_ms,
         };
         store.insert_checkpoint(&row)?;
         Ok(row)
@@ -297,44 +295,6 @@ pub fn git_head(workspace: &Path) -> Option<String> {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-}
-
-/// A checkpoint's `working_memory`: the agents' notes (`note` events), per agent id, oldest
-/// first: `{"agent-1": [{"seq", "at", "session_secs", "task_id", "text"}]}`.
-pub fn working_memory(notes: &[crate::store::EventRow]) -> serde_json::Value {
-    let mut memory = serde_json::Map::new();
-    for note in notes {
-        let agent = note.agent_id.clone().unwrap_or_default();
-        let entry = memory
-            .entry(agent)
-            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
-        if let serde_json::Value::Array(list) = entry {
-            list.push(note_json(note));
-        }
-    }
-    serde_json::Value::Object(memory)
-}
-
-/// An agent's notes for its `handoff_notes` (the newest [`HANDOFF_NOTES`]).
-pub fn notes_of(notes: &[crate::store::EventRow], agent_id: &str) -> Vec<serde_json::Value> {
-    let mine: Vec<&crate::store::EventRow> = notes
-        .iter()
-        .filter(|n| n.agent_id.as_deref() == Some(agent_id))
-        .collect();
-    let skip = mine.len().saturating_sub(HANDOFF_NOTES);
-    mine.into_iter().skip(skip).map(note_json).collect()
-}
-
-/// Notes kept per agent in `handoff_notes`.
-pub const HANDOFF_NOTES: usize = 20;
-
-fn note_json(note: &crate::store::EventRow) -> serde_json::Value {
-    let text = serde_json::from_str::<serde_json::Value>(&note.data)
-        .ok()
-        .and_then(|d| d["text"].as_str().map(String::from))
-        .unwrap_or_default();
-    serde_json::json!({"seq": note.id, "at": note.at, "session_secs": note.session_secs,
-        "task_id": note.task_id, "text": text})
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! the workspace exactly, roll the task board and phases back. The ledger, events and budgets
 //! are append-only and stay. Returns a typed [`Rollback`]; printing is the caller's.
 
-use super::{inspect, snapshot, Checkpointer};
+use super::document::{AgentState, FileSystemState, Parts};
+use super::{inspect, snapshot, CheckpointDocument, Checkpointer};
 use crate::store::Store;
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -105,21 +106,29 @@ pub fn roll_back(dir: &Path, wanted: u32) -> Result<Rollback> {
     let used = chosen.sequence;
     // Keep what is being rolled away: a checkpoint of the current state first.
     let before = checkpoint_before_rollback(dir)?;
-    let content: serde_json::Value = serde_json::from_slice(&std::fs::read(&chosen.path)?)?;
-    let manifest = content["file_system_state"]["manifest"]
-        .as_str()
-        .context("checkpoint without a manifest")?;
+    let document: CheckpointDocument = serde_json::from_slice(&std::fs::read(&chosen.path)?)
+        .with_context(|| format!("read {}", chosen.path.display()))?;
     let objects = snapshot::ObjectStore::open(&checkpoints_dir.join("objects"))?;
-    let restored = snapshot::restore(&dir.join("project"), &objects, manifest)?;
+    let restored = snapshot::restore(
+        &dir.join("project"),
+        &objects,
+        &document.file_system_state.manifest,
+    )?;
     let mut db = Store::open(&dir.join("session.db"))?;
     let now_secs = db.last_session_secs()?;
-    db.rollback_to_checkpoint(&content, now_secs)?;
+    db.rollback_to_checkpoint(
+        &document.task_board,
+        document.phase.as_deref(),
+        document.session_secs,
+        document.at_phase_end(),
+        now_secs,
+    )?;
     let data = serde_json::json!({
         "sequence": used,
         "checkpoint_before": before,
         "requested": wanted,
-        "checkpoint_trigger": content["trigger"],
-        "checkpoint_session_secs": content["session_secs"],
+        "checkpoint_trigger": document.trigger,
+        "checkpoint_session_secs": document.session_secs,
         "files_written": restored.written,
         "files_removed": restored.removed,
         "not_restorable": restored.not_restorable,
@@ -129,7 +138,7 @@ pub fn roll_back(dir: &Path, wanted: u32) -> Result<Rollback> {
         now_secs,
         "checkpoint_restored",
         None,
-        content["phase"].as_str(),
+        document.phase.as_deref(),
         None,
         &data,
     )?;
@@ -152,50 +161,27 @@ fn checkpoint_before_rollback(dir: &Path) -> Result<u32> {
     let db = Store::open(&dir.join("session.db"))?;
     let mut checkpointer = Checkpointer::open(&dir.join("checkpoints"))?;
     let (manifest, stats) = checkpointer.snapshot(&dir.join("project"))?;
-    let task_board: Vec<serde_json::Value> = db
-        .tasks()?
-        .into_iter()
-        .map(|t| {
-            serde_json::json!({"id": t.id, "phase": t.phase, "role": t.role, "state": t.state,
-                "attempts": t.attempts, "agent_id": t.agent_id, "last_error": t.last_error})
-        })
-        .collect();
     let notes = db.events_of_kind("note")?;
-    let agent_states: Vec<serde_json::Value> = db
+    let agents = db
         .agents()?
         .into_iter()
-        .map(|a| {
-            let handoff_notes = super::notes_of(&notes, &a.id);
-            serde_json::json!({"id": a.id, "role": a.role, "status": "stopped",
-                "current_task": null, "process_ids": [], "handoff_notes": handoff_notes})
-        })
+        .map(|a| AgentState::stopped(&a.id, &a.role))
         .collect();
-    let session_secs = db.last_session_secs()?;
-    let content = serde_json::json!({
-        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "session_id": db.session_origin()?.id,
-        "trigger": "before_restore",
-        "phase": db.open_phase_name()?,
-        "session_secs": session_secs,
-        "agent_states": agent_states,
-        "working_memory": super::working_memory(&notes),
-        "file_system_state": {"manifest": manifest, "files": stats.files, "bytes": stats.bytes,
-            "new_objects": stats.new_objects, "new_bytes": stats.new_bytes, "consistent": true},
-        "test_results": [],
-        "metrics": null,
-        "git_commit": null,
-        "task_board": task_board,
-        "budgets": db.budget_state()?,
+    let session_id = db.session_origin()?.id;
+    let document = CheckpointDocument::build(Parts {
+        session_id: &session_id,
+        trigger: "before_restore",
+        phase: db.open_phase_name()?,
+        session_secs: db.last_session_secs()?,
+        wall_secs: None,
+        agents,
+        notes: &notes,
+        file_system_state: FileSystemState::of(&manifest, &stats, true, 0.0),
+        test_results: Vec::new(),
+        metrics: None,
+        git_commit: None,
+        task_board: db.tasks()?.into_iter().map(Into::into).collect(),
+        budgets: db.budget_state()?.unwrap_or_default(),
     });
-    let row = checkpointer.write_recorded(
-        &db,
-        content,
-        "before_restore",
-        session_secs,
-        manifest,
-        &stats,
-        true,
-        0.0,
-    )?;
-    Ok(row.seq)
+    Ok(checkpointer.write_recorded(&db, &document)?.seq)
 }

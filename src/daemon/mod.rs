@@ -6,7 +6,6 @@
 
 pub mod progress;
 
-use crate::backend::local;
 use crate::config::Overrides;
 use crate::protocol::{Event, ShutdownSignal};
 use crate::session::{self, Session};
@@ -166,13 +165,16 @@ fn drive(prepared: session::Prepared, reopen: bool) -> Result<session::SessionEn
         .build()?;
     // Last resort: a panic anywhere still takes every agent process group down with it.
     let default_hook = std::panic::take_hook();
+    let agent_backend = prepared.agent_backend.clone();
+    let backend_on_panic = agent_backend.clone();
     std::panic::set_hook(Box::new(move |info| {
-        local::kill_all_groups();
+        backend_on_panic.kill_all();
         default_hook(info);
     }));
     // The session runs as a task on the worker thread, not on the `block_on` thread: a proxy
     // handler's round trip to the session (Admit, ModelCall) then stays on that one thread
     // instead of waking another (measured: ~0.1 ms less added latency per call).
+    let backend_at_end = agent_backend.clone();
     let session_task = runtime.spawn(async move {
         let signals = install_signals();
         let session = if reopen {
@@ -205,13 +207,13 @@ fn drive(prepared: session::Prepared, reopen: bool) -> Result<session::SessionEn
         let code = session.run().await;
         progress_stop.cancel();
         let _ = progress.await;
-        local::kill_all_groups();
+        backend_at_end.kill_all();
         code
     });
     let end = runtime
         .block_on(session_task)
         .unwrap_or_else(|join| Err(anyhow::anyhow!("session task failed: {join}")));
-    local::kill_all_groups();
+    agent_backend.kill_all();
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     end
 }

@@ -2,6 +2,9 @@
 //! a snapshot (off the session task), the checkpoint document, the store's size limit.
 
 use super::*;
+use crate::checkpoint::document::{AgentState, FileSystemState, Parts};
+use crate::checkpoint::CheckpointDocument;
+use crate::store::BoardEntry;
 
 impl Session {
     /// Count a model call's or agent report's tool calls and tokens toward the checkpoint
@@ -28,13 +31,12 @@ impl Session {
             return Ok(());
         };
         // Groups stopped already (a pause, a hang) stay stopped: only those frozen here continue.
-        let groups: Vec<i32> = self
+        let groups: Vec<Arc<dyn AgentGroup>> = self
             .agents
             .iter()
             .filter_map(|a| a.running.as_ref())
-            .filter(|r| !local::process_stopped(r.pgid as i32))
-            .map(|r| r.pgid as i32)
-            .filter(|group| local::freeze_group(*group))
+            .filter(|r| !r.group.is_frozen() && r.group.freeze())
+            .map(|r| r.group.clone())
             .collect();
         let frozen = Instant::now();
         let workspace = self.workspace.clone();
@@ -53,38 +55,26 @@ impl Session {
             Ok(joined) => (joined, true),
             Err(_) => {
                 for group in &groups {
-                    local::thaw_group(*group);
+                    group.thaw();
                 }
                 tracing::warn!(message = "snapshot outlasted the freeze limit: agents continued; checkpoint marked inconsistent");
                 (job.await, false)
             }
         };
         for group in &groups {
-            local::thaw_group(*group);
+            group.thaw();
         }
         let frozen_ms = frozen.elapsed().as_secs_f64() * 1000.0;
         let (checkpointer, result, git_commit) = joined.context("the snapshot task panicked")?;
         self.checkpointer = Some(checkpointer);
         let (manifest, stats) = result?;
-        let content = self.checkpoint_content(
+        let document = self.checkpoint_document(
             trigger,
-            &manifest,
-            &stats,
-            (consistent, frozen_ms),
+            FileSystemState::of(&manifest, &stats, consistent, frozen_ms),
             git_commit,
         )?;
         let checkpointer = self.checkpointer.as_mut().expect("put back above");
-        let session_secs = self.clock.session_secs();
-        let row = checkpointer.write_recorded(
-            &self.store,
-            content,
-            trigger,
-            session_secs,
-            manifest,
-            &stats,
-            consistent,
-            frozen_ms,
-        )?;
+        let row = checkpointer.write_recorded(&self.store, &document)?;
         let seq = row.seq;
         let phase = self
             .current_phase
@@ -140,73 +130,72 @@ impl Session {
         Ok(())
     }
 
-    /// The seed's `SessionCheckpoint` fields plus megatest's (trigger, task board, budgets).
-    pub(super) fn checkpoint_content(
+    /// This session's view for [`CheckpointDocument::build`]: agents with their runs and
+    /// metered totals, the last phase's checks, the current metrics, the board, the budgets.
+    pub(super) fn checkpoint_document(
         &mut self,
         trigger: &str,
-        manifest: &str,
-        stats: &crate::checkpoint::snapshot::SnapshotStats,
-        (consistent, frozen_ms): (bool, f64),
+        file_system_state: FileSystemState,
         git_commit: Option<String>,
-    ) -> Result<serde_json::Value> {
+    ) -> Result<CheckpointDocument> {
         let notes = self.store.events_of_kind("note")?;
-        let agent_states: Vec<serde_json::Value> = self
+        let agents = self
             .agents
             .iter()
             .map(|a| {
                 let totals = self.store.ledger_totals(Some(&a.id)).unwrap_or_default();
-                serde_json::json!({
-                    "id": a.id,
-                    "role": a.role,
-                    "status": if a.running.is_some() { "running" } else { "idle" },
-                    "current_task": a.running.as_ref().map(|r| self.board.tasks[r.task_idx].spec.id.clone()),
-                    "attempt": a.running.as_ref().map(|r| r.attempt),
-                    "tokens": totals.total_tokens,
-                    "tool_calls": totals.tool_calls,
-                    "last_activity": a.last_activity,
-                    "process_ids": a.running.as_ref().map(|r| vec![r.pgid]).unwrap_or_default(),
-                    "process_group": a.running.as_ref().map(|r| r.pgid),
-                    "handoff_notes": crate::checkpoint::notes_of(&notes, &a.id),
-                })
+                let mut state = AgentState::stopped(&a.id, &a.role);
+                state.status = if a.running.is_some() { "running" } else { "idle" }.into();
+                state.current_task = a
+                    .running
+                    .as_ref()
+                    .map(|r| self.board.tasks[r.task_idx].spec.id.clone());
+                state.attempt = a.running.as_ref().map(|r| r.attempt);
+                state.tokens = Some(totals.total_tokens);
+                state.tool_calls = Some(totals.tool_calls);
+                state.last_activity = a.last_activity.clone();
+                state.process_group = a.running.as_ref().map(|r| r.group.id());
+                state.process_ids = state.process_group.into_iter().collect();
+                state
             })
             .collect();
-        let test_results: Vec<&CheckRow> = self
+        let test_results = self
             .phases
             .iter()
             .rev()
             .find(|p| !p.checks.is_empty())
-            .map(|p| p.checks.iter().collect())
+            .map(|p| p.checks.clone())
             .unwrap_or_default();
-        Ok(serde_json::json!({
-            "timestamp": now(),
-            "session_id": self.id(),
-            "trigger": trigger,
-            "phase": self.current_phase.map(|p| self.prepared.config.phases[p].name.clone()),
-            "session_secs": self.clock.session_secs(),
-            "wall_secs": self.clock.wall_secs(),
-            "agent_states": agent_states,
-            "working_memory": crate::checkpoint::working_memory(&notes),
-            "file_system_state": {
-                "manifest": manifest,
-                "files": stats.files,
-                "dirs": stats.dirs,
-                "symlinks": stats.symlinks,
-                "bytes": stats.bytes,
-                "new_objects": stats.new_objects,
-                "new_bytes": stats.new_bytes,
-                "cache_hits": stats.cache_hits,
-                "not_stored": stats.not_stored,
-                "consistent": consistent,
-                "frozen_ms": frozen_ms,
-            },
-            "test_results": test_results,
-            "metrics": self.current_metrics("running"),
-            "git_commit": git_commit,
-            "task_board": self.board.tasks.iter().map(|t| serde_json::json!({
-                "id": t.spec.id, "phase": t.spec.phase, "role": t.spec.role, "state": t.state.as_str(),
-                "attempts": t.attempts, "agent_id": t.agent_id, "last_error": t.last_error,
-            })).collect::<Vec<_>>(),
-            "budgets": self.budgets,
+        let task_board = self
+            .board
+            .tasks
+            .iter()
+            .map(|t| BoardEntry {
+                id: t.spec.id.clone(),
+                phase: t.spec.phase.clone(),
+                role: t.spec.role.clone(),
+                state: t.state.as_str().to_string(),
+                attempts: t.attempts,
+                agent_id: t.agent_id.clone(),
+                last_error: t.last_error.clone(),
+            })
+            .collect();
+        Ok(CheckpointDocument::build(Parts {
+            session_id: self.id(),
+            trigger,
+            phase: self
+                .current_phase
+                .map(|p| self.prepared.config.phases[p].name.clone()),
+            session_secs: self.clock.session_secs(),
+            wall_secs: Some(self.clock.wall_secs()),
+            agents,
+            notes: &notes,
+            file_system_state,
+            test_results,
+            metrics: Some(serde_json::to_value(self.current_metrics("running"))?),
+            git_commit,
+            task_board,
+            budgets: serde_json::to_value(&self.budgets)?,
         }))
     }
 }

@@ -31,7 +31,7 @@ impl Session {
                     "status": if a.running.is_some() { "running" } else { "idle" },
                     "task": a.running.as_ref().map(|r| self.board.tasks[r.task_idx].spec.id.clone()),
                     "attempt": a.running.as_ref().map(|r| r.attempt),
-                    "pid": a.running.as_ref().map(|r| r.pgid),
+                    "pid": a.running.as_ref().map(|r| r.group.id()),
                     "last_activity": a.last_activity,
                     "idle_wall_secs": a.active.elapsed().as_secs_f64(),
                     "calls_in_flight": a.calls_in_flight,

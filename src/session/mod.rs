@@ -26,7 +26,7 @@ mod ticks;
 mod watch;
 
 use crate::agent::{self, CommandVars};
-use crate::backend::local::{self, LaunchSpec, RunEnd, RunOutcome};
+use crate::backend::{AgentBackend, AgentGroup, LaunchSpec, RunEnd, RunLimits, RunOutcome};
 use crate::budget::{self, Admission, BudgetSignal, Budgets};
 use crate::clock::SessionClock;
 use crate::config::raw::{AgentKind, NotifyEvent, Provider, RecoveryAction, Severity};
@@ -86,6 +86,8 @@ pub struct Prepared {
     pub overrides: crate::config::Overrides,
     /// The control API's socket, bound before anything is written (taken by `Session::run`).
     pub api_listener: Option<std::net::TcpListener>,
+    /// Where agent runs execute (local process groups unless the daemon chooses another).
+    pub agent_backend: Arc<dyn AgentBackend>,
 }
 
 /// Check that a session can start, without writing anything.
@@ -187,6 +189,7 @@ fn prepare_in(
     let api_listener =
         Some(crate::api::bind(&api.address, api.allow_non_loopback).map_err(PrepareError)?);
     Ok(Prepared {
+        agent_backend: Arc::new(crate::backend::local::LocalBackend),
         api_listener,
         overrides: overrides.clone(),
         config,
@@ -204,8 +207,8 @@ struct Running {
     task_idx: usize,
     attempt: u32,
     stop: CancellationToken,
-    /// Process group of the run (its leader's pid).
-    pgid: u32,
+    /// The run's processes (the backend's handle; locally the process group).
+    group: Arc<dyn AgentGroup>,
     /// Set when megatest stops the run for a recovery (hang, compress and retry).
     ended_by: Option<(FailureKind, RecoveryAction, String)>,
     /// The cgroup's OOM-kill count when the run started.
@@ -524,7 +527,7 @@ impl Session {
             Event::Signal(signal) => {
                 if self.shutdown.is_some() {
                     // A second signal: stop now.
-                    let killed = local::kill_all_groups();
+                    let killed = self.prepared.agent_backend.kill_all();
                     tracing::warn!(
                         message = "second signal: killing all agent process groups now",
                         signal = signal.name(),

@@ -19,7 +19,7 @@ impl Session {
         let agents: Vec<(String, u32)> = self
             .agents
             .iter()
-            .filter_map(|a| a.running.as_ref().map(|r| (a.id.clone(), r.pgid)))
+            .filter_map(|a| a.running.as_ref().map(|r| (a.id.clone(), r.group.id())))
             .collect();
         let events = self.events_tx.clone();
         tokio::task::spawn_blocking(move || {

@@ -102,8 +102,17 @@ impl Session {
         let task_id = task.spec.id.clone();
         let agent_id = agent.id.clone();
         let phase_name = phase.name.clone();
-        let process = match local::spawn(&spec) {
-            Ok(process) => process,
+        let stop = CancellationToken::new();
+        let limits = RunLimits {
+            timeout: self.clock.wall(config.raw.agent.step_timeout_secs),
+            grace: Duration::from_secs_f64(config.raw.agents.stop_grace_secs),
+        };
+        let started = match self
+            .prepared
+            .agent_backend
+            .start(&spec, limits, stop.clone())
+        {
+            Ok(started) => started,
             Err(err) => {
                 // A failed start is an agent crash for the recovery table (restart, up to
                 // `[agents].max_task_attempts`), never a silently failed task.
@@ -131,7 +140,7 @@ impl Session {
                 return Ok(());
             }
         };
-        let pid = process.pid;
+        let pid = started.group.id();
         let run_id =
             self.store
                 .insert_agent_run(&agent_id, &task_id, attempt, Some(pid), session_secs)?;
@@ -145,13 +154,10 @@ impl Session {
             serde_json::json!({"pid": pid, "pgid": pid, "attempt": attempt, "run_id": run_id}),
         )?;
         tracing::info!(message = "agent started", agent = %agent_id, task = %task_id, attempt, pid);
-        let stop = CancellationToken::new();
-        let timeout = self.clock.wall(config.raw.agent.step_timeout_secs);
-        let grace = Duration::from_secs_f64(config.raw.agents.stop_grace_secs);
         let events = self.events_tx.clone();
-        let stop_for_task = stop.clone();
+        let ended = started.ended;
         tokio::spawn(async move {
-            let outcome = local::supervise(process, timeout, grace, stop_for_task).await;
+            let outcome = ended.await;
             let _ = events
                 .send(Event::AgentRunEnded {
                     agent_idx,
@@ -167,7 +173,7 @@ impl Session {
             task_idx,
             attempt,
             stop,
-            pgid: pid,
+            group: started.group,
             ended_by: None,
             oom_kills_at_start: recover::cgroup_oom_kills(),
             done_claimed: false,

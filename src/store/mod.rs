@@ -25,7 +25,7 @@ mod rollback;
 mod schema;
 pub mod spool;
 
-pub use reads::{is_sqlite_full, AgentRecord, PhaseRecord, RunCounts, TaskRecord};
+pub use reads::{is_sqlite_full, AgentRecord, BoardEntry, PhaseRecord, RunCounts, TaskRecord};
 
 /// A thread with its own connection that runs PASSIVE WAL checkpoints when woken; failures
 /// are logged, never fatal (the WAL stays valid). It ends when the [`Store`] is dropped.
@@ -233,7 +233,7 @@ pub struct LedgerTotals {
 }
 
 /// One phase check's result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct CheckRow {
     pub phase: String,
     pub name: String,

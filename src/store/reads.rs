@@ -4,6 +4,7 @@
 use super::{CheckRow, CheckpointRow, EventRow, Store};
 use anyhow::Result;
 use rusqlite::params;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// One agent as recorded.
@@ -28,6 +29,41 @@ pub struct TaskRecord {
     pub claimed_session_secs: Option<f64>,
     pub finished_session_secs: Option<f64>,
     pub last_error: Option<String>,
+}
+
+/// A task as a checkpoint's `task_board` holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BoardEntry {
+    /// The task's id.
+    pub id: String,
+    /// Its phase's name.
+    pub phase: String,
+    /// The role it is for.
+    pub role: String,
+    /// `pending`, `claimed`, `running`, `done` or `failed`.
+    pub state: String,
+    /// Runs started for it.
+    pub attempts: u32,
+    /// The agent that has or had it.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// Its last failure.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+impl From<TaskRecord> for BoardEntry {
+    fn from(t: TaskRecord) -> BoardEntry {
+        BoardEntry {
+            id: t.id,
+            phase: t.phase,
+            role: t.role,
+            state: t.state,
+            attempts: t.attempts,
+            agent_id: t.agent_id,
+            last_error: t.last_error,
+        }
+    }
 }
 
 /// One phase's recorded times (session and wall seconds) and why it ended.

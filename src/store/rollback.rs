@@ -5,30 +5,32 @@ use super::*;
 use rusqlite::params;
 
 impl Store {
-    /// Put the task board and the phases back as checkpoint `content` recorded them (its
-    /// `task_board`, `phase`, `session_secs`). The phase the checkpoint was taken in restarts
-    /// with the time box it had left then (its start moved so that `now_secs` is as far into it);
-    /// later phases become not started, and their check rows are dropped (the `check` events
-    /// keep that history). The ledger, events and budgets are not touched.
+    /// Put the task board and the phases back as a checkpoint recorded them: `tasks` (its
+    /// task board), `phase` and `checkpoint_secs` (the phase and session seconds it was taken
+    /// at), `at_phase_end` (taken as that phase ended). The phase the checkpoint was taken in
+    /// restarts with the time box it had left then (its start moved so that `now_secs` is as far
+    /// into it); later phases become not started, and their check rows are dropped (the `check`
+    /// events keep that history). The ledger, events and budgets are not touched.
     pub fn rollback_to_checkpoint(
         &mut self,
-        content: &serde_json::Value,
+        tasks: &[BoardEntry],
+        phase: Option<&str>,
+        checkpoint_secs: f64,
+        at_phase_end: bool,
         now_secs: f64,
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
-        for task in content["task_board"].as_array().into_iter().flatten() {
-            let state = match task["state"].as_str() {
-                Some("running") | Some("claimed") => "pending",
-                Some(state) => state,
-                None => continue,
+        for task in tasks {
+            let state = match task.state.as_str() {
+                "running" | "claimed" => "pending",
+                state => state,
             };
             tx.execute(
                 "UPDATE tasks SET state = ?2, attempts = ?3, agent_id = ?4, last_error = ?5 WHERE id = ?1",
-                params![task["id"].as_str(), state, task["attempts"].as_i64(), task["agent_id"].as_str(), task["last_error"].as_str()],
+                params![task.id, state, task.attempts, task.agent_id, task.last_error],
             )?;
         }
-        let checkpoint_secs = content["session_secs"].as_f64().unwrap_or(now_secs);
-        let phase: Option<(i64, f64)> = match content["phase"].as_str() {
+        let phase: Option<(i64, f64)> = match phase {
             Some(name) => tx
                 .query_row(
                     "SELECT idx, started_session_secs FROM phases WHERE name = ?1",
@@ -38,7 +40,7 @@ impl Store {
                 .optional()?,
             None => None,
         };
-        let phase_done = content["trigger"] == "phase_end";
+        let phase_done = at_phase_end;
         match phase {
             Some((idx, _)) if phase_done => {
                 // Taken as the phase ended: it stays ended; later phases start over.

@@ -104,6 +104,25 @@ fn architecture_only_the_backend_signals_processes() {
 }
 
 #[test]
+fn architecture_the_session_reaches_agents_only_through_the_backend_traits() {
+    // The session holds `AgentGroup` handles from an `AgentBackend`; only the composition root
+    // (daemon/) picks the local backend's process-level sweeps, and `prepare` its default.
+    let outside: Vec<_> = occurrences("backend::local")
+        .into_iter()
+        .filter(|(name, _, line)| {
+            !name.starts_with("src/backend/")
+                && !name.starts_with("src/daemon/")
+                && !name.starts_with("src/eval/")
+                && !line.contains("LocalBackend")
+        })
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "the local backend named outside backend/, daemon/ and eval/: {outside:#?}"
+    );
+}
+
+#[test]
 fn architecture_no_output_that_can_panic_in_the_daemon() {
     // `println!`/`eprintln!` panic on a closed pipe; the daemon writes through `console`.
     let mut found = Vec::new();

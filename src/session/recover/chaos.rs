@@ -47,16 +47,19 @@ impl Session {
                 ChaosFault::KillAgent | ChaosFault::HangAgent => {
                     // An agent fault waits until its agent is running.
                     let Some(agent_idx) = target else { continue };
-                    let pgid = self.agents[agent_idx]
+                    let Some(group) = self.agents[agent_idx]
                         .running
                         .as_ref()
-                        .map(|r| r.pgid)
-                        .unwrap_or(0) as i32;
+                        .map(|r| r.group.clone())
+                    else {
+                        continue;
+                    };
+                    let pgid = group.id();
                     let signal = if event.fault == ChaosFault::KillAgent {
-                        crate::backend::local::kill_group(pgid);
+                        group.kill();
                         "SIGKILL"
                     } else {
-                        crate::backend::local::freeze_group(pgid);
+                        group.freeze();
                         "SIGSTOP"
                     };
                     serde_json::json!({"fault": fault, "agent_id": self.agents[agent_idx].id, "pgid": pgid, "signal": signal})

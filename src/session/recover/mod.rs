@@ -539,7 +539,7 @@ impl Session {
         agent_idx: usize,
         task_idx: usize,
         word: &str,
-        outcome: &crate::backend::local::RunOutcome,
+        outcome: &crate::backend::RunOutcome,
         ended_by: Option<(FailureKind, RecoveryAction, String)>,
         oom_kills_before: Option<u64>,
     ) -> Result<()> {

@@ -10,11 +10,8 @@ impl Session {
         let mut groups = Vec::new();
         for agent in &self.agents {
             if let Some(running) = &agent.running {
-                let pgid = running.pgid as i32;
-                if !crate::backend::local::process_stopped(pgid)
-                    && crate::backend::local::freeze_group(pgid)
-                {
-                    groups.push(pgid);
+                if !running.group.is_frozen() && running.group.freeze() {
+                    groups.push(running.group.id() as i32);
                 }
             }
         }
@@ -94,8 +91,8 @@ impl Session {
         let Some(pause) = self.recovery.pause.take() else {
             return Ok(());
         };
-        for pgid in &pause.groups {
-            crate::backend::local::thaw_group(*pgid);
+        for id in &pause.groups {
+            self.prepared.agent_backend.group(*id as u32).thaw();
         }
         let _ = self.recovery.paused_tx.send(false);
         // Paused time is nobody's idleness.

@@ -152,7 +152,7 @@ impl Session {
                 a.running
                     .as_ref()
                     .filter(|r| r.ended_by.is_none())
-                    .map(|r| (i, r.task_idx, tree_memory(r.pgid)))
+                    .map(|r| (i, r.task_idx, tree_memory(r.group.id())))
             })
             .max_by_key(|(_, _, bytes)| *bytes);
         let Some((agent_idx, task_idx, bytes)) = biggest else {
