@@ -95,10 +95,13 @@ pub const TOOL_THROTTLE_OVERDRAFT: f64 = 0.1;
 /// A token bucket refilled on session time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Bucket {
+    /// Most units it holds (the hourly rate).
     pub capacity: f64,
+    /// Units available now; negative while an overdraft is being waited out.
     pub level: f64,
     /// Units per session second.
     pub refill: f64,
+    /// Session seconds of the last refill.
     pub updated_secs: f64,
 }
 
@@ -140,7 +143,9 @@ impl Bucket {
 /// The answer to a reservation request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Admission {
+    /// Admitted, with its reservation id.
     Granted {
+        /// The reservation to reconcile after the call.
         id: u64,
         /// Session seconds the call must wait first (throttling).
         wait_session_secs: f64,
@@ -153,19 +158,35 @@ pub enum Admission {
     /// Outstanding reservations hold the rest of the budget; retry when they reconcile.
     Busy,
     /// The budget cannot fit this call even with nothing outstanding.
-    Exhausted { message: String },
+    Exhausted {
+        /// Which budget and its figures.
+        message: String,
+    },
 }
 
 /// Something the session must act on after a reservation or reconciliation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BudgetSignal {
-    Alert { used: u64, total: u64 },
-    Exhausted { message: String },
+    /// The token budget reached [`ALERT_FRACTION`] (raised once).
+    Alert {
+        /// Tokens used.
+        used: u64,
+        /// The token budget.
+        total: u64,
+    },
+    /// A budget is used up: the session ends (`budget`).
+    Exhausted {
+        /// Which budget and its figures.
+        message: String,
+    },
 }
 
+/// Tokens held for one admitted call until it is reconciled.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reservation {
+    /// The calling agent.
     pub agent_idx: usize,
+    /// Tokens held (prompt estimate + `max_tokens`).
     pub tokens: u64,
 }
 
@@ -179,25 +200,36 @@ pub struct Budgets {
     /// wrote the state with every row (then it counts every row).
     #[serde(default)]
     pub ledger_seq: Option<i64>,
+    /// `[limits].total_token_budget`.
     pub total_tokens: u64,
+    /// Tokens used by reconciled calls (the ledger's figures).
     pub used_tokens: u64,
+    /// Tokens held by outstanding reservations.
     pub reserved_tokens: u64,
+    /// Outstanding reservations by id.
     pub reservations: BTreeMap<u64, Reservation>,
+    /// The next reservation id.
     pub next_id: u64,
+    /// The 80 % alert was raised.
     pub alerted: bool,
+    /// Why the budget is exhausted, once it is.
     pub exhausted: Option<String>,
+    /// `[model].max_cost_usd`.
     pub max_cost_usd: Option<f64>,
     /// Cost of the calls whose model has a price.
     pub cost_usd: f64,
     /// Calls whose model has no price (their cost is unknown, never 0).
     pub unpriced_calls: u64,
+    /// Per agent: tokens per session hour (`[limits].tokens_per_agent_per_hour`).
     pub token_buckets: Vec<Bucket>,
+    /// Per agent: tool calls per session hour (`[limits].tool_calls_per_agent_per_hour`).
     pub tool_buckets: Vec<Bucket>,
     /// Session seconds each agent was made to wait, summed.
     pub throttled_secs: Vec<f64>,
 }
 
 impl Budgets {
+    /// Fresh budgets for `agents` agents under `limits`.
     pub fn new(
         limits: &crate::config::raw::Limits,
         max_cost_usd: Option<f64>,

@@ -1,8 +1,35 @@
 //! Crash-safe file writes: temp file in the same directory, fsync, rename, fsync the directory.
 
-use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::Path;
+
+/// A file write failed: `step` names the operation and path (`rename to /runs/x/status`).
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {source}")]
+pub struct WriteError {
+    /// The operation and its path.
+    pub step: String,
+    /// The operating system's error.
+    pub source: std::io::Error,
+}
+
+impl WriteError {
+    /// True when the disk (or quota) is full: ENOSPC, EDQUOT.
+    pub fn is_disk_full(&self) -> bool {
+        crate::store::io_is_disk_full(&self.source)
+    }
+}
+
+/// `Result` with a [`WriteError`].
+pub type Result<T, E = WriteError> = std::result::Result<T, E>;
+
+/// Name the failed step of an I/O result.
+fn step<T>(result: std::io::Result<T>, what: impl FnOnce() -> String) -> Result<T> {
+    result.map_err(|source| WriteError {
+        step: what(),
+        source,
+    })
+}
 
 /// Replace `path` with `bytes` atomically: a reader sees the old or the new content, never a
 /// mix, and after return the new content survives a crash.
@@ -13,22 +40,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Write `bytes` to a temp file beside `path` (fsynced when `durable`), rename it over `path`,
 /// and fsync the directory when `durable`.
 fn replace(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
-    let dir = path.parent().context("path has no parent directory")?;
-    let name = path
-        .file_name()
-        .context("path has no file name")?
-        .to_string_lossy();
+    let not_a_file = || WriteError {
+        step: format!("replace {}", path.display()),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
+    };
+    let dir = path.parent().ok_or_else(not_a_file)?;
+    let name = path.file_name().ok_or_else(not_a_file)?.to_string_lossy();
     let tmp = dir.join(format!(".{name}.partial"));
     {
-        let mut file =
-            std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
-        file.write_all(bytes)
-            .with_context(|| format!("write {}", tmp.display()))?;
+        let mut file = step(std::fs::File::create(&tmp), || {
+            format!("create {}", tmp.display())
+        })?;
+        step(file.write_all(bytes), || format!("write {}", tmp.display()))?;
         if durable {
-            file.sync_all()?;
+            step(file.sync_all(), || format!("fsync {}", tmp.display()))?;
         }
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
+    step(std::fs::rename(&tmp, path), || {
+        format!("rename to {}", path.display())
+    })?;
     if durable {
         if let Ok(dir_handle) = std::fs::File::open(dir) {
             let _ = dir_handle.sync_all();
@@ -46,7 +76,10 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// [`write_atomic`] of pretty JSON with a trailing newline.
 pub fn write_json_atomic(path: &Path, value: &impl serde::Serialize) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value)?;
+    let mut bytes = step(
+        serde_json::to_vec_pretty(value).map_err(std::io::Error::from),
+        || format!("serialize {}", path.display()),
+    )?;
     bytes.push(b'\n');
     write_atomic(path, &bytes)
 }
@@ -55,8 +88,10 @@ pub fn write_json_atomic(path: &Path, value: &impl serde::Serialize) -> Result<(
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     write_atomic(path, bytes)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(())
+    step(
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)),
+        || format!("chmod 600 {}", path.display()),
+    )
 }
 
 /// Writes files on a background thread, in the order given, so that fsyncs never stall the
@@ -72,18 +107,21 @@ enum WriteJob {
 }
 
 impl BackgroundWriter {
-    pub fn start(name: &str) -> Result<BackgroundWriter> {
+    /// Start the writer thread named `name`. Errors: the thread cannot be started.
+    pub fn start(name: &str) -> std::io::Result<BackgroundWriter> {
         let (jobs, queue) = std::sync::mpsc::channel::<WriteJob>();
         let thread = std::thread::Builder::new().name(name.to_string()).spawn(move || {
             for job in queue {
                 let result = match job {
                     WriteJob::Replace(path, bytes) => write_atomic(&path, &bytes),
-                    WriteJob::Append(path, bytes) => std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&path)
-                        .and_then(|mut file| file.write_all(&bytes))
-                        .map_err(anyhow::Error::from),
+                    WriteJob::Append(path, bytes) => step(
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&path)
+                            .and_then(|mut file| file.write_all(&bytes)),
+                        || format!("append to {}", path.display()),
+                    ),
                 };
                 if let Err(err) = result {
                     tracing::warn!(message = "background write failed", error = %format!("{err:#}"));

@@ -8,8 +8,11 @@ use tokio::sync::oneshot;
 /// Who is calling the model endpoint, as the session knows it from the per-agent key.
 #[derive(Debug, Clone)]
 pub struct CallContext {
+    /// The agent's index in the session (0-based, configuration order).
     pub agent_idx: usize,
+    /// `agent-1`, ….
     pub agent_id: String,
+    /// The agent's role.
     pub role: String,
     /// The phase the session is in (None between phases).
     pub phase: Option<String>,
@@ -88,6 +91,7 @@ pub enum ShutdownSignal {
 }
 
 impl ShutdownSignal {
+    /// The exit code a session stopped this way ends with.
     pub fn exit_code(self) -> i32 {
         match self {
             ShutdownSignal::Terminate | ShutdownSignal::Api => 143,
@@ -95,6 +99,7 @@ impl ShutdownSignal {
         }
     }
 
+    /// The signal's or request's name for logs and events.
     pub fn name(self) -> &'static str {
         match self {
             ShutdownSignal::Terminate => "SIGTERM",
@@ -110,9 +115,13 @@ impl ShutdownSignal {
 /// is carried out by the session.
 #[derive(Debug, Clone)]
 pub struct CallRecovery {
+    /// The calling agent's index.
     pub agent_idx: usize,
+    /// The calling agent's id.
     pub agent_id: String,
+    /// Its task then.
     pub task_id: Option<String>,
+    /// Every failed attempt, in order.
     pub failures: Vec<CallFailure>,
     /// Upstream attempts of the call.
     pub attempts: u32,
@@ -123,7 +132,9 @@ pub struct CallRecovery {
 /// One failed attempt of a call and what the proxy did next.
 #[derive(Debug, Clone)]
 pub struct CallFailure {
+    /// What failed.
     pub kind: crate::recovery::FailureKind,
+    /// What the recovery table decided for it.
     pub decision: crate::recovery::Decision,
     /// The in-call action taken (`retry_with_backoff`, `switch_model`, …); None when the call
     /// ended with this failure.
@@ -132,6 +143,7 @@ pub struct CallFailure {
     pub attempt: u32,
     /// Wall seconds from this failure to the end of the call.
     pub wall_secs: f64,
+    /// What the upstream said (status line, error text).
     pub message: String,
 }
 
@@ -140,14 +152,19 @@ pub struct CallFailure {
 pub enum Event {
     /// The proxy asks who holds `agent_key`; None in the reply means 401.
     Authenticate {
+        /// The key the request carried.
         agent_key: String,
+        /// Where the answer goes.
         reply: oneshot::Sender<Option<CallContext>>,
     },
     /// The proxy asks, for one call, who holds `agent_key` and to reserve `tokens` for it
     /// ([`crate::budget::Budgets::reserve`]); None in the reply means 401.
     Admit {
+        /// The key the request carried.
         agent_key: String,
+        /// Tokens to reserve: prompt estimate plus `max_tokens`.
         tokens: u64,
+        /// Where the answer goes: the caller and its admission.
         reply: oneshot::Sender<Option<(CallContext, crate::budget::Admission)>>,
     },
     /// The proxy finished a model call. The session commits the ledger row, then reconciles the
@@ -157,15 +174,22 @@ pub enum Event {
     ModelCall {
         /// The row with the time it was spooled (the ledger row gets the same `at`).
         call: Box<SpooledCall>,
+        /// The reservation [`Event::Admit`] made, reconciled now.
         reservation: Option<u64>,
     },
     /// The proxy saw an upstream failure or a refused request (classified, with its attempt).
     ProxyError {
+        /// The calling agent.
         agent_id: String,
+        /// Its task then.
         task_id: Option<String>,
+        /// The failure kind (`rate_limit`, `timeout`, …).
         kind: String,
+        /// The attempt (1-based) that failed.
         attempt: u32,
+        /// The model that failed.
         model: String,
+        /// What the upstream said.
         message: String,
     },
     /// A call that failed at least once ended: what the recovery table chose for its first
@@ -173,16 +197,25 @@ pub enum Event {
     CallRecovery(Box<CallRecovery>),
     /// Tool calls an agent reported itself (events endpoint or events file).
     AgentToolCalls {
+        /// The reporting agent's index.
         agent_idx: usize,
+        /// The tool names reported.
         names: Vec<String>,
     },
     /// An agent appended to its `events.jsonl` (from the file watch): read the new lines.
-    AgentEventsAppended { agent_idx: usize },
+    AgentEventsAppended {
+        /// The agent whose file grew.
+        agent_idx: usize,
+    },
     /// An agent process run ended (by itself, by timeout, or stopped).
     AgentRunEnded {
+        /// The agent whose run ended.
         agent_idx: usize,
+        /// The task it ran (index on the board).
         task_idx: usize,
+        /// The `agent_runs` row.
         run_id: i64,
+        /// How it ended.
         outcome: RunOutcome,
     },
     /// SIGTERM or SIGINT arrived.
@@ -227,10 +260,20 @@ pub enum Tick {
 pub enum ControlError {
     /// What the request names does not exist (an unknown escalation id).
     #[error("{code}: {message}")]
-    NotFound { code: &'static str, message: String },
+    NotFound {
+        /// A stable machine-readable code (`no_escalation`, …).
+        code: &'static str,
+        /// What was not found.
+        message: String,
+    },
     /// The session's state does not allow it now (already paused, stopping, no task, …).
     #[error("{code}: {message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict {
+        /// A stable machine-readable code (`already_paused`, …).
+        code: &'static str,
+        /// Why not now.
+        message: String,
+    },
 }
 
 /// The session's answer to a control request: a JSON document, or why it refused.
@@ -241,25 +284,36 @@ pub type ControlReply = Result<serde_json::Value, ControlError>;
 pub enum ApiRequest {
     /// The status document (`GET /api/status`, `/metrics`, `/api/escalations`).
     Status {
+        /// Where the document goes.
         reply: oneshot::Sender<serde_json::Value>,
     },
     /// Take a checkpoint now; answered once it is written.
     Checkpoint {
+        /// Where the answer goes.
         reply: oneshot::Sender<ControlReply>,
     },
+    /// Pause the session (freeze agents, hold calls).
     Pause {
+        /// Where the answer goes.
         reply: oneshot::Sender<ControlReply>,
     },
+    /// Continue a paused session.
     Continue {
+        /// Where the answer goes.
         reply: oneshot::Sender<ControlReply>,
     },
+    /// Stop the session gracefully (as SIGTERM).
     Stop {
+        /// Where the answer goes.
         reply: oneshot::Sender<ControlReply>,
     },
     /// An operator decision on an open escalation (`continue` or `stop`).
     Decide {
+        /// The escalation's recovery id.
         recovery_id: i64,
+        /// `continue` or `stop`.
         decision: String,
+        /// Where the answer goes.
         reply: oneshot::Sender<ControlReply>,
     },
     /// An agent's note into working memory.

@@ -13,11 +13,13 @@
 //! bound finishes with the agents running and is marked `consistent: false`.
 
 pub mod document;
+mod error;
 pub mod restore;
 
 pub mod snapshot;
 
-use anyhow::{Context, Result};
+pub use error::{CheckpointError, Result};
+use error::Step;
 pub use document::{CheckpointDocument, HANDOFF_NOTES};
 use serde::Serialize;
 use serde_json::Value;
@@ -158,7 +160,7 @@ pub fn prune(dir: &Path) -> Result<PruneStats> {
     let mut needed = std::collections::HashSet::new();
     for (_, path) in list_files(dir)? {
         let Ok(content) = std::fs::read(&path)
-            .map_err(anyhow::Error::from)
+            .map_err(CheckpointError::from)
             .and_then(|b| Ok(serde_json::from_slice::<Value>(&b)?))
         else {
             continue;
@@ -174,7 +176,7 @@ pub fn prune(dir: &Path) -> Result<PruneStats> {
         if needed.contains(&name) {
             stats.kept_bytes += bytes;
         } else {
-            std::fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
+            std::fs::remove_file(&path).step(|| format!("remove {}", path.display()))?;
             stats.removed_objects += 1;
             stats.removed_bytes += bytes;
         }
@@ -247,9 +249,9 @@ pub fn inspect(dir: &Path, verify: bool) -> Result<Vec<CheckpointInfo>> {
             problems: Vec::new(),
         };
         let parsed = std::fs::read(&path)
-            .with_context(|| format!("read {}", path.display()))
+            .step(|| format!("read {}", path.display()))
             .and_then(|bytes| {
-                serde_json::from_slice::<Value>(&bytes).context("not JSON (truncated?)")
+                serde_json::from_slice::<Value>(&bytes).step(|| "not JSON (truncated?)".into())
             });
         match parsed {
             Err(err) => info.problems.push(format!("{err:#}")),

@@ -6,7 +6,7 @@
 use super::document::{AgentState, FileSystemState, Parts};
 use super::{inspect, snapshot, CheckpointDocument, Checkpointer};
 use crate::store::Store;
-use anyhow::{Context, Result};
+use super::error::{Result, Step};
 use std::path::Path;
 
 /// What [`roll_back`] did.
@@ -107,7 +107,7 @@ pub fn roll_back(dir: &Path, wanted: u32) -> Result<Rollback> {
     // Keep what is being rolled away: a checkpoint of the current state first.
     let before = checkpoint_before_rollback(dir)?;
     let document: CheckpointDocument = serde_json::from_slice(&std::fs::read(&chosen.path)?)
-        .with_context(|| format!("read {}", chosen.path.display()))?;
+        .step(|| format!("read {}", chosen.path.display()))?;
     let objects = snapshot::ObjectStore::open(&checkpoints_dir.join("objects"))?;
     let restored = snapshot::restore(
         &dir.join("project"),

@@ -9,7 +9,7 @@
 //! not stored. The manifest itself is stored as an object too, so a checkpoint names its
 //! workspace by one hash.
 
-use anyhow::{Context, Result};
+use super::error::{CheckpointError, Result, Step};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -79,7 +79,7 @@ pub struct ObjectStore {
 
 impl ObjectStore {
     pub fn open(root: &Path) -> Result<ObjectStore> {
-        std::fs::create_dir_all(root).with_context(|| format!("create {}", root.display()))?;
+        std::fs::create_dir_all(root).step(|| format!("create {}", root.display()))?;
         Ok(ObjectStore {
             root: root.to_path_buf(),
         })
@@ -103,7 +103,7 @@ impl ObjectStore {
             std::fs::create_dir_all(parent)?;
         }
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes).with_context(|| format!("write object {}", tmp.display()))?;
+        std::fs::write(&tmp, bytes).step(|| format!("write object {}", tmp.display()))?;
         std::fs::rename(&tmp, &path)?;
         Ok(Some(bytes.len() as u64))
     }
@@ -133,7 +133,7 @@ impl ObjectStore {
 
     pub fn get(&self, hash: &str) -> Result<Vec<u8>> {
         let path = self.path_of(hash);
-        std::fs::read(&path).with_context(|| format!("object {hash} missing ({})", path.display()))
+        std::fs::read(&path).step(|| format!("object {hash} missing ({})", path.display()))
     }
 
     /// True when the object exists and its content hashes to its name.
@@ -277,13 +277,14 @@ pub fn load_manifest(store: &ObjectStore, hash: &str) -> Result<Manifest> {
     while let Some(hash) = next {
         store
             .verify(&hash)
-            .map_err(|problem| anyhow::anyhow!("manifest {problem}"))?;
+            .map_err(|problem| CheckpointError::Corrupt(format!("manifest {problem}")))?;
         let stored: StoredManifest = serde_json::from_slice(&store.get(&hash)?)
-            .with_context(|| format!("manifest {hash} is unreadable"))?;
-        anyhow::ensure!(
-            chain.len() <= MAX_DELTA_DEPTH as usize,
-            "manifest chain from {hash} is longer than {MAX_DELTA_DEPTH}"
-        );
+            .step(|| format!("manifest {hash} is unreadable"))?;
+        if chain.len() > MAX_DELTA_DEPTH as usize {
+            return Err(CheckpointError::Corrupt(format!(
+                "manifest chain from {hash} is longer than {MAX_DELTA_DEPTH}"
+            )));
+        }
         next = stored.base.clone();
         chain.push(stored);
     }
@@ -314,7 +315,7 @@ fn walk(
     // Phase 1, in parallel: walk and lstat (the syscall-heavy part).
     let found: std::sync::Mutex<Vec<(String, PathBuf, std::fs::Metadata)>> =
         std::sync::Mutex::new(Vec::new());
-    let failure: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
+    let failure: std::sync::Mutex<Option<CheckpointError>> = std::sync::Mutex::new(None);
     ignore::WalkBuilder::new(workspace)
         .hidden(false)
         .git_ignore(true)
@@ -332,7 +333,12 @@ fn walk(
         .build_parallel()
         .run(|| {
             Box::new(|item| {
-                let outcome = item.map_err(anyhow::Error::from).and_then(|item| {
+                let outcome = item
+                    .map_err(|source| CheckpointError::Walk {
+                        step: workspace.display().to_string(),
+                        source,
+                    })
+                    .and_then(|item| {
                     let path = item.path().to_path_buf();
                     let relative = path.strip_prefix(workspace).unwrap_or(&path);
                     if relative.as_os_str().is_empty() {
@@ -340,7 +346,7 @@ fn walk(
                     }
                     let name = relative.to_string_lossy().replace('\\', "/");
                     let meta = std::fs::symlink_metadata(&path)
-                        .with_context(|| format!("stat {}", path.display()))?;
+                        .step(|| format!("stat {}", path.display()))?;
                     found
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -360,7 +366,7 @@ fn walk(
             })
         });
     if let Some(err) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(err).with_context(|| format!("walk {}", workspace.display()));
+        return Err(err).step(|| format!("walk {}", workspace.display()));
     }
     let mut found = found.into_inner().unwrap_or_else(|p| p.into_inner());
     found.sort_by_cached_key(|entry| walk_key(&entry.0));
@@ -409,7 +415,7 @@ fn walk(
                 }
                 _ => {
                     let mut file = std::fs::File::open(path)
-                        .with_context(|| format!("read {}", path.display()))?;
+                        .step(|| format!("read {}", path.display()))?;
                     let hash = if stored {
                         let mut bytes = Vec::with_capacity(meta.len() as usize);
                         file.read_to_end(&mut bytes)?;
@@ -469,11 +475,12 @@ pub struct RestoreStats {
 /// or a filesystem operation fails.
 pub fn restore(workspace: &Path, store: &ObjectStore, manifest_hash: &str) -> Result<RestoreStats> {
     let problems = verify_manifest(store, manifest_hash);
-    anyhow::ensure!(
-        problems.is_empty(),
-        "checkpoint cannot be restored: {}",
-        problems.join("; ")
-    );
+    if !problems.is_empty() {
+        return Err(CheckpointError::Corrupt(format!(
+            "checkpoint cannot be restored: {}",
+            problems.join("; ")
+        )));
+    }
     let manifest = load_manifest(store, manifest_hash)?;
     let mut stats = RestoreStats::default();
     // What exists now (the same walk as a snapshot, so ignored paths are never touched).
@@ -496,7 +503,7 @@ pub fn restore(workspace: &Path, store: &ObjectStore, manifest_hash: &str) -> Re
             };
             if let Err(err) = result {
                 if err.kind() != std::io::ErrorKind::NotFound {
-                    return Err(err).with_context(|| format!("remove {}", path.display()));
+                    return Err(err).step(|| format!("remove {}", path.display()));
                 }
             }
             stats.removed += 1;
@@ -512,7 +519,7 @@ pub fn restore(workspace: &Path, store: &ObjectStore, manifest_hash: &str) -> Re
         match entry.kind {
             EntryKind::Dir => {
                 std::fs::create_dir_all(&path)
-                    .with_context(|| format!("create {}", path.display()))?;
+                    .step(|| format!("create {}", path.display()))?;
             }
             EntryKind::Symlink => {
                 let target = entry.target.clone().unwrap_or_default();
@@ -525,7 +532,7 @@ pub fn restore(workspace: &Path, store: &ObjectStore, manifest_hash: &str) -> Re
                         std::fs::create_dir_all(parent)?;
                     }
                     std::os::unix::fs::symlink(&target, &path)
-                        .with_context(|| format!("symlink {}", path.display()))?;
+                        .step(|| format!("symlink {}", path.display()))?;
                 }
                 stats.symlinks += 1;
                 continue;
@@ -550,7 +557,7 @@ pub fn restore(workspace: &Path, store: &ObjectStore, manifest_hash: &str) -> Re
             }
         }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(entry.mode))
-            .with_context(|| format!("chmod {}", path.display()))?;
+            .step(|| format!("chmod {}", path.display()))?;
     }
     Ok(stats)
 }

@@ -16,29 +16,49 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
+    /// `[metadata]`: the test's name, version and description (reported, not acted on).
     pub metadata: Metadata,
+    /// `[session]`: id, duration, agent count, project (required in every file).
     pub session: Session,
+    /// `[checkpoint]`: checkpoint triggers and the retry policy of the recovery table.
     pub checkpoint: Checkpoint,
+    /// `[agent]`: per-agent limits and roles (upstream).
     pub agent: Agent,
+    /// `[consensus]`: votes among agents (parsed and validated; enforced by the swarm work).
     pub consensus: Consensus,
+    /// `[limits]`: token, tool-call, context, disk and test-runtime limits.
     pub limits: Limits,
+    /// `[monitoring]`: metrics sampling, export, progress and logging.
     pub monitoring: Monitoring,
+    /// `[error_handling]`: the recovery table's rules (upstream `auto_recovery` / `manual_intervention`).
     pub error_handling: ErrorHandling,
+    /// `[project]`: the project spec and its `[project.target]` / `[project.performance]` targets.
     pub project: Project,
+    /// `[[phases]]`: the time-boxed phases in order (default: the upstream four).
     pub phases: Vec<Phase>,
+    /// `[notifications]`: webhook (and, not yet delivered, e-mail) alerts.
     pub notifications: Notifications,
+    /// `[model]` (megatest): which model answers the agents, retries, prices.
     pub model: Model,
+    /// `[agents]` (megatest): how agent processes are started.
     pub agents: Agents,
+    /// `[api]` (megatest): the control API's address.
     pub api: Api,
+    /// `[recovery]` (megatest): detection limits and escalation.
     pub recovery: Recovery,
+    /// `[chaos]` (megatest): fault injection.
     pub chaos: Chaos,
 }
 
+/// `[metadata]`: descriptive only; copied into `config.json` and the report.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Metadata {
+    /// The test's name (default `Mega Project Test`).
     pub name: String,
+    /// The test plan's version (default `1.0.0`).
     pub version: String,
+    /// Free text.
     pub description: String,
 }
 
@@ -60,6 +80,7 @@ pub struct Session {
     pub id: String,
     /// Session length in session hours (fractions allowed).
     pub duration_hours: f64,
+    /// Agents started (upstream range 2–16); roles come from `[agent].roles`.
     pub agent_count: u32,
     /// Name of a project spec under `system_tests/long_running/projects/`.
     pub project_type: String,
@@ -76,17 +97,27 @@ impl Default for Session {
     }
 }
 
+/// `[checkpoint]`: when checkpoints are taken and how failed steps are retried.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Checkpoint {
+    /// Take checkpoints at all (false: none, not even at phase ends).
     pub enabled: bool,
+    /// Session minutes between time-triggered checkpoints.
     pub interval_minutes: f64,
+    /// Tool calls (all agents) since the last checkpoint that trigger the next one.
     pub tool_call_threshold: u64,
+    /// Tokens (all agents) since the last checkpoint that trigger the next one.
     pub token_threshold: u64,
+    /// Apply the recovery table's actions automatically (false: every failure escalates).
     pub auto_recovery: bool,
+    /// Retries of one failing step before its rule escalates.
     pub max_recovery_attempts: u32,
+    /// `exponential`, `linear` or `fixed` waits between those retries.
     pub backoff_strategy: BackoffStrategy,
+    /// First wait, session seconds.
     pub backoff_initial_seconds: f64,
+    /// Longest wait, session seconds.
     pub backoff_max_seconds: f64,
 }
 
@@ -121,6 +152,7 @@ impl Checkpoint {
     }
 }
 
+/// `[agent]`: per-agent limits and roles (upstream keys).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Agent {
@@ -128,11 +160,17 @@ pub struct Agent {
     pub max_iterations: u32,
     /// Session seconds one task run may take (divided by the time scale).
     pub step_timeout_secs: f64,
+    /// Agents that may run a task at the same time (capped at `agent_count`).
     pub concurrent_agents: u32,
+    /// Roles handed to the agents in order, cycled (empty: Architect, Coder, Tester, Reviewer).
     pub roles: Vec<String>,
+    /// Lowest trust score (0–1) before an agent's votes stop counting (swarm work).
     pub min_trust_score: f64,
+    /// Highest trust score (0–1).
     pub max_trust_score: f64,
+    /// Start extra agents when work waits (swarm work).
     pub dynamic_spawning: bool,
+    /// Upper bound on agents including spawned ones (≥ `agent_count`).
     pub max_total_agents: u32,
 }
 
@@ -151,22 +189,33 @@ impl Default for Agent {
     }
 }
 
+/// How a consensus vote is decided (`[consensus].strategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ConsensusStrategy {
+    /// Every vote must approve.
     Unanimous,
+    /// More than half of the votes approve.
     Majority,
+    /// Votes weighted by trust score reach `threshold`.
     Weighted,
+    /// The highest-priority role decides.
     Priority,
 }
 
+/// `[consensus]`: votes among agents (validated now; decided by the swarm work).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Consensus {
+    /// Hold votes at all.
     pub enabled: bool,
+    /// Votes needed for a decision (≥ 1).
     pub min_votes: u32,
+    /// Session seconds a vote stays open.
     pub vote_timeout_secs: f64,
+    /// How the votes are counted.
     pub strategy: ConsensusStrategy,
+    /// Approving share (0–1) that passes a weighted vote.
     pub threshold: f64,
 }
 
@@ -182,13 +231,19 @@ impl Default for Consensus {
     }
 }
 
+/// `[limits]`: the budgets, enforced at admission by the proxy and the session.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
+    /// Tokens (prompt + completion, all agents) the whole session may use.
     pub total_token_budget: u64,
+    /// Tokens one agent may use per session hour (a token bucket; calls wait).
     pub tokens_per_agent_per_hour: u64,
+    /// Tool calls one agent may make per session hour (first a "batch your operations" note, then throttled).
     pub tool_calls_per_agent_per_hour: u64,
+    /// Largest prompt, in estimated tokens; a larger one is refused as `context_overflow`.
     pub max_context_size: u64,
+    /// Size of the checkpoint store (GB = 10^9 bytes) before it is pruned, then `disk_full`.
     pub disk_space_limit_gb: f64,
     /// Wall minutes one phase check (build, test) may run; real commands are not time-scaled.
     pub max_test_runtime_min: f64,
@@ -207,17 +262,24 @@ impl Default for Limits {
     }
 }
 
+/// `[monitoring].log_level`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
+    /// Everything.
     Trace,
+    /// Debugging detail.
     Debug,
+    /// Normal operation (default).
     Info,
+    /// Problems only.
     Warn,
+    /// Errors only.
     Error,
 }
 
 impl LogLevel {
+    /// The level as `tracing`'s filter syntax writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             LogLevel::Trace => "trace",
@@ -229,24 +291,35 @@ impl LogLevel {
     }
 }
 
+/// `[monitoring].metrics_format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MetricsFormat {
+    /// `metrics/metrics.jsonl` only.
     Json,
+    /// Also `metrics/metrics.prom` (text exposition format).
     Prometheus,
 }
 
+/// `[monitoring]`: metrics sampling, export, progress and logging.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Monitoring {
+    /// Write metrics files at all.
     pub enabled: bool,
     /// Session seconds between `metrics_current.json` samples.
     pub health_check_interval: f64,
+    /// Session seconds between appends to `metrics/metrics.jsonl`.
     pub metrics_export_interval: f64,
+    /// Session seconds between terminal progress updates (at least 1 wall second).
     pub dashboard_update_interval: f64,
+    /// Level of `session.log` and stderr (`RUST_LOG` overrides).
     pub log_level: LogLevel,
+    /// Log every model call and reported tool call at info level.
     pub agent_activity_logging: bool,
+    /// Append samples to `metrics/metrics.jsonl` (and `.prom`).
     pub export_metrics: bool,
+    /// Export format.
     pub metrics_format: MetricsFormat,
 }
 
@@ -277,14 +350,21 @@ pub struct Project {
     pub performance: Performance,
 }
 
+/// `[project.target]`: the upstream code targets the report judges.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Target {
+    /// Code lines (tokei, generated directories excluded) the project should reach.
     pub lines_of_code: u64,
+    /// Line coverage (0–1) from the spec's coverage command.
     pub test_coverage: f64,
+    /// Documented share of public items (0–1; measured by the evaluation work).
     pub documentation_coverage: f64,
+    /// Critical acceptance failures allowed (evaluation work).
     pub max_bugs_critical: u32,
+    /// High-severity acceptance failures allowed (evaluation work).
     pub max_bugs_high: u32,
+    /// Medium-severity acceptance failures allowed (evaluation work).
     pub max_bugs_medium: u32,
 }
 
@@ -301,12 +381,17 @@ impl Default for Target {
     }
 }
 
+/// `[project.performance]`: the upstream performance targets.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Performance {
+    /// Wall seconds the spec's build command may take.
     pub build_time_secs: f64,
+    /// Wall seconds the spec's test command may take.
     pub test_execution_time_secs: f64,
+    /// Peak memory of the built service, MiB (evaluation work).
     pub memory_usage_mb: f64,
+    /// Size of the built artefact, MiB (evaluation work).
     pub binary_size_mb: f64,
 }
 
@@ -321,35 +406,51 @@ impl Default for Performance {
     }
 }
 
+/// One `[[phases]]` entry: a time box with objectives and success criteria.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Phase {
+    /// Its name (`bootstrap`, `development`, …); unique.
     pub name: String,
     /// Session minutes.
     pub duration_minutes: f64,
+    /// Objectives handed to the agents in their prompts.
     #[serde(default)]
     pub objectives: Vec<String>,
+    /// Upstream free-text criteria, judged at the phase end where measurable.
     #[serde(default)]
     pub success_criteria: Vec<String>,
 }
 
+/// What a notification is about (`[notifications].events`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NotifyEvent {
+    /// A checkpoint was written.
     Checkpoint,
+    /// A phase ended.
     PhaseComplete,
+    /// A failure the recovery table handled.
     Error,
+    /// The session ended.
     Complete,
+    /// A budget alert or exhaustion.
     Budget,
+    /// An escalation waits for an operator.
     Escalation,
 }
 
+/// `[notifications]`: alerts to the outside world.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Notifications {
+    /// Send notifications at all.
     pub enabled: bool,
+    /// Where JSON notifications are POSTed (redacted in `config.json`).
     pub webhook_url: Option<String>,
+    /// Which events are sent.
     pub events: Vec<NotifyEvent>,
+    /// SMTP settings (parsed; no SMTP delivery yet).
     pub email: Option<Email>,
 }
 
@@ -368,14 +469,21 @@ impl Default for Notifications {
     }
 }
 
+/// `[notifications.email]` (parsed and validated; not delivered).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Email {
+    /// SMTP host.
     pub smtp_server: String,
+    /// SMTP port.
     pub smtp_port: u16,
+    /// SMTP user.
     pub username: Option<String>,
+    /// SMTP password (redacted in `config.json`).
     pub password: Option<String>,
+    /// Sender address.
     pub from_address: String,
+    /// Recipients.
     pub to_addresses: Vec<String>,
 }
 
@@ -394,6 +502,7 @@ pub enum Provider {
 }
 
 impl Provider {
+    /// The provider's name as the config writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             Provider::Scripted => "scripted",
@@ -403,11 +512,13 @@ impl Provider {
         }
     }
 
+    /// True for the built-in models (no network, no key).
     pub fn is_builtin(self) -> bool {
         matches!(self, Provider::Scripted | Provider::Sim)
     }
 }
 
+/// `[model]` (megatest): which model answers the agents, and how calls are retried.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Model {
@@ -432,9 +543,11 @@ pub struct Model {
     /// Exponential backoff with full jitter between retries: U(0, min(max, base × 2^attempt)),
     /// wall milliseconds. A 429's `Retry-After` (capped at `retry_max_ms`) takes precedence.
     pub retry_base_ms: u64,
+    /// Longest backoff wait, wall milliseconds.
     pub retry_max_ms: u64,
     /// A model that failed this many calls in a row is skipped for `cooldown_secs` (wall).
     pub cooldown_after_failures: u32,
+    /// Wall seconds a failing model is skipped.
     pub cooldown_secs: f64,
     /// Completion tokens reserved for a request that names no `max_tokens`.
     pub default_max_tokens: u64,
@@ -442,6 +555,7 @@ pub struct Model {
     pub max_cost_usd: Option<f64>,
     /// Prices in USD per million tokens, by model name; merged over the built-in defaults.
     pub prices: BTreeMap<String, Price>,
+    /// `[model.sim]`: the `sim` model's rates.
     pub sim: SimModel,
     /// Faults the built-in models inject (off by default).
     pub faults: Faults,
@@ -491,7 +605,9 @@ impl Default for Model {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Price {
+    /// USD per million prompt tokens.
     pub input: f64,
+    /// USD per million completion tokens.
     pub output: f64,
     /// Cached prompt tokens; defaults to `input`.
     #[serde(default)]
@@ -502,6 +618,7 @@ pub struct Price {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimModel {
+    /// Random seed (the same seed gives the same session).
     pub seed: u64,
     /// Mean session seconds one model call takes.
     pub latency_secs: f64,
@@ -509,6 +626,7 @@ pub struct SimModel {
     pub completion_tokens_mean: u64,
     /// Tool-calling steps per task, drawn uniformly from this inclusive range.
     pub steps_min: u32,
+    /// Upper end of that range.
     pub steps_max: u32,
 }
 
@@ -524,6 +642,7 @@ impl Default for SimModel {
     }
 }
 
+/// `[agents].kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentKind {
@@ -537,6 +656,7 @@ pub enum AgentKind {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Agents {
+    /// `builtin` (the reference agent) or `command` (any CLI).
     pub kind: AgentKind,
     /// A documented preset (`mini-swe-agent`, `aider`, `claude-code`, `codex`, `selfware`).
     pub preset: Option<String>,
@@ -568,7 +688,9 @@ impl Default for Agents {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Api {
+    /// `host:port` to listen on (port 0: any free port; the bound address is written to `api.addr`).
     pub address: String,
+    /// Allow a non-loopback address (the API is token-protected, but plain HTTP).
     pub allow_non_loopback: bool,
 }
 
@@ -626,6 +748,7 @@ impl Default for Recovery {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Chaos {
+    /// Inject the faults below (reported loudly in `final_report.json`).
     pub enabled: bool,
     /// `[chaos.upstream]`: per-attempt probabilities of upstream faults, injected by the proxy
     /// in front of any backend (the built-in models and a real provider alike).
@@ -640,6 +763,7 @@ pub struct Chaos {
 pub struct ChaosEvent {
     /// Session minutes after the start.
     pub at_minutes: f64,
+    /// Which fault.
     pub fault: ChaosFault,
     /// The agent (`agent-1` …) for `kill_agent` / `hang_agent`; default: the first running one.
     pub agent: Option<String>,
@@ -648,6 +772,7 @@ pub struct ChaosEvent {
     pub hold_minutes: Option<f64>,
 }
 
+/// A timed fault of `[[chaos.events]]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChaosFault {

@@ -19,18 +19,25 @@
 
 use serde::{Deserialize, Serialize};
 
+/// How waits between retries grow (`[checkpoint].backoff_strategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackoffStrategy {
+    /// Always `backoff_initial_seconds`.
     Fixed,
+    /// `initial × (n + 1)` for the n-th retry (0-based).
     Linear,
+    /// `initial × 2^n` for the n-th retry (0-based).
     Exponential,
 }
 
+/// `[error_handling].classification`: whose rules decide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Classification {
+    /// The seed's table, with `kind` rules taking precedence per kind.
     Auto,
+    /// The file's rules in order; the seed's table only where none matches.
     Manual,
 }
 
@@ -38,10 +45,15 @@ pub enum Classification {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Passes by itself (a timeout).
     Transient,
+    /// Fixed by an action (a crash, a rate limit).
     Recoverable,
+    /// The session goes on with less (a failing test).
     Degraded,
+    /// Needs the session held or a human (a full disk).
     Critical,
+    /// The state cannot be trusted (corruption).
     Fatal,
 }
 
@@ -49,17 +61,29 @@ pub enum Severity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecoveryAction {
+    /// Retry the call at once (up to [`IMMEDIATE_RETRIES`]), then with backoff.
     RetryImmediate,
+    /// Retry the call after a backoff wait (honouring `Retry-After`).
     RetryWithBackoff,
+    /// Retry the call with the next model of `[model].fallbacks`.
     SwitchModel,
+    /// Retry with a corrective note added to the prompt.
     RetryWithModification,
+    /// Restart the agent's task with a fresh, shorter context.
     CompressAndRetry,
+    /// Stop the run and give the task to another agent.
     Reassign,
+    /// Start the agent again on its task.
     RestartAgent,
+    /// Freeze the agents, hold calls, alert; continue when the cause is gone.
     PauseAndAlert,
+    /// Wait for an operator's decision (`continue` or `stop`) until the escalation timeout.
     Escalate,
+    /// Roll back to the last valid checkpoint and resume.
     RestoreCheckpoint,
+    /// End the session (status `failed`).
     StopSession,
+    /// Record it and go on.
     LogAndContinue,
 }
 
@@ -70,15 +94,20 @@ pub struct ErrorRule {
     pub pattern: Option<String>,
     /// megatest's own syntax: match by failure kind (with `pattern`, both must match).
     pub kind: Option<FailureKind>,
+    /// The severity it assigns.
     pub severity: Severity,
+    /// The action it chooses.
     pub action: RecoveryAction,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ErrorHandling {
+    /// Failures in a row (no success between) before the session pauses and alerts.
     pub max_consecutive_errors: u32,
+    /// Whose rules decide.
     pub classification: Classification,
+    /// `[[error_handling.rules]]` in file order.
     pub rules: Vec<ErrorRule>,
 }
 
@@ -96,24 +125,40 @@ impl Default for ErrorHandling {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
+    /// The upstream did not answer in time, or the connection failed.
     NetworkTimeout,
+    /// HTTP 429.
     RateLimit,
+    /// HTTP 5xx or another upstream error.
     LlmError,
+    /// HTTP 401/403 from the upstream.
     AuthError,
+    /// An answer (or an agent's report) that is not the JSON it should be.
     ParseFailure,
+    /// A prompt over `[limits].max_context_size` or refused by the upstream as too long.
     ContextOverflow,
+    /// An agent run that failed or could not start.
     AgentCrash,
+    /// An agent idle past `[recovery].agent_idle_minutes`.
     AgentHang,
+    /// A phase check that failed.
     TestFailure,
+    /// The runs filesystem (or the checkpoint store) is full.
     DiskFull,
+    /// The OS refused a write.
     PermissionDenied,
+    /// The OOM killer or memory pressure.
     OutOfMemory,
+    /// A checkpoint that does not verify.
     DataCorruption,
+    /// Votes that cannot decide (swarm work).
     ConsensusDeadlock,
+    /// A phase check over `[limits].max_test_runtime_min`.
     TestRuntimeExceeded,
 }
 
 impl FailureKind {
+    /// Every kind, in the order of the seed's table.
     pub const ALL: [FailureKind; 15] = [
         FailureKind::NetworkTimeout,
         FailureKind::RateLimit,
@@ -132,6 +177,7 @@ impl FailureKind {
         FailureKind::TestRuntimeExceeded,
     ];
 
+    /// The snake_case name used in configs, events and reports.
     pub fn as_str(self) -> &'static str {
         match self {
             FailureKind::NetworkTimeout => "network_timeout",
@@ -152,6 +198,7 @@ impl FailureKind {
         }
     }
 
+    /// The kind named `text` (snake_case), if any.
     pub fn parse(text: &str) -> Option<FailureKind> {
         FailureKind::ALL.into_iter().find(|k| k.as_str() == text)
     }
@@ -170,6 +217,7 @@ impl FailureKind {
     }
 }
 
+/// The snake_case name of `severity`.
 pub fn severity_str(severity: Severity) -> &'static str {
     match severity {
         Severity::Transient => "transient",
@@ -180,6 +228,7 @@ pub fn severity_str(severity: Severity) -> &'static str {
     }
 }
 
+/// The snake_case name of `action`.
 pub fn action_str(action: RecoveryAction) -> &'static str {
     match action {
         RecoveryAction::RetryImmediate => "retry_immediate",
@@ -243,7 +292,9 @@ pub const IMMEDIATE_RETRIES: u32 = 3;
 pub struct Decision {
     /// Which rule matched: `default:<kind>` or `error_handling.rules[<i>]`.
     pub rule: String,
+    /// The severity it assigned.
     pub severity: Severity,
+    /// The action it chose.
     pub action: RecoveryAction,
 }
 
@@ -260,12 +311,16 @@ struct Rule {
 /// (`initial × 2^n`), capped at `max`.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
+    /// How waits grow.
     pub strategy: BackoffStrategy,
+    /// First wait, session seconds.
     pub initial_secs: f64,
+    /// Longest wait, session seconds.
     pub max_secs: f64,
 }
 
 impl Backoff {
+    /// The wait before retry `attempt` (0-based), session seconds, capped at `max_secs`.
     pub fn session_secs(&self, attempt: u32) -> f64 {
         let n = attempt.min(30) as f64;
         let raw = match self.strategy {
@@ -280,8 +335,11 @@ impl Backoff {
 /// The `[checkpoint]` recovery keys: `auto_recovery`, `max_recovery_attempts`, `backoff_*`.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
+    /// `[checkpoint].auto_recovery`.
     pub auto_recovery: bool,
+    /// `[checkpoint].max_recovery_attempts`.
     pub max_attempts: u32,
+    /// `[checkpoint].backoff_*`.
     pub backoff: Backoff,
 }
 

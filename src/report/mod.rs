@@ -14,12 +14,15 @@ pub const REPORT_SCHEMA_VERSION: u32 = 1;
 /// A measured value, or null with the reason it is missing.
 #[derive(Debug, Clone, Serialize)]
 pub struct Figure<T: Serialize> {
+    /// The measured value; None when it could not be measured.
     pub value: Option<T>,
+    /// Why `value` is None (absent when measured).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
 impl<T: Serialize> Figure<T> {
+    /// A measured value.
     pub fn measured(value: T) -> Self {
         Figure {
             value: Some(value),
@@ -27,6 +30,7 @@ impl<T: Serialize> Figure<T> {
         }
     }
 
+    /// No value, with the reason.
     pub fn missing(reason: impl Into<String>) -> Self {
         Figure {
             value: None,
@@ -38,73 +42,115 @@ impl<T: Serialize> Figure<T> {
 /// The model that answered the agents.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelInfo {
+    /// `[model].provider` (`scripted`, `sim`, `openai-compatible`, `anthropic`).
     pub provider: String,
+    /// The model name agents asked for.
     pub name: String,
     /// True for the built-in `scripted` and `sim` models.
     pub builtin: bool,
+    /// How the report names the model (provider, name and fallbacks).
     pub label: String,
 }
 
 /// Durations of the session: session seconds (time-scaled) and wall seconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Durations {
+    /// The sum of the phase time boxes, session seconds.
     pub planned_session_secs: f64,
+    /// Session seconds elapsed.
     pub session_secs: f64,
+    /// Wall seconds elapsed (this daemon and earlier ones of the session).
     pub wall_secs: f64,
+    /// Session seconds per wall second (`--time-scale`).
     pub time_scale: f64,
 }
 
+/// Tasks by state.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TaskCounts {
+    /// Every task.
     pub total: usize,
+    /// Finished successfully.
     pub done: usize,
+    /// Failed after `[agents].max_task_attempts` runs (or a failed dependency).
     pub failed: usize,
+    /// Not started (or back on the board).
     pub pending: usize,
+    /// Claimed or running now.
     pub running: usize,
 }
 
+/// One phase in `final_report.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseReport {
+    /// The phase's name.
     pub name: String,
     /// `time_up`, `tasks_done`, `interrupted`, `aborted`, or `not_started`.
     pub ended_because: String,
+    /// Its time box, session seconds.
     pub planned_session_secs: f64,
+    /// Session seconds it ran (None: not started).
     pub session_secs: Option<f64>,
+    /// Wall seconds it ran (None: not started).
     pub wall_secs: Option<f64>,
+    /// Its objectives as configured.
     pub objectives: Vec<String>,
+    /// Its tasks by state.
     pub tasks: TaskCounts,
+    /// The checks run at its end (build, tests, coverage, …).
     pub checks: Vec<CheckRow>,
+    /// Its success criteria as judged.
     pub success_criteria: Vec<CriterionResult>,
 }
 
+/// One agent in `final_report.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentReport {
+    /// `agent-1`, ….
     pub id: String,
+    /// Its role.
     pub role: String,
+    /// Runs started.
     pub runs: u32,
+    /// Tasks it finished.
     pub tasks_done: u32,
+    /// Runs that did not finish their task.
     pub tasks_failed_runs: u32,
+    /// Metered model calls (ledger).
     pub model_calls: u64,
+    /// Metered tokens (ledger).
     pub total_tokens: u64,
+    /// Tool calls counted from the answers and its events file.
     pub tool_calls: u64,
 }
 
+/// One task in `final_report.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskReport {
+    /// The task's id.
     pub id: String,
+    /// Its phase.
     pub phase: String,
+    /// The role it is for.
     pub role: String,
+    /// `pending`, `running`, `done` or `failed`.
     pub state: String,
+    /// Runs started for it.
     pub attempts: u32,
+    /// The agent that had it last.
     pub agent_id: Option<String>,
+    /// Its last failure.
     pub last_error: Option<String>,
 }
 
 /// Budgets and what they allowed (`[limits]`, `[model].max_cost_usd`).
 #[derive(Debug, Clone, Serialize)]
 pub struct BudgetReport {
+    /// `[limits].total_token_budget`.
     pub total_token_budget: u64,
+    /// Tokens used (ledger).
     pub used_tokens: u64,
+    /// `used_tokens / total_token_budget`.
     pub used_fraction: f64,
     /// The 80 % alert was raised.
     pub alert_raised: bool,
@@ -112,43 +158,63 @@ pub struct BudgetReport {
     pub exhausted: Option<String>,
     /// USD from the price table; null with the reason when a call's model has no price.
     pub cost_usd: Figure<f64>,
+    /// `[model].max_cost_usd` (None: no cost budget).
     pub max_cost_usd: Option<f64>,
     /// Session seconds each agent waited for its token or tool-call rate.
     pub throttled_session_secs: BTreeMap<String, f64>,
 }
 
+/// Checkpoints of the session.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckpointSummary {
+    /// Checkpoints written.
     pub count: u32,
+    /// The newest one's row.
     pub last: Option<crate::store::CheckpointRow>,
 }
 
 /// `final_report.json`, written at every end (complete, failed, interrupted).
 #[derive(Debug, Clone, Serialize)]
 pub struct FinalReport {
+    /// [`REPORT_SCHEMA_VERSION`].
     pub schema_version: u32,
+    /// The session's id.
     pub session_id: String,
+    /// The project and its spec.
     pub project: ProjectInfo,
     /// `complete`, `failed` or `interrupted`.
     pub status: String,
+    /// The exit code of the daemon that ended it.
     pub exit_code: i32,
+    /// Why it ended (`complete`, `signal`, `budget`, `stopped`, …).
     pub ended_because: String,
+    /// When it started (RFC 3339).
     pub started_at: String,
+    /// When it ended (RFC 3339).
     pub ended_at: String,
+    /// Planned and elapsed durations.
     pub duration: Durations,
+    /// The model that answered.
     pub model: ModelInfo,
+    /// Agents in the session.
     pub agent_count: usize,
+    /// `builtin`, `command` or the preset's name.
     pub agent_kind: String,
+    /// Every phase, in order.
     pub phases: Vec<PhaseReport>,
     /// Token and tool-call totals from the ledger in `session.db`.
     pub usage: LedgerTotals,
+    /// Budgets and what they allowed.
     pub budget: BudgetReport,
     /// Checkpoints written, and the last one.
     pub checkpoints: CheckpointSummary,
     /// `megatest restore` rollbacks of this session (the `checkpoint_restored` events).
     pub rollbacks: Vec<serde_json::Value>,
+    /// Tasks by state.
     pub tasks: TaskCounts,
+    /// Every task.
     pub task_list: Vec<TaskReport>,
+    /// Every agent.
     pub agents: Vec<AgentReport>,
     /// Error events by kind.
     pub errors: BTreeMap<String, u64>,
@@ -159,50 +225,78 @@ pub struct FinalReport {
     /// `[chaos]` as configured when fault injection was on (None: no faults were injected),
     /// with the faults that fired.
     pub chaos: Option<serde_json::Value>,
+    /// Code statistics of the workspace (tokei) at the end.
     pub code: Figure<CodeStats>,
+    /// Line coverage from the spec's coverage command (null with the reason when none ran).
     pub test_coverage: Figure<f64>,
+    /// Every phase's success criteria as judged.
     pub success_criteria: Vec<CriterionResult>,
+    /// Config keys parsed and validated whose behaviour lands later.
     pub not_yet_enforced: Vec<String>,
 }
 
+/// The project in `final_report.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProjectInfo {
+    /// `[session].project_type`.
     pub project_type: String,
     /// `[metadata].name` and `.version` of the config.
     pub test_name: String,
+    /// `[metadata].version`.
     pub test_version: String,
+    /// The project spec's name.
     pub name: String,
+    /// The project spec's directory.
     pub spec_dir: String,
+    /// The workspace the agents worked in.
     pub workspace: String,
 }
 
 /// One agent's live state in [`SessionMetrics`].
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentStatus {
+    /// `agent-1`, ….
     pub id: String,
+    /// Its role.
     pub role: String,
+    /// `running` or `idle`.
     pub status: String,
+    /// The task it runs.
     pub task: Option<String>,
 }
 
 /// `metrics_current.json`, after the seed's `SessionMetrics`.
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionMetrics {
+    /// The session's id.
     pub session_id: String,
+    /// `running`, `paused`, `stopping`, `complete`, ….
     pub status: String,
+    /// The phase running (None between phases).
     pub phase: Option<String>,
+    /// When this sample was taken (RFC 3339).
     pub updated_at: String,
+    /// Session seconds elapsed.
     pub elapsed_session_secs: f64,
+    /// Wall seconds elapsed.
     pub elapsed_wall_secs: f64,
     /// Planned session seconds left if every remaining phase uses its whole time box.
     pub remaining_session_secs: f64,
+    /// Metered model calls.
     pub model_calls: u64,
+    /// Metered tokens.
     pub total_tokens: u64,
+    /// Tokens per session minute so far (null before the first minute).
     pub tokens_per_minute: Figure<f64>,
+    /// Tool calls counted.
     pub tool_calls: u64,
+    /// Tasks by state.
     pub tasks: TaskCounts,
+    /// Every agent's live state.
     pub agents: Vec<AgentStatus>,
+    /// Code lines in the workspace (tokei, last sample).
     pub lines_of_code: Figure<usize>,
+    /// Share of the last phase's test checks that passed.
     pub test_pass_rate: Figure<f64>,
     /// Fraction of lines covered, from the spec's `[commands].coverage` at the last phase end.
     pub test_coverage: Figure<f64>,
@@ -210,11 +304,14 @@ pub struct SessionMetrics {
     pub files_modified: Figure<u64>,
     /// Fraction of agent-time spent on task runs: run session seconds / (agents × elapsed).
     pub agent_utilisation: Figure<f64>,
+    /// Votes cast (null until the swarm work lands).
     pub consensus_votes_cast: Figure<u64>,
     /// Resident memory of megatest itself, bytes (sampler, sysinfo).
     pub daemon_memory_bytes: Figure<u64>,
     /// Resident memory of each running agent's process tree, bytes (sampler, sysinfo).
     pub agent_memory_bytes: BTreeMap<String, u64>,
+    /// Checkpoints of the session so far.
     pub checkpoints: u32,
+    /// Error events recorded by this daemon (`final_report.json` has them all, by kind).
     pub errors: u64,
 }

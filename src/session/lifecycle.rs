@@ -327,6 +327,6 @@ impl Session {
             );
             write_private(&agent.dir.join("selfware.toml"), selfware.as_bytes())?;
         }
-        write_private(&self.dir().join("agents.toml"), out.as_bytes())
+        Ok(write_private(&self.dir().join("agents.toml"), out.as_bytes())?)
     }
 }

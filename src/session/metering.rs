@@ -449,7 +449,8 @@ impl Session {
     }
 
     pub(super) fn save_budgets(&self) -> Result<()> {
-        self.store
-            .save_budget_state(&serde_json::to_value(&self.budgets)?)
+        Ok(self
+            .store
+            .save_budget_state(&serde_json::to_value(&self.budgets)?)?)
     }
 }

@@ -584,7 +584,7 @@ impl Session {
         task_id: Option<&str>,
         data: serde_json::Value,
     ) -> Result<i64> {
-        self.store.append_event(
+        Ok(self.store.append_event(
             &now(),
             self.clock.session_secs(),
             kind,
@@ -592,7 +592,7 @@ impl Session {
             phase,
             task_id,
             &data,
-        )
+        )?)
     }
 
     fn task_counts(&self, phase_idx: Option<usize>) -> TaskCounts {
@@ -613,8 +613,8 @@ impl Session {
 }
 
 /// Log a failed step of the session's end; the end goes on (see [`Session::run`]).
-pub(super) fn log_end_step(what: &str, result: Result<()>) {
-    if let Err(err) = result {
+pub(super) fn log_end_step<E: Into<anyhow::Error>>(what: &str, result: Result<(), E>) {
+    if let Err(err) = result.map_err(Into::into) {
         tracing::error!(message = "cannot write at the session's end", what, error = %format!("{err:#}"));
         crate::console::say(format_args!(
             "megatest: cannot write {what} at the session's end: {err:#}"

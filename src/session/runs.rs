@@ -196,7 +196,7 @@ impl Session {
 
     pub(super) fn sync_task(&self, task_idx: usize) -> Result<()> {
         let t = &self.board.tasks[task_idx];
-        self.store.update_task(
+        Ok(self.store.update_task(
             &t.spec.id,
             t.state.as_str(),
             t.attempts,
@@ -204,7 +204,7 @@ impl Session {
             t.claimed_session_secs,
             t.finished_session_secs,
             t.last_error.as_deref(),
-        )
+        )?)
     }
 
     pub(super) fn run_ended(

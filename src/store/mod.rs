@@ -12,12 +12,14 @@
 //! checkpoints are off so that none lands on a model call's commit; the session runs
 //! [`Store::checkpoint_wal`] on its metrics tick instead.
 
-use anyhow::{Context, Result};
+use error::Step;
+pub use error::{io_is_disk_full, Result, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+mod error;
 mod ledger;
 mod reads;
 mod recoveries;
@@ -25,13 +27,13 @@ mod rollback;
 mod schema;
 pub mod spool;
 
-pub use reads::{is_sqlite_full, AgentRecord, BoardEntry, PhaseRecord, RunCounts, TaskRecord};
+pub use reads::{AgentRecord, BoardEntry, PhaseRecord, RunCounts, TaskRecord};
 
 /// A thread with its own connection that runs PASSIVE WAL checkpoints when woken; failures
 /// are logged, never fatal (the WAL stays valid). It ends when the [`Store`] is dropped.
 fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>> {
     let conn = Connection::open(path)
-        .with_context(|| format!("open {} for checkpoints", path.display()))?;
+        .step(|| format!("open {} for checkpoints", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     let (wake, wakes) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
@@ -52,21 +54,31 @@ pub use schema::{MIGRATIONS, WAL_SIZE_LIMIT};
 /// What `megatest sessions` / `status` read of a session without opening it for writing.
 #[derive(Debug, Clone)]
 pub struct SessionSummary {
+    /// The session's id.
     pub id: String,
+    /// `[session].project_type`.
     pub project_type: String,
+    /// `running`, `paused`, `complete`, `failed` or `interrupted`.
     pub status: String,
+    /// RFC 3339.
     pub started_at: String,
+    /// RFC 3339; None while it runs (or after a crash).
     pub ended_at: Option<String>,
+    /// The ending daemon's exit code.
     pub exit_code: Option<i32>,
+    /// Why it ended.
     pub ended_because: Option<String>,
+    /// The pid of the daemon that runs or ran it.
     pub daemon_pid: Option<u32>,
 }
 
 /// The `sessions` row of `db`, read-only (the session may be running).
 pub fn session_summary(db: &Path) -> Result<SessionSummary> {
-    anyhow::ensure!(db.is_file(), "{} does not exist", db.display());
+    if !db.is_file() {
+        return Err(StoreError::invalid(format!("{} does not exist", db.display())));
+    }
     let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("open {} read-only", db.display()))?;
+        .step(|| format!("open {} read-only", db.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(2))?;
     Ok(conn.query_row(
         "SELECT id, project_type, status, started_at, ended_at, exit_code, ended_because, daemon_pid
@@ -92,11 +104,17 @@ pub fn session_summary(db: &Path) -> Result<SessionSummary> {
 pub struct EventRow {
     /// The event's sequence number (`events.seq`): the SSE event id.
     pub id: i64,
+    /// RFC 3339 wall time.
     pub at: String,
+    /// Session seconds.
     pub session_secs: f64,
+    /// `session_started`, `agent_started`, `checkpoint`, `error`, `note`, ….
     pub kind: String,
+    /// The agent it concerns.
     pub agent_id: Option<String>,
+    /// The phase it happened in.
     pub phase: Option<String>,
+    /// The task it concerns.
     pub task_id: Option<String>,
     /// JSON text.
     pub data: String,
@@ -106,7 +124,7 @@ pub struct EventRow {
 /// connection of its own (the session keeps writing meanwhile; WAL lets both go on).
 pub fn events_after(db: &Path, after: i64, limit: u32) -> Result<Vec<EventRow>> {
     let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("open {} read-only", db.display()))?;
+        .step(|| format!("open {} read-only", db.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(2))?;
     let mut stmt = conn.prepare(
         "SELECT seq, at, session_secs, kind, agent_id, phase, task_id, data FROM events
@@ -133,14 +151,19 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
 /// One failure and what the recovery table did about it (`final_report.json` `recoveries`).
 #[derive(Debug, Clone, Serialize)]
 pub struct RecoveryRow {
+    /// Its row id.
     pub id: i64,
+    /// The failure kind (`agent_crash`, `disk_full`, …).
     pub failure_kind: String,
+    /// `low`, `medium`, `high` or `critical`.
     pub severity: String,
     /// RFC 3339 wall time of detection.
     pub detected_at: String,
+    /// Session seconds at detection.
     pub detected_session_secs: f64,
     /// `default:<kind>` or `error_handling.rules[i]`.
     pub rule: String,
+    /// The recovery action taken (`retry_immediate`, `restart_agent`, …).
     pub action: String,
     /// Attempts the action took (retries within a call, restarts of a task, checks of a pause).
     pub attempts: u32,
@@ -148,38 +171,55 @@ pub struct RecoveryRow {
     pub outcome: Option<String>,
     /// Session seconds from detection to the outcome; None while open.
     pub time_to_recover_session_secs: Option<f64>,
+    /// The agent it concerns.
     pub agent_id: Option<String>,
+    /// The task it concerns.
     pub task_id: Option<String>,
+    /// What was seen (message, log tail).
     pub detail: String,
 }
 
 /// The session row's origin fields (`megatest resume` reads them).
 #[derive(Debug, Clone)]
 pub struct SessionOrigin {
+    /// The session's id.
     pub id: String,
+    /// Its recorded status.
     pub status: String,
     /// The config file the session was started from (absolute).
     pub config_path: Option<String>,
     /// JSON of `config::Overrides`.
     pub overrides: Option<String>,
+    /// The pid of the daemon that last ran it.
     pub daemon_pid: Option<u32>,
 }
 
 /// One checkpoint's row.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckpointRow {
+    /// Its sequence number (1, 2, …).
     pub seq: u32,
+    /// RFC 3339 wall time it was written.
     pub at: String,
+    /// Session seconds it was taken at.
     pub session_secs: f64,
+    /// What asked for it (`time`, `tool_calls`, `tokens`, `phase_end`, `manual`, …).
     pub trigger: String,
+    /// Its `checkpoint_NNN.json`.
     pub path: String,
+    /// SHA-256 of its content (without the `sha256` field).
     pub sha256: String,
+    /// The previous checkpoint's sequence.
     pub parent: Option<u32>,
     /// Hash of the workspace manifest in the object store.
     pub manifest: String,
+    /// Files listed in the snapshot.
     pub files: u64,
+    /// Bytes of those files.
     pub bytes: u64,
+    /// Objects the snapshot wrote.
     pub new_objects: u64,
+    /// Bytes of those objects.
     pub new_bytes: u64,
     /// Agents stayed frozen for the whole snapshot.
     pub consistent: bool,
@@ -196,20 +236,31 @@ pub type CountedCall = (i64, f64, String, u64, u64, Option<f64>);
 pub struct LedgerRow {
     /// Random id the proxy gives the call: links a `ledger.spool` line to its ledger row.
     pub call_id: i64,
+    /// The calling agent.
     pub agent_id: String,
+    /// Its role.
     pub role: String,
+    /// The phase then.
     pub phase: Option<String>,
+    /// The agent's task then.
     pub task_id: Option<String>,
+    /// The model the agent asked for.
     pub model_requested: String,
+    /// The model that answered (after fallbacks).
     pub model_served: String,
+    /// Prompt tokens, as the provider reported them.
     pub prompt_tokens: u64,
+    /// Completion tokens, as the provider reported them.
     pub completion_tokens: u64,
+    /// Cached prompt tokens (of `prompt_tokens`).
     pub cached_tokens: u64,
+    /// The tool calls in the answer, by name.
     pub tool_names: Vec<String>,
     /// Wall milliseconds from request to response.
     pub latency_ms: f64,
     /// HTTP status returned to the agent.
     pub status: u16,
+    /// The failure kind when the call failed.
     pub error_kind: Option<String>,
     /// Upstream attempts this call took (retries and fallbacks included).
     pub attempts: u32,
@@ -220,28 +271,42 @@ pub struct LedgerRow {
 /// Totals over the ledger.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LedgerTotals {
+    /// Ledger rows.
     pub model_calls: u64,
+    /// Sum of prompt tokens.
     pub prompt_tokens: u64,
+    /// Sum of completion tokens.
     pub completion_tokens: u64,
+    /// Sum of cached prompt tokens.
     pub cached_tokens: u64,
+    /// Prompt plus completion tokens.
     pub total_tokens: u64,
     /// Tool calls from model answers plus those agents reported.
     pub tool_calls: u64,
     /// Of `tool_calls`, those agents reported through the events endpoint or file.
     pub agent_reported_tool_calls: u64,
+    /// Tool calls per tool name.
     pub tool_calls_by_name: BTreeMap<String, u64>,
 }
 
 /// One phase check's result.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct CheckRow {
+    /// The phase it ran at the end of.
     pub phase: String,
+    /// `build`, `test`, `coverage`, … (the spec's command name).
     pub name: String,
+    /// The shell command run.
     pub command: String,
+    /// Its exit code (None: killed or not started).
     pub exit_code: Option<i32>,
+    /// Exit code 0 within the time limit.
     pub passed: bool,
+    /// Stopped at `[limits].max_test_runtime_min`.
     pub timed_out: bool,
+    /// Wall seconds it ran.
     pub wall_secs: f64,
+    /// The last bytes of its output.
     pub output_tail: String,
 }
 
@@ -256,7 +321,7 @@ impl Store {
     /// Open (creating if needed) and migrate `path`. Errors: cannot open, not a database, a
     /// schema newer than this binary knows.
     pub fn open(path: &Path) -> Result<Store> {
-        let conn = Connection::open(path).with_context(|| format!("open {}", path.display()))?;
+        let conn = Connection::open(path).step(|| format!("open {}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -271,7 +336,7 @@ impl Store {
         };
         store
             .migrate()
-            .with_context(|| format!("migrate {}", path.display()))?;
+            .step(|| format!("migrate {}", path.display()))?;
         store.checkpoints = Some(spawn_checkpointer(path)?);
         Ok(store)
     }
@@ -281,11 +346,12 @@ impl Store {
             .conn
             .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))?
             as usize;
-        anyhow::ensure!(
-            version <= MIGRATIONS.len(),
-            "session.db has schema version {version}, newer than this megatest knows ({})",
-            MIGRATIONS.len()
-        );
+        if version > MIGRATIONS.len() {
+            return Err(StoreError::invalid(format!(
+                "session.db has schema version {version}, newer than this megatest knows ({})",
+                MIGRATIONS.len()
+            )));
+        }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             let tx = self.conn.transaction()?;
             tx.execute_batch(sql)?;
@@ -315,12 +381,14 @@ impl Store {
         }
     }
 
+    /// The schema version (`PRAGMA user_version`).
     pub fn schema_version(&self) -> Result<usize> {
         Ok(self
             .conn
             .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize)
     }
 
+    /// Insert the session row (status `running`).
     pub fn insert_session(
         &self,
         id: &str,
@@ -338,6 +406,7 @@ impl Store {
         Ok(())
     }
 
+    /// Record the session's end: status, exit code, reason, time.
     pub fn end_session(
         &self,
         id: &str,
@@ -353,6 +422,7 @@ impl Store {
         Ok(())
     }
 
+    /// Insert a planned phase (not started).
     pub fn insert_phase(&self, idx: usize, name: &str, planned_session_secs: f64) -> Result<()> {
         self.conn.execute(
             "INSERT INTO phases (idx, name, planned_session_secs) VALUES (?1, ?2, ?3)",
@@ -361,6 +431,7 @@ impl Store {
         Ok(())
     }
 
+    /// Record a phase's start (session and wall seconds).
     pub fn start_phase(&self, idx: usize, session_secs: f64, wall_secs: f64) -> Result<()> {
         self.conn.execute(
             "UPDATE phases SET started_session_secs = ?2, started_wall_secs = ?3 WHERE idx = ?1",
@@ -369,6 +440,7 @@ impl Store {
         Ok(())
     }
 
+    /// Record a phase's end and why.
     pub fn end_phase(
         &self,
         idx: usize,
@@ -383,6 +455,7 @@ impl Store {
         Ok(())
     }
 
+    /// Insert an agent (status `idle`).
     pub fn insert_agent(&self, id: &str, idx: usize, role: &str, kind: &str) -> Result<()> {
         self.conn.execute(
             "INSERT INTO agents (id, idx, role, kind, status) VALUES (?1, ?2, ?3, ?4, 'idle')",
@@ -391,6 +464,7 @@ impl Store {
         Ok(())
     }
 
+    /// Set an agent's status (`idle`, `running`, …).
     pub fn set_agent_status(&self, id: &str, status: &str) -> Result<()> {
         self.conn.execute(
             "UPDATE agents SET status = ?2 WHERE id = ?1",
@@ -399,6 +473,7 @@ impl Store {
         Ok(())
     }
 
+    /// Insert a pending task.
     pub fn insert_task(&self, id: &str, phase: &str, role: &str, title: &str) -> Result<()> {
         self.conn.execute(
             "INSERT INTO tasks (id, phase, role, title, state) VALUES (?1, ?2, ?3, ?4, 'pending')",
@@ -452,6 +527,7 @@ impl Store {
         Ok(self.conn.last_insert_rowid())
     }
 
+    /// Record a run's end: session seconds, outcome, exit code, signal.
     pub fn end_agent_run(
         &self,
         run_id: i64,
@@ -496,6 +572,7 @@ impl Store {
         Ok(self.conn.last_insert_rowid())
     }
 
+    /// Record a written checkpoint.
     pub fn insert_checkpoint(&self, row: &CheckpointRow) -> Result<()> {
         self.conn.execute(
             "INSERT INTO checkpoints (seq, at, session_secs, trigger, path, sha256, parent, manifest, files, bytes,
@@ -509,6 +586,7 @@ impl Store {
         Ok(())
     }
 
+    /// Record a phase check's result.
     pub fn insert_check(&self, check: &CheckRow) -> Result<()> {
         self.conn.execute(
             "INSERT INTO checks (phase, name, command, exit_code, passed, timed_out, wall_secs, output_tail)

@@ -2,7 +2,7 @@
 //! read back. No `rusqlite` type leaves this module.
 
 use super::{CheckRow, CheckpointRow, EventRow, Store};
-use anyhow::Result;
+use super::error::Result;
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -288,15 +288,6 @@ impl Store {
     }
 }
 
-/// True when `err` (anywhere in its chain) is SQLite's "database or disk is full".
-pub fn is_sqlite_full(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<rusqlite::Error>(),
-            Some(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DiskFull
-        )
-    })
-}
 
 #[cfg(test)]
 mod tests {

@@ -13,7 +13,7 @@
 //! line (the daemon died inside the write) is skipped.
 
 use super::LedgerRow;
-use anyhow::{Context, Result};
+use super::error::{Result, Step};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -55,7 +55,7 @@ impl LedgerSpool {
             .create(true)
             .append(true)
             .open(&path)
-            .with_context(|| format!("open {}", path.display()))?;
+            .step(|| format!("open {}", path.display()))?;
         Ok(LedgerSpool {
             path,
             file: Mutex::new(file),
@@ -72,7 +72,7 @@ impl LedgerSpool {
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
         self.spooled.fetch_add(1, Ordering::SeqCst);
         file.write_all(&line)
-            .with_context(|| format!("append to {}", self.path.display()))
+            .step(|| format!("append to {}", self.path.display()))
     }
 
     /// The session committed one spooled call.
@@ -88,7 +88,7 @@ impl LedgerSpool {
             return Ok(false);
         }
         file.set_len(0)
-            .with_context(|| format!("truncate {}", self.path.display()))?;
+            .step(|| format!("truncate {}", self.path.display()))?;
         Ok(true)
     }
 }
@@ -100,7 +100,7 @@ pub fn read(session_dir: &Path) -> Result<(Vec<SpooledCall>, usize)> {
     let text = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
-        Err(err) => return Err(err).with_context(|| format!("read {}", path.display())),
+        Err(err) => return Err(err).step(|| format!("read {}", path.display())),
     };
     let mut calls = Vec::new();
     let mut torn = 0;

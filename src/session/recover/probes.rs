@@ -2,6 +2,9 @@
 //! reserve, OOM counters, error classification of the session's own steps, agents' log tails.
 
 use super::*;
+use crate::checkpoint::CheckpointError;
+use crate::fsutil::WriteError;
+use crate::store::StoreError;
 
 /// Watch the workspace recursively; every change stamps `changed_ms`. None (logged) when the
 /// watch cannot be set up: hang detection then relies on calls, tool calls and output.
@@ -102,24 +105,38 @@ pub(in crate::session) fn free_bytes(path: &std::path::Path) -> Option<u64> {
     Some(stat.blocks_available() as u64 * stat.fragment_size() as u64)
 }
 
-/// True when `err` (anywhere in its chain) is a full disk: ENOSPC / EDQUOT, or SQLite's
-/// SQLITE_FULL.
+/// True when `err` (anywhere in its chain) is a full disk, as the typed errors of the store,
+/// the checkpoint module and file writes say (SQLITE_FULL, ENOSPC, EDQUOT), or an I/O error.
 pub(in crate::session) fn is_disk_full(err: &anyhow::Error) -> bool {
-    crate::store::is_sqlite_full(err)
-        || err.chain().any(|cause| {
-            cause.downcast_ref::<std::io::Error>().is_some_and(|io| {
-                matches!(io.raw_os_error(), Some(code) if code == nix::libc::ENOSPC || code == nix::libc::EDQUOT)
-                    || io.kind() == std::io::ErrorKind::StorageFull
-            })
-        })
+    err.chain().any(|cause| {
+        if let Some(e) = cause.downcast_ref::<StoreError>() {
+            e.is_disk_full()
+        } else if let Some(e) = cause.downcast_ref::<CheckpointError>() {
+            e.is_disk_full()
+        } else if let Some(e) = cause.downcast_ref::<WriteError>() {
+            e.is_disk_full()
+        } else {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(crate::store::io_is_disk_full)
+        }
+    })
 }
 
-/// True when `err` is a permission failure (EACCES / EPERM).
+/// True when `err` is a permission failure (EACCES / EPERM), as the typed errors say, or an
+/// I/O error.
 pub(in crate::session) fn is_permission_denied(err: &anyhow::Error) -> bool {
+    let denied = |io: &std::io::Error| io.kind() == std::io::ErrorKind::PermissionDenied;
     err.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+        if let Some(e) = cause.downcast_ref::<StoreError>() {
+            e.is_permission_denied()
+        } else if let Some(e) = cause.downcast_ref::<CheckpointError>() {
+            e.is_permission_denied()
+        } else if let Some(e) = cause.downcast_ref::<WriteError>() {
+            denied(&e.source)
+        } else {
+            cause.downcast_ref::<std::io::Error>().is_some_and(denied)
+        }
     })
 }
 
