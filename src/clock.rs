@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+/// Session time: wall time since the (re)start times the time scale, plus the session seconds of earlier daemons. The only source of session time.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionClock {
     started: Instant,
@@ -32,6 +33,7 @@ impl SessionClock {
         }
     }
 
+    /// Session seconds per wall second.
     pub fn time_scale(&self) -> f64 {
         self.time_scale
     }

@@ -134,12 +134,14 @@ impl BackgroundWriter {
         })
     }
 
+    /// Queue an atomic replacement of `path` with `bytes`.
     pub fn replace(&self, path: &Path, bytes: Vec<u8>) {
         if let Some(jobs) = &self.jobs {
             let _ = jobs.send(WriteJob::Replace(path.to_path_buf(), bytes));
         }
     }
 
+    /// Queue appending `bytes` to `path` (created if missing).
     pub fn append(&self, path: &Path, bytes: Vec<u8>) {
         if let Some(jobs) = &self.jobs {
             let _ = jobs.send(WriteJob::Append(path.to_path_buf(), bytes));

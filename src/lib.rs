@@ -8,6 +8,8 @@
 
 // A panic in the daemon loses a session: library code returns errors instead (tests may unwrap).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
+// Every public item says what it is, with units and where a rule comes from.
+#![deny(missing_docs)]
 
 pub mod agent;
 pub mod api;

@@ -318,13 +318,18 @@ pub enum ApiRequest {
     },
     /// An agent's note into working memory.
     Note {
+        /// The agent's index.
         agent_idx: usize,
+        /// The note.
         text: String,
+        /// Where the answer goes.
         reply: oneshot::Sender<ControlReply>,
     },
     /// An agent reports its current task done.
     TaskDone {
+        /// The agent's index.
         agent_idx: usize,
+        /// Where the answer goes.
         reply: oneshot::Sender<ControlReply>,
     },
 }

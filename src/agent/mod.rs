@@ -1,7 +1,7 @@
 //! Agents: how an agent process is started for one task.
 //!
 //! Two kinds ([`crate::config::raw::AgentKind`]): `builtin` runs `megatest agent`
-//! ([`reference`]), megatest's reference tool-calling agent; `command` runs any agent CLI from a
+//! ([`reference`](mod@reference)), megatest's reference tool-calling agent; `command` runs any agent CLI from a
 //! command template or a documented [`PRESETS`] entry. Either way the process sees only
 //! megatest's model endpoint and its own per-agent key, never the provider's key.
 
@@ -10,9 +10,11 @@ pub mod reference;
 /// A documented command template for a known agent CLI.
 #[derive(Debug, Clone, Copy)]
 pub struct Preset {
+    /// The `[agents].preset` name.
     pub name: &'static str,
     /// Run with `sh -c` in `project/`; placeholders as in [`render_command`].
     pub template: &'static str,
+    /// What the operator should know (flags it needs, what it cannot report).
     pub notes: &'static str,
 }
 
@@ -54,12 +56,19 @@ pub fn preset(name: &str) -> Option<&'static Preset> {
 /// Values substituted into a command template; each is shell-quoted when substituted.
 #[derive(Debug, Clone)]
 pub struct CommandVars<'a> {
+    /// `{prompt_file}`: the task's prompt file.
     pub prompt_file: &'a str,
+    /// `{workspace}`: the project directory.
     pub workspace: &'a str,
+    /// `{model}`: the model name to ask for.
     pub model: &'a str,
+    /// `{base_url}`: the proxy's OpenAI-style base URL.
     pub base_url: &'a str,
+    /// `{agent_id}`: `agent-1`, ….
     pub agent_id: &'a str,
+    /// `{task_id}`: the task's id.
     pub task_id: &'a str,
+    /// `{agent_config}`: the per-agent config file megatest writes (selfware.toml: endpoint, model).
     pub agent_config: &'a str,
 }
 

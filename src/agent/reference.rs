@@ -20,6 +20,7 @@ use std::time::Duration;
 pub const COMMAND_OUTPUT_CAP: usize = 16 * 1024;
 /// Default and largest wall-clock timeout of one `run_command`, in seconds.
 pub const COMMAND_TIMEOUT_DEFAULT_SECS: u64 = 120;
+/// Largest timeout a model may ask one `run_command` for, in seconds.
 pub const COMMAND_TIMEOUT_MAX_SECS: u64 = 900;
 /// Largest file `read_file` returns, in bytes.
 pub const READ_CAP: usize = 256 * 1024;
@@ -27,19 +28,28 @@ pub const READ_CAP: usize = 256 * 1024;
 /// Settings of one agent run.
 #[derive(Debug, Clone)]
 pub struct AgentArgs {
+    /// The task's prompt.
     pub prompt_file: PathBuf,
+    /// Model calls before it gives up (`[agent].max_iterations`).
     pub max_iterations: u32,
+    /// The proxy's base URL.
     pub base_url: String,
+    /// The agent's own key for the proxy (never the provider's).
     pub api_key: String,
+    /// The model name to ask for.
     pub model: String,
+    /// Its role, named in the system prompt.
     pub role: String,
 }
 
 /// Outcome of [`run`], mapped to the exit code by the CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AgentExit {
+    /// The model called `finish` (exit 0).
     Finished = 0,
+    /// `max_iterations` ran out (exit 3).
     MaxIterations = 3,
+    /// The model endpoint failed for good (exit 4).
     ModelFailed = 4,
 }
 

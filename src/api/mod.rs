@@ -35,16 +35,23 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
+    /// Anyone who can reach the address.
     Public,
+    /// The operator token (`api.token`).
     Operator,
+    /// An agent's own key.
     Agent,
 }
 
 /// One route: method, path (OpenAPI template syntax), who may call it, summary.
 pub struct Route {
+    /// `get` or `post`.
     pub method: &'static str,
+    /// The path, `{param}` for parameters.
     pub path: &'static str,
+    /// Who may call it.
     pub access: Access,
+    /// One line for the OpenAPI document.
     pub summary: &'static str,
     /// JSON request body schema, for POST routes that take one.
     pub body: Option<fn() -> Value>,
@@ -58,19 +65,33 @@ pub struct Route {
 /// The handler of a route (see [`ROUTES`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
+    /// `GET /healthz`.
     Healthz,
+    /// `GET /api/openapi.json`.
     OpenApi,
+    /// `GET /api/status`.
     Status,
+    /// `POST /api/checkpoint`.
     Checkpoint,
+    /// `POST /api/pause`.
     Pause,
+    /// `POST /api/continue`.
     Continue,
+    /// `POST /api/stop`.
     Stop,
+    /// `GET /api/escalations`.
     Escalations,
+    /// `POST /api/escalations/{id}/decision`.
     Decide,
+    /// `GET /api/events` (server-sent events).
     Events,
+    /// `GET /metrics` (Prometheus text).
     Metrics,
+    /// `POST /api/agent/events`.
     AgentEvents,
+    /// `POST /api/agent/notes`.
     AgentNote,
+    /// `POST /api/agent/task_done`.
     AgentTaskDone,
 }
 
@@ -242,6 +263,7 @@ struct ApiState {
 
 /// A running API: its address, and how many event streams are open.
 pub struct ApiHandle {
+    /// The address it listens on.
     pub addr: SocketAddr,
     streams: Arc<std::sync::atomic::AtomicUsize>,
 }

@@ -400,7 +400,11 @@ mod tests {
             grace: Duration::from_millis(200),
         };
         let started = LocalBackend
-            .start(&sh("sleep 30", dir.path()), limits, CancellationToken::new())
+            .start(
+                &sh("sleep 30", dir.path()),
+                limits,
+                CancellationToken::new(),
+            )
             .unwrap();
         let group = started.group.clone();
         assert!(group.freeze());
@@ -428,7 +432,10 @@ mod tests {
         assert!(matches!(err, StartError::Spawn { .. }), "{err}");
         spec.log_path = dir.path().join("agent.log/under/a/file");
         std::fs::write(dir.path().join("agent.log"), "").unwrap();
-        assert!(matches!(spawn(&spec).unwrap_err(), StartError::LogFile { .. }));
+        assert!(matches!(
+            spawn(&spec).unwrap_err(),
+            StartError::LogFile { .. }
+        ));
     }
 
     fn libc_sigkill() -> i32 {

@@ -60,7 +60,6 @@ impl RunOutcome {
     }
 }
 
-
 /// Why a run could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

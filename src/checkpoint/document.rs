@@ -342,7 +342,10 @@ mod tests {
         assert_eq!(doc.working_memory["agent-2"][0]["text"], "from two");
         let first = &doc.agent_states[0].handoff_notes;
         assert_eq!(first.len(), HANDOFF_NOTES);
-        assert_eq!(first[0]["seq"], 6, "the newest {HANDOFF_NOTES}, oldest first");
+        assert_eq!(
+            first[0]["seq"], 6,
+            "the newest {HANDOFF_NOTES}, oldest first"
+        );
         assert_eq!(doc.agent_states[1].handoff_notes.len(), 1);
     }
 

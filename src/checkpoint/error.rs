@@ -55,9 +55,9 @@ impl CheckpointError {
     pub fn is_disk_full(&self) -> bool {
         match self {
             CheckpointError::Io { source, .. } => crate::store::io_is_disk_full(source),
-            CheckpointError::Walk { source, .. } => source
-                .io_error()
-                .is_some_and(crate::store::io_is_disk_full),
+            CheckpointError::Walk { source, .. } => {
+                source.io_error().is_some_and(crate::store::io_is_disk_full)
+            }
             CheckpointError::Store(store) => store.is_disk_full(),
             CheckpointError::During { source, .. } => source.is_disk_full(),
             CheckpointError::Json { .. } | CheckpointError::Corrupt(_) => false,

@@ -18,9 +18,9 @@ pub mod restore;
 
 pub mod snapshot;
 
-pub use error::{CheckpointError, Result};
-use error::Step;
 pub use document::{CheckpointDocument, HANDOFF_NOTES};
+use error::Step;
+pub use error::{CheckpointError, Result};
 use serde::Serialize;
 use serde_json::Value;
 use snapshot::{ObjectStore, SnapshotStats, StatCache};
@@ -34,9 +34,13 @@ pub const DEFAULT_SIZE_CAP: u64 = 64 * 1024 * 1024;
 
 /// The checkpoint directory of a session: object store, stat cache, sequence.
 pub struct Checkpointer {
+    /// `<session>/checkpoints`.
     pub dir: PathBuf,
+    /// The content-addressed objects.
     pub store: ObjectStore,
+    /// Spares re-reading unchanged files (in memory).
     pub cache: StatCache,
+    /// Files larger than this (bytes) are listed but not stored.
     pub size_cap: u64,
     /// Sequence of the last checkpoint written (0: none yet).
     pub last_seq: u32,
@@ -146,7 +150,9 @@ impl Checkpointer {
 /// What [`prune`] removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PruneStats {
+    /// Objects removed.
     pub removed_objects: u64,
+    /// Their bytes.
     pub removed_bytes: u64,
     /// Bytes of the objects that remain.
     pub kept_bytes: u64,
@@ -221,12 +227,19 @@ pub fn list_files(dir: &Path) -> Result<Vec<(u32, PathBuf)>> {
 /// One checkpoint as `megatest checkpoints` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckpointInfo {
+    /// Its sequence number.
     pub sequence: u32,
+    /// Its file.
     pub path: PathBuf,
+    /// What asked for it (None: unreadable).
     pub trigger: Option<String>,
+    /// When it was taken (RFC 3339).
     pub timestamp: Option<String>,
+    /// The phase then.
     pub phase: Option<String>,
+    /// Files in its snapshot.
     pub files: Option<u64>,
+    /// Bytes its snapshot added to the store.
     pub new_bytes: Option<u64>,
     /// Empty when valid (or not verified).
     pub problems: Vec<String>,

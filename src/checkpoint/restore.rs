@@ -4,9 +4,9 @@
 //! are append-only and stay. Returns a typed [`Rollback`]; printing is the caller's.
 
 use super::document::{AgentState, FileSystemState, Parts};
+use super::error::{Result, Step};
 use super::{inspect, snapshot, CheckpointDocument, Checkpointer};
 use crate::store::Store;
-use super::error::{Result, Step};
 use std::path::Path;
 
 /// What [`roll_back`] did.
@@ -14,19 +14,31 @@ use std::path::Path;
 pub enum Rollback {
     /// The workspace and board are at checkpoint `used` now.
     Restored {
+        /// The checkpoint asked for.
         requested: u32,
+        /// The checkpoint used.
         used: u32,
         /// Why `requested` was not used (its verification problems), when `used` differs.
         requested_invalid: Option<String>,
         /// The checkpoint that keeps the state rolled away (trigger `before_restore`).
         before: u32,
+        /// Files written back.
         files_written: u64,
+        /// Files removed (not in the checkpoint).
         files_removed: u64,
     },
     /// There is no checkpoint `requested`.
-    NoSuchCheckpoint { requested: u32 },
+    NoSuchCheckpoint {
+        /// The checkpoint asked for.
+        requested: u32,
+    },
     /// `requested` does not verify and no valid one precedes it.
-    NoValidCheckpoint { requested: u32, problems: String },
+    NoValidCheckpoint {
+        /// The checkpoint asked for.
+        requested: u32,
+        /// Why it does not verify.
+        problems: String,
+    },
 }
 
 impl std::fmt::Display for Rollback {

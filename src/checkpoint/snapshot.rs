@@ -22,11 +22,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// What a manifest entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryKind {
+    /// A directory.
     Dir,
+    /// A regular file.
     File,
+    /// A symbolic link (stored as its target).
     Symlink,
 }
 
@@ -35,6 +39,7 @@ pub enum EntryKind {
 pub struct ManifestEntry {
     /// Relative to the workspace, `/`-separated.
     pub path: String,
+    /// What it is.
     pub kind: EntryKind,
     /// Permission bits (`st_mode & 0o7777`).
     pub mode: u32,
@@ -51,14 +56,18 @@ pub struct ManifestEntry {
 /// The workspace at one moment.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Manifest {
+    /// Every path, in walk order.
     pub entries: Vec<ManifestEntry>,
 }
 
 /// Figures of one snapshot.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SnapshotStats {
+    /// Files listed.
     pub files: u64,
+    /// Directories listed.
     pub dirs: u64,
+    /// Symbolic links listed.
     pub symlinks: u64,
     /// Bytes of all files listed.
     pub bytes: u64,
@@ -66,6 +75,7 @@ pub struct SnapshotStats {
     pub cache_hits: u64,
     /// Objects written by this snapshot, and their bytes (manifest included).
     pub new_objects: u64,
+    /// Bytes of those objects.
     pub new_bytes: u64,
     /// Files over the size cap (listed, not stored).
     pub not_stored: u64,
@@ -78,6 +88,7 @@ pub struct ObjectStore {
 }
 
 impl ObjectStore {
+    /// Open (creating) the store at `root`.
     pub fn open(root: &Path) -> Result<ObjectStore> {
         std::fs::create_dir_all(root).step(|| format!("create {}", root.display()))?;
         Ok(ObjectStore {
@@ -85,10 +96,12 @@ impl ObjectStore {
         })
     }
 
+    /// Where object `hash` lives (`ab/cdef…`).
     pub fn path_of(&self, hash: &str) -> PathBuf {
         self.root.join(&hash[..2]).join(&hash[2..])
     }
 
+    /// True when object `hash` is stored.
     pub fn contains(&self, hash: &str) -> bool {
         self.path_of(hash).is_file()
     }
@@ -131,6 +144,7 @@ impl ObjectStore {
         Ok(self.list()?.iter().map(|(_, _, bytes)| bytes).sum())
     }
 
+    /// The bytes of object `hash`. Errors: missing or unreadable.
     pub fn get(&self, hash: &str) -> Result<Vec<u8>> {
         let path = self.path_of(hash);
         std::fs::read(&path).step(|| format!("object {hash} missing ({})", path.display()))
@@ -182,8 +196,11 @@ struct StoredManifest {
 /// The previous snapshot, which the next one may be stored relative to.
 #[derive(Debug, Clone)]
 pub struct ManifestBase {
+    /// The manifest's hash.
     pub hash: String,
+    /// The complete manifest.
     pub manifest: Manifest,
+    /// Deltas between it and a complete manifest (0: complete).
     pub depth: u32,
 }
 
@@ -339,20 +356,20 @@ fn walk(
                         source,
                     })
                     .and_then(|item| {
-                    let path = item.path().to_path_buf();
-                    let relative = path.strip_prefix(workspace).unwrap_or(&path);
-                    if relative.as_os_str().is_empty() {
-                        return Ok(());
-                    }
-                    let name = relative.to_string_lossy().replace('\\', "/");
-                    let meta = std::fs::symlink_metadata(&path)
-                        .step(|| format!("stat {}", path.display()))?;
-                    found
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((name, path, meta));
-                    Ok(())
-                });
+                        let path = item.path().to_path_buf();
+                        let relative = path.strip_prefix(workspace).unwrap_or(&path);
+                        if relative.as_os_str().is_empty() {
+                            return Ok(());
+                        }
+                        let name = relative.to_string_lossy().replace('\\', "/");
+                        let meta = std::fs::symlink_metadata(&path)
+                            .step(|| format!("stat {}", path.display()))?;
+                        found
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((name, path, meta));
+                        Ok(())
+                    });
                 match outcome {
                     Ok(()) => ignore::WalkState::Continue,
                     Err(err) => {
@@ -414,8 +431,8 @@ fn walk(
                     hash
                 }
                 _ => {
-                    let mut file = std::fs::File::open(path)
-                        .step(|| format!("read {}", path.display()))?;
+                    let mut file =
+                        std::fs::File::open(path).step(|| format!("read {}", path.display()))?;
                     let hash = if stored {
                         let mut bytes = Vec::with_capacity(meta.len() as usize);
                         file.read_to_end(&mut bytes)?;
@@ -458,9 +475,13 @@ fn walk(
 /// What [`restore`] changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RestoreStats {
+    /// Files written.
     pub written: u64,
+    /// Files already identical.
     pub unchanged: u64,
+    /// Paths removed.
     pub removed: u64,
+    /// Symbolic links recreated.
     pub symlinks: u64,
     /// Files over the size cap when snapshotted: their content could not be brought back.
     pub not_restorable: Vec<String>,
@@ -518,8 +539,7 @@ pub fn restore(workspace: &Path, store: &ObjectStore, manifest_hash: &str) -> Re
         let path = workspace.join(&entry.path);
         match entry.kind {
             EntryKind::Dir => {
-                std::fs::create_dir_all(&path)
-                    .step(|| format!("create {}", path.display()))?;
+                std::fs::create_dir_all(&path).step(|| format!("create {}", path.display()))?;
             }
             EntryKind::Symlink => {
                 let target = entry.target.clone().unwrap_or_default();

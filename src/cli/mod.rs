@@ -1,12 +1,12 @@
 //! Command-line interface: one file per subcommand, dispatched from [`run`].
 
-pub mod agent;
-pub mod checkpoints;
-pub mod control;
-pub mod restore;
-pub mod resume;
-pub mod run;
-pub mod validate;
+mod agent;
+mod checkpoints;
+mod control;
+mod restore;
+mod resume;
+mod run;
+mod validate;
 
 use crate::config::raw::Provider;
 use crate::config::Overrides;
@@ -16,13 +16,14 @@ use std::path::PathBuf;
 /// Supervisor for multi-hour, multi-agent AI coding sessions.
 #[derive(Debug, Parser)]
 #[command(name = "megatest", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    command: Command,
 }
 
+/// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+enum Command {
     /// Run one session: agents build the project through the four phases; writes
     /// test_runs/<session_id>/ and exits 0 (criteria met), 1 (a critical criterion failed),
     /// 2 (usage or config error, nothing started), 3 (aborted), 130/143 (interrupted).
@@ -61,7 +62,7 @@ pub enum Command {
 
 /// Provider names accepted on the command line.
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum ProviderArg {
+pub(crate) enum ProviderArg {
     Scripted,
     Sim,
     OpenaiCompatible,
@@ -81,7 +82,7 @@ impl From<ProviderArg> for Provider {
 
 /// Overrides shared by `run` and `validate`; each also reads its environment variable.
 #[derive(Debug, Clone, Args)]
-pub struct OverrideArgs {
+pub(crate) struct OverrideArgs {
     /// Project type (spec under system_tests/long_running/projects/), overrides session.project_type
     #[arg(long, env = "MEGATEST_PROJECT")]
     pub project: Option<String>,
@@ -106,7 +107,8 @@ pub struct OverrideArgs {
 }
 
 impl OverrideArgs {
-    pub fn overrides(&self) -> Overrides {
+    /// The overrides as the config loader takes them.
+    pub(crate) fn overrides(&self) -> Overrides {
         Overrides {
             project: self.project.clone(),
             hours: self.hours,

@@ -27,11 +27,17 @@ const DEFAULT_PHASES: [(&str, f64); 4] = [
 /// Overrides from the command line or `MEGATEST_*` environment variables.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct Overrides {
+    /// `--project`: overrides `[session].project_type`.
     pub project: Option<String>,
+    /// `--hours`: overrides `[session].duration_hours`; phases scale in proportion.
     pub hours: Option<f64>,
+    /// `--agents`: overrides `[session].agent_count` and `[agent].concurrent_agents`.
     pub agents: Option<u32>,
+    /// `--time-scale`: session seconds per wall second.
     pub time_scale: Option<f64>,
+    /// `--provider`: overrides `[model].provider`.
     pub provider: Option<Provider>,
+    /// `--session-id`: overrides `[session].id`.
     pub session_id: Option<String>,
     /// `--api-addr`: the control API's address, overrides `[api].address`.
     #[serde(default)]
@@ -41,12 +47,15 @@ pub struct Overrides {
 /// One problem found in a config file.
 #[derive(Debug, Clone, Serialize)]
 pub struct Diagnostic {
+    /// The config file.
     pub file: PathBuf,
     /// Dotted key, e.g. `session.agent_count` or `phases[1].duration_minutes`; empty for syntax errors.
     pub key: String,
     /// 1-based line and column, when the key is in the file (an override has none).
     pub line: Option<usize>,
+    /// 1-based column, with `line`.
     pub column: Option<usize>,
+    /// What is wrong and what is allowed.
     pub message: String,
 }
 
@@ -66,6 +75,7 @@ impl fmt::Display for Diagnostic {
 /// A config that did not load; every problem found, in file order.
 #[derive(Debug, Clone)]
 pub struct ConfigError {
+    /// Every problem, in file order.
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -86,10 +96,13 @@ impl std::error::Error for ConfigError {}
 /// One phase as the session runs it, after scaling to `duration_hours`.
 #[derive(Debug, Clone, Serialize)]
 pub struct PhasePlan {
+    /// The phase's name.
     pub name: String,
     /// Length of the time box in session seconds.
     pub session_secs: f64,
+    /// Its objectives.
     pub objectives: Vec<String>,
+    /// Its success criteria (free text).
     pub success_criteria: Vec<String>,
 }
 
@@ -102,6 +115,7 @@ pub struct Config {
     pub raw: RawConfig,
     /// Session seconds per wall second (`--time-scale`); 1.0 is real time.
     pub time_scale: f64,
+    /// The phases in order.
     pub phases: Vec<PhasePlan>,
     /// The role of each agent, `agent_count` long (`[agent].roles` cycled).
     pub agent_roles: Vec<String>,

@@ -346,7 +346,9 @@ pub struct Project {
     /// Directory of the project spec; relative paths are relative to the config file. Default:
     /// `system_tests/long_running/projects/<session.project_type>`.
     pub spec_dir: Option<String>,
+    /// `[project.target]`.
     pub target: Target,
+    /// `[project.performance]`.
     pub performance: Performance,
 }
 

@@ -99,7 +99,9 @@ pub fn describe_check(check: &CheckRow) -> String {
 /// How one upstream success criterion (free text from `[[phases]].success_criteria`) is judged.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CriterionResult {
+    /// The phase it belongs to.
     pub phase: String,
+    /// The criterion as written in the config.
     pub criterion: String,
     /// true / false when judged; null when no objective check exists for it yet.
     pub met: Option<bool>,
@@ -109,8 +111,6 @@ pub struct CriterionResult {
     pub critical: bool,
 }
 
-/// Judge a phase's criteria from its checks. Criteria about compiling map to the build check,
-/// criteria about tests passing to the test check; the rest are `null` with the reason.
 /// Line coverage from a coverage command's output: the last number on its last non-empty line,
 /// a percentage (`87`, `87.5%`) or a fraction (`0.875`). Returns a fraction in 0..=1.
 /// `coverage report --format=total` prints exactly such a line.
@@ -129,6 +129,8 @@ pub fn parse_coverage(output: &str) -> Option<f64> {
     (0.0..=1.0).contains(&fraction).then_some(fraction)
 }
 
+/// Judge a phase's criteria from its checks. Criteria about compiling map to the build check,
+/// criteria about tests passing to the test check; the rest are `null` with the reason.
 pub fn judge_criteria(
     phase: &str,
     criteria: &[String],

@@ -13,10 +13,13 @@ use std::path::Path;
 pub struct CodeStats {
     /// Lines of code (not comments or blanks), all languages.
     pub lines_of_code: usize,
+    /// Comment lines.
     pub comment_lines: usize,
+    /// Blank lines.
     pub blank_lines: usize,
     /// Source files tokei recognised.
     pub files: usize,
+    /// Lines of code per language (tokei's language names).
     pub by_language: BTreeMap<String, usize>,
 }
 
@@ -47,6 +50,7 @@ pub fn code_stats(workspace: &Path) -> CodeStats {
 /// One sample, taken off the session task at each `[monitoring].health_check_interval`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Sample {
+    /// Code statistics of the workspace.
     pub code: CodeStats,
     /// Files in the workspace (generated directories and `.gitignore`d files skipped) whose
     /// modification time is at or after the session start.

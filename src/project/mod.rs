@@ -31,12 +31,16 @@ pub const PROJECTS_SUBDIR: &str = "system_tests/long_running/projects";
 pub struct ProjectSpec {
     /// Display name, e.g. "RedQueue".
     pub name: String,
+    /// One-paragraph description.
     pub description: String,
     /// The language the contract asks for (informative).
     pub language: String,
+    /// The contract's commands.
     pub commands: Commands,
+    /// The phase plan's tasks, in order.
     #[serde(default)]
     pub tasks: Vec<TaskSpec>,
+    /// The spec's directory (set when loaded).
     #[serde(skip)]
     pub dir: PathBuf,
 }
@@ -45,10 +49,14 @@ pub struct ProjectSpec {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Commands {
+    /// Builds the project (a phase check).
     pub build: String,
+    /// Runs the agents' own tests (a phase check).
     pub test: String,
+    /// Starts the built service (for acceptance suites).
     #[serde(default)]
     pub start: Option<String>,
+    /// Prints line coverage (last number of its output, see `eval::parse_coverage`).
     #[serde(default)]
     pub coverage: Option<String>,
 }
@@ -63,7 +71,9 @@ pub struct TaskSpec {
     pub phase: String,
     /// The role that should take it; any agent takes it when no agent has this role.
     pub role: String,
+    /// One-line title.
     pub title: String,
+    /// What the agent is asked to do.
     pub prompt: String,
     /// Tasks of the same phase that must be done first.
     #[serde(default)]
@@ -163,10 +173,13 @@ pub struct ScriptStep {
     pub args: toml::Table,
 }
 
+/// One task of a scripted model's `script.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScriptTask {
+    /// The task id it answers.
     pub id: String,
+    /// Its tool calls, in order.
     #[serde(default)]
     pub steps: Vec<ScriptStep>,
     /// The `finish` summary.
@@ -184,7 +197,9 @@ struct ScriptFile {
 /// The scripted model's script: per task id, the tool calls with their JSON arguments, resolved.
 #[derive(Debug, Clone, Default)]
 pub struct Script {
+    /// Per task id: (tool name, JSON arguments) of each call.
     pub tasks: std::collections::BTreeMap<String, Vec<(String, serde_json::Value)>>,
+    /// Per task id: the `finish` summary.
     pub summaries: std::collections::BTreeMap<String, String>,
 }
 

@@ -71,7 +71,9 @@ into one tool call where you can.";
 
 /// What answers the agents.
 pub enum Backend {
+    /// A built-in model (no network).
     Builtin(BuiltinModel),
+    /// A real provider behind its URL.
     Upstream(Arc<Upstream>),
 }
 
@@ -91,9 +93,13 @@ impl Backend {
 /// Settings of the proxy (from `[limits]` and `[model]`).
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
+    /// The model name answers carry.
     pub served_name: String,
+    /// `[limits].max_context_size`, estimated tokens.
     pub max_context_size: u64,
+    /// `[model].default_max_tokens`.
     pub default_max_tokens: u64,
+    /// Retries and backoff of upstream attempts.
     pub policy: RetryPolicy,
     /// `[model.faults]`: faults of the built-in models.
     pub faults: Faults,
@@ -115,7 +121,9 @@ struct ProxyState {
 
 /// A running proxy.
 pub struct Proxy {
+    /// Where it listens (127.0.0.1, an ephemeral port).
     pub addr: SocketAddr,
+    /// The server task.
     pub task: tokio::task::JoinHandle<()>,
 }
 

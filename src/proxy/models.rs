@@ -6,10 +6,13 @@ use super::*;
 /// One answer of a built-in model, before it is put on the wire.
 #[derive(Debug, Clone)]
 pub struct ModelReply {
+    /// Text of the answer.
     pub content: Option<String>,
     /// (call id, tool name, JSON arguments as text)
     pub tool_calls: Vec<(String, String, String)>,
+    /// Prompt tokens (estimated by the built-in model).
     pub prompt_tokens: u64,
+    /// Completion tokens.
     pub completion_tokens: u64,
     /// Session seconds the model takes to answer (slept, divided by the time scale).
     pub latency_session_secs: f64,
@@ -18,11 +21,14 @@ pub struct ModelReply {
 /// The built-in model behind the proxy.
 #[derive(Debug, Clone)]
 pub enum BuiltinModel {
+    /// Replays the project spec's script.
     Scripted(Arc<crate::project::Script>),
+    /// Seeded stochastic answers.
     Sim(crate::config::raw::SimModel),
 }
 
 impl BuiltinModel {
+    /// `scripted` or `sim`.
     pub fn name(&self) -> &'static str {
         match self {
             BuiltinModel::Scripted(_) => "scripted",

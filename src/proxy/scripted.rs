@@ -10,6 +10,7 @@ use crate::project::Script;
 use crate::protocol::CallContext;
 use serde_json::{json, Value};
 
+/// The scripted model's answer to `request` from the agent in `ctx`: the next step of its task's script, then `finish`.
 pub fn answer(script: &Script, ctx: &CallContext, request: &Value) -> ModelReply {
     let step = assistant_turns(request);
     let task = ctx.task_id.as_deref().unwrap_or("");

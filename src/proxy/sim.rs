@@ -39,6 +39,7 @@ fn generated_source(rng: &mut fastrand::Rng, module: &str, tokens: u64) -> Strin
     out
 }
 
+/// The sim model's answer to `request` from the agent in `ctx`: seeded tool-calling steps, then `finish`.
 pub fn answer(settings: &SimModel, ctx: &CallContext, request: &Value) -> ModelReply {
     let task = ctx.task_id.as_deref().unwrap_or("idle");
     let attempt = ctx.attempt.to_string();

@@ -9,18 +9,26 @@ use std::time::{Duration, Instant};
 
 /// Failure kinds of the recovery table that the proxy detects.
 pub mod kind {
+    /// No answer in time, or the connection failed.
     pub const NETWORK_TIMEOUT: &str = "network_timeout";
+    /// HTTP 429.
     pub const RATE_LIMIT: &str = "rate_limit";
+    /// HTTP 5xx or another upstream failure.
     pub const LLM_ERROR: &str = "llm_error";
+    /// HTTP 200 with a body that is not the expected JSON.
     pub const PARSE_FAILURE: &str = "parse_failure";
+    /// HTTP 401 / 403.
     pub const AUTH_ERROR: &str = "auth_error";
+    /// The prompt is too long for the model.
     pub const CONTEXT_OVERFLOW: &str = "context_overflow";
 }
 
 /// A classified failed attempt.
 #[derive(Debug, Clone)]
 pub struct Failure {
+    /// One of [`kind`].
     pub kind: &'static str,
+    /// Another attempt may succeed.
     pub retryable: bool,
     /// From a 429's `Retry-After` (seconds).
     pub retry_after: Option<Duration>,
@@ -28,6 +36,7 @@ pub struct Failure {
     pub status: u16,
     /// Upstream body (or a description) to give the agent.
     pub body: bytes::Bytes,
+    /// For logs and events.
     pub message: String,
 }
 
@@ -96,12 +105,16 @@ pub fn classify_transport(err: &reqwest::Error) -> Failure {
 /// Retries with exponential backoff and full jitter (wall time: providers are not time-scaled).
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
+    /// `[model].max_retries`.
     pub max_retries: u32,
+    /// `[model].retry_base_ms`.
     pub base: Duration,
+    /// `[model].retry_max_ms`.
     pub max: Duration,
 }
 
 impl RetryPolicy {
+    /// The policy of `[model]`.
     pub fn from_config(model: &Model) -> RetryPolicy {
         RetryPolicy {
             max_retries: model.max_retries,
@@ -132,6 +145,7 @@ struct ModelHealth {
 
 /// A configured upstream provider.
 pub struct Upstream {
+    /// Its wire format.
     pub provider: Provider,
     client: reqwest::Client,
     base_url: String,
@@ -140,7 +154,9 @@ pub struct Upstream {
     api_key: Option<String>,
     /// The provider's auth header with the real key, built once and marked sensitive.
     auth: Option<(&'static str, reqwest::header::HeaderValue)>,
+    /// `[model].fallbacks`, tried in order.
     pub fallbacks: Vec<String>,
+    /// Retries and backoff.
     pub policy: RetryPolicy,
     cooldown_after: u32,
     cooldown: Duration,

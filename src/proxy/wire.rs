@@ -78,7 +78,9 @@ fn join_note(old: &str, note: &str) -> String {
 pub struct Meter {
     /// Prompt tokens including cached ones (Anthropic: input + cache read + cache creation).
     pub prompt_tokens: u64,
+    /// Completion tokens.
     pub completion_tokens: u64,
+    /// Of `prompt_tokens`, those served from the provider's cache.
     pub cached_tokens: u64,
     /// True once a usage object was seen.
     pub usage_seen: bool,

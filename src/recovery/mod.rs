@@ -87,6 +87,7 @@ pub enum RecoveryAction {
     LogAndContinue,
 }
 
+/// One `[[error_handling.rules]]` entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorRule {
@@ -100,6 +101,7 @@ pub struct ErrorRule {
     pub action: RecoveryAction,
 }
 
+/// `[error_handling]`: the recovery table's configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ErrorHandling {
@@ -367,6 +369,7 @@ pub struct RecoveryTable {
     pub auto_recovery: bool,
     /// `[checkpoint] max_recovery_attempts`: attempts per failure before escalation.
     pub max_attempts: u32,
+    /// Waits between retries.
     pub backoff: Backoff,
     /// `[error_handling] max_consecutive_errors`: that many failures without a success in
     /// between pause the session.

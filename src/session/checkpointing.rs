@@ -145,7 +145,12 @@ impl Session {
             .map(|a| {
                 let totals = self.store.ledger_totals(Some(&a.id)).unwrap_or_default();
                 let mut state = AgentState::stopped(&a.id, &a.role);
-                state.status = if a.running.is_some() { "running" } else { "idle" }.into();
+                state.status = if a.running.is_some() {
+                    "running"
+                } else {
+                    "idle"
+                }
+                .into();
                 state.current_task = a
                     .running
                     .as_ref()

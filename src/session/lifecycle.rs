@@ -327,6 +327,9 @@ impl Session {
             );
             write_private(&agent.dir.join("selfware.toml"), selfware.as_bytes())?;
         }
-        Ok(write_private(&self.dir().join("agents.toml"), out.as_bytes())?)
+        Ok(write_private(
+            &self.dir().join("agents.toml"),
+            out.as_bytes(),
+        )?)
     }
 }

@@ -72,15 +72,21 @@ pub struct PrepareError(pub String);
 
 /// Everything checked and resolved before the session directory is created.
 pub struct Prepared {
+    /// The validated config.
     pub config: Config,
+    /// The model provider.
     pub provider: Provider,
+    /// The project spec.
     pub spec: ProjectSpec,
     /// Taken by [`Session::run`] when it starts the proxy.
     pub backend: Option<Backend>,
     /// How reports label the model.
     pub model_label: String,
+    /// The session's id.
     pub session_id: String,
+    /// The session directory (not created yet).
     pub dir: PathBuf,
+    /// The agents' command template (None: the built-in agent).
     pub command_template: Option<String>,
     /// The overrides the config was loaded with (recorded for `megatest resume`).
     pub overrides: crate::config::Overrides,
@@ -322,10 +328,12 @@ pub struct Session {
 }
 
 impl Session {
+    /// The session directory.
     pub fn dir(&self) -> &Path {
         &self.prepared.dir
     }
 
+    /// The session's id.
     pub fn id(&self) -> &str {
         &self.prepared.session_id
     }

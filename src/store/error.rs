@@ -152,7 +152,10 @@ mod tests {
         ))
         .context("commit ledger row");
         assert!(full.is_disk_full() && !full.is_permission_denied());
-        assert!(full.to_string().starts_with("commit ledger row: "), "{full}");
+        assert!(
+            full.to_string().starts_with("commit ledger row: "),
+            "{full}"
+        );
         let enospc = StoreError::from(std::io::Error::from_raw_os_error(nix::libc::ENOSPC));
         assert!(enospc.is_disk_full());
         let denied = StoreError::from(std::io::Error::from_raw_os_error(nix::libc::EACCES));

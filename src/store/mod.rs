@@ -32,8 +32,8 @@ pub use reads::{AgentRecord, BoardEntry, PhaseRecord, RunCounts, TaskRecord};
 /// A thread with its own connection that runs PASSIVE WAL checkpoints when woken; failures
 /// are logged, never fatal (the WAL stays valid). It ends when the [`Store`] is dropped.
 fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>> {
-    let conn = Connection::open(path)
-        .step(|| format!("open {} for checkpoints", path.display()))?;
+    let conn =
+        Connection::open(path).step(|| format!("open {} for checkpoints", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     let (wake, wakes) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
@@ -75,7 +75,10 @@ pub struct SessionSummary {
 /// The `sessions` row of `db`, read-only (the session may be running).
 pub fn session_summary(db: &Path) -> Result<SessionSummary> {
     if !db.is_file() {
-        return Err(StoreError::invalid(format!("{} does not exist", db.display())));
+        return Err(StoreError::invalid(format!(
+            "{} does not exist",
+            db.display()
+        )));
     }
     let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .step(|| format!("open {} read-only", db.display()))?;

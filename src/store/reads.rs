@@ -1,8 +1,8 @@
 //! Typed loaders over `session.db`: what resume, restore, the report and the recovery table
 //! read back. No `rusqlite` type leaves this module.
 
-use super::{CheckRow, CheckpointRow, EventRow, Store};
 use super::error::Result;
+use super::{CheckRow, CheckpointRow, EventRow, Store};
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -10,7 +10,9 @@ use std::collections::HashMap;
 /// One agent as recorded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentRecord {
+    /// `agent-1`, ….
     pub id: String,
+    /// Its role.
     pub role: String,
     /// Read offset in the agent's `events.jsonl` (bytes) up to which its reports are counted.
     pub events_offset: u64,
@@ -19,15 +21,23 @@ pub struct AgentRecord {
 /// One task as recorded on the board.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRecord {
+    /// The task's id.
     pub id: String,
+    /// Its phase.
     pub phase: String,
+    /// The role it is for.
     pub role: String,
     /// `pending`, `claimed`, `running`, `done` or `failed`.
     pub state: String,
+    /// Runs started for it.
     pub attempts: u32,
+    /// The agent that has or had it.
     pub agent_id: Option<String>,
+    /// Session seconds it was claimed.
     pub claimed_session_secs: Option<f64>,
+    /// Session seconds it finished.
     pub finished_session_secs: Option<f64>,
+    /// Its last failure.
     pub last_error: Option<String>,
 }
 
@@ -69,10 +79,15 @@ impl From<TaskRecord> for BoardEntry {
 /// One phase's recorded times (session and wall seconds) and why it ended.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PhaseRecord {
+    /// Session seconds at its start.
     pub started_session_secs: Option<f64>,
+    /// Wall seconds at its start.
     pub started_wall_secs: Option<f64>,
+    /// Session seconds at its end.
     pub ended_session_secs: Option<f64>,
+    /// Wall seconds at its end.
     pub ended_wall_secs: Option<f64>,
+    /// Why it ended.
     pub ended_because: Option<String>,
 }
 
@@ -287,7 +302,6 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -12,8 +12,8 @@
 //! Format: JSON lines, `{"at": RFC 3339, "session_secs": f64, "row": LedgerRow}`. A torn last
 //! line (the daemon died inside the write) is skipped.
 
-use super::LedgerRow;
 use super::error::{Result, Step};
+use super::LedgerRow;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -31,6 +31,7 @@ pub struct SpooledCall {
     pub at: String,
     /// Session seconds at the same moment.
     pub session_secs: f64,
+    /// The ledger row.
     pub row: LedgerRow,
 }
 
