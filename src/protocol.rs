@@ -234,6 +234,17 @@ pub enum Event {
     CheckFinished(Box<Option<crate::store::CheckRow>>),
     /// A timer of the session fired.
     Tick(Tick),
+    /// A checkpoint job started by the session ended (written, refused, or failed).
+    CheckpointTaken(Box<crate::checkpoint::job::Taken>),
+    /// The newest checkpoint's seal was checked off the session task (the metrics tick).
+    CheckpointVerified {
+        /// Its sequence number.
+        seq: u32,
+        /// What is wrong with it; None when it verifies.
+        problem: Option<String>,
+    },
+    /// The proxy's server task ended (after its shutdown, once its connections closed).
+    ProxyStopped,
 }
 
 /// The session's timers (see `session::ticks`).

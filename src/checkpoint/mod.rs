@@ -14,6 +14,7 @@
 
 pub mod document;
 mod error;
+pub mod job;
 pub mod restore;
 
 pub mod snapshot;
@@ -107,23 +108,7 @@ impl Checkpointer {
         document: &CheckpointDocument,
     ) -> Result<crate::store::CheckpointRow> {
         let (seq, path, sha256) = self.write(serde_json::to_value(document)?)?;
-        let fs = &document.file_system_state;
-        let row = crate::store::CheckpointRow {
-            seq,
-            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            session_secs: document.session_secs,
-            trigger: document.trigger.clone(),
-            path: path.display().to_string(),
-            sha256,
-            parent: (seq > 1).then(|| seq - 1),
-            manifest: fs.manifest.clone(),
-            files: fs.files,
-            bytes: fs.bytes,
-            new_objects: fs.new_objects,
-            new_bytes: fs.new_bytes,
-            consistent: fs.consistent,
-            frozen_ms: fs.frozen_ms,
-        };
+        let row = row_of(document, seq, &path, sha256);
         store.insert_checkpoint(&row)?;
         Ok(row)
     }
@@ -188,6 +173,51 @@ pub fn prune(dir: &Path) -> Result<PruneStats> {
         }
     }
     Ok(stats)
+}
+
+/// The `checkpoints` row of `document`, written as checkpoint `seq` at `path` with `sha256`.
+pub fn row_of(
+    document: &CheckpointDocument,
+    seq: u32,
+    path: &Path,
+    sha256: String,
+) -> crate::store::CheckpointRow {
+    let fs = &document.file_system_state;
+    crate::store::CheckpointRow {
+        seq,
+        at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        session_secs: document.session_secs,
+        trigger: document.trigger.clone(),
+        path: path.display().to_string(),
+        sha256,
+        parent: (seq > 1).then(|| seq - 1),
+        manifest: fs.manifest.clone(),
+        files: fs.files,
+        bytes: fs.bytes,
+        new_objects: fs.new_objects,
+        new_bytes: fs.new_bytes,
+        consistent: fs.consistent,
+        frozen_ms: fs.frozen_ms,
+    }
+}
+
+/// Why the checkpoint file at `path` does not match its recorded `sha256` (unreadable, not
+/// JSON, or another hash), None when it does. Reads one file: call it off the session task.
+pub fn verify_sealed(path: &Path, sha256: &str) -> Option<String> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(err) => return Some(format!("cannot read {}: {err}", path.display())),
+    };
+    let content: Value = match serde_json::from_slice(&bytes) {
+        Ok(content) => content,
+        Err(err) => return Some(format!("{} is not JSON: {err}", path.display())),
+    };
+    let actual = match content_hash(&content) {
+        Ok(actual) => actual,
+        Err(err) => return Some(format!("{} cannot be hashed: {err}", path.display())),
+    };
+    (actual != sha256 || content["sha256"].as_str() != Some(sha256))
+        .then(|| format!("{} has sha256 {actual}, recorded {sha256}", path.display()))
 }
 
 /// SHA-256 of a checkpoint's JSON without its `sha256` field.

@@ -1,9 +1,10 @@
-//! Checkpoints of a running session: the tool-call and token thresholds, the freeze around
-//! a snapshot (off the session task), the checkpoint document, the store's size limit.
+//! Checkpoints of a running session: the tool-call and token thresholds, starting a
+//! checkpoint off the session task and recording its result (an event), the checkpoint
+//! document's session parts, the store's size limit.
 
 use super::*;
 use crate::checkpoint::document::{AgentState, FileSystemState, Parts};
-use crate::checkpoint::CheckpointDocument;
+use crate::checkpoint::{job, CheckpointDocument};
 use crate::store::BoardEntry;
 
 impl Session {
@@ -23,62 +24,106 @@ impl Session {
         }
     }
 
-    /// Take a checkpoint: freeze the running agents' process groups (SIGSTOP), snapshot the
-    /// workspace off the session task, continue them (SIGCONT) — after at most
-    /// [`crate::checkpoint::FREEZE_LIMIT`] — then write and record `checkpoint_NNN.json`.
-    pub(super) async fn take_checkpoint(&mut self, trigger: &'static str) -> Result<()> {
-        let Some(mut checkpointer) = self.checkpointer.take() else {
+    /// Start a checkpoint off the session task ([`crate::checkpoint::job::take`]): its result
+    /// comes back as [`Event::CheckpointTaken`]. Does nothing while one is in flight (the
+    /// trigger stays due) or when the checkpointer was lost.
+    pub(super) fn begin_checkpoint(&mut self, trigger: &'static str) -> Result<()> {
+        if self.checkpoint_in_flight || self.checkpointer.is_none() {
+            return Ok(());
+        }
+        let document = self.checkpoint_document(trigger, FileSystemState::default(), None)?;
+        let Some(checkpointer) = self.checkpointer.take() else {
             return Ok(());
         };
-        // Groups stopped already (a pause, a hang) stay stopped: only those frozen here continue.
-        let groups: Vec<Arc<dyn AgentGroup>> = self
-            .agents
-            .iter()
-            .filter_map(|a| a.running.as_ref())
-            .filter(|r| !r.group.is_frozen() && r.group.freeze())
-            .map(|r| r.group.clone())
-            .collect();
-        let frozen = Instant::now();
-        let workspace = self.workspace.clone();
-        // The snapshot and `git rev-parse` run on the blocking pool, never on the session task.
-        let mut job = tokio::task::spawn_blocking(move || {
-            let result = checkpointer.snapshot(&workspace);
-            let git_commit = crate::checkpoint::git_head(&workspace);
-            (checkpointer, result, git_commit)
+        let request = job::Request {
+            checkpointer,
+            workspace: self.workspace.clone(),
+            document,
+            latest: self
+                .last_checkpoint
+                .as_ref()
+                .map(|row| (self.dir().join(&row.path), row.sha256.clone(), row.seq)),
+            groups: self
+                .agents
+                .iter()
+                .filter_map(|a| a.running.as_ref())
+                .map(|r| r.group.clone())
+                .collect(),
+        };
+        self.checkpoint_in_flight = true;
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            let taken = job::take(request).await;
+            let _ = events.send(Event::CheckpointTaken(Box::new(taken))).await;
         });
-        let (joined, consistent) = match tokio::time::timeout(
-            crate::checkpoint::FREEZE_LIMIT,
-            &mut job,
-        )
-        .await
-        {
-            Ok(joined) => (joined, true),
-            Err(_) => {
-                for group in &groups {
-                    group.thaw();
+        Ok(())
+    }
+
+    /// Take a checkpoint and wait for it, handling every other event meanwhile (a checkpoint
+    /// already in flight finishes first). Returns how this one ended.
+    pub(super) async fn checkpoint_now(&mut self, trigger: &'static str) -> Result<()> {
+        let earlier = self.settle_checkpoint().await;
+        self.recoverable(earlier)?;
+        self.begin_checkpoint(trigger)?;
+        self.settle_checkpoint().await
+    }
+
+    /// Wait for the checkpoint in flight (if any), handling every other event meanwhile;
+    /// returns how it ended.
+    pub(super) async fn settle_checkpoint(&mut self) -> Result<()> {
+        while self.checkpoint_in_flight {
+            match self.next_event(None, None).await {
+                Event::CheckpointTaken(taken) => return self.finish_checkpoint(*taken),
+                event => self.dispatch(event).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Record what [`Self::begin_checkpoint`] started: the row, the `checkpoint` event, the
+    /// notification, the store limit; answer waiting `POST /api/checkpoint` requests. A corrupt
+    /// newest checkpoint is `data_corruption` (and the trigger stays due); a failed snapshot or
+    /// write is returned for the recovery table.
+    pub(super) fn finish_checkpoint(&mut self, taken: job::Taken) -> Result<()> {
+        self.checkpoint_in_flight = false;
+        self.checkpointer = taken.checkpointer;
+        if self.checkpointer.is_none() {
+            tracing::error!(message = "the checkpoint store is lost: no more checkpoints this run");
+        }
+        let (document, seq, path, sha256, stats) = match taken.outcome {
+            job::Outcome::Written {
+                document,
+                seq,
+                path,
+                sha256,
+                stats,
+            } => (document, seq, path, sha256, stats),
+            job::Outcome::LatestCorrupt { seq, problem } => {
+                self.last_checkpoint = None;
+                self.failure(
+                    FailureKind::DataCorruption,
+                    None,
+                    None,
+                    &format!("checkpoint {seq} is corrupt: {problem}"),
+                )?;
+                if self.recovery.stop.is_none() {
+                    self.checkpoint_due
+                        .get_or_insert(trigger_name(&taken.trigger));
                 }
-                tracing::warn!(message = "snapshot outlasted the freeze limit: agents continued; checkpoint marked inconsistent");
-                (job.await, false)
+                return Ok(());
+            }
+            job::Outcome::Failed(err) => {
+                self.answer_checkpoint_requests(Err(format!("{err:#}")));
+                return Err(err.into());
             }
         };
-        for group in &groups {
-            group.thaw();
+        let row = crate::checkpoint::row_of(&document, seq, &path, sha256);
+        let recorded = self.store.insert_checkpoint(&row);
+        if let Err(err) = recorded {
+            self.answer_checkpoint_requests(Err(format!("{err:#}")));
+            return Err(err.into());
         }
-        let frozen_ms = frozen.elapsed().as_secs_f64() * 1000.0;
-        let (checkpointer, result, git_commit) = joined.context("the snapshot task panicked")?;
-        self.checkpointer = Some(checkpointer);
-        let (manifest, stats) = result?;
-        let document = self.checkpoint_document(
-            trigger,
-            FileSystemState::of(&manifest, &stats, consistent, frozen_ms),
-            git_commit,
-        )?;
-        let checkpointer = self.checkpointer.as_mut().expect("put back above");
-        let row = checkpointer.write_recorded(&self.store, &document)?;
-        let seq = row.seq;
-        let phase = self
-            .current_phase
-            .map(|p| self.prepared.config.phases[p].name.clone());
+        let phase = document.phase.clone();
         self.event(
             "checkpoint",
             None,
@@ -86,35 +131,35 @@ impl Session {
             None,
             serde_json::to_value(&row)?,
         )?;
+        let fs = &document.file_system_state;
         tracing::info!(
             message = "checkpoint written",
             seq,
-            trigger,
+            trigger = %row.trigger,
             files = stats.files,
             new_bytes = stats.new_bytes,
-            frozen_ms
+            frozen_ms = fs.frozen_ms
         );
         self.notice(
             NotifyEvent::Checkpoint,
-            &format!("checkpoint {seq} written ({trigger})"),
-            serde_json::json!({"seq": seq, "trigger": trigger, "path": row.path}),
+            &format!("checkpoint {seq} written ({})", row.trigger),
+            serde_json::json!({"seq": seq, "trigger": row.trigger, "path": row.path}),
         )?;
         self.tool_calls_since_checkpoint = 0;
         self.tokens_since_checkpoint = 0;
         self.checkpoints_taken += 1;
-        self.enforce_store_limit()?;
         self.last_checkpoint = Some(row);
-        Ok(())
+        self.answer_checkpoint_requests(Ok(()));
+        self.enforce_store_limit()
     }
 
     /// Keep the checkpoint store within `[limits].disk_space_limit_gb`: prune unreferenced
     /// objects; if that is not enough, record `disk_full` for the recovery table.
     pub(super) fn enforce_store_limit(&mut self) -> Result<()> {
         let limit = (self.prepared.config.raw.limits.disk_space_limit_gb * 1e9) as u64;
-        let checkpointer = self
-            .checkpointer
-            .as_mut()
-            .expect("present between snapshots");
+        let Some(checkpointer) = self.checkpointer.as_mut() else {
+            return Ok(());
+        };
         let Some(pruned) = checkpointer.enforce_limit(limit)? else {
             return Ok(());
         };
@@ -203,4 +248,21 @@ impl Session {
             budgets: serde_json::to_value(&self.budgets)?,
         }))
     }
+}
+
+/// The `'static` name of a trigger coming back from a checkpoint job.
+fn trigger_name(trigger: &str) -> &'static str {
+    const TRIGGERS: [&str; 7] = [
+        "interval",
+        "tool_calls",
+        "tokens",
+        "manual",
+        "signal",
+        "phase_end",
+        "shutdown",
+    ];
+    TRIGGERS
+        .into_iter()
+        .find(|t| *t == trigger)
+        .unwrap_or("manual")
 }

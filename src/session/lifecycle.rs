@@ -130,6 +130,7 @@ impl Session {
             spool,
             budget_exhaustion_logged: false,
             checkpointer: Some(checkpointer),
+            checkpoint_in_flight: false,
             checkpoint_due: None,
             tool_calls_since_checkpoint: 0,
             tokens_since_checkpoint: 0,

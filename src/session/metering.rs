@@ -3,6 +3,7 @@
 //! `events.jsonl`), the ledger spool on resume, and the proxy's start and settling.
 
 use super::*;
+use crate::protocol::Tick;
 
 impl Session {
     /// Resume: count into the budgets the ledger rows committed after the saved budget state
@@ -86,42 +87,45 @@ impl Session {
     /// After the proxy's shutdown: let calls still in flight finish (at most
     /// [`PROXY_SETTLE`] wall time) and count every model call the proxy handed over, so that
     /// the report's totals hold every ledger row. Only ledger events are handled now; requests
-    /// for admission are dropped (the proxy answers 503, the session is ending).
+    /// for admission are dropped (the proxy answers 503, the session is ending). The proxy's
+    /// end arrives as [`Event::ProxyStopped`], the limit as [`Tick::TimeBox`].
     pub(super) async fn settle_proxy(&mut self) {
-        let Some(mut task) = self.proxy_task.take() else {
+        let Some(task) = self.proxy_task.take() else {
             return;
         };
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            let _ = task.await;
+            let _ = events.send(Event::ProxyStopped).await;
+        });
         let deadline = tokio::time::Instant::now() + PROXY_SETTLE;
-        let mut finished = false;
         loop {
-            let event = if finished {
-                match self.events_rx.try_recv() {
-                    Ok(event) => event,
-                    Err(_) => break,
+            let event = match self.next_event(None, Some(deadline)).await {
+                Event::Tick(Tick::TimeBox) => {
+                    tracing::warn!(message = "model calls still in flight at the end of the session; not waiting for them");
+                    break;
                 }
-            } else {
-                tokio::select! {
-                    _ = &mut task => { finished = true; continue; }
-                    _ = tokio::time::sleep_until(deadline) => {
-                        tracing::warn!(message = "model calls still in flight at the end of the session; not waiting for them");
-                        finished = true;
-                        continue;
-                    }
-                    event = self.events_rx.recv() => match event {
-                        Some(event) => event,
-                        None => break,
-                    },
-                }
+                Event::ProxyStopped => break,
+                event => event,
             };
-            let handled = match event {
-                event @ (Event::ModelCall { .. }
-                | Event::ProxyError { .. }
-                | Event::AgentToolCalls { .. }) => self.handle(event),
-                _ => Ok(()),
-            };
-            if let Err(err) = handled {
-                tracing::error!(message = "cannot record a model call at the end of the session", error = %format!("{err:#}"));
-            }
+            self.settle_one(event);
+        }
+        // The proxy has handed over all it will: what is queued is the rest.
+        while let Ok(event) = self.events_rx.try_recv() {
+            self.settle_one(event);
+        }
+    }
+
+    /// One event while the proxy settles: ledger events are recorded, the rest dropped.
+    fn settle_one(&mut self, event: Event) {
+        let handled = match event {
+            event @ (Event::ModelCall { .. }
+            | Event::ProxyError { .. }
+            | Event::AgentToolCalls { .. }) => self.handle(event),
+            _ => Ok(()),
+        };
+        if let Err(err) = handled {
+            tracing::error!(message = "cannot record a model call at the end of the session", error = %format!("{err:#}"));
         }
     }
 

@@ -297,8 +297,10 @@ pub struct Session {
     /// `ledger.spool`: the proxy appends each answered call, the session commits it.
     spool: Arc<LedgerSpool>,
     budget_exhaustion_logged: bool,
-    /// Taken while a snapshot runs off the session task.
+    /// Taken while a checkpoint runs off the session task (None for good only if it was lost).
     checkpointer: Option<crate::checkpoint::Checkpointer>,
+    /// A checkpoint job runs; its result comes as [`Event::CheckpointTaken`].
+    checkpoint_in_flight: bool,
     /// What asked for a checkpoint that has not been taken yet.
     checkpoint_due: Option<&'static str>,
     tool_calls_since_checkpoint: u64,
@@ -402,10 +404,16 @@ impl Session {
                 ("failed", 3, format!("aborted: {err:#}"))
             }
         };
+        // No watchdog or hang detection while the session ends; a checkpoint still in flight
+        // finishes (or is recorded as failed) before the end is written.
+        self.mode = ticks::Mode::Stopping;
         if status == "interrupted" && self.prepared.config.raw.checkpoint.enabled {
-            if let Err(err) = self.take_checkpoint("shutdown").await {
+            if let Err(err) = self.checkpoint_now("shutdown").await {
                 tracing::error!(message = "shutdown checkpoint failed", error = %format!("{err:#}"));
             }
+        }
+        if let Err(err) = self.settle_checkpoint().await {
+            tracing::error!(message = "checkpoint failed at the session's end", error = %format!("{err:#}"));
         }
         proxy_shutdown.cancel();
         self.settle_proxy().await;
@@ -557,6 +565,11 @@ impl Session {
                 self.sampling = false;
                 self.last_code_stats = Some(sample.code.clone());
                 self.last_sample = Some(*sample);
+            }
+            Event::CheckpointTaken(taken) => self.finish_checkpoint(*taken)?,
+            Event::CheckpointVerified { seq, problem } => self.checkpoint_verified(seq, problem)?,
+            Event::ProxyStopped => {
+                // Only the end-of-session settle waits for it.
             }
         }
         Ok(())

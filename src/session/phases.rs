@@ -44,22 +44,21 @@ impl Session {
                 if self.recovery.stop.is_some() {
                     break "recovery_stop";
                 }
-                if self.recovery.pause.is_none() && self.checkpoint_due.is_some() {
-                    // A new checkpoint must not hide a corrupt latest one.
-                    let verified = self.verify_latest_checkpoint();
-                    self.recoverable(verified)?;
-                    if self.recovery.stop.is_some() {
-                        continue;
-                    }
+                if self.recovery.pause.is_none()
+                    && !self.checkpoint_in_flight
+                    && self.checkpointer.is_some()
+                {
+                    // The job verifies the newest checkpoint first: a new one must not hide a
+                    // corrupt one. Its result comes back as Event::CheckpointTaken.
                     if let Some(trigger) = self.checkpoint_due.take() {
-                        let taken = self.take_checkpoint(trigger).await;
-                        self.answer_checkpoint_requests(
-                            taken.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")),
-                        );
-                        self.recoverable(taken)?;
+                        let begun = self.begin_checkpoint(trigger);
+                        self.recoverable(begun)?;
                     }
                 }
-                self.schedule(phase_idx)?;
+                // No run starts while a snapshot runs: every running agent is in its freeze.
+                if !self.checkpoint_in_flight {
+                    self.schedule(phase_idx)?;
+                }
                 if self.phase_tasks_settled(phase_idx) {
                     break "tasks_done";
                 }
@@ -96,7 +95,7 @@ impl Session {
                     "manual"
                 };
                 self.checkpoint_due = None;
-                let taken = self.take_checkpoint(trigger).await;
+                let taken = self.checkpoint_now(trigger).await;
                 self.recoverable(taken)?;
             }
             let tasks = self.task_counts(Some(phase_idx));

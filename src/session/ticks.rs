@@ -135,7 +135,7 @@ impl Session {
                 }
                 self.store.checkpoint_wal();
                 self.start_sample();
-                self.verify_latest_checkpoint()?;
+                self.start_verify_latest();
                 if self.mode == Mode::Running {
                     self.check_memory()?;
                 }

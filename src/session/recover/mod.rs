@@ -700,40 +700,37 @@ impl Session {
         }
     }
 
-    /// Verify the newest checkpoint's seal; a mismatch is `data_corruption`.
-    pub(super) fn verify_latest_checkpoint(&mut self) -> Result<()> {
-        let Some(last) = self.last_checkpoint.clone() else {
+    /// Verify the newest checkpoint's seal off the session task; the answer comes back as
+    /// [`Event::CheckpointVerified`].
+    pub(super) fn start_verify_latest(&self) {
+        let Some(last) = self.last_checkpoint.as_ref() else {
+            return;
+        };
+        let (seq, path, sha256) = (last.seq, self.dir().join(&last.path), last.sha256.clone());
+        let events = self.events_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let problem = crate::checkpoint::verify_sealed(&path, &sha256);
+            let _ =
+                events.blocking_send(crate::protocol::Event::CheckpointVerified { seq, problem });
+        });
+    }
+
+    /// The newest checkpoint was verified: a mismatch is `data_corruption` (when it is still
+    /// the newest).
+    pub(super) fn checkpoint_verified(&mut self, seq: u32, problem: Option<String>) -> Result<()> {
+        let Some(problem) = problem else {
             return Ok(());
         };
-        let path = self.dir().join(&last.path);
-        let problem = match std::fs::read(&path) {
-            Err(err) => Some(format!("cannot read {}: {err}", path.display())),
-            Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
-                Err(err) => Some(format!("{} is not JSON: {err}", path.display())),
-                Ok(content) => {
-                    let sha = crate::checkpoint::content_hash(&content)?;
-                    (sha != last.sha256 || content["sha256"].as_str() != Some(&last.sha256)).then(
-                        || {
-                            format!(
-                                "{} has sha256 {sha}, recorded {}",
-                                path.display(),
-                                last.sha256
-                            )
-                        },
-                    )
-                }
-            },
-        };
-        if let Some(problem) = problem {
-            self.last_checkpoint = None;
-            self.failure(
-                FailureKind::DataCorruption,
-                None,
-                None,
-                &format!("checkpoint {} is corrupt: {problem}", last.seq),
-            )?;
+        if self.last_checkpoint.as_ref().map(|row| row.seq) != Some(seq) {
+            return Ok(());
         }
-        Ok(())
+        self.last_checkpoint = None;
+        self.failure(
+            FailureKind::DataCorruption,
+            None,
+            None,
+            &format!("checkpoint {seq} is corrupt: {problem}"),
+        )
     }
 
     /// Close what is still open at the end of the session: open recoveries are `failed`
