@@ -2,6 +2,8 @@
 //! `metrics_current.json` ([`SessionMetrics`]). Every figure is measured; one that could not be
 //! is a [`Figure`] with `value: null` and a `reason`.
 
+pub mod verdict;
+
 use crate::eval::CriterionResult;
 use crate::metrics::CodeStats;
 use crate::store::{CheckRow, LedgerTotals};

@@ -3,6 +3,7 @@
 //! session's state and `session.db`.
 
 use super::*;
+use crate::report::verdict;
 
 impl Session {
     /// Start a metrics sample off the session task (one at a time); its result arrives as
@@ -183,205 +184,54 @@ impl Session {
         Figure::measured((busy / (elapsed * self.agents.len() as f64)).clamp(0.0, 1.0))
     }
 
+    /// The budgets as the report shows them (see [`verdict::budget_report`]).
     pub(super) fn budget_report(&self, usage: &LedgerTotals) -> BudgetReport {
-        let b = &self.budgets;
         let unpriced: Vec<String> = self.store.unpriced_models().unwrap_or_default();
-        BudgetReport {
-            total_token_budget: b.total_tokens,
-            used_tokens: usage.total_tokens,
-            used_fraction: usage.total_tokens as f64 / b.total_tokens.max(1) as f64,
-            alert_raised: b.alerted,
-            exhausted: b.exhausted.clone(),
-            cost_usd: if unpriced.is_empty() {
-                Figure::measured(self.store.priced_cost().unwrap_or(0.0))
-            } else {
-                Figure::missing(format!(
-                    "no price for model(s) {}: add them to [model.prices] (USD per million tokens)",
-                    unpriced.join(", ")
-                ))
-            },
-            max_cost_usd: b.max_cost_usd,
-            throttled_session_secs: self
-                .agents
-                .iter()
-                .zip(&b.throttled_secs)
-                .map(|(a, secs)| (a.id.clone(), *secs))
-                .collect(),
-        }
+        let priced_cost = self.store.priced_cost().unwrap_or(0.0);
+        let agent_ids: Vec<&str> = self.agents.iter().map(|a| a.id.as_str()).collect();
+        verdict::budget_report(&self.budgets, usage, &unpriced, priced_cost, &agent_ids)
     }
 
-    /// The criteria that decide the exit code: every phase ran, and the last phase's build and
-    /// test checks passed.
-    pub(super) fn critical_criteria(&self) -> Vec<CriterionResult> {
-        let last = self.phases.len().saturating_sub(1);
-        let last_name = self
-            .prepared
+    /// This session's phases as the verdict sees them.
+    fn phase_outcomes(&self) -> Vec<verdict::PhaseOutcome<'_>> {
+        self.prepared
             .config
             .phases
-            .get(last)
-            .map(|p| p.name.clone())
-            .unwrap_or_default();
-        let all_ran = self.phases.iter().all(|p| p.ended.is_some());
-        let mut out = vec![CriterionResult {
-            phase: "session".into(),
-            criterion: "every phase ran to its end".into(),
-            met: Some(all_ran),
-            evidence: format!(
-                "{} of {} phases ended",
-                self.phases.iter().filter(|p| p.ended.is_some()).count(),
-                self.phases.len()
-            ),
-            critical: true,
-        }];
-        for (name, text) in [
-            ("build", "the project builds at the end"),
-            ("test", "the project's tests pass at the end"),
-        ] {
-            let check = self
-                .phases
-                .get(last)
-                .and_then(|p| p.checks.iter().find(|c| c.name == name));
-            out.push(CriterionResult {
-                phase: last_name.clone(),
-                criterion: text.into(),
-                met: Some(check.is_some_and(|c| c.passed)),
-                evidence: match check {
-                    Some(c) => eval::describe_check(c),
-                    None => format!("the {name} check of the last phase did not run"),
-                },
-                critical: true,
-            });
-        }
-        out
+            .iter()
+            .zip(&self.phases)
+            .map(|(plan, record)| verdict::PhaseOutcome {
+                name: &plan.name,
+                ended: record.ended.is_some(),
+                checks: &record.checks,
+            })
+            .collect()
     }
 
-    /// Non-critical criteria from the upstream `[project.target]` and `[project.performance]`
-    /// targets that can be measured now: lines of code (tokei), build and test wall time (the
-    /// last phase's checks). Test coverage is `null` until it is measured.
+    /// The criteria that decide the exit code ([`verdict::critical_criteria`]).
+    pub(super) fn critical_criteria(&self) -> Vec<CriterionResult> {
+        verdict::critical_criteria(&self.phase_outcomes())
+    }
+
+    /// The upstream targets and the seed's recovery criteria ([`verdict::target_criteria`],
+    /// [`verdict::recovery_criteria`]).
     pub(super) fn target_criteria(&self, code: Option<&CodeStats>) -> Vec<CriterionResult> {
-        let raw = &self.prepared.config.raw.project;
         let last_checks = self
             .phases
             .last()
             .map(|p| p.checks.as_slice())
             .unwrap_or(&[]);
-        let mut out = Vec::new();
-        let target = raw.target.lines_of_code;
-        out.push(CriterionResult {
-            phase: "session".into(),
-            criterion: format!("at least {target} lines of code (project.target.lines_of_code)"),
-            met: code.map(|c| c.lines_of_code as u64 >= target),
-            evidence: match code {
-                Some(c) => format!(
-                    "tokei counted {} lines of code in {} files",
-                    c.lines_of_code, c.files
-                ),
-                None => "the workspace could not be counted".into(),
-            },
-            critical: false,
-        });
-        for (name, limit, key) in [
-            (
-                "build",
-                raw.performance.build_time_secs,
-                "project.performance.build_time_secs",
-            ),
-            (
-                "test",
-                raw.performance.test_execution_time_secs,
-                "project.performance.test_execution_time_secs",
-            ),
-        ] {
-            let check = last_checks.iter().find(|c| c.name == name);
-            out.push(CriterionResult {
-                phase: "session".into(),
-                criterion: format!("the final {name} takes at most {limit} s ({key})"),
-                met: check.filter(|c| c.passed).map(|c| c.wall_secs <= limit),
-                evidence: match check {
-                    Some(c) if c.passed => format!("{} (wall time)", eval::describe_check(c)),
-                    Some(c) => {
-                        format!("not judged: the {name} failed: {}", eval::describe_check(c))
-                    }
-                    None => format!("not judged: the final {name} check did not run"),
-                },
-                critical: false,
-            });
-        }
-        out.push(CriterionResult {
-            phase: "session".into(),
-            criterion: format!(
-                "test coverage at least {:.0} % (project.target.test_coverage)",
-                raw.target.test_coverage * 100.0
-            ),
-            met: self
-                .coverage
-                .as_ref()
-                .and_then(|c| c.value)
-                .map(|c| c >= raw.target.test_coverage),
-            evidence: match self.coverage.as_ref() {
-                Some(Figure { value: Some(c), .. }) => {
-                    format!("the spec's coverage command measured {:.1} %", c * 100.0)
-                }
-                Some(Figure { reason, .. }) => format!(
-                    "not judged: {}",
-                    reason.as_deref().unwrap_or("no coverage figure")
-                ),
-                None => {
-                    "not judged: the project spec has no coverage command ([commands].coverage)"
-                        .into()
-                }
-            },
-            critical: false,
-        });
-        out.extend(self.recovery_criteria());
-        out
-    }
-
-    /// The seed's recovery criteria, judged from `recoveries`: "recovery from at least 1
-    /// simulated failure" (a failure while `[chaos]` was on, recovered) and "auto-recovery from
-    /// 3+ error scenarios" (three failure kinds recovered without an operator).
-    pub(super) fn recovery_criteria(&self) -> Vec<CriterionResult> {
+        let mut out = verdict::target_criteria(
+            &self.prepared.config.raw.project,
+            last_checks,
+            code,
+            self.coverage.as_ref(),
+        );
         let rows = self.store.recoveries().unwrap_or_default();
-        let recovered: Vec<&crate::store::RecoveryRow> = rows
-            .iter()
-            .filter(|r| r.outcome.as_deref() == Some("recovered"))
-            .collect();
-        let mut kinds: Vec<&str> = recovered.iter().map(|r| r.failure_kind.as_str()).collect();
-        kinds.sort();
-        kinds.dedup();
-        let chaos = self.prepared.config.raw.chaos.enabled;
-        vec![
-            CriterionResult {
-                phase: "session".into(),
-                criterion: "recovery from at least 1 simulated failure".into(),
-                met: chaos.then_some(!recovered.is_empty()),
-                evidence: if chaos {
-                    format!(
-                        "[chaos] was on: {} of {} failures recovered",
-                        recovered.len(),
-                        rows.len()
-                    )
-                } else {
-                    "not judged: no failure was simulated ([chaos] is off)".into()
-                },
-                critical: false,
-            },
-            CriterionResult {
-                phase: "session".into(),
-                criterion: "auto-recovery from 3+ error scenarios".into(),
-                met: (!rows.is_empty()).then_some(kinds.len() >= 3),
-                evidence: if rows.is_empty() {
-                    "not judged: no failure happened".into()
-                } else {
-                    format!(
-                        "{} failure kinds recovered automatically: {}",
-                        kinds.len(),
-                        kinds.join(", ")
-                    )
-                },
-                critical: false,
-            },
-        ]
+        out.extend(verdict::recovery_criteria(
+            &rows,
+            self.prepared.config.raw.chaos.enabled,
+        ));
+        out
     }
 
     pub(super) fn final_report(
