@@ -17,6 +17,8 @@
 //! corrective notes inside the proxy ([`crate::proxy`]); everything else in the session
 //! ([`crate::session`]).
 
+pub mod plan;
+
 use serde::{Deserialize, Serialize};
 
 /// How waits between retries grow (`[checkpoint].backoff_strategy`).

@@ -17,6 +17,7 @@ pub(in crate::session) use probes::*;
 use super::{Session, TaskState};
 use crate::config::raw::{ChaosFault, NotifyEvent, RecoveryAction};
 use crate::protocol::CallRecovery;
+use crate::recovery::plan::{self, Effect};
 use crate::recovery::{action_str, is_in_call, severity_str, Decision, FailureKind};
 use crate::store::RecoveryRow;
 use anyhow::Result;
@@ -193,7 +194,8 @@ impl Session {
         self.resolve(id, outcome, 0)
     }
 
-    /// Open a recovery row for `decision` and carry out its action.
+    /// Open a recovery row for `decision` and carry out the effects
+    /// [`crate::recovery::plan::plan`] lists for it.
     fn act(
         &mut self,
         kind: FailureKind,
@@ -204,86 +206,60 @@ impl Session {
     ) -> Result<()> {
         let id = self.open_recovery(kind, &decision, agent_idx, task_idx, message)?;
         self.recovery.consecutive_errors += 1;
-        let limit = self.recovery.table().max_consecutive_errors;
-        let mut action = decision.action;
-        // In-call actions for a failure the session saw: a retry means running the task again.
-        if is_in_call(action) && action != RecoveryAction::LogAndContinue {
-            action = RecoveryAction::RestartAgent;
-        }
+        let action = plan::session_action(&decision);
         tracing::warn!(message = "recovery", failure_kind = kind.as_str(), rule = %decision.rule, action = action_str(action), agent = ?agent_idx.map(|a| &self.agents[a].id), detail = message);
-        match action {
-            RecoveryAction::RestartAgent
-            | RecoveryAction::CompressAndRetry
-            | RecoveryAction::Reassign => {
-                self.requeue(id, kind, action, agent_idx, task_idx, message)?
-            }
-            RecoveryAction::LogAndContinue => match (kind, task_idx) {
-                (FailureKind::TestFailure | FailureKind::TestRuntimeExceeded, _) => {
-                    let check = message.split(':').next().unwrap_or("").to_string();
-                    self.recovery.check_open.entry(check).or_default().push(id);
+        let latest_checkpoint = if action == RecoveryAction::RestoreCheckpoint {
+            self.store.last_checkpoint()?.map(|c| c.seq)
+        } else {
+            None
+        };
+        let effects = plan::plan(plan::Situation {
+            kind,
+            decision: &decision,
+            has_task: task_idx.is_some(),
+            message,
+            latest_checkpoint,
+            consecutive_errors: self.recovery.consecutive_errors,
+            max_consecutive_errors: self.recovery.table().max_consecutive_errors,
+            paused: self.recovery.pause.is_some(),
+        });
+        for effect in effects {
+            match effect {
+                Effect::Requeue(action) => {
+                    self.requeue(id, kind, action, agent_idx, task_idx, message)?
                 }
-                (_, Some(task_idx)) => {
-                    self.recovery
-                        .task_open
-                        .entry(task_idx)
-                        .or_default()
-                        .push(id);
-                    self.release_task(task_idx, None, message);
+                Effect::AwaitCheck(check) => {
+                    self.recovery.check_open.entry(check).or_default().push(id)
                 }
-                _ => self.resolve(id, "recovered", 1)?,
-            },
-            RecoveryAction::PauseAndAlert => self.pause(id, kind, message)?,
-            RecoveryAction::Escalate => self.escalate(id, kind, task_idx, message)?,
-            RecoveryAction::StopSession => {
-                if let Some(task_idx) = task_idx {
-                    self.release_task(task_idx, None, message);
-                }
-                self.resolve(id, "failed", 1)?;
-                self.recovery.stop = Some(format!(
-                    "recovery rule {} stopped the session after {}: {message}",
-                    decision.rule,
-                    kind.as_str()
-                ));
-            }
-            RecoveryAction::RestoreCheckpoint => {
-                if let Some(task_idx) = task_idx {
-                    self.release_task(task_idx, None, message);
-                }
-                let latest = self.store.last_checkpoint()?.map(|c| c.seq);
-                match latest {
-                    Some(seq) => {
-                        self.recovery.restore = Some((id, seq));
-                        self.recovery.stop = Some(format!(
-                            "{} is fatal: the session stopped to restore checkpoint {seq} (or the last valid one before it) and continue — {message}",
-                            kind.as_str()
-                        ));
-                    }
-                    None => {
-                        self.resolve(id, "failed", 1)?;
-                        self.recovery.stop = Some(format!(
-                            "{} is fatal: the session stopped and has no checkpoint to restore — {message}",
-                            kind.as_str()
-                        ));
+                Effect::AwaitTask => {
+                    if let Some(task_idx) = task_idx {
+                        self.recovery
+                            .task_open
+                            .entry(task_idx)
+                            .or_default()
+                            .push(id);
                     }
                 }
+                Effect::ReleaseTask => {
+                    if let Some(task_idx) = task_idx {
+                        self.release_task(task_idx, None, message);
+                    }
+                }
+                Effect::Resolve(outcome) => self.resolve(id, outcome, 1)?,
+                Effect::Pause => self.pause(id, kind, message)?,
+                Effect::Escalate => self.escalate(id, kind, task_idx, message)?,
+                Effect::Restore(seq) => self.recovery.restore = Some((id, seq)),
+                Effect::Stop(reason) => self.recovery.stop = Some(reason),
+                Effect::PauseForConsecutiveErrors(message) => {
+                    let decision = Decision {
+                        rule: "error_handling.max_consecutive_errors".into(),
+                        severity: crate::config::raw::Severity::Critical,
+                        action: RecoveryAction::PauseAndAlert,
+                    };
+                    let id = self.open_recovery(kind, &decision, None, None, &message)?;
+                    self.pause(id, kind, &message)?;
+                }
             }
-            RecoveryAction::RetryImmediate
-            | RecoveryAction::RetryWithBackoff
-            | RecoveryAction::SwitchModel
-            | RecoveryAction::RetryWithModification => unreachable!("mapped above"),
-        }
-        if self.recovery.consecutive_errors >= limit && self.recovery.pause.is_none() {
-            let message = format!(
-                "{} failures in a row without a success (error_handling.max_consecutive_errors = {limit})",
-                self.recovery.consecutive_errors
-            );
-            let decision = Decision {
-                rule: "error_handling.max_consecutive_errors".into(),
-                severity: crate::config::raw::Severity::Critical,
-                action: RecoveryAction::PauseAndAlert,
-            };
-            let id = self.open_recovery(kind, &decision, None, None, &message)?;
-            self.pause(id, kind, &message)?;
         }
         Ok(())
     }
