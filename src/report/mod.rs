@@ -126,24 +126,8 @@ pub struct AgentReport {
     pub tool_calls: u64,
 }
 
-/// One task in `final_report.json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct TaskReport {
-    /// The task's id.
-    pub id: String,
-    /// Its phase.
-    pub phase: String,
-    /// The role it is for.
-    pub role: String,
-    /// `pending`, `running`, `done` or `failed`.
-    pub state: String,
-    /// Runs started for it.
-    pub attempts: u32,
-    /// The agent that had it last.
-    pub agent_id: Option<String>,
-    /// Its last failure.
-    pub last_error: Option<String>,
-}
+/// One task in `final_report.json`: the same shape as a checkpoint's task board entry.
+pub type TaskReport = crate::store::BoardEntry;
 
 /// Budgets and what they allowed (`[limits]`, `[model].max_cost_usd`).
 #[derive(Debug, Clone, Serialize)]

@@ -98,6 +98,22 @@ pub(crate) struct Board {
 }
 
 impl Board {
+    /// Every task as a checkpoint's task board and the report list it.
+    pub(crate) fn entries(&self) -> Vec<crate::store::BoardEntry> {
+        self.tasks
+            .iter()
+            .map(|t| crate::store::BoardEntry {
+                id: t.spec.id.clone(),
+                phase: t.spec.phase.clone(),
+                role: t.spec.role.clone(),
+                state: t.state.as_str().to_string(),
+                attempts: t.attempts,
+                agent_id: t.agent_id.clone(),
+                last_error: t.last_error.clone(),
+            })
+            .collect()
+    }
+
     fn is(&self, id: &str, state: TaskState) -> bool {
         self.tasks
             .iter()

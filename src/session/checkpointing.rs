@@ -5,7 +5,6 @@
 use super::*;
 use crate::checkpoint::document::{AgentState, FileSystemState, Parts};
 use crate::checkpoint::{job, CheckpointDocument};
-use crate::store::BoardEntry;
 
 impl Session {
     /// Count a model call's or agent report's tool calls and tokens toward the checkpoint
@@ -99,13 +98,7 @@ impl Session {
                 stats,
             } => (document, seq, path, sha256, stats),
             job::Outcome::LatestCorrupt { seq, problem } => {
-                self.last_checkpoint = None;
-                self.failure(
-                    FailureKind::DataCorruption,
-                    None,
-                    None,
-                    &format!("checkpoint {seq} is corrupt: {problem}"),
-                )?;
+                self.checkpoint_corrupt(seq, &problem)?;
                 if self.recovery.stop.is_none() {
                     self.checkpoint_due
                         .get_or_insert(trigger_name(&taken.trigger));
@@ -216,20 +209,7 @@ impl Session {
             .find(|p| !p.checks.is_empty())
             .map(|p| p.checks.clone())
             .unwrap_or_default();
-        let task_board = self
-            .board
-            .tasks
-            .iter()
-            .map(|t| BoardEntry {
-                id: t.spec.id.clone(),
-                phase: t.spec.phase.clone(),
-                role: t.spec.role.clone(),
-                state: t.state.as_str().to_string(),
-                attempts: t.attempts,
-                agent_id: t.agent_id.clone(),
-                last_error: t.last_error.clone(),
-            })
-            .collect();
+        let task_board = self.board.entries();
         Ok(CheckpointDocument::build(Parts {
             session_id: self.id(),
             trigger,

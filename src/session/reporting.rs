@@ -370,20 +370,7 @@ impl Session {
             checkpoints: CheckpointSummary { count: self.checkpoints_taken, last: self.last_checkpoint.clone() },
             usage,
             tasks: self.task_counts(None),
-            task_list: self
-                .board
-                .tasks
-                .iter()
-                .map(|t| TaskReport {
-                    id: t.spec.id.clone(),
-                    phase: t.spec.phase.clone(),
-                    role: t.spec.role.clone(),
-                    state: t.state.as_str().to_string(),
-                    attempts: t.attempts,
-                    agent_id: t.agent_id.clone(),
-                    last_error: t.last_error.clone(),
-                })
-                .collect(),
+            task_list: self.board.entries(),
             agents,
             errors: self.store.error_counts().unwrap_or_default(),
             recovery_outcomes: recoveries.iter().fold(BTreeMap::new(), |mut m, r| {

@@ -700,6 +700,12 @@ impl Session {
         if self.last_checkpoint.as_ref().map(|row| row.seq) != Some(seq) {
             return Ok(());
         }
+        self.checkpoint_corrupt(seq, &problem)
+    }
+
+    /// Checkpoint `seq` does not verify: it is no longer the one to trust, and the failure is
+    /// `data_corruption` for the recovery table.
+    pub(super) fn checkpoint_corrupt(&mut self, seq: u32, problem: &str) -> Result<()> {
         self.last_checkpoint = None;
         self.failure(
             FailureKind::DataCorruption,
