@@ -152,7 +152,7 @@ pub fn serve(
     token: String,
     db: PathBuf,
     shutdown: CancellationToken,
-) -> anyhow::Result<ApiHandle> {
+) -> std::io::Result<ApiHandle> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;
     let streams = Arc::new(std::sync::atomic::AtomicUsize::new(0));

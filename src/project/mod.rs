@@ -5,7 +5,43 @@
 //! in its prompt), and optionally `script.toml` (the tool calls the `scripted` model replays,
 //! with file contents under `files/`).
 
-use anyhow::{bail, Context, Result};
+/// A project spec or script that cannot be used: the file and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The file is read but not a valid spec or script (syntax, unknown keys, a broken plan).
+    #[error("{path}: {problem}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the task it concerns.
+        problem: String,
+    },
+}
+
+/// `Result` with a [`SpecError`].
+pub type Result<T, E = SpecError> = std::result::Result<T, E>;
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| SpecError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn invalid(path: &Path, problem: impl Into<String>) -> SpecError {
+    SpecError::Invalid {
+        path: path.to_path_buf(),
+        problem: problem.into(),
+    }
+}
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -84,28 +120,32 @@ impl ProjectSpec {
     /// Load `dir/spec.toml` and check the plan (unique ids, `after` within the same phase).
     pub fn load(dir: &Path) -> Result<ProjectSpec> {
         let path = dir.join("spec.toml");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read project spec {}", path.display()))?;
+        let text = read(&path)?;
         let mut spec: ProjectSpec =
-            toml::from_str(&text).map_err(|err| anyhow::anyhow!("{}: {}", path.display(), err))?;
+            toml::from_str(&text).map_err(|err| invalid(&path, err.to_string()))?;
         spec.dir = dir.to_path_buf();
         let mut ids = std::collections::BTreeMap::new();
         for task in &spec.tasks {
             if ids.insert(task.id.clone(), task.phase.clone()).is_some() {
-                bail!("{}: task id {:?} appears twice", path.display(), task.id);
+                return Err(invalid(
+                    &path,
+                    format!("task id {:?} appears twice", task.id),
+                ));
             }
         }
         for task in &spec.tasks {
             for dep in &task.after {
                 match ids.get(dep) {
                     Some(phase) if *phase == task.phase => {}
-                    _ => bail!(
-                        "{}: task {:?} waits for {:?}, which is not a task of phase {:?}",
-                        path.display(),
-                        task.id,
-                        dep,
-                        task.phase
-                    ),
+                    _ => {
+                        return Err(invalid(
+                            &path,
+                            format!(
+                                "task {:?} waits for {:?}, which is not a task of phase {:?}",
+                                task.id, dep, task.phase
+                            ),
+                        ))
+                    }
                 }
             }
         }
@@ -207,26 +247,25 @@ impl Script {
     /// Load `dir/script.toml`, inlining every `content_file`. Errors name the file and task.
     pub fn load(dir: &Path) -> Result<Script> {
         let path = dir.join("script.toml");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("the scripted model needs {}", path.display()))?;
+        let text = read(&path)?;
         let file: ScriptFile =
-            toml::from_str(&text).map_err(|err| anyhow::anyhow!("{}: {}", path.display(), err))?;
+            toml::from_str(&text).map_err(|err| invalid(&path, err.to_string()))?;
         let mut script = Script::default();
         for task in file.task {
             let mut steps = Vec::new();
             for step in task.steps {
                 let mut args = step.args.clone();
                 if let Some(toml::Value::String(file)) = args.remove("content_file") {
-                    let content = std::fs::read_to_string(dir.join(&file)).with_context(|| {
-                        format!(
-                            "{}: task {:?}: content_file {file:?}",
-                            path.display(),
-                            task.id
+                    let content = std::fs::read_to_string(dir.join(&file)).map_err(|err| {
+                        invalid(
+                            &path,
+                            format!("task {:?}: content_file {file:?}: {err}", task.id),
                         )
                     })?;
                     args.insert("content".into(), toml::Value::String(content));
                 }
-                let json = serde_json::to_value(&args)?;
+                let json = serde_json::to_value(&args)
+                    .map_err(|err| invalid(&path, format!("task {:?}: {err}", task.id)))?;
                 steps.push((step.tool, json));
             }
             if let Some(summary) = task.summary {

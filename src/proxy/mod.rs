@@ -142,7 +142,7 @@ pub async fn start(
     clock: SessionClock,
     spool: Arc<LedgerSpool>,
     shutdown: CancellationToken,
-) -> anyhow::Result<Proxy> {
+) -> std::io::Result<Proxy> {
     let state = Arc::new(ProxyState {
         session,
         backend,
@@ -767,14 +767,14 @@ pub fn backend_for(
     model_config: &crate::config::raw::Model,
     provider: Provider,
     builtin: Option<BuiltinModel>,
-) -> anyhow::Result<Backend> {
+) -> Result<Backend, upstream::SetupError> {
     if let Some(model) = builtin {
         return Ok(Backend::Builtin(model));
     }
     let api_key = match &model_config.api_key_env {
-        Some(name) => Some(std::env::var(name).map_err(|_| {
-            anyhow::anyhow!("[model].api_key_env names {name}, which is not set in the environment")
-        })?),
+        Some(name) => {
+            Some(std::env::var(name).map_err(|_| upstream::SetupError::MissingKey(name.clone()))?)
+        }
         None => None,
     };
     Ok(Backend::Upstream(Arc::new(Upstream::new(

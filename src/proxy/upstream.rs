@@ -23,6 +23,31 @@ pub mod kind {
     pub const CONTEXT_OVERFLOW: &str = "context_overflow";
 }
 
+/// The upstream provider cannot be set up from `[model]`.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// `[model].api_key_env` names a variable that is not set.
+    #[error("[model].api_key_env names {0}, which is not set in the environment")]
+    MissingKey(String),
+    /// A passthrough provider without `[model].base_url` (only Anthropic has a default).
+    #[error("[model].base_url is required for provider {0}")]
+    MissingBaseUrl(&'static str),
+    /// `[model].base_url` does not make a URL.
+    #[error("[model].base_url {url:?} is not a valid URL: {reason}")]
+    BadBaseUrl {
+        /// The configured base URL.
+        url: String,
+        /// The parser's reason.
+        reason: String,
+    },
+    /// The key cannot be sent in an HTTP header.
+    #[error("the API key in [model].api_key_env has characters not allowed in an HTTP header")]
+    BadKey,
+    /// The HTTP client cannot be built (TLS set-up).
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
 /// A classified failed attempt.
 #[derive(Debug, Clone)]
 pub struct Failure {
@@ -169,14 +194,11 @@ impl Upstream {
         model: &Model,
         provider: Provider,
         api_key: Option<String>,
-    ) -> anyhow::Result<Upstream> {
+    ) -> Result<Upstream, SetupError> {
         let base_url = match (&model.base_url, provider) {
             (Some(url), _) => url.trim_end_matches('/').to_string(),
             (None, Provider::Anthropic) => "https://api.anthropic.com/v1".to_string(),
-            (None, _) => anyhow::bail!(
-                "[model].base_url is required for provider {}",
-                provider.as_str()
-            ),
+            (None, _) => return Err(SetupError::MissingBaseUrl(provider.as_str())),
         };
         // reqwest is built without a default crypto provider; ring is ours (idempotent).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -187,7 +209,10 @@ impl Upstream {
             .build()?;
         let endpoint = |format: WireFormat| {
             reqwest::Url::parse(&format!("{base_url}{}", format.path())).map_err(|err| {
-                anyhow::anyhow!("[model].base_url {base_url:?} is not a valid URL: {err}")
+                SetupError::BadBaseUrl {
+                    url: base_url.clone(),
+                    reason: err.to_string(),
+                }
             })
         };
         let endpoints = [
@@ -202,9 +227,8 @@ impl Upstream {
                     Provider::Anthropic => ("x-api-key", key.clone()),
                     _ => ("authorization", format!("Bearer {key}")),
                 };
-                let mut value = reqwest::header::HeaderValue::from_str(&text).map_err(|_| {
-                    anyhow::anyhow!("the API key in [model].api_key_env has characters not allowed in an HTTP header")
-                })?;
+                let mut value = reqwest::header::HeaderValue::from_str(&text)
+                    .map_err(|_| SetupError::BadKey)?;
                 value.set_sensitive(true);
                 Some((name, value))
             }

@@ -123,6 +123,27 @@ fn architecture_the_session_reaches_agents_only_through_the_backend_traits() {
 }
 
 #[test]
+fn architecture_anyhow_only_at_the_edges() {
+    // Library modules return typed errors with predicates; the CLI, the composition root, the
+    // session (which routes every failure to the recovery table) and the reference agent's
+    // program are the edges that may erase them.
+    let edges = [
+        "src/cli/",
+        "src/daemon/",
+        "src/session/",
+        "src/agent/reference.rs",
+    ];
+    let outside: Vec<_> = occurrences("anyhow")
+        .into_iter()
+        .filter(|(name, _, _)| !edges.iter().any(|edge| name.starts_with(edge)))
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "anyhow in a library module (give it a typed error): {outside:#?}"
+    );
+}
+
+#[test]
 fn architecture_no_output_that_can_panic_in_the_daemon() {
     // `println!`/`eprintln!` panic on a closed pipe; the daemon writes through `console`.
     let mut found = Vec::new();
