@@ -550,9 +550,11 @@ fn manual_classification_applies_the_upstream_rules() {
         .replace("classification = \"auto\"", "classification = \"manual\"");
     assert!(text.contains("classification = \"manual\""));
     let config = dir.path().join("manual.toml");
+    // Faults are drawn per attempt: a malformed body on 24 % of them (after the 20 % of rate
+    // limits) makes a session of a few dozen calls without one vanishingly unlikely.
     std::fs::write(
         &config,
-        format!("{text}\n[model]\nprovider = \"sim\"\nretry_base_ms = 1\nretry_max_ms = 5\n[model.faults]\nrate_limit = 0.2\nmalformed_json = 0.1\n"),
+        format!("{text}\n[model]\nprovider = \"sim\"\nretry_base_ms = 1\nretry_max_ms = 5\n[model.faults]\nrate_limit = 0.2\nmalformed_json = 0.3\n"),
     )
     .unwrap();
     let runs = dir.path().join("runs");
