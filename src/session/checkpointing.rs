@@ -50,6 +50,8 @@ impl Session {
                 .collect(),
         };
         self.checkpoint_in_flight = true;
+        // Requests made from now on get the next checkpoint, taken after they asked.
+        self.checkpoint_replies_in_flight = std::mem::take(&mut self.checkpoint_replies);
         let events = self.events_tx.clone();
         tokio::spawn(async move {
             let taken = job::take(request).await;
@@ -98,6 +100,9 @@ impl Session {
                 stats,
             } => (document, seq, path, sha256, stats),
             job::Outcome::LatestCorrupt { seq, problem } => {
+                // Its requests wait for the checkpoint taken instead.
+                let waiting = std::mem::take(&mut self.checkpoint_replies_in_flight);
+                self.checkpoint_replies.extend(waiting);
                 self.checkpoint_corrupt(seq, &problem)?;
                 if self.recovery.stop.is_none() {
                     self.checkpoint_due

@@ -198,7 +198,8 @@ impl Session {
         Ok(())
     }
 
-    /// Answer every `POST /api/checkpoint` waiting on the checkpoint just taken (or failed).
+    /// Answer every `POST /api/checkpoint` that asked before the checkpoint just taken (or
+    /// failed) started.
     pub(super) fn answer_checkpoint_requests(&mut self, taken: Result<(), String>) {
         let answer = match taken {
             Ok(()) => match &self.last_checkpoint {
@@ -209,7 +210,7 @@ impl Session {
             },
             Err(message) => refused("checkpoint_failed", message),
         };
-        for reply in self.checkpoint_replies.drain(..) {
+        for reply in self.checkpoint_replies_in_flight.drain(..) {
             let _ = reply.send(answer.clone());
         }
     }

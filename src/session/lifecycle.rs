@@ -118,6 +118,7 @@ impl Session {
         Ok(Session {
             recovery,
             checkpoint_replies: Vec::new(),
+            checkpoint_replies_in_flight: Vec::new(),
             last_sample: None,
             sampling: false,
             coverage: None,

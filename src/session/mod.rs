@@ -317,6 +317,8 @@ pub struct Session {
     coverage: Option<Figure<f64>>,
     /// `POST /api/checkpoint` requests waiting for the next checkpoint.
     checkpoint_replies: Vec<tokio::sync::oneshot::Sender<crate::protocol::ControlReply>>,
+    /// Of those, the ones the checkpoint in flight answers (asked before it started).
+    checkpoint_replies_in_flight: Vec<tokio::sync::oneshot::Sender<crate::protocol::ControlReply>>,
     /// The control API (None until started).
     api: Option<crate::api::ApiHandle>,
     /// Ends the control API: cancelled last, after the report, so event streams see the end.
