@@ -37,6 +37,9 @@ pub enum CheckpointError {
     /// too long, a checkpoint without a manifest. The message says which.
     #[error("{0}")]
     Corrupt(String),
+    /// A checkpoint task panicked (a bug in megatest, not the data or the machine).
+    #[error("{0}")]
+    Panicked(String),
     /// A step that failed inside another (`walk /ws` inside `restore`).
     #[error("{step}: {source}")]
     During {
@@ -60,7 +63,9 @@ impl CheckpointError {
             }
             CheckpointError::Store(store) => store.is_disk_full(),
             CheckpointError::During { source, .. } => source.is_disk_full(),
-            CheckpointError::Json { .. } | CheckpointError::Corrupt(_) => false,
+            CheckpointError::Json { .. }
+            | CheckpointError::Corrupt(_)
+            | CheckpointError::Panicked(_) => false,
         }
     }
 
@@ -72,7 +77,9 @@ impl CheckpointError {
             CheckpointError::Walk { source, .. } => source.io_error().is_some_and(denied),
             CheckpointError::Store(store) => store.is_permission_denied(),
             CheckpointError::During { source, .. } => source.is_permission_denied(),
-            CheckpointError::Json { .. } | CheckpointError::Corrupt(_) => false,
+            CheckpointError::Json { .. }
+            | CheckpointError::Corrupt(_)
+            | CheckpointError::Panicked(_) => false,
         }
     }
 

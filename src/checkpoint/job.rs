@@ -27,6 +27,9 @@ pub struct Request {
     pub latest: Option<(PathBuf, String, u32)>,
     /// The running agents' groups; those not frozen already are frozen for the snapshot.
     pub groups: Vec<Arc<dyn AgentGroup>>,
+    /// What asked for it (the document's `trigger`), handed back in [`Taken`] so a refused
+    /// checkpoint can be asked for again.
+    pub trigger: &'static str,
 }
 
 /// What [`take`] did.
@@ -34,8 +37,8 @@ pub struct Taken {
     /// The checkpointer back (None only if the snapshot panicked and the store could not be
     /// reopened: the session then takes no more checkpoints).
     pub checkpointer: Option<Checkpointer>,
-    /// The trigger it was taken for.
-    pub trigger: String,
+    /// The trigger it was taken for (as in [`Request::trigger`]).
+    pub trigger: &'static str,
     /// Its outcome.
     pub outcome: Outcome,
 }
@@ -75,8 +78,8 @@ pub async fn take(request: Request) -> Taken {
         mut document,
         latest,
         groups,
+        trigger,
     } = request;
-    let trigger = document.trigger.clone();
     let dir = checkpointer.dir.clone();
     if let Some((path, sha256, seq)) = latest {
         let problem = tokio::task::spawn_blocking(move || super::verify_sealed(&path, &sha256))
@@ -123,7 +126,7 @@ pub async fn take(request: Request) -> Taken {
             return Taken {
                 checkpointer: reopened,
                 trigger,
-                outcome: Outcome::Failed(CheckpointError::Corrupt(format!(
+                outcome: Outcome::Failed(CheckpointError::Panicked(format!(
                     "the snapshot task panicked: {panic}"
                 ))),
             };
@@ -168,7 +171,7 @@ pub async fn take(request: Request) -> Taken {
         Err(panic) => Taken {
             checkpointer: None,
             trigger,
-            outcome: Outcome::Failed(CheckpointError::Corrupt(format!(
+            outcome: Outcome::Failed(CheckpointError::Panicked(format!(
                 "writing the checkpoint panicked: {panic}"
             ))),
         },
@@ -249,6 +252,7 @@ mod tests {
             document: new_document("manual"),
             latest: None,
             groups: vec![run.group.clone()],
+            trigger: "manual",
         })
         .await;
         let Outcome::Written {
@@ -278,6 +282,7 @@ mod tests {
             document: new_document("interval"),
             latest: Some((path, sha256, 1)),
             groups: Vec::new(),
+            trigger: "interval",
         })
         .await;
         match taken.outcome {

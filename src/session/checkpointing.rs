@@ -48,6 +48,7 @@ impl Session {
                 .filter_map(|a| a.running.as_ref())
                 .map(|r| r.group.clone())
                 .collect(),
+            trigger,
         };
         self.checkpoint_in_flight = true;
         // Requests made from now on get the next checkpoint, taken after they asked.
@@ -105,8 +106,7 @@ impl Session {
                 self.checkpoint_replies.extend(waiting);
                 self.checkpoint_corrupt(seq, &problem)?;
                 if self.recovery.stop.is_none() {
-                    self.checkpoint_due
-                        .get_or_insert(trigger_name(&taken.trigger));
+                    self.checkpoint_due.get_or_insert(taken.trigger);
                 }
                 return Ok(());
             }
@@ -233,21 +233,4 @@ impl Session {
             budgets: serde_json::to_value(&self.budgets)?,
         }))
     }
-}
-
-/// The `'static` name of a trigger coming back from a checkpoint job.
-fn trigger_name(trigger: &str) -> &'static str {
-    const TRIGGERS: [&str; 7] = [
-        "interval",
-        "tool_calls",
-        "tokens",
-        "manual",
-        "signal",
-        "phase_end",
-        "shutdown",
-    ];
-    TRIGGERS
-        .into_iter()
-        .find(|t| *t == trigger)
-        .unwrap_or("manual")
 }
