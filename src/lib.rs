@@ -22,6 +22,7 @@ pub mod config;
 pub mod console;
 pub mod daemon;
 pub mod eval;
+pub mod figure;
 pub mod fsutil;
 pub mod metrics;
 pub mod project;

@@ -3,6 +3,7 @@
 mod agent;
 mod checkpoints;
 mod control;
+mod evaluate;
 mod restore;
 mod resume;
 mod run;
@@ -30,6 +31,9 @@ enum Command {
     Run(run::RunArgs),
     /// Check a config file (and overrides) without starting anything; exit 0 or 2.
     Validate(validate::ValidateArgs),
+    /// Evaluate a project directory: build, tests, the hidden acceptance suite, coverage, doc
+    /// coverage, security scan, LOC; exit 0 (critical criteria hold), 1 (one fails), 2 (usage).
+    Evaluate(evaluate::EvaluateArgs),
     /// Continue a session whose daemon died (kill -9 included) or was interrupted: leftover
     /// agents are stopped, state is rebuilt from session.db, the session runs on.
     Resume(resume::ResumeArgs),
@@ -135,6 +139,7 @@ pub fn run() -> anyhow::Result<i32> {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Validate(args) => validate::run(args),
+        Command::Evaluate(args) => evaluate::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Checkpoints(args) => checkpoints::run(args),
         Command::Resume(args) => resume::run(args),

@@ -1,6 +1,12 @@
 //! Evaluation of the produced code: phase checks (the spec's build and test commands run for
 //! real in `project/`) and the success criteria derived from them.
 
+pub mod acceptance;
+pub mod evaluation;
+pub mod measure;
+pub mod suite;
+pub mod venv;
+
 use crate::store::CheckRow;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -18,6 +24,18 @@ pub async fn run_check(
     workspace: &Path,
     timeout: Duration,
 ) -> CheckRow {
+    run_check_env(phase, name, command, workspace, timeout, &[]).await
+}
+
+/// [`run_check`] with `env` added to (or replacing in) the inherited environment.
+pub async fn run_check_env(
+    phase: &str,
+    name: &str,
+    command: &str,
+    workspace: &Path,
+    timeout: Duration,
+    env: &[(String, String)],
+) -> CheckRow {
     let started = Instant::now();
     let spawned = tokio::process::Command::new("sh")
         .arg("-c")
@@ -25,6 +43,7 @@ pub async fn run_check(
         .current_dir(workspace)
         .env_clear()
         .envs(crate::agent::inherited_env())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .process_group(0)
@@ -107,8 +126,26 @@ pub struct CriterionResult {
     pub met: Option<bool>,
     /// How it was judged, or why it was not.
     pub evidence: String,
-    /// Critical criteria decide the exit code (0 all met, 1 otherwise).
+    /// Critical criteria decide the exit code (0 all met, 1 otherwise); `tier == critical`.
     pub critical: bool,
+    /// The seed's tier it belongs to.
+    pub tier: Tier,
+}
+
+/// The tiers of the seed's success criteria, plus the upstream targets and phase criteria.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// Decides the exit code: a criterion judged false fails the session (null does not).
+    Critical,
+    /// The seed's "important" tier.
+    Important,
+    /// The seed's "nice to have" tier.
+    NiceToHave,
+    /// An upstream `[project.target]` / `[project.performance]` target or a seed grade.
+    Target,
+    /// An upstream `[[phases]].success_criteria` entry.
+    Phase,
 }
 
 /// Line coverage from a coverage command's output: the last number on its last non-empty line,
@@ -168,6 +205,7 @@ pub fn judge_criteria(
                 met,
                 evidence,
                 critical: false,
+                tier: Tier::Phase,
             }
         })
         .collect()

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Lines in the workspace as tokei counts them.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct CodeStats {
     /// Lines of code (not comments or blanks), all languages.
     pub lines_of_code: usize,

@@ -2,7 +2,11 @@
 //! `metrics_current.json` ([`SessionMetrics`]). Every figure is measured; one that could not be
 //! is a [`Figure`] with `value: null` and a `reason`.
 
+pub mod grades;
+pub mod junit;
 pub mod verdict;
+
+pub use crate::figure::Figure;
 
 use crate::eval::CriterionResult;
 use crate::metrics::CodeStats;
@@ -12,34 +16,6 @@ use std::collections::BTreeMap;
 
 /// Version of the report shapes; bumped on incompatible changes.
 pub const REPORT_SCHEMA_VERSION: u32 = 1;
-
-/// A measured value, or null with the reason it is missing.
-#[derive(Debug, Clone, Serialize)]
-pub struct Figure<T: Serialize> {
-    /// The measured value; None when it could not be measured.
-    pub value: Option<T>,
-    /// Why `value` is None (absent when measured).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-impl<T: Serialize> Figure<T> {
-    /// A measured value.
-    pub fn measured(value: T) -> Self {
-        Figure {
-            value: Some(value),
-            reason: None,
-        }
-    }
-
-    /// No value, with the reason.
-    pub fn missing(reason: impl Into<String>) -> Self {
-        Figure {
-            value: None,
-            reason: Some(reason.into()),
-        }
-    }
-}
 
 /// The model that answered the agents.
 #[derive(Debug, Clone, Serialize)]

@@ -5,7 +5,7 @@
 use super::{BudgetReport, Figure};
 use crate::budget::Budgets;
 use crate::config::raw::Project;
-use crate::eval::{self, CriterionResult};
+use crate::eval::{self, CriterionResult, Tier};
 use crate::metrics::CodeStats;
 use crate::store::{CheckRow, LedgerTotals, RecoveryRow};
 
@@ -65,6 +65,7 @@ pub fn critical_criteria(phases: &[PhaseOutcome<'_>]) -> Vec<CriterionResult> {
         met: Some(ended == phases.len()),
         evidence: format!("{ended} of {} phases ended", phases.len()),
         critical: true,
+        tier: Tier::Critical,
     }];
     for (name, text) in [
         ("build", "the project builds at the end"),
@@ -80,6 +81,7 @@ pub fn critical_criteria(phases: &[PhaseOutcome<'_>]) -> Vec<CriterionResult> {
                 None => format!("the {name} check of the last phase did not run"),
             },
             critical: true,
+            tier: Tier::Critical,
         });
     }
     out
@@ -109,6 +111,7 @@ pub fn target_criteria(
             None => "the workspace could not be counted".into(),
         },
         critical: false,
+        tier: Tier::Target,
     });
     for (name, limit, key) in [
         (
@@ -133,6 +136,7 @@ pub fn target_criteria(
                 None => format!("not judged: the final {name} check did not run"),
             },
             critical: false,
+            tier: Tier::Target,
         });
     }
     out.push(CriterionResult {
@@ -157,6 +161,7 @@ pub fn target_criteria(
             }
         },
         critical: false,
+        tier: Tier::Target,
     });
     out
 }
@@ -188,6 +193,7 @@ pub fn recovery_criteria(rows: &[RecoveryRow], chaos: bool) -> Vec<CriterionResu
                 "not judged: no failure was simulated ([chaos] is off)".into()
             },
             critical: false,
+            tier: Tier::Target,
         },
         CriterionResult {
             phase: "session".into(),
@@ -203,6 +209,7 @@ pub fn recovery_criteria(rows: &[RecoveryRow], chaos: bool) -> Vec<CriterionResu
                 )
             },
             critical: false,
+            tier: Tier::Target,
         },
     ]
 }

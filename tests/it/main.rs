@@ -3,6 +3,7 @@
 
 mod support;
 
+mod acceptance;
 mod api_contract;
 mod architecture;
 mod checkpoints;

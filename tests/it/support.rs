@@ -25,6 +25,8 @@ pub fn megatest() -> Command {
     }
     // Tests run sessions side by side: each control API on a free port (api.addr says which).
     command.env("MEGATEST_API_ADDR", "127.0.0.1:0");
+    // One cache of acceptance-suite venvs for every test (made once, from PyPI).
+    command.env("MEGATEST_VENV_DIR", root().join("target/acceptance-venvs"));
     command.current_dir(root());
     command
 }

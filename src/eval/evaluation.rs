@@ -1,0 +1,471 @@
+//! One evaluation of a project directory: the spec's build and test commands, the hidden
+//! acceptance suite, coverage, documentation coverage, the security scan, code statistics and
+//! the performance figures. `megatest evaluate` and the session's phase ends run the same code.
+
+use super::acceptance::{self, AcceptanceReport, BugCounts};
+use super::measure::{self, DocCoverage, SecurityScan};
+use super::suite::Suite;
+use super::{run_check_env, venv};
+use crate::figure::Figure;
+use crate::metrics::CodeStats;
+use crate::project::ProjectSpec;
+use crate::store::CheckRow;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What an evaluation needs.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The project type (`quickstart`, `task_queue`, …).
+    pub project_type: String,
+    /// Its spec (commands, language, directory).
+    pub spec: ProjectSpec,
+    /// The project under test.
+    pub project_dir: PathBuf,
+    /// Where results and scratch files go (created; one directory per evaluation).
+    pub out_dir: PathBuf,
+    /// Where megatest keeps its venvs (see [`venv::venv_root`]).
+    pub venv_root: PathBuf,
+    /// Wall-clock bound of each command and of the acceptance suite.
+    pub timeout: Duration,
+    /// Run the acceptance suite (and the language tools from its venv).
+    pub acceptance: bool,
+}
+
+/// Performance figures of the produced project (`[project.performance]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PerformanceReport {
+    /// Wall seconds of the build check (null when it failed or did not run).
+    pub build_secs: Figure<f64>,
+    /// Wall seconds of the test check (null when it failed or did not run).
+    pub test_secs: Figure<f64>,
+    /// Peak resident memory of the started server during the acceptance run, MiB.
+    pub memory_usage_mb: Figure<f64>,
+    /// Size of the built binary the start command runs, MiB.
+    pub binary_size_mb: Figure<f64>,
+    /// What the acceptance suite measured (throughput and its ratio to the reference system).
+    pub measured: BTreeMap<String, acceptance::Measurement>,
+}
+
+/// The result of one evaluation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// The project type.
+    pub project_type: String,
+    /// The project directory evaluated.
+    pub project_dir: String,
+    /// The phase whose end it judged (`evaluate` for `megatest evaluate`).
+    pub phase: String,
+    /// The build and test checks (absent when the build was skipped with `--no-build`).
+    pub checks: Vec<CheckRow>,
+    /// The acceptance suite's result.
+    pub acceptance: AcceptanceReport,
+    /// Line coverage (0–1).
+    pub test_coverage: Figure<f64>,
+    /// Documentation coverage of public items.
+    pub doc_coverage: DocCoverage,
+    /// Security scan.
+    pub security: SecurityScan,
+    /// Code statistics (tokei).
+    pub code: Figure<CodeStats>,
+    /// Performance figures.
+    pub performance: PerformanceReport,
+    /// Bugs: failed acceptance cases plus security findings, by severity.
+    pub bugs: BugCounts,
+    /// Wall seconds the evaluation took.
+    pub wall_secs: f64,
+}
+
+impl Evaluation {
+    /// The check named `name` (`build`, `test`).
+    pub fn check(&self, name: &str) -> Option<&CheckRow> {
+        self.checks.iter().find(|c| c.name == name)
+    }
+}
+
+/// Run the spec's build (unless `build` is false) and test commands, then [`complete`].
+pub async fn evaluate(ctx: &Context, phase: &str, build: bool) -> Evaluation {
+    let mut checks = Vec::new();
+    let commands = &ctx.spec.commands;
+    if build {
+        checks.push(
+            super::run_check(
+                phase,
+                "build",
+                &commands.build,
+                &ctx.project_dir,
+                ctx.timeout,
+            )
+            .await,
+        );
+    }
+    checks
+        .push(super::run_check(phase, "test", &commands.test, &ctx.project_dir, ctx.timeout).await);
+    complete(ctx, phase, checks).await
+}
+
+/// Everything after the build and test checks: the acceptance suite (told when the build
+/// failed), coverage, documentation coverage, the security scan, code statistics and
+/// performance. Never fails: what could not be measured is null with the reason.
+pub async fn complete(ctx: &Context, phase: &str, checks: Vec<CheckRow>) -> Evaluation {
+    let started = Instant::now();
+    let suite = Suite::of_spec(&ctx.spec.dir);
+    // The suite's venv also carries the language tools (coverage.py, interrogate, bandit).
+    let venv: Result<PathBuf, String> = match (&suite, ctx.acceptance) {
+        (Ok(Some(suite)), true) => {
+            let (root, label, requirements) = (
+                ctx.venv_root.clone(),
+                ctx.project_type.clone(),
+                suite.requirements.clone(),
+            );
+            match tokio::task::spawn_blocking(move || venv::ensure(&root, &label, &requirements))
+                .await
+            {
+                Ok(Ok(dir)) => Ok(dir),
+                Ok(Err(err)) => Err(format!(
+                    "cannot make the evaluation venv (pip install from PyPI): {err}"
+                )),
+                Err(err) => Err(format!("making the evaluation venv panicked: {err}")),
+            }
+        }
+        (Ok(Some(_)), false) => Err("the acceptance suite is switched off".into()),
+        (Ok(None), _) => Err(format!(
+            "the project spec {} has no acceptance suite",
+            ctx.spec.dir.display()
+        )),
+        (Err(err), _) => Err(err.to_string()),
+    };
+    let build_failure = checks
+        .iter()
+        .find(|c| c.name == "build" && !c.passed)
+        .map(super::describe_check);
+    let acceptance = match (&suite, &venv) {
+        (Ok(Some(suite)), Ok(venv)) => {
+            acceptance::run(acceptance::RunSpec {
+                suite,
+                venv,
+                project_dir: &ctx.project_dir,
+                start_command: ctx.spec.commands.start.as_deref().unwrap_or(""),
+                build_failure: build_failure.as_deref(),
+                out_dir: &ctx.out_dir,
+                timeout: ctx.timeout,
+            })
+            .await
+        }
+        (_, Err(reason)) => {
+            AcceptanceReport::not_run(&ctx.spec.dir.join(super::suite::ACCEPTANCE_SUBDIR), reason)
+        }
+        (_, Ok(_)) => AcceptanceReport::not_run(&ctx.spec.dir, "no acceptance suite"),
+    };
+    let venv_bin = venv.as_ref().ok().map(|v| v.join("bin"));
+    let tools_missing = venv.as_ref().err().cloned();
+    let test_coverage = coverage(ctx, phase, venv_bin.as_deref(), tools_missing.as_deref()).await;
+    let (doc_coverage, security) = if ctx.spec.language == "rust" {
+        let dir = ctx.project_dir.clone();
+        let counts = tokio::task::spawn_blocking(move || measure::count_rust_project(&dir))
+            .await
+            .unwrap_or_default();
+        (measure::rust_doc_coverage(&counts), rust_security(&counts))
+    } else if ctx.spec.language == "python" {
+        python_measures(ctx, venv_bin.as_deref(), tools_missing.as_deref()).await
+    } else {
+        let reason = format!("no documentation tool for language {}", ctx.spec.language);
+        (
+            DocCoverage {
+                fraction: Figure::missing(reason),
+                method: String::new(),
+            },
+            no_scan(&format!(
+                "no security scanner for language {}",
+                ctx.spec.language
+            )),
+        )
+    };
+    let dir = ctx.project_dir.clone();
+    let code = match tokio::task::spawn_blocking(move || crate::metrics::code_stats(&dir)).await {
+        Ok(stats) => Figure::measured(stats),
+        Err(err) => Figure::missing(format!("counting lines failed: {err}")),
+    };
+    let performance = performance(ctx, &checks, &acceptance);
+    let mut bugs = acceptance.bugs;
+    if let Some(found) = security.findings.value {
+        bugs.critical += found.critical;
+        bugs.high += found.high;
+        bugs.medium += found.medium;
+    }
+    Evaluation {
+        project_type: ctx.project_type.clone(),
+        project_dir: ctx.project_dir.display().to_string(),
+        phase: phase.to_string(),
+        checks,
+        acceptance,
+        test_coverage,
+        doc_coverage,
+        security,
+        code,
+        performance,
+        bugs,
+        wall_secs: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// The PATH of evaluation commands: the venv's `bin` first (so `python3 -m coverage` finds the
+/// venv's coverage.py), then megatest's own PATH.
+fn env_with_venv(ctx: &Context, venv_bin: Option<&Path>) -> Vec<(String, String)> {
+    let mut path = std::env::var("PATH").unwrap_or_default();
+    if let Some(bin) = venv_bin {
+        path = format!("{}:{path}", bin.display());
+    }
+    vec![
+        ("PATH".into(), path),
+        (
+            "COVERAGE_FILE".into(),
+            ctx.out_dir.join(".coverage").display().to_string(),
+        ),
+    ]
+}
+
+async fn coverage(
+    ctx: &Context,
+    phase: &str,
+    venv_bin: Option<&Path>,
+    tools_missing: Option<&str>,
+) -> Figure<f64> {
+    if let Some(command) = &ctx.spec.commands.coverage {
+        if ctx.spec.language == "python" {
+            if let Some(reason) = tools_missing {
+                return Figure::missing(format!("coverage.py is not available: {reason}"));
+            }
+        }
+        let env = env_with_venv(ctx, venv_bin);
+        let row = run_check_env(
+            phase,
+            "coverage",
+            command,
+            &ctx.project_dir,
+            ctx.timeout,
+            &env,
+        )
+        .await;
+        return match (row.passed, super::parse_coverage(&row.output_tail)) {
+            (true, Some(fraction)) => Figure::measured(fraction),
+            (true, None) => {
+                Figure::missing("the coverage command printed no percentage on its last line")
+            }
+            (false, _) => Figure::missing(format!(
+                "the coverage command failed: {}",
+                super::describe_check(&row)
+            )),
+        };
+    }
+    if ctx.spec.language == "rust" {
+        let probe = run_check_env(
+            phase,
+            "coverage",
+            "cargo tarpaulin --version",
+            &ctx.project_dir,
+            ctx.timeout,
+            &[],
+        )
+        .await;
+        if !probe.passed {
+            return Figure::missing(
+                "cargo-tarpaulin is not installed (install it with `cargo install cargo-tarpaulin`)",
+            );
+        }
+        let row = run_check_env(
+            phase,
+            "coverage",
+            "cargo tarpaulin --skip-clean --timeout 120 --target-dir target/tarpaulin",
+            &ctx.project_dir,
+            ctx.timeout,
+            &[],
+        )
+        .await;
+        return match measure::parse_tarpaulin(&row.output_tail) {
+            Some(fraction) if row.passed => Figure::measured(fraction),
+            _ => Figure::missing(format!(
+                "cargo tarpaulin failed: {}",
+                super::describe_check(&row)
+            )),
+        };
+    }
+    Figure::missing(format!(
+        "no coverage command in the spec and no coverage tool for language {}",
+        ctx.spec.language
+    ))
+}
+
+fn no_scan(reason: &str) -> SecurityScan {
+    SecurityScan {
+        method: String::new(),
+        unsafe_count: Figure::missing(reason),
+        findings: Figure::missing(reason),
+        advisories: Figure::missing(reason),
+        details: Vec::new(),
+    }
+}
+
+fn rust_security(counts: &measure::RustCounts) -> SecurityScan {
+    let unsafe_count = counts.unsafe_sites.len() as u64;
+    SecurityScan {
+        method: "syn: unsafe blocks, fns, impls and traits (each a high finding)".into(),
+        unsafe_count: Figure::measured(unsafe_count),
+        findings: Figure::measured(BugCounts {
+            critical: 0,
+            high: unsafe_count,
+            medium: 0,
+        }),
+        advisories: Figure::missing(
+            "cargo audit needs an advisory database fetched from GitHub; this run is offline",
+        ),
+        details: counts.unsafe_sites.iter().take(20).cloned().collect(),
+    }
+}
+
+async fn python_measures(
+    ctx: &Context,
+    venv_bin: Option<&Path>,
+    tools_missing: Option<&str>,
+) -> (DocCoverage, SecurityScan) {
+    let method = "interrogate: public functions, classes and modules with a docstring (tests/ \
+                  excluded)"
+        .to_string();
+    let Some(bin) = venv_bin else {
+        let reason = format!(
+            "interrogate and bandit are not available: {}",
+            tools_missing.unwrap_or("no venv")
+        );
+        return (
+            DocCoverage {
+                fraction: Figure::missing(reason.clone()),
+                method,
+            },
+            no_scan(&reason),
+        );
+    };
+    let env = env_with_venv(ctx, venv_bin);
+    let doc = run_check_env(
+        "evaluate",
+        "doc_coverage",
+        "interrogate --fail-under 0 --ignore-private --ignore-semiprivate --ignore-magic \
+         --ignore-init-method --ignore-nested-functions -e tests -e .venv .",
+        &ctx.project_dir,
+        ctx.timeout,
+        &env,
+    )
+    .await;
+    let fraction = match measure::parse_interrogate(&doc.output_tail) {
+        Some(value) => Figure::measured(value),
+        None => Figure::missing(format!(
+            "interrogate printed no result: {}",
+            super::describe_check(&doc)
+        )),
+    };
+    let report = ctx.out_dir.join("bandit.json");
+    let scan = run_check_env(
+        "evaluate",
+        "security",
+        &format!(
+            "bandit -q -r . -x ./tests,./.venv -f json -o {}",
+            shell_quote(&report.display().to_string())
+        ),
+        &ctx.project_dir,
+        ctx.timeout,
+        &env,
+    )
+    .await;
+    let parsed = std::fs::read_to_string(&report)
+        .ok()
+        .and_then(|text| measure::parse_bandit(&text));
+    let security = match parsed {
+        Some((counts, details)) => SecurityScan {
+            method: format!("bandit ({})", bin.join("bandit").display()),
+            unsafe_count: Figure::missing("not a Rust project"),
+            findings: Figure::measured(counts),
+            advisories: Figure::missing("no advisory scanner for Python dependencies"),
+            details: details.into_iter().take(20).collect(),
+        },
+        None => no_scan(&format!(
+            "bandit wrote no report: {}",
+            super::describe_check(&scan)
+        )),
+    };
+    (DocCoverage { fraction, method }, security)
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+fn performance(
+    ctx: &Context,
+    checks: &[CheckRow],
+    acceptance: &AcceptanceReport,
+) -> PerformanceReport {
+    let secs = |name: &str| match checks.iter().find(|c| c.name == name) {
+        Some(c) if c.passed => Figure::measured(c.wall_secs),
+        Some(c) => Figure::missing(format!("the {name} failed: {}", super::describe_check(c))),
+        None => Figure::missing(format!("the {name} check did not run")),
+    };
+    let memory_usage_mb = match acceptance.peak_rss_bytes {
+        Some(bytes) => Figure::measured(bytes as f64 / (1024.0 * 1024.0)),
+        None if acceptance.status == "not_run" => Figure::missing(format!(
+            "the acceptance suite did not run: {}",
+            acceptance.reason.as_deref().unwrap_or("")
+        )),
+        None => Figure::missing("no server was started by the acceptance suite"),
+    };
+    PerformanceReport {
+        build_secs: secs("build"),
+        test_secs: secs("test"),
+        memory_usage_mb,
+        binary_size_mb: binary_size(&ctx.project_dir, ctx.spec.commands.start.as_deref()),
+        measured: acceptance.measurements.clone(),
+    }
+}
+
+/// Size of the file the start command runs, when it is a path inside the project (e.g.
+/// `./target/release/redqueue`).
+fn binary_size(project_dir: &Path, start: Option<&str>) -> Figure<f64> {
+    let Some(program) = start.and_then(|s| s.split_whitespace().next()) else {
+        return Figure::missing("the project spec has no start command");
+    };
+    if !program.contains('/') {
+        return Figure::missing(format!(
+            "the start command runs `{program}` from PATH, not a binary the project built"
+        ));
+    }
+    let path = project_dir.join(program);
+    match std::fs::metadata(&path) {
+        Ok(meta) => Figure::measured(meta.len() as f64 / (1024.0 * 1024.0)),
+        Err(err) => Figure::missing(format!("{}: {err}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_size_only_for_a_built_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("target/release")).unwrap();
+        std::fs::write(
+            dir.path().join("target/release/app"),
+            vec![0u8; 1024 * 1024],
+        )
+        .unwrap();
+        let size = binary_size(dir.path(), Some("./target/release/app --port $PORT"));
+        assert_eq!(size.value, Some(1.0));
+        assert!(binary_size(dir.path(), Some("python3 -m x"))
+            .reason
+            .unwrap()
+            .contains("from PATH"));
+        assert!(binary_size(dir.path(), Some("./target/release/none"))
+            .value
+            .is_none());
+    }
+}

@@ -1,0 +1,164 @@
+//! The Python virtual environments megatest manages for acceptance suites and evaluation tools
+//! (pytest, redis-py, httpx, coverage.py, interrogate, bandit, …): one per distinct
+//! `requirements.txt`, under a root directory (`<runs_dir>/.venvs` by default, or
+//! `MEGATEST_VENV_DIR`), created with `python3 -m venv` and filled with `pip install -r` from
+//! PyPI. A venv is used only once its `.megatest-complete` marker exists; a half-made one (a
+//! crash, a failed install) is removed and made again. A lock file serialises concurrent makers.
+
+use sha2::Digest;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Written last into a venv whose install finished.
+const COMPLETE_MARKER: &str = ".megatest-complete";
+
+/// Bytes of pip's output kept in an error.
+const OUTPUT_TAIL: usize = 1500;
+
+/// Why a venv could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum VenvError {
+    /// A file or directory of the venv root could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// `python3 -m venv` or `pip install` failed (no python3, no venv module, no network to PyPI).
+    #[error("`{command}` failed: {output}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Its exit and the tail of its output.
+        output: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VenvError + '_ {
+    move |source| VenvError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The venv root: `MEGATEST_VENV_DIR` when set, else `<runs_dir>/.venvs`.
+pub fn venv_root(runs_dir: &Path) -> PathBuf {
+    match std::env::var_os("MEGATEST_VENV_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => runs_dir.join(".venvs"),
+    }
+}
+
+/// The venv's directory for `requirements` under `root`: `<label>-<first 12 hex digits of the
+/// file's SHA-256>`, so a changed requirements file gets a fresh venv.
+pub fn venv_dir(root: &Path, label: &str, requirements: &[u8]) -> PathBuf {
+    let digest = hex::encode(sha2::Sha256::digest(requirements));
+    root.join(format!("{label}-{}", &digest[..12]))
+}
+
+/// The venv for `requirements_file` under `root`, made when missing (blocking: seconds to
+/// minutes on the first call, instant afterwards). Returns its directory; its interpreter is
+/// `<dir>/bin/python`.
+pub fn ensure(root: &Path, label: &str, requirements_file: &Path) -> Result<PathBuf, VenvError> {
+    let requirements = std::fs::read(requirements_file).map_err(io(requirements_file))?;
+    let dir = venv_dir(root, label, &requirements);
+    if dir.join(COMPLETE_MARKER).exists() {
+        return Ok(dir);
+    }
+    std::fs::create_dir_all(root).map_err(io(root))?;
+    let lock_path = root.join(format!(".{label}.lock"));
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io(&lock_path))?;
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(
+        |(_, errno)| VenvError::Io {
+            path: lock_path.clone(),
+            source: std::io::Error::from(errno),
+        },
+    )?;
+    if dir.join(COMPLETE_MARKER).exists() {
+        return Ok(dir); // made by another process while this one waited
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+    }
+    run(Command::new("python3").arg("-m").arg("venv").arg(&dir))?;
+    let python = dir.join("bin/python");
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(requirements_file))?;
+    std::fs::write(dir.join(COMPLETE_MARKER), &requirements).map_err(io(&dir))?;
+    Ok(dir)
+}
+
+fn run(command: &mut Command) -> Result<(), VenvError> {
+    let line = format!("{command:?}").replace('"', "");
+    let output = command
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|err| VenvError::Command {
+            command: line.clone(),
+            output: format!("cannot start: {err}"),
+        })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    let start = text.len().saturating_sub(OUTPUT_TAIL);
+    let start = (start..text.len())
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(text.len());
+    Err(VenvError::Command {
+        command: line,
+        output: format!("{}: {}", output.status, text[start..].trim()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_venv_directory_follows_the_requirements() {
+        let root = Path::new("/r");
+        let a = venv_dir(root, "quickstart", b"pytest==9.2.0\n");
+        assert_eq!(a, venv_dir(root, "quickstart", b"pytest==9.2.0\n"));
+        assert_ne!(a, venv_dir(root, "quickstart", b"pytest==9.1.0\n"));
+        assert!(a.starts_with(root));
+        assert!(a
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("quickstart-"));
+    }
+
+    #[test]
+    fn a_failed_install_says_what_failed_and_leaves_no_complete_venv() {
+        let root = tempfile::tempdir().unwrap();
+        let requirements = root.path().join("requirements.txt");
+        // A local path that does not exist: pip fails without touching the network.
+        std::fs::write(&requirements, "./no-such-package-dir\n").unwrap();
+        let err = ensure(root.path(), "broken", &requirements).unwrap_err();
+        assert!(matches!(err, VenvError::Command { .. }), "{err}");
+        let dir = venv_dir(
+            root.path(),
+            "broken",
+            &std::fs::read(&requirements).unwrap(),
+        );
+        assert!(!dir.join(COMPLETE_MARKER).exists());
+    }
+}
