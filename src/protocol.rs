@@ -232,6 +232,8 @@ pub enum Event {
     Sampled(Box<crate::metrics::Sample>),
     /// A phase check finished (None: it was cancelled by a stop).
     CheckFinished(Box<Option<crate::store::CheckRow>>),
+    /// A phase end's evaluation finished (None: it was cancelled by a stop).
+    EvaluationFinished(Box<Option<crate::eval::evaluation::Evaluation>>),
     /// A timer of the session fired.
     Tick(Tick),
     /// A checkpoint job started by the session ended (written, refused, or failed).

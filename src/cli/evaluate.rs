@@ -18,7 +18,8 @@ pub struct EvaluateArgs {
     /// Project type (spec under system_tests/long_running/projects/)
     #[arg(long, env = "MEGATEST_PROJECT")]
     pub project: String,
-    /// Use what is in DIR: do not run the build command
+    /// Use what is in DIR: run neither the build command nor the project's own tests (which
+    /// would rebuild it); the acceptance suite and the measurements run as usual
     #[arg(long)]
     pub no_build: bool,
     /// Also write the evaluation as JSON to FILE
@@ -30,6 +31,9 @@ pub struct EvaluateArgs {
     /// Runs directory: the managed venvs live in RUNS_DIR/.venvs (or MEGATEST_VENV_DIR)
     #[arg(long, env = "MEGATEST_RUNS_DIR", default_value = "test_runs")]
     pub runs_dir: PathBuf,
+    /// Stop the acceptance suite at its first failing case (quicker; later cases are not run)
+    #[arg(long)]
+    pub fail_fast: bool,
     /// Wall minutes each command and the acceptance suite may take
     #[arg(long, default_value_t = 30.0)]
     pub max_test_runtime_min: f64,
@@ -79,6 +83,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<i32> {
         venv_root: venv::venv_root(&args.runs_dir),
         timeout: Duration::from_secs_f64(args.max_test_runtime_min * 60.0),
         acceptance: true,
+        fail_fast: args.fail_fast,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

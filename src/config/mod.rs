@@ -6,6 +6,7 @@
 //! `duration_hours` 1–24, `agent_count` 2–16, positive durations, `max_total_agents ≥ agent_count`.
 
 pub mod raw;
+pub mod targets;
 mod validate;
 
 use crate::config::raw::{AgentKind, Provider, RawConfig, RecoveryAction};
@@ -104,6 +105,8 @@ pub struct PhasePlan {
     pub objectives: Vec<String>,
     /// Its success criteria (free text).
     pub success_criteria: Vec<String>,
+    /// The produced project is evaluated at its end (`[evaluation].phases`).
+    pub evaluate: bool,
 }
 
 /// A validated, effective configuration.
@@ -289,8 +292,6 @@ fn not_yet_enforced(raw: &RawConfig) -> Vec<String> {
     let mut keys: Vec<&str> = vec![
         "agent.min_trust_score, agent.max_trust_score, agent.dynamic_spawning, agent.max_total_agents (consensus work)",
         "consensus.* (consensus work)",
-        "project.target.documentation_coverage, max_bugs_* (evaluation)",
-        "project.performance.memory_usage_mb, binary_size_mb (evaluation)",
     ];
     if raw.notifications.email.is_some() {
         keys.push("notifications.email (no SMTP delivery: alerts go to the webhook, session.log, the event log and GitHub annotations)");

@@ -6,6 +6,7 @@
 //! `[project.performance]`), `[api]`, `[recovery]` and `[chaos]`. Every struct denies unknown keys, so a typo is an error
 //! with its line and column, never a silently ignored setting.
 
+pub use super::targets::{Performance, Project, Target};
 pub use crate::recovery::{
     BackoffStrategy, Classification, ErrorHandling, ErrorRule, RecoveryAction, Severity,
 };
@@ -48,6 +49,30 @@ pub struct RawConfig {
     pub recovery: Recovery,
     /// `[chaos]` (megatest): fault injection.
     pub chaos: Chaos,
+    /// `[evaluation]` (megatest): when the produced project is evaluated.
+    pub evaluation: EvaluationSettings,
+}
+
+/// `[evaluation]` (megatest): at which phase ends the produced project is evaluated (the
+/// hidden acceptance suite, coverage, documentation coverage, security scan, performance) after
+/// the phase checks. Each evaluation is bounded by `[limits].max_test_runtime_min` (wall).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvaluationSettings {
+    /// Names of the phases at whose end the evaluation runs; unset: every phase but the first
+    /// (with the upstream phases: development, refinement, finalization); `[]`: never.
+    pub phases: Option<Vec<String>>,
+    /// Run the acceptance suite (false: only the build and test checks are judged).
+    pub acceptance: bool,
+}
+
+impl Default for EvaluationSettings {
+    fn default() -> Self {
+        EvaluationSettings {
+            phases: None,
+            acceptance: true,
+        }
+    }
 }
 
 /// `[metadata]`: descriptive only; copied into `config.json` and the report.
@@ -334,76 +359,6 @@ impl Default for Monitoring {
             agent_activity_logging: true,
             export_metrics: true,
             metrics_format: MetricsFormat::Json,
-        }
-    }
-}
-
-/// `[project]`: megatest's `spec_dir` beside the upstream `[project.target]` and
-/// `[project.performance]` tables.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Project {
-    /// Directory of the project spec; relative paths are relative to the config file. Default:
-    /// `system_tests/long_running/projects/<session.project_type>`.
-    pub spec_dir: Option<String>,
-    /// `[project.target]`.
-    pub target: Target,
-    /// `[project.performance]`.
-    pub performance: Performance,
-}
-
-/// `[project.target]`: the upstream code targets the report judges.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Target {
-    /// Code lines (tokei, generated directories excluded) the project should reach.
-    pub lines_of_code: u64,
-    /// Line coverage (0–1) from the spec's coverage command.
-    pub test_coverage: f64,
-    /// Documented share of public items (0–1; measured by the evaluation work).
-    pub documentation_coverage: f64,
-    /// Critical acceptance failures allowed (evaluation work).
-    pub max_bugs_critical: u32,
-    /// High-severity acceptance failures allowed (evaluation work).
-    pub max_bugs_high: u32,
-    /// Medium-severity acceptance failures allowed (evaluation work).
-    pub max_bugs_medium: u32,
-}
-
-impl Default for Target {
-    fn default() -> Self {
-        Target {
-            lines_of_code: 5000,
-            test_coverage: 0.8,
-            documentation_coverage: 0.9,
-            max_bugs_critical: 0,
-            max_bugs_high: 2,
-            max_bugs_medium: 5,
-        }
-    }
-}
-
-/// `[project.performance]`: the upstream performance targets.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Performance {
-    /// Wall seconds the spec's build command may take.
-    pub build_time_secs: f64,
-    /// Wall seconds the spec's test command may take.
-    pub test_execution_time_secs: f64,
-    /// Peak memory of the built service, MiB (evaluation work).
-    pub memory_usage_mb: f64,
-    /// Size of the built artefact, MiB (evaluation work).
-    pub binary_size_mb: f64,
-}
-
-impl Default for Performance {
-    fn default() -> Self {
-        Performance {
-            build_time_secs: 60.0,
-            test_execution_time_secs: 120.0,
-            memory_usage_mb: 512.0,
-            binary_size_mb: 50.0,
         }
     }
 }

@@ -241,6 +241,16 @@ impl<'a> Validator<'a> {
             }
         }
 
+        if let Some(names) = &raw.evaluation.phases {
+            for (i, name) in names.iter().enumerate() {
+                if !raw.phases.iter().any(|p| &p.name == name) {
+                    let known: Vec<&str> = raw.phases.iter().map(|p| p.name.as_str()).collect();
+                    let msg = format!("no phase is named {name:?} (phases: {})", known.join(", "));
+                    self.error(&format!("evaluation.phases[{i}]"), msg, None);
+                }
+            }
+        }
+
         let spec_dir = self.resolve_spec_dir(&raw, project_flag);
 
         if !self.diagnostics.is_empty() {
@@ -274,11 +284,16 @@ impl<'a> Validator<'a> {
         let phases = raw
             .phases
             .iter()
-            .map(|p| PhasePlan {
+            .enumerate()
+            .map(|(i, p)| PhasePlan {
                 name: p.name.clone(),
                 session_secs: p.duration_minutes * 60.0,
                 objectives: p.objectives.clone(),
                 success_criteria: p.success_criteria.clone(),
+                evaluate: match &raw.evaluation.phases {
+                    Some(names) => names.contains(&p.name),
+                    None => i > 0,
+                },
             })
             .collect();
         let roles: Vec<String> = if raw.agent.roles.is_empty() {

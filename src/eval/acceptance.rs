@@ -221,6 +221,8 @@ pub struct RunSpec<'a> {
     pub out_dir: &'a Path,
     /// Wall-clock bound of the whole run.
     pub timeout: Duration,
+    /// Stop at the first failing case (pytest `-x`): quicker triage, fewer cases reported.
+    pub fail_fast: bool,
 }
 
 /// Run the suite. Never fails: what went wrong is the report's `reason` (`not_run`).
@@ -254,6 +256,7 @@ pub async fn run(spec: RunSpec<'_>) -> AcceptanceReport {
         .arg(spec.start_command)
         .arg("--build-failure")
         .arg(spec.build_failure.unwrap_or(""))
+        .args(spec.fail_fast.then_some("-x"))
         .current_dir(spec.out_dir)
         .env_clear()
         .envs(crate::agent::inherited_env())
@@ -291,6 +294,8 @@ pub async fn run(spec: RunSpec<'_>) -> AcceptanceReport {
         }
     };
     let wall_secs = started.elapsed().as_secs_f64();
+    // The cases' scratch files (data directories, queue files) are not kept.
+    let _ = std::fs::remove_dir_all(&scratch);
     match std::fs::read_to_string(&results_path) {
         Ok(text) => match summarise(suite_dir, &text, spec.build_failure, wall_secs) {
             Ok(mut report) => {

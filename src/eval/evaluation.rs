@@ -32,6 +32,8 @@ pub struct Context {
     pub timeout: Duration,
     /// Run the acceptance suite (and the language tools from its venv).
     pub acceptance: bool,
+    /// Stop the suite at its first failing case.
+    pub fail_fast: bool,
 }
 
 /// Performance figures of the produced project (`[project.performance]`).
@@ -85,24 +87,49 @@ impl Evaluation {
     }
 }
 
-/// Run the spec's build (unless `build` is false) and test commands, then [`complete`].
+/// The acceptance run as a check row (`name: "acceptance"`), for the checkpoints'
+/// `test_results`: passed when every case passed; the output holds the summary and the failing
+/// cases.
+pub fn acceptance_row(eval: &Evaluation) -> CheckRow {
+    let acceptance = &eval.acceptance;
+    let mut output = format!(
+        "{} of {} cases passed; bugs: {} critical, {} high, {} medium",
+        acceptance.passed,
+        acceptance.total,
+        acceptance.bugs.critical,
+        acceptance.bugs.high,
+        acceptance.bugs.medium
+    );
+    if let Some(reason) = &acceptance.reason {
+        output.push_str(&format!("\n{reason}"));
+    }
+    for case in acceptance.cases.iter().filter(|c| c.outcome == "failed") {
+        output.push_str(&format!("\nFAIL [{}] {}", case.severity, case.name));
+    }
+    CheckRow {
+        phase: eval.phase.clone(),
+        name: "acceptance".into(),
+        command: format!("pytest {} (hidden acceptance suite)", acceptance.suite),
+        exit_code: None,
+        passed: acceptance.status == "passed",
+        timed_out: false,
+        wall_secs: acceptance.wall_secs,
+        output_tail: super::tail(output.as_bytes()),
+    }
+}
+
+/// Run the spec's build and test commands (unless `build` is false: then what is in the
+/// directory is evaluated as it is, and the project's own tests, which would rebuild it, are not
+/// run either), then [`complete`].
 pub async fn evaluate(ctx: &Context, phase: &str, build: bool) -> Evaluation {
     let mut checks = Vec::new();
     let commands = &ctx.spec.commands;
     if build {
-        checks.push(
-            super::run_check(
-                phase,
-                "build",
-                &commands.build,
-                &ctx.project_dir,
-                ctx.timeout,
-            )
-            .await,
-        );
+        for (name, command) in [("build", &commands.build), ("test", &commands.test)] {
+            checks
+                .push(super::run_check(phase, name, command, &ctx.project_dir, ctx.timeout).await);
+        }
     }
-    checks
-        .push(super::run_check(phase, "test", &commands.test, &ctx.project_dir, ctx.timeout).await);
     complete(ctx, phase, checks).await
 }
 
@@ -151,6 +178,7 @@ pub async fn complete(ctx: &Context, phase: &str, checks: Vec<CheckRow>) -> Eval
                 build_failure: build_failure.as_deref(),
                 out_dir: &ctx.out_dir,
                 timeout: ctx.timeout,
+                fail_fast: ctx.fail_fast,
             })
             .await
         }

@@ -166,37 +166,230 @@ pub fn parse_coverage(output: &str) -> Option<f64> {
     (0.0..=1.0).contains(&fraction).then_some(fraction)
 }
 
-/// Judge a phase's criteria from its checks. Criteria about compiling map to the build check,
-/// criteria about tests passing to the test check; the rest are `null` with the reason.
+/// The number in a criterion such as "Test coverage >= 70%" or "Documentation 100% complete",
+/// as a fraction.
+fn percent_in(text: &str) -> Option<f64> {
+    let at = text.find('%')?;
+    let digits: String = text[..at]
+        .chars()
+        .rev()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    digits.parse::<f64>().ok().map(|v| v / 100.0)
+}
+
+fn check_result(check: Option<&CheckRow>, name: &str) -> (Option<bool>, String) {
+    match check {
+        Some(check) => (Some(check.passed), describe_check(check)),
+        None => (None, format!("not judged: the {name} check did not run")),
+    }
+}
+
+fn no_evaluation() -> (Option<bool>, String) {
+    (
+        None,
+        "not judged: no evaluation ran at this phase's end ([evaluation].phases)".into(),
+    )
+}
+
+fn kind_cases(evaluation: &evaluation::Evaluation, kind: &str) -> (Option<bool>, String) {
+    let acceptance = &evaluation.acceptance;
+    match acceptance.kind_result(kind) {
+        Some((passed, total)) => (
+            Some(passed == total),
+            format!("{passed} of {total} {kind} cases of the acceptance suite passed"),
+        ),
+        None if acceptance.status == "not_run" => (
+            None,
+            format!(
+                "not judged: the acceptance suite did not run: {}",
+                acceptance.reason.as_deref().unwrap_or("")
+            ),
+        ),
+        None => (
+            None,
+            format!("not judged: the acceptance suite has no {kind} case"),
+        ),
+    }
+}
+
+/// Judge a phase's upstream success criteria (free text) from its checks and its evaluation.
+/// The mapping (by what the criterion mentions, first match wins):
+///
+/// | criterion mentions | judged by |
+/// | --- | --- |
+/// | "integration test" | the acceptance suite's `integration` cases all pass |
+/// | "e2e" / "end-to-end" | its `e2e` cases all pass |
+/// | "core feature" | its critical cases pass |
+/// | "critical/high bug", "bugs fixed" | no critical or high bug (failed cases, scan findings) |
+/// | "security scan" | the security scan found nothing |
+/// | "security issue" | the scan found no critical or high finding |
+/// | "coverage" | the evaluation's line coverage ≥ the criterion's percentage |
+/// | "documentation" | documentation coverage ≥ the criterion's percentage (100 % if none) |
+/// | "performance target" | every figure the suite measured against a target reaches it |
+/// | "ci pipeline" | the build and test checks both pass |
+/// | "compile" / "build" | the build check |
+/// | "tests pass" / "tests passing" | the test check (and the acceptance suite, when it ran) |
+/// | "release artifact" | the binary the start command runs exists |
+///
+/// Anything else ("interfaces defined", "architecture document complete", "final checkpoint
+/// validates") is `null` with the reason.
 pub fn judge_criteria(
     phase: &str,
     criteria: &[String],
     checks: &[CheckRow],
+    evaluation: Option<&evaluation::Evaluation>,
 ) -> Vec<CriterionResult> {
     let find = |name: &str| checks.iter().find(|c| c.name == name);
     criteria
         .iter()
         .map(|criterion| {
             let lower = criterion.to_lowercase();
-            let check = if lower.contains("compile") || lower.contains("build") {
-                find("build")
-            } else if lower.contains("coverage") {
-                None
-            } else if lower.contains("tests pass") || lower.contains("tests passing") {
-                find("test")
-            } else {
-                None
-            };
-            let (met, evidence) = match check {
-                Some(check) => (Some(check.passed), describe_check(check)),
-                None if lower.contains("coverage") => (
-                    None,
-                    "test coverage is not measured yet (coverage command: observability issue)"
-                        .into(),
+            let has = |words: &[&str]| words.iter().any(|w| lower.contains(w));
+            let (met, evidence) = match evaluation {
+                _ if has(&["integration test"]) => match evaluation {
+                    Some(e) => kind_cases(e, "integration"),
+                    None => no_evaluation(),
+                },
+                _ if has(&["e2e", "end-to-end", "end to end"]) => match evaluation {
+                    Some(e) => kind_cases(e, "e2e"),
+                    None => no_evaluation(),
+                },
+                Some(e) if has(&["core feature"]) => match e.acceptance.critical_cases_pass() {
+                    Some(pass) => (
+                        Some(pass),
+                        format!(
+                            "{} critical acceptance cases failed ({} of {} cases passed)",
+                            e.acceptance.bugs.critical, e.acceptance.passed, e.acceptance.total
+                        ),
+                    ),
+                    None => kind_cases(e, "critical"),
+                },
+                Some(e) if has(&["critical/high bug", "bugs fixed"]) => {
+                    match e.acceptance.status.as_str() {
+                        "not_run" => kind_cases(e, "any"),
+                        _ => (
+                            Some(e.bugs.critical + e.bugs.high == 0),
+                            format!(
+                                "{} critical and {} high bugs (acceptance failures and scan findings)",
+                                e.bugs.critical, e.bugs.high
+                            ),
+                        ),
+                    }
+                }
+                Some(e) if has(&["security scan"]) => (
+                    e.security.clean(),
+                    match &e.security.findings.value {
+                        Some(f) => format!("{}: {} findings", e.security.method, f.total()),
+                        None => format!(
+                            "not judged: {}",
+                            e.security.findings.reason.as_deref().unwrap_or("")
+                        ),
+                    },
                 ),
-                None => (
+                Some(e) if has(&["security issue"]) => match &e.security.findings.value {
+                    Some(f) => (
+                        Some(f.critical + f.high == 0),
+                        format!("{}: {} critical, {} high findings", e.security.method, f.critical, f.high),
+                    ),
+                    None => (
+                        None,
+                        format!("not judged: {}", e.security.findings.reason.as_deref().unwrap_or("")),
+                    ),
+                },
+                Some(e) if has(&["coverage"]) => {
+                    let limit = percent_in(&lower);
+                    match (e.test_coverage.value, limit) {
+                        (Some(value), Some(limit)) => (
+                            Some(value >= limit),
+                            format!("{:.1} % of lines covered", value * 100.0),
+                        ),
+                        (None, _) => (
+                            None,
+                            format!("not judged: {}", e.test_coverage.reason.as_deref().unwrap_or("")),
+                        ),
+                        (Some(_), None) => (None, "not judged: the criterion names no percentage".into()),
+                    }
+                }
+                Some(e) if has(&["documentation"]) => {
+                    let limit = percent_in(&lower).unwrap_or(1.0);
+                    match e.doc_coverage.fraction.value {
+                        Some(value) => (
+                            Some(value >= limit),
+                            format!("documentation coverage {:.1} % ({})", value * 100.0, e.doc_coverage.method),
+                        ),
+                        None => (
+                            None,
+                            format!(
+                                "not judged: {}",
+                                e.doc_coverage.fraction.reason.as_deref().unwrap_or("")
+                            ),
+                        ),
+                    }
+                }
+                Some(e) if has(&["performance target"]) => {
+                    let targeted: Vec<_> = e
+                        .performance
+                        .measured
+                        .iter()
+                        .filter_map(|(n, m)| Some((n, m.value?, m.target?)))
+                        .collect();
+                    if targeted.is_empty() {
+                        (None, "not judged: the acceptance suite measured no figure with a target".into())
+                    } else {
+                        (
+                            Some(targeted.iter().all(|(_, v, t)| v >= t)),
+                            targeted
+                                .iter()
+                                .map(|(n, v, t)| format!("{n}: {v:.0} (target {t:.0})"))
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                        )
+                    }
+                }
+                _ if has(&["ci pipeline"]) => match (find("build"), find("test")) {
+                    (Some(b), Some(t)) => (
+                        Some(b.passed && t.passed),
+                        format!("{}; {}", describe_check(b), describe_check(t)),
+                    ),
+                    _ => (None, "not judged: the build and test checks did not both run".into()),
+                },
+                _ if has(&["compile", "build"]) => check_result(find("build"), "build"),
+                _ if has(&["tests pass", "tests passing"]) => {
+                    let (met, evidence) = check_result(find("test"), "test");
+                    match evaluation.map(|e| &e.acceptance) {
+                        Some(a) if a.status != "not_run" => (
+                            met.map(|m| m && a.status == "passed"),
+                            format!("{evidence}; acceptance suite: {} of {} cases passed", a.passed, a.total),
+                        ),
+                        _ => (met, evidence),
+                    }
+                }
+                Some(e) if has(&["release artifact"]) => (
+                    e.performance.binary_size_mb.value.map(|_| true),
+                    match e.performance.binary_size_mb.value {
+                        Some(mb) => format!("the start command's binary exists ({mb:.1} MiB)"),
+                        None => format!(
+                            "not judged: {}",
+                            e.performance.binary_size_mb.reason.as_deref().unwrap_or("")
+                        ),
+                    },
+                ),
+                None if has(&[
+                    "core feature",
+                    "bug",
+                    "security",
+                    "coverage",
+                    "documentation",
+                    "performance",
+                    "release artifact",
+                ]) => no_evaluation(),
+                _ => (
                     None,
-                    "no objective check is defined for this criterion yet".into(),
+                    "not judged: no objective measurement exists for this criterion".into(),
                 ),
             };
             CriterionResult {
@@ -252,6 +445,7 @@ mod tests {
             "p",
             &criteria,
             &[check("build", true), check("test", false)],
+            None,
         );
         let met: Vec<_> = results.iter().map(|r| r.met).collect();
         assert_eq!(met, vec![Some(true), Some(false), None, None]);

@@ -109,6 +109,13 @@ pub fn critical(eval: &Evaluation) -> Vec<CriterionResult> {
             ),
         });
     }
+    out.push(acceptance_critical(eval));
+    out
+}
+
+/// "The acceptance suite's critical cases pass" (critical tier; null when the suite could not
+/// run, with the reason).
+pub fn acceptance_critical(eval: &Evaluation) -> CriterionResult {
     let acceptance = &eval.acceptance;
     let critical_cases: Vec<_> = acceptance
         .cases
@@ -120,7 +127,7 @@ pub fn critical(eval: &Evaluation) -> Vec<CriterionResult> {
         .filter(|c| c.outcome == "failed")
         .map(|c| c.name.as_str())
         .collect();
-    out.push(criterion(
+    criterion(
         Tier::Critical,
         "the acceptance suite's critical cases pass".into(),
         acceptance.critical_cases_pass(),
@@ -149,8 +156,47 @@ pub fn critical(eval: &Evaluation) -> Vec<CriterionResult> {
                     .unwrap_or_default()
             ),
         },
-    ));
-    out
+    )
+}
+
+/// The seed's efficiency table for a session: tokens per line of code and tool calls per
+/// task (`tasks`: tasks done), graded.
+pub fn efficiency(
+    total_tokens: u64,
+    tool_calls: u64,
+    lines_of_code: Option<usize>,
+    tasks: usize,
+) -> Vec<CriterionResult> {
+    let per_loc = match lines_of_code {
+        Some(loc) if loc > 0 => Figure::measured(total_tokens as f64 / loc as f64),
+        Some(_) => Figure::missing("the workspace has no line of code"),
+        None => Figure::missing("lines of code not counted"),
+    };
+    let per_task = if tasks > 0 {
+        Figure::measured(tool_calls as f64 / tasks as f64)
+    } else {
+        Figure::missing("no task was done")
+    };
+    vec![
+        graded(
+            "tokens per line of code",
+            per_loc,
+            Scale {
+                thresholds: (500.0, 300.0, 200.0),
+                lower_is_better: true,
+            },
+            "",
+        ),
+        graded(
+            "tool calls per task",
+            per_task,
+            Scale {
+                thresholds: (50.0, 30.0, 20.0),
+                lower_is_better: true,
+            },
+            "",
+        ),
+    ]
 }
 
 /// The important and nice-to-have tiers, the upstream targets and the seed's quality grades.

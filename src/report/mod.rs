@@ -191,7 +191,11 @@ pub struct FinalReport {
     pub code: Figure<CodeStats>,
     /// Line coverage from the spec's coverage command (null with the reason when none ran).
     pub test_coverage: Figure<f64>,
-    /// Every phase's success criteria as judged.
+    /// The newest evaluation (acceptance suite, coverage, documentation coverage, security
+    /// scan, performance); null when none ran.
+    pub evaluation: Option<crate::eval::evaluation::Evaluation>,
+    /// Every criterion as judged: the seed's tiers (`tier`), the targets and every phase's
+    /// success criteria.
     pub success_criteria: Vec<CriterionResult>,
     /// Config keys parsed and validated whose behaviour lands later.
     pub not_yet_enforced: Vec<String>,
@@ -260,8 +264,12 @@ pub struct SessionMetrics {
     pub lines_of_code: Figure<usize>,
     /// Share of the last phase's test checks that passed.
     pub test_pass_rate: Figure<f64>,
-    /// Fraction of lines covered, from the spec's `[commands].coverage` at the last phase end.
+    /// Fraction of lines covered, from the newest evaluation.
     pub test_coverage: Figure<f64>,
+    /// Share of the hidden acceptance suite's cases that passed at the newest evaluation.
+    pub acceptance_pass_rate: Figure<f64>,
+    /// Bugs by severity at the newest evaluation (failed acceptance cases, scan findings).
+    pub bugs: Figure<crate::eval::acceptance::BugCounts>,
     /// Workspace files modified since the session started (sampler).
     pub files_modified: Figure<u64>,
     /// Fraction of agent-time spent on task runs: run session seconds / (agents × elapsed).

@@ -53,6 +53,16 @@ pub fn budget_report(
     }
 }
 
+/// True when no critical criterion was judged false (a criterion that could not be judged,
+/// `met: null` with its reason, does not fail the session: the seed's "recovery from at least
+/// one failure" when nothing failed, the acceptance suite when no evaluation ran).
+pub fn critical_hold(criteria: &[CriterionResult]) -> bool {
+    criteria
+        .iter()
+        .filter(|c| c.tier == Tier::Critical)
+        .all(|c| c.met != Some(false))
+}
+
 /// The criteria that decide the exit code: every phase ran to its end, and the last phase's
 /// build and test checks passed.
 pub fn critical_criteria(phases: &[PhaseOutcome<'_>]) -> Vec<CriterionResult> {

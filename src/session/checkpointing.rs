@@ -207,12 +207,21 @@ impl Session {
                 state
             })
             .collect();
+        // The newest phase's checks, and its evaluation's acceptance run as one more row.
         let test_results = self
             .phases
             .iter()
             .rev()
             .find(|p| !p.checks.is_empty())
-            .map(|p| p.checks.clone())
+            .map(|p| {
+                let mut rows = p.checks.clone();
+                rows.extend(
+                    p.evaluation
+                        .as_deref()
+                        .map(eval::evaluation::acceptance_row),
+                );
+                rows
+            })
             .unwrap_or_default();
         let task_board = self.board.entries();
         Ok(CheckpointDocument::build(Parts {

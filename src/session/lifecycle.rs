@@ -74,6 +74,7 @@ impl Session {
                 ended: None,
                 ended_because: None,
                 checks: Vec::new(),
+                evaluation: None,
             })
             .collect();
         store.set_session_origin(
@@ -121,7 +122,7 @@ impl Session {
             checkpoint_replies_in_flight: Vec::new(),
             last_sample: None,
             sampling: false,
-            coverage: None,
+            evaluation: phases.iter().rev().find_map(|p| p.evaluation.clone()),
             api: None,
             api_shutdown: CancellationToken::new(),
             rejections: rejections::Rejections::default(),
@@ -243,6 +244,14 @@ impl Session {
         for row in store.checks()? {
             checks.entry(row.phase.clone()).or_default().push(row);
         }
+        let mut evaluations: std::collections::HashMap<String, Box<eval::evaluation::Evaluation>> =
+            std::collections::HashMap::new();
+        for (phase, document) in store.evaluations()? {
+            // A document that no longer parses (an older megatest) is left out, not fatal.
+            if let Ok(evaluation) = serde_json::from_str(&document) {
+                evaluations.insert(phase, Box::new(evaluation));
+            }
+        }
         let phase_rows = store.phase_records()?;
         let phases = config
             .phases
@@ -255,6 +264,7 @@ impl Session {
                     ended: row.ended_session_secs.zip(row.ended_wall_secs),
                     ended_because: row.ended_because,
                     checks: checks.remove(&plan.name).unwrap_or_default(),
+                    evaluation: evaluations.remove(&plan.name),
                 }
             })
             .collect();

@@ -15,6 +15,7 @@
 mod board;
 mod checkpointing;
 mod control;
+mod evaluating;
 mod lifecycle;
 mod metering;
 mod phases;
@@ -249,6 +250,8 @@ struct PhaseRecord {
     ended: Option<(f64, f64)>,
     ended_because: Option<String>,
     checks: Vec<CheckRow>,
+    /// The evaluation at its end (`[evaluation].phases`).
+    evaluation: Option<Box<eval::evaluation::Evaluation>>,
 }
 
 /// How the loop ended.
@@ -313,8 +316,8 @@ pub struct Session {
     /// The metrics sampler's last measurements, and whether a sample is being taken.
     last_sample: Option<crate::metrics::Sample>,
     sampling: bool,
-    /// From the spec's coverage command at the last phase end.
-    coverage: Option<Figure<f64>>,
+    /// The newest evaluation (acceptance suite, coverage, …) of any phase end.
+    evaluation: Option<Box<eval::evaluation::Evaluation>>,
     /// `POST /api/checkpoint` requests waiting for the next checkpoint.
     checkpoint_replies: Vec<tokio::sync::oneshot::Sender<crate::protocol::ControlReply>>,
     /// Of those, the ones the checkpoint in flight answers (asked before it started).
@@ -380,11 +383,11 @@ impl Session {
             ),
             Ok(Ending::RecoveryStop(message)) => ("failed", 3, message),
             Ok(Ending::BudgetExhausted(message)) => {
-                let all_met = self.critical_criteria().iter().all(|c| c.met == Some(true));
+                let all_met = crate::report::verdict::critical_hold(&self.critical_criteria());
                 ("complete", if all_met { 0 } else { 1 }, message)
             }
             Ok(Ending::Completed) => {
-                let all_met = self.critical_criteria().iter().all(|c| c.met == Some(true));
+                let all_met = crate::report::verdict::critical_hold(&self.critical_criteria());
                 if all_met {
                     (
                         "complete",
@@ -559,7 +562,7 @@ impl Session {
             Event::Reload => self.reload()?,
             Event::Api(request) => self.api(request)?,
             Event::Tick(tick) => self.on_tick(tick)?,
-            Event::CheckFinished(_) => {
+            Event::CheckFinished(_) | Event::EvaluationFinished(_) => {
                 // Only a phase check's own wait expects it; a stray one (a check cancelled
                 // after its wait ended) has nothing to change.
             }

@@ -1,5 +1,6 @@
 //! The phase loop: each phase's time box, scheduling onto idle agents, the loop's timers,
-//! phase ends and the phase checks (the spec's build and test commands).
+//! phase ends and the phase checks (the spec's build and test commands; the evaluation after
+//! them is in `evaluating.rs`).
 
 use super::*;
 use crate::protocol::Tick;
@@ -229,10 +230,7 @@ impl Session {
         let timeout =
             Duration::from_secs_f64(self.prepared.config.raw.limits.max_test_runtime_min * 60.0);
         let commands = self.prepared.spec.commands.clone();
-        let mut checks = vec![("build", commands.build), ("test", commands.test)];
-        if let Some(coverage) = commands.coverage {
-            checks.push(("coverage", coverage));
-        }
+        let checks = [("build", commands.build), ("test", commands.test)];
         for (name, command) in checks {
             let workspace = self.workspace.clone();
             let phase_name = phase.clone();
@@ -269,24 +267,12 @@ impl Session {
                 serde_json::json!({"name": row.name, "passed": row.passed, "exit_code": row.exit_code, "wall_secs": row.wall_secs}),
             )?;
             tracing::info!(message = "phase check", phase = %phase, check = name, passed = row.passed, exit_code = ?row.exit_code, wall_secs = row.wall_secs);
-            if name == "coverage" {
-                // A measurement, not a gate: its figure or why there is none.
-                self.coverage = Some(match (row.passed, eval::parse_coverage(&row.output_tail)) {
-                    (true, Some(fraction)) => Figure::measured(fraction),
-                    (true, None) => Figure::missing(
-                        "the coverage command printed no percentage on its last line",
-                    ),
-                    (false, _) => Figure::missing(format!(
-                        "the coverage command failed (is its tool installed?): {}",
-                        eval::describe_check(&row)
-                    )),
-                });
-                self.phases[phase_idx].checks.push(row);
-                continue;
-            }
             let message = format!("phase {phase} check failed: {}", eval::describe_check(&row));
             self.check_result(name, row.passed, row.timed_out, &message)?;
             self.phases[phase_idx].checks.push(row);
+        }
+        if self.prepared.config.phases[phase_idx].evaluate {
+            self.run_evaluation(phase_idx).await?;
         }
         // tokei walks the whole workspace: on the blocking pool, not the session task.
         let workspace = self.workspace.clone();

@@ -140,6 +140,18 @@ impl Session {
                 None => Figure::missing("no phase test check has run yet"),
             },
             test_coverage: self.coverage_figure(),
+            acceptance_pass_rate: match self.evaluation.as_deref().map(|e| &e.acceptance) {
+                Some(a) if a.total > 0 => Figure::measured(a.passed as f64 / a.total as f64),
+                Some(a) => {
+                    Figure::missing(a.reason.clone().unwrap_or_else(|| "no case ran".into()))
+                }
+                None => Figure::missing("no evaluation has run yet ([evaluation].phases)"),
+            },
+            bugs: match self.evaluation.as_deref() {
+                Some(e) if e.acceptance.status != "not_run" => Figure::measured(e.bugs),
+                Some(e) => Figure::missing(e.acceptance.reason.clone().unwrap_or_default()),
+                None => Figure::missing("no evaluation has run yet ([evaluation].phases)"),
+            },
             files_modified: match &self.last_sample {
                 Some(sample) => Figure::measured(sample.files_modified),
                 None => Figure::missing("the metrics sampler has not reported yet"),
@@ -164,15 +176,14 @@ impl Session {
         }
     }
 
-    /// Line coverage from the spec's coverage command at the last phase end, or why none.
+    /// Line coverage from the newest evaluation, or why none.
     pub(super) fn coverage_figure(&self) -> Figure<f64> {
-        self.coverage.clone().unwrap_or_else(|| {
-            Figure::missing(if self.prepared.spec.commands.coverage.is_some() {
-                "measured by the spec's coverage command at each phase end; no phase has ended yet"
-            } else {
-                "the project spec has no coverage command ([commands].coverage)"
-            })
-        })
+        match &self.evaluation {
+            Some(evaluation) => evaluation.test_coverage.clone(),
+            None => Figure::missing(
+                "measured by the evaluation at the ends of the phases in [evaluation].phases; none has run yet",
+            ),
+        }
     }
 
     /// Run session seconds of all agents / (agents × elapsed session seconds).
@@ -208,8 +219,25 @@ impl Session {
     }
 
     /// The criteria that decide the exit code ([`verdict::critical_criteria`]).
+    /// With the acceptance suite's critical cases of the newest evaluation.
     pub(super) fn critical_criteria(&self) -> Vec<CriterionResult> {
-        verdict::critical_criteria(&self.phase_outcomes())
+        let mut out = verdict::critical_criteria(&self.phase_outcomes());
+        out.push(match &self.evaluation {
+            Some(evaluation) => {
+                let mut judged = crate::report::grades::acceptance_critical(evaluation);
+                judged.phase = evaluation.phase.clone();
+                judged
+            }
+            None => CriterionResult {
+                phase: "session".into(),
+                criterion: "the acceptance suite's critical cases pass".into(),
+                met: None,
+                evidence: "not judged: no evaluation ran (see [evaluation].phases)".into(),
+                critical: true,
+                tier: eval::Tier::Critical,
+            },
+        });
+        out
     }
 
     /// The upstream targets and the seed's recovery criteria ([`verdict::target_criteria`],
@@ -220,11 +248,12 @@ impl Session {
             .last()
             .map(|p| p.checks.as_slice())
             .unwrap_or(&[]);
+        let coverage = self.coverage_figure();
         let mut out = verdict::target_criteria(
             &self.prepared.config.raw.project,
             last_checks,
             code,
-            self.coverage.as_ref(),
+            Some(&coverage),
         );
         let rows = self.store.recoveries().unwrap_or_default();
         out.extend(verdict::recovery_criteria(
@@ -295,12 +324,25 @@ impl Session {
                         &plan.name,
                         &plan.success_criteria,
                         &record.checks,
+                        record.evaluation.as_deref(),
                     ),
                 }
             })
             .collect();
         let mut criteria = self.critical_criteria();
         criteria.extend(target_criteria);
+        if let Some(evaluation) = &self.evaluation {
+            criteria.extend(crate::report::grades::quality(
+                evaluation,
+                &self.prepared.config.raw.project,
+            ));
+        }
+        criteria.extend(crate::report::grades::efficiency(
+            usage.total_tokens,
+            usage.tool_calls,
+            code.value.as_ref().map(|c| c.lines_of_code),
+            self.task_counts(None).done,
+        ));
         criteria.extend(phases.iter().flat_map(|p| p.success_criteria.clone()));
         let agents = self
             .agents
@@ -395,6 +437,7 @@ impl Session {
             }),
             code,
             test_coverage: self.coverage_figure(),
+            evaluation: self.evaluation.as_deref().cloned(),
             success_criteria: criteria,
             not_yet_enforced: config.not_yet_enforced.clone(),
         }

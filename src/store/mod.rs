@@ -408,6 +408,20 @@ impl Store {
         Ok(())
     }
 
+    /// Record an evaluation (its JSON document) made at the end of `phase`.
+    pub fn insert_evaluation(&self, phase: &str, session_secs: f64, document: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO evaluations (phase, at, session_secs, document) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                phase,
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                session_secs,
+                document
+            ],
+        )?;
+        Ok(())
+    }
+
     /// Count of events per kind.
     pub fn event_counts(&self) -> Result<BTreeMap<String, u64>> {
         let mut stmt = self

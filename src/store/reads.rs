@@ -177,6 +177,15 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Every evaluation as (phase, JSON document), oldest first.
+    pub fn evaluations(&self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT phase, document FROM evaluations ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Every phase check, oldest first.
     pub fn checks(&self) -> Result<Vec<CheckRow>> {
         let mut stmt = self.conn.prepare(

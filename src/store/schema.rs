@@ -214,4 +214,15 @@ CREATE TABLE recovery_state (
     state TEXT NOT NULL
 );
 "#,
+    // Evaluations (acceptance suite, coverage, doc coverage, security scan, performance) at
+    // phase ends, one JSON document each (`eval::evaluation::Evaluation`).
+    r#"
+CREATE TABLE evaluations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    phase TEXT NOT NULL,
+    at TEXT NOT NULL,
+    session_secs REAL NOT NULL,
+    document TEXT NOT NULL
+);
+"#,
 ];

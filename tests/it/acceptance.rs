@@ -65,44 +65,62 @@ fn reference_passes_and_mutants_fail(project: &str, build: bool) {
     assert_eq!(acceptance["failed"], 0, "{stdout}");
     assert!(acceptance["total"].as_u64().unwrap() >= 8, "{stdout}");
     assert_eq!(code, 0, "{stdout}");
-    for mutant in &suite.mutants {
-        let dir = work.path().join(&mutant.name);
-        copy_tree(&suite.reference, &dir).unwrap();
-        mutant.apply(&dir).unwrap();
-        let (code, stdout, evaluation) = evaluate(&dir, project, no_build);
-        let failing = failing_cases(&evaluation);
-        assert!(
-            !failing.is_empty(),
-            "mutant {} of {project} passed every case:\n{stdout}",
-            mutant.name
-        );
-        assert_eq!(evaluation["evaluation"]["acceptance"]["status"], "failed");
-        assert!(
-            stdout.contains(&failing[0]),
-            "the table names the failing case\n{stdout}"
-        );
-        let critical_failed = evaluation["criteria"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c["tier"] == "critical" && c["met"] == false);
-        assert_eq!(
-            code,
-            if critical_failed { 1 } else { 0 },
-            "mutant {}: the exit code follows the critical tier\n{stdout}",
-            mutant.name
-        );
-        let bugs = &evaluation["evaluation"]["bugs"];
-        let total = bugs["critical"].as_u64().unwrap()
-            + bugs["high"].as_u64().unwrap()
-            + bugs["medium"].as_u64().unwrap();
-        assert!(total >= failing.len() as u64, "failed cases count as bugs");
-    }
+    // Every mutant at once: the suites mostly wait (leases, timeouts, restarts), so the test
+    // takes about as long as its slowest mutant.
+    std::thread::scope(|scope| {
+        for mutant in &suite.mutants {
+            let (work, suite) = (work.path(), &suite);
+            scope.spawn(move || {
+                let dir = work.join(&mutant.name);
+                copy_tree(&suite.reference, &dir).unwrap();
+                mutant.apply(&dir).unwrap();
+                check_mutant(&mutant.name, &dir, project, no_build);
+            });
+        }
+    });
+}
+
+/// A mutant fails at least one case (named in the table) and exits by the critical tier.
+fn check_mutant(name: &str, dir: &Path, project: &str, no_build: &[&str]) {
+    let mut extra = no_build.to_vec();
+    extra.push("--fail-fast");
+    let (code, stdout, evaluation) = evaluate(dir, project, &extra);
+    let failing = failing_cases(&evaluation);
+    assert!(
+        !failing.is_empty(),
+        "mutant {name} of {project} passed every case:\n{stdout}"
+    );
+    assert_eq!(evaluation["evaluation"]["acceptance"]["status"], "failed");
+    assert!(
+        stdout.contains(&failing[0]),
+        "the table names the failing case\n{stdout}"
+    );
+    let critical_failed = evaluation["criteria"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["tier"] == "critical" && c["met"] == false);
+    assert_eq!(
+        code,
+        if critical_failed { 1 } else { 0 },
+        "mutant {name}: the exit code follows the critical tier\n{stdout}"
+    );
+    let bugs = &evaluation["evaluation"]["bugs"];
+    let total = bugs["critical"].as_u64().unwrap()
+        + bugs["high"].as_u64().unwrap()
+        + bugs["medium"].as_u64().unwrap();
+    assert!(total >= failing.len() as u64, "failed cases count as bugs");
 }
 
 #[test]
 fn quickstart_suite_passes_its_reference_and_catches_every_mutant() {
     reference_passes_and_mutants_fail("quickstart", true);
+}
+
+#[test]
+fn task_queue_suite_passes_its_reference_and_catches_every_mutant() {
+    // The reference is a Python RedQueue at ./target/release/redqueue: nothing to build.
+    reference_passes_and_mutants_fail("task_queue", false);
 }
 
 #[test]

@@ -43,6 +43,38 @@ fn upstream_fixture_runs_one_hour_at_time_scale_3600_on_sim() {
         .iter()
         .any(|c| c["critical"] == true && c["met"] == false));
     assert!(report["errors"]["test_failure"].as_u64().unwrap() >= 1);
+    // The hidden RedQueue suite ran against what the sim wrote (no server): every case fails
+    // with the reason, and the failures are the bug counts.
+    let acceptance = &report["evaluation"]["acceptance"];
+    assert_eq!(acceptance["status"], "failed", "{acceptance}");
+    assert!(acceptance["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("build failed"));
+    assert_eq!(acceptance["passed"], 0);
+    let cases = acceptance["cases"].as_array().unwrap();
+    assert!(cases.len() >= 20);
+    assert!(cases
+        .iter()
+        .all(|c| c["message"].as_str().unwrap_or("").contains("build failed")));
+    let bugs = &report["evaluation"]["bugs"];
+    assert!(bugs["critical"].as_u64().unwrap() >= 5, "{bugs}");
+    assert_eq!(
+        bugs["critical"].as_u64().unwrap()
+            + bugs["high"].as_u64().unwrap()
+            + bugs["medium"].as_u64().unwrap(),
+        cases.len() as u64
+    );
+    let acceptance_criterion = criteria
+        .iter()
+        .find(|c| c["criterion"] == "the acceptance suite's critical cases pass")
+        .unwrap();
+    assert_eq!(acceptance_criterion["met"], false);
+    assert!(criteria.iter().any(|c| c["criterion"]
+        .as_str()
+        .unwrap()
+        .contains("max_bugs_critical")
+        && c["met"] == false));
     // Session time is wall time × 3600 (the one clock).
     let session_secs = report["duration"]["session_secs"].as_f64().unwrap();
     let wall_secs = report["duration"]["wall_secs"].as_f64().unwrap();
