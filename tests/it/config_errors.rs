@@ -278,3 +278,13 @@ fn config_edge_cases_array_elements_keep_their_index() {
         "phases[2].nam",
     );
 }
+
+#[test]
+fn an_evaluation_phase_that_does_not_exist_is_rejected_with_its_line() {
+    // The fixture has no [evaluation]: add one as a root inline table before its first table.
+    assert_rejected(
+        "[metadata]",
+        "evaluation = { phases = [\"development\", \"polish\"] }\n[metadata]",
+        "no phase is named \"polish\"",
+    );
+}
