@@ -85,6 +85,15 @@ impl Evaluation {
     pub fn check(&self, name: &str) -> Option<&CheckRow> {
         self.checks.iter().find(|c| c.name == name)
     }
+
+    /// The figures the acceptance suite measured against a target: (name, value, target).
+    pub fn targeted_measurements(&self) -> Vec<(&str, f64, f64)> {
+        self.performance
+            .measured
+            .iter()
+            .filter_map(|(name, m)| Some((name.as_str(), m.value?, m.target?)))
+            .collect()
+    }
 }
 
 /// The acceptance run as a check row (`name: "acceptance"`), for the checkpoints'

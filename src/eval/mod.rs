@@ -331,12 +331,7 @@ pub fn judge_criteria(
                     }
                 }
                 Some(e) if has(&["performance target"]) => {
-                    let targeted: Vec<_> = e
-                        .performance
-                        .measured
-                        .iter()
-                        .filter_map(|(n, m)| Some((n, m.value?, m.target?)))
-                        .collect();
+                    let targeted = e.targeted_measurements();
                     if targeted.is_empty() {
                         (None, "not judged: the acceptance suite measured no figure with a target".into())
                     } else {

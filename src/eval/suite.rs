@@ -2,6 +2,7 @@
 //! implementation and mutants), `requirements.txt` (the tools megatest installs into the venv it
 //! manages) and pytest cases. The suite is never copied into a workspace or named in a prompt.
 
+use crate::project::SpecError;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -12,25 +13,13 @@ pub const ACCEPTANCE_SUBDIR: &str = "acceptance";
 /// directory's parent): `acceptance_support/megatest_acceptance.py`.
 pub const SUPPORT_SUBDIR: &str = "acceptance_support";
 
-/// A suite that cannot be used: the file and what is wrong.
+/// A suite that cannot be used: a file that cannot be read or is invalid (the same shapes as a
+/// project spec's), or a mutant that does not apply.
 #[derive(Debug, thiserror::Error)]
 pub enum SuiteError {
-    /// A file of the suite cannot be read.
-    #[error("cannot read {path}: {source}")]
-    Unreadable {
-        /// The file.
-        path: PathBuf,
-        /// The operating system's error.
-        source: std::io::Error,
-    },
-    /// `suite.toml` is not valid (syntax, unknown keys).
-    #[error("{path}: {problem}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        problem: String,
-    },
+    /// A file of the suite cannot be read, or `suite.toml` is not valid.
+    #[error(transparent)]
+    File(#[from] SpecError),
     /// A mutant's `find` text does not occur exactly once in its file.
     #[error("mutant {name}: `find` occurs {count} times in {file} (it must occur exactly once)")]
     MutantDoesNotApply {
@@ -41,6 +30,20 @@ pub enum SuiteError {
         /// How often `find` occurs.
         count: usize,
     },
+}
+
+fn unreadable(path: &Path, source: std::io::Error) -> SuiteError {
+    SuiteError::File(SpecError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn invalid(path: &Path, problem: impl Into<String>) -> SuiteError {
+    SuiteError::File(SpecError::Invalid {
+        path: path.to_path_buf(),
+        problem: problem.into(),
+    })
 }
 
 /// `suite.toml`.
@@ -90,20 +93,15 @@ impl Suite {
         if !file.exists() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&file).map_err(|source| SuiteError::Unreadable {
-            path: file.clone(),
-            source,
-        })?;
-        let parsed: SuiteFile = toml::from_str(&text).map_err(|err| SuiteError::Invalid {
-            path: file.clone(),
-            problem: err.to_string(),
-        })?;
+        let text = std::fs::read_to_string(&file).map_err(|source| unreadable(&file, source))?;
+        let parsed: SuiteFile =
+            toml::from_str(&text).map_err(|err| invalid(&file, err.to_string()))?;
         let requirements = dir.join("requirements.txt");
         if !requirements.exists() {
-            return Err(SuiteError::Invalid {
-                path: requirements,
-                problem: "missing: the suite's tools (at least pytest) are listed there".into(),
-            });
+            return Err(invalid(
+                &requirements,
+                "missing: the suite's tools (at least pytest) are listed there",
+            ));
         }
         let projects_dir = spec_dir.parent().unwrap_or(spec_dir);
         Ok(Some(Suite {
@@ -120,10 +118,7 @@ impl Mutant {
     /// Inject the bug into a copy of the reference rooted at `root`.
     pub fn apply(&self, root: &Path) -> Result<(), SuiteError> {
         let path = root.join(&self.file);
-        let text = std::fs::read_to_string(&path).map_err(|source| SuiteError::Unreadable {
-            path: path.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| unreadable(&path, source))?;
         let count = text.matches(&self.find).count();
         if count != 1 {
             return Err(SuiteError::MutantDoesNotApply {
@@ -132,12 +127,8 @@ impl Mutant {
                 count,
             });
         }
-        std::fs::write(&path, text.replacen(&self.find, &self.replace, 1)).map_err(|source| {
-            SuiteError::Unreadable {
-                path: path.clone(),
-                source,
-            }
-        })
+        std::fs::write(&path, text.replacen(&self.find, &self.replace, 1))
+            .map_err(|source| unreadable(&path, source))
     }
 }
 

@@ -231,12 +231,7 @@ pub fn quality(eval: &Evaluation, project: &Project) -> Vec<CriterionResult> {
             )
         },
     ));
-    let targeted: Vec<_> = eval
-        .performance
-        .measured
-        .iter()
-        .filter_map(|(name, m)| Some((name, m.value?, m.target?)))
-        .collect();
+    let targeted = eval.targeted_measurements();
     out.push(criterion(
         Tier::Important,
         "performance within 20 % of target (seed)".into(),

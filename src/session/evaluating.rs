@@ -41,17 +41,12 @@ impl Session {
         });
         self.mode = ticks::Mode::Checking;
         tracing::info!(message = "evaluation started", phase = %phase);
-        let evaluation = loop {
-            match self.next_event(None, None).await {
-                Event::EvaluationFinished(evaluation) => break *evaluation,
-                event => {
-                    self.dispatch(event).await?;
-                    if self.shutdown.is_some() {
-                        cancel.cancel();
-                    }
-                }
-            }
-        };
+        let evaluation = self
+            .wait_for_job(&cancel, |event| match event {
+                Event::EvaluationFinished(evaluation) => Ok(*evaluation),
+                other => Err(other),
+            })
+            .await?;
         let Some(evaluation) = evaluation else {
             return Ok(());
         };

@@ -222,6 +222,26 @@ impl Session {
             .next_assignment(phase_idx, self.clock.session_secs(), &agents)
     }
 
+    /// Wait in `next_event` for the event `pick` accepts (a job's result), dispatching every
+    /// other event meanwhile; a shutdown cancels `cancel` (the job then reports None).
+    pub(super) async fn wait_for_job<T>(
+        &mut self,
+        cancel: &CancellationToken,
+        mut pick: impl FnMut(Event) -> std::result::Result<T, Event>,
+    ) -> Result<T> {
+        loop {
+            match pick(self.next_event(None, None).await) {
+                Ok(found) => return Ok(found),
+                Err(event) => {
+                    self.dispatch(event).await?;
+                    if self.shutdown.is_some() {
+                        cancel.cancel();
+                    }
+                }
+            }
+        }
+    }
+
     /// The phase checks: the spec's build and test commands in `project/`, each bounded by
     /// `[limits].max_test_runtime_min` (wall minutes: real commands are not time-scaled). Events
     /// are still served meanwhile; a signal cancels the running check.
@@ -246,17 +266,12 @@ impl Session {
                 let _ = events.send(Event::CheckFinished(Box::new(row))).await;
             });
             self.mode = ticks::Mode::Checking;
-            let row = loop {
-                match self.next_event(None, None).await {
-                    Event::CheckFinished(row) => break *row,
-                    event => {
-                        self.dispatch(event).await?;
-                        if self.shutdown.is_some() {
-                            cancel.cancel();
-                        }
-                    }
-                }
-            };
+            let row = self
+                .wait_for_job(&cancel, |event| match event {
+                    Event::CheckFinished(row) => Ok(*row),
+                    other => Err(other),
+                })
+                .await?;
             let Some(row) = row else { return Ok(()) };
             self.store.insert_check(&row)?;
             self.event(

@@ -51,15 +51,19 @@ fn failing_cases(evaluation: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The reference passes every case; each mutant fails at least one case and exits 1.
-fn reference_passes_and_mutants_fail(project: &str, build: bool) {
+/// The reference, built with the spec's build command, passes every case and its own tests;
+/// each mutant (a copy of the built reference with one bug, evaluated as it is) fails at least
+/// one case and exits by the critical tier.
+fn reference_passes_and_mutants_fail(project: &str) {
     let suite = Suite::of_spec(&spec_dir(project)).unwrap().unwrap();
     assert!(suite.mutants.len() >= 5, "{project}: at least five mutants");
-    let no_build: &[&str] = if build { &[] } else { &["--no-build"] };
     let work = tempfile::tempdir().unwrap();
     let reference = work.path().join("reference");
     copy_tree(&suite.reference, &reference).unwrap();
-    let (code, stdout, evaluation) = evaluate(&reference, project, no_build);
+    let (code, stdout, evaluation) = evaluate(&reference, project, &[]);
+    let checks = evaluation["evaluation"]["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 2, "{stdout}");
+    assert!(checks.iter().all(|c| c["passed"] == true), "{stdout}");
     let acceptance = &evaluation["evaluation"]["acceptance"];
     assert_eq!(acceptance["status"], "passed", "{stdout}");
     assert_eq!(acceptance["failed"], 0, "{stdout}");
@@ -69,22 +73,20 @@ fn reference_passes_and_mutants_fail(project: &str, build: bool) {
     // takes about as long as its slowest mutant.
     std::thread::scope(|scope| {
         for mutant in &suite.mutants {
-            let (work, suite) = (work.path(), &suite);
+            let (work, reference) = (work.path(), &reference);
             scope.spawn(move || {
                 let dir = work.join(&mutant.name);
-                copy_tree(&suite.reference, &dir).unwrap();
+                copy_tree(reference, &dir).unwrap();
                 mutant.apply(&dir).unwrap();
-                check_mutant(&mutant.name, &dir, project, no_build);
+                check_mutant(&mutant.name, &dir, project);
             });
         }
     });
 }
 
 /// A mutant fails at least one case (named in the table) and exits by the critical tier.
-fn check_mutant(name: &str, dir: &Path, project: &str, no_build: &[&str]) {
-    let mut extra = no_build.to_vec();
-    extra.push("--fail-fast");
-    let (code, stdout, evaluation) = evaluate(dir, project, &extra);
+fn check_mutant(name: &str, dir: &Path, project: &str) {
+    let (code, stdout, evaluation) = evaluate(dir, project, &["--no-build", "--fail-fast"]);
     let failing = failing_cases(&evaluation);
     assert!(
         !failing.is_empty(),
@@ -114,13 +116,19 @@ fn check_mutant(name: &str, dir: &Path, project: &str, no_build: &[&str]) {
 
 #[test]
 fn quickstart_suite_passes_its_reference_and_catches_every_mutant() {
-    reference_passes_and_mutants_fail("quickstart", true);
+    reference_passes_and_mutants_fail("quickstart");
 }
 
 #[test]
 fn task_queue_suite_passes_its_reference_and_catches_every_mutant() {
-    // The reference is a Python RedQueue at ./target/release/redqueue: nothing to build.
-    reference_passes_and_mutants_fail("task_queue", false);
+    // The reference is a Python RedQueue behind a launcher the contract's cargo build makes.
+    reference_passes_and_mutants_fail("task_queue");
+}
+
+#[test]
+fn database_suite_passes_its_reference_and_catches_every_mutant() {
+    // The reference is a line-protocol adapter over SQLite behind a cargo-built launcher.
+    reference_passes_and_mutants_fail("database");
 }
 
 #[test]

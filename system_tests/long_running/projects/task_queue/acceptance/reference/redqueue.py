@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Reference RedQueue for the acceptance suite (not a product): a compact asyncio server that
 honours CONTRACT.md, so the suite can be checked against an implementation that passes it.
-Run as `./target/release/redqueue --port PORT --data-dir DIR [--fsync always|everysec|no]`."""
+Run as `./target/release/redqueue --port PORT --data-dir DIR [--fsync always|everysec|no]` (the
+cargo-built launcher runs this script)."""
 
 import argparse
 import asyncio
