@@ -117,13 +117,17 @@ fn run(command: &mut Command) -> Result<(), VenvError> {
     }
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&output.stderr));
-    let start = text.len().saturating_sub(OUTPUT_TAIL);
-    let start = (start..text.len())
-        .find(|i| text.is_char_boundary(*i))
-        .unwrap_or(text.len());
+    // pip's last lines say what failed (its retries before them are noise).
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let last = lines[lines.len().saturating_sub(2)..].join(" | ");
+    let start = last.len().saturating_sub(OUTPUT_TAIL);
+    let start = (start..last.len())
+        .find(|i| last.is_char_boundary(*i))
+        .unwrap_or(last.len());
+    let text = last[start..].to_string();
     Err(VenvError::Command {
         command: line,
-        output: format!("{}: {}", output.status, text[start..].trim()),
+        output: format!("{}: {}", output.status, text.trim()),
     })
 }
 

@@ -23,6 +23,7 @@ with this directory on PYTHONPATH. The plugin
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -37,8 +38,12 @@ KINDS = ("integration", "e2e", "durability", "robustness", "performance")
 FAILURE_TAIL_CHARS = 1500
 READY_TIMEOUT_SECS = float(os.environ.get("MEGATEST_READY_TIMEOUT_SECS", "30"))
 STOP_TIMEOUT_SECS = 10.0
+# A start command without shell operators is exec'd by `sh -c`, so the process the suite signals
+# is the program the CONTRACT names (SIGTERM reaches it, not only its shell).
+SIMPLE_COMMAND = re.compile(r"^[^;&|<>()`\n]*$")
 
 _cases = {}
+_started_groups = []
 _measurements = {}
 _peak_rss = {"bytes": None}
 
@@ -99,6 +104,12 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    # Nothing a case started outlives the suite.
+    for pgid in _started_groups:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     path = session.config.getoption("--results-json")
     if not path:
         return
@@ -196,8 +207,11 @@ class Server:
         env.update({"PORT": str(port), "DATA_DIR": str(self.data_dir)})
         env.update(extra_env or {})
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        command = project.start_command
+        if SIMPLE_COMMAND.match(command):
+            command = "exec " + command
         self.proc = subprocess.Popen(
-            ["sh", "-c", project.start_command],
+            ["sh", "-c", command],
             cwd=project.dir,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -205,6 +219,7 @@ class Server:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        _started_groups.append(self.proc.pid)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self._sampling = True
@@ -251,19 +266,19 @@ class Server:
         return self.proc.poll() is None
 
     def stop(self):
-        """SIGTERM to the group; returns the exit status, or None when it had to be killed."""
+        """SIGTERM to the group; returns the exit status, or None when it had to be killed.
+        Whatever is left in the group afterwards (children the program did not stop) is killed."""
         self._sampling = False
-        if self.proc.poll() is not None:
-            return self.proc.returncode
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
         try:
-            return self.proc.wait(STOP_TIMEOUT_SECS)
+            status = self.proc.wait(STOP_TIMEOUT_SECS)
         except subprocess.TimeoutExpired:
-            self.kill()
-            return None
+            status = None
+        self.kill()
+        return status
 
     def kill(self):
         """SIGKILL to the group (a crash)."""
@@ -302,7 +317,8 @@ class Servers:
     def stop_all(self):
         stuck = []
         for server in self.started:
-            if server.alive() and server.stop() is None:
+            was_running = server.alive()
+            if server.stop() is None and was_running:
                 stuck.append(server)
         if stuck:
             pytest.fail(f"the server did not stop within {STOP_TIMEOUT_SECS:.0f} s of SIGTERM", pytrace=False)
