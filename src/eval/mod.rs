@@ -195,6 +195,16 @@ fn no_evaluation() -> (Option<bool>, String) {
     )
 }
 
+fn suite_not_run(evaluation: &evaluation::Evaluation) -> (Option<bool>, String) {
+    (
+        None,
+        format!(
+            "not judged: the acceptance suite did not run: {}",
+            evaluation.acceptance.reason.as_deref().unwrap_or("")
+        ),
+    )
+}
+
 fn kind_cases(evaluation: &evaluation::Evaluation, kind: &str) -> (Option<bool>, String) {
     let acceptance = &evaluation.acceptance;
     match acceptance.kind_result(kind) {
@@ -202,13 +212,7 @@ fn kind_cases(evaluation: &evaluation::Evaluation, kind: &str) -> (Option<bool>,
             Some(passed == total),
             format!("{passed} of {total} {kind} cases of the acceptance suite passed"),
         ),
-        None if acceptance.status == "not_run" => (
-            None,
-            format!(
-                "not judged: the acceptance suite did not run: {}",
-                acceptance.reason.as_deref().unwrap_or("")
-            ),
-        ),
+        None if acceptance.status == "not_run" => suite_not_run(evaluation),
         None => (
             None,
             format!("not judged: the acceptance suite has no {kind} case"),
@@ -266,11 +270,11 @@ pub fn judge_criteria(
                             e.acceptance.bugs.critical, e.acceptance.passed, e.acceptance.total
                         ),
                     ),
-                    None => kind_cases(e, "critical"),
+                    None => suite_not_run(e),
                 },
                 Some(e) if has(&["critical/high bug", "bugs fixed"]) => {
                     match e.acceptance.status.as_str() {
-                        "not_run" => kind_cases(e, "any"),
+                        "not_run" => suite_not_run(e),
                         _ => (
                             Some(e.bugs.critical + e.bugs.high == 0),
                             format!(
@@ -444,6 +448,44 @@ mod tests {
         );
         let met: Vec<_> = results.iter().map(|r| r.met).collect();
         assert_eq!(met, vec![Some(true), Some(false), None, None]);
+    }
+
+    #[test]
+    fn criteria_about_the_suite_are_null_with_the_reason_when_it_did_not_run() {
+        let json = serde_json::json!({
+            "project_type": "t", "project_dir": "d", "phase": "p", "checks": [],
+            "acceptance": acceptance::AcceptanceReport::not_run(std::path::Path::new("s"), "no venv: pip failed"),
+            "test_coverage": {"value": null, "reason": "r"},
+            "doc_coverage": {"fraction": {"value": null, "reason": "r"}, "method": ""},
+            "security": {"method": "", "unsafe_count": {"value": null, "reason": "r"},
+                         "findings": {"value": null, "reason": "r"}, "advisories": {"value": null, "reason": "r"},
+                         "details": []},
+            "code": {"value": null, "reason": "r"},
+            "performance": {"build_secs": {"value": null}, "test_secs": {"value": null},
+                            "memory_usage_mb": {"value": null}, "binary_size_mb": {"value": null},
+                            "measured": {}},
+            "bugs": {"critical": 0, "high": 0, "medium": 0},
+            "wall_secs": 0.0
+        });
+        let evaluation: evaluation::Evaluation = serde_json::from_value(json).unwrap();
+        let criteria: Vec<String> = [
+            "Core features functional",
+            "All critical/high bugs fixed",
+            "Integration tests pass",
+            "E2E tests pass",
+        ]
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+        for result in judge_criteria("p", &criteria, &[], Some(&evaluation)) {
+            assert_eq!(result.met, None, "{}", result.criterion);
+            assert!(
+                result.evidence.contains("did not run: no venv: pip failed"),
+                "{}: {}",
+                result.criterion,
+                result.evidence
+            );
+        }
     }
 
     #[tokio::test]
