@@ -327,6 +327,49 @@ pub fn inspect(dir: &Path, verify: bool) -> Result<Vec<CheckpointInfo>> {
     Ok(out)
 }
 
+/// What [`audit`] found about a session's recorded checkpoints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Audit {
+    /// Checkpoints recorded in `session.db`.
+    pub recorded: usize,
+    /// `(sequence, problem)` of each recorded checkpoint whose file no longer matches the
+    /// SHA-256 recorded when it was written.
+    pub unsealed: Vec<(u32, String)>,
+    /// The newest recorded checkpoint and what is wrong with it: its seal, then the presence
+    /// and hash of every object its manifest references (empty: it verifies).
+    pub newest: Option<(u32, Vec<String>)>,
+}
+
+/// Verify a session's recorded checkpoints (`rows` from `session.db`, paths relative to the
+/// session directory `session_dir`): every file's seal, and the newest one in full (its
+/// manifest's objects too, which hashes each object it references once). Reads files: call it
+/// off the hot path (the session calls it once, at its end).
+pub fn audit(session_dir: &Path, rows: &[crate::store::CheckpointRow]) -> Audit {
+    let mut audit = Audit {
+        recorded: rows.len(),
+        ..Audit::default()
+    };
+    for row in rows {
+        if let Some(problem) = verify_sealed(&session_dir.join(&row.path), &row.sha256) {
+            audit.unsealed.push((row.seq, problem));
+        }
+    }
+    if let Some(newest) = rows.last() {
+        let mut problems: Vec<String> = audit
+            .unsealed
+            .iter()
+            .filter(|(seq, _)| *seq == newest.seq)
+            .map(|(_, p)| p.clone())
+            .collect();
+        match ObjectStore::open(&session_dir.join("checkpoints/objects")) {
+            Ok(store) => problems.extend(snapshot::verify_manifest(&store, &newest.manifest)),
+            Err(err) => problems.push(format!("the object store cannot be opened: {err:#}")),
+        }
+        audit.newest = Some((newest.seq, problems));
+    }
+    audit
+}
+
 /// The workspace's git `HEAD` commit, when it is a git repository (runs `git rev-parse`: call
 /// it off the session task).
 pub fn git_head(workspace: &Path) -> Option<String> {

@@ -15,9 +15,15 @@ use std::time::Duration;
 pub struct EvaluateArgs {
     /// The project directory to evaluate
     pub dir: PathBuf,
-    /// Project type (spec under system_tests/long_running/projects/)
+    /// Project type (spec under system_tests/long_running/projects/); default: the config's
+    /// [session].project_type
     #[arg(long, env = "MEGATEST_PROJECT")]
-    pub project: String,
+    pub project: Option<String>,
+    /// A megatest config (e.g. mega_test_config.toml): its [project.target] and
+    /// [project.performance] targets, [limits].max_test_runtime_min and [evaluation].acceptance
+    /// apply (default: the built-in targets)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Use what is in DIR: run neither the build command nor the project's own tests (which
     /// would rebuild it); the acceptance suite and the measurements run as usual
     #[arg(long)]
@@ -34,9 +40,19 @@ pub struct EvaluateArgs {
     /// Stop the acceptance suite at its first failing case (quicker; later cases are not run)
     #[arg(long)]
     pub fail_fast: bool,
-    /// Wall minutes each command and the acceptance suite may take
-    #[arg(long, default_value_t = 30.0)]
-    pub max_test_runtime_min: f64,
+    /// Wall minutes each command and the acceptance suite may take (default: the config's
+    /// [limits].max_test_runtime_min, else 30)
+    #[arg(long)]
+    pub max_test_runtime_min: Option<f64>,
+}
+
+/// Removes the evaluation's scratch directory on every way out.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 pub fn run(args: EvaluateArgs) -> anyhow::Result<i32> {
@@ -48,14 +64,42 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<i32> {
         );
         return Ok(2);
     }
-    if !(args.max_test_runtime_min > 0.0 && args.max_test_runtime_min.is_finite()) {
+    let config = match &args.config {
+        Some(path) => {
+            let overrides = crate::config::Overrides {
+                project: args.project.clone(),
+                ..Default::default()
+            };
+            match crate::config::load(path, &overrides) {
+                Ok(config) => Some(config),
+                Err(err) => {
+                    eprintln!("megatest evaluate: {err}");
+                    return Ok(2);
+                }
+            }
+        }
+        None => None,
+    };
+    let max_test_runtime_min = args
+        .max_test_runtime_min
+        .or(config.as_ref().map(|c| c.raw.limits.max_test_runtime_min))
+        .unwrap_or(30.0);
+    if !(max_test_runtime_min > 0.0 && max_test_runtime_min.is_finite()) {
         eprintln!("megatest evaluate: --max-test-runtime-min must be a positive number of minutes");
         return Ok(2);
     }
-    let Some(spec_dir) = crate::project::find_spec_dir(&args.project, Path::new(".")) else {
+    let project = match (&args.project, &config) {
+        (Some(project), _) => project.clone(),
+        (None, Some(config)) => config.raw.session.project_type.clone(),
+        (None, None) => {
+            eprintln!("megatest evaluate: name the project type with --project TYPE (or give --config FILE)");
+            return Ok(2);
+        }
+    };
+    let Some(spec_dir) = crate::project::find_spec_dir(&project, Path::new(".")) else {
         eprintln!(
             "megatest evaluate: unknown project type {:?} (known: {})",
-            args.project,
+            project,
             crate::project::known_project_types(Path::new(".")).join(", ")
         );
         return Ok(2);
@@ -70,26 +114,27 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<i32> {
     let project_dir = args.dir.canonicalize()?;
     let out_dir = args.runs_dir.join(".evaluations").join(format!(
         "{}-{}-{}",
-        args.project,
+        project,
         chrono::Utc::now().format("%Y%m%d-%H%M%S"),
         std::process::id()
     ));
     std::fs::create_dir_all(&out_dir)?;
+    let scratch = Scratch(out_dir.canonicalize()?);
     let ctx = Context {
-        project_type: args.project.clone(),
+        project_type: project.clone(),
         spec,
         project_dir,
-        out_dir: out_dir.canonicalize()?,
+        out_dir: scratch.0.clone(),
         venv_root: venv::venv_root(&args.runs_dir),
-        timeout: Duration::from_secs_f64(args.max_test_runtime_min * 60.0),
-        acceptance: true,
+        timeout: Duration::from_secs_f64(max_test_runtime_min * 60.0),
+        acceptance: config.as_ref().is_none_or(|c| c.raw.evaluation.acceptance),
         fail_fast: args.fail_fast,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let evaluation = runtime.block_on(evaluation::evaluate(&ctx, "evaluate", !args.no_build));
-    let config_project = crate::config::raw::Project::default();
+    let config_project = config.map(|c| c.raw.project).unwrap_or_default();
     let mut criteria = grades::critical(&evaluation);
     criteria.extend(grades::quality(&evaluation, &config_project));
     print_table(&evaluation, &criteria);
@@ -101,7 +146,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<i32> {
         let xml = crate::report::junit::evaluation_junit(&evaluation, &criteria)?;
         crate::fsutil::write_atomic(path, xml.as_bytes())?;
     }
-    let _ = std::fs::remove_dir_all(&out_dir);
+    drop(scratch);
     let failed = criteria
         .iter()
         .any(|c| c.tier == Tier::Critical && c.met == Some(false));

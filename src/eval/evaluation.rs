@@ -204,7 +204,10 @@ pub async fn complete(ctx: &Context, phase: &str, checks: Vec<CheckRow>) -> Eval
         let counts = tokio::task::spawn_blocking(move || measure::count_rust_project(&dir))
             .await
             .unwrap_or_default();
-        (measure::rust_doc_coverage(&counts), rust_security(&counts))
+        (
+            measure::rust_doc_coverage(&counts),
+            rust_security(ctx, phase, &counts, &checks).await,
+        )
     } else if ctx.spec.language == "python" {
         python_measures(ctx, venv_bin.as_deref(), tools_missing.as_deref()).await
     } else {
@@ -340,26 +343,159 @@ fn no_scan(reason: &str) -> SecurityScan {
         method: String::new(),
         unsafe_count: Figure::missing(reason),
         findings: Figure::missing(reason),
+        lints: Figure::missing(reason),
         advisories: Figure::missing(reason),
         details: Vec::new(),
     }
 }
 
-fn rust_security(counts: &measure::RustCounts) -> SecurityScan {
+/// The Rust security scan: `unsafe` sites (syn, each high), clippy's `correctness` (high) and
+/// `suspicious` (medium) lints when the build passed, and `cargo audit` (each vulnerable
+/// dependency high) when cargo-audit and a local advisory database exist.
+async fn rust_security(
+    ctx: &Context,
+    phase: &str,
+    counts: &measure::RustCounts,
+    checks: &[CheckRow],
+) -> SecurityScan {
     let unsafe_count = counts.unsafe_sites.len() as u64;
+    let mut findings = BugCounts {
+        critical: 0,
+        high: unsafe_count,
+        medium: 0,
+    };
+    let mut methods = vec!["syn: unsafe blocks, fns, impls and traits (each high)".to_string()];
+    let mut details: Vec<String> = counts.unsafe_sites.clone();
+    let lints = match checks.iter().find(|c| c.name == "build") {
+        Some(build) if build.passed => match clippy(ctx, phase).await {
+            Ok((found, lines)) => {
+                findings.high += found.high;
+                findings.medium += found.medium;
+                details.extend(lines);
+                methods
+                    .push("clippy: correctness lints (high) and suspicious lints (medium)".into());
+                Figure::measured(found.total())
+            }
+            Err(reason) => Figure::missing(reason),
+        },
+        Some(build) => Figure::missing(format!(
+            "clippy did not run: the build failed: {}",
+            super::describe_check(build)
+        )),
+        None => Figure::missing("clippy did not run: --no-build (clippy compiles the project)"),
+    };
+    let advisories = match cargo_audit(ctx, phase).await {
+        Ok((count, lines)) => {
+            findings.high += count;
+            details.extend(lines);
+            methods.push("cargo audit (each vulnerable dependency high)".into());
+            Figure::measured(count)
+        }
+        Err(reason) => Figure::missing(reason),
+    };
+    details.truncate(20);
     SecurityScan {
-        method: "syn: unsafe blocks, fns, impls and traits (each a high finding)".into(),
+        method: methods.join("; "),
         unsafe_count: Figure::measured(unsafe_count),
-        findings: Figure::measured(BugCounts {
-            critical: 0,
-            high: unsafe_count,
-            medium: 0,
-        }),
-        advisories: Figure::missing(
-            "cargo audit needs an advisory database fetched from GitHub; this run is offline",
-        ),
-        details: counts.unsafe_sites.iter().take(20).cloned().collect(),
+        findings: Figure::measured(findings),
+        lints,
+        advisories,
+        details,
     }
+}
+
+/// clippy's `correctness` and `suspicious` groups only, over every target, offline (the build
+/// fetched the dependencies); the JSON diagnostics go to `clippy.json` in the evaluation's
+/// directory.
+async fn clippy(ctx: &Context, phase: &str) -> Result<(BugCounts, Vec<String>), String> {
+    // The lint listing names each lint's group (without it every lint counts as medium).
+    let listing = ctx.out_dir.join("clippy-lints.txt");
+    run_check_env(
+        phase,
+        "security",
+        &format!(
+            "clippy-driver -W help > {}",
+            shell_quote(&listing.display().to_string())
+        ),
+        &ctx.project_dir,
+        ctx.timeout,
+        &[],
+    )
+    .await;
+    let groups = measure::parse_lint_groups(&std::fs::read_to_string(&listing).unwrap_or_default());
+    let out = ctx.out_dir.join("clippy.json");
+    let row = run_check_env(
+        phase,
+        "security",
+        &format!(
+            "cargo clippy --offline --quiet --all-targets --message-format=json -- \
+             -A clippy::all -W clippy::correctness -W clippy::suspicious > {}",
+            shell_quote(&out.display().to_string())
+        ),
+        &ctx.project_dir,
+        ctx.timeout,
+        &[],
+    )
+    .await;
+    if !row.passed {
+        return Err(format!(
+            "cargo clippy failed: {}",
+            super::describe_check(&row)
+        ));
+    }
+    let text = std::fs::read_to_string(&out).map_err(|err| format!("{}: {err}", out.display()))?;
+    Ok(measure::parse_clippy(&text, &groups))
+}
+
+/// `cargo audit` against the local advisory database (`~/.cargo/advisory-db`, never fetched:
+/// the evaluation runs offline). Err: why it did not run.
+async fn cargo_audit(ctx: &Context, phase: &str) -> Result<(u64, Vec<String>), String> {
+    let probe = run_check_env(
+        phase,
+        "security",
+        "cargo audit --version",
+        &ctx.project_dir,
+        ctx.timeout,
+        &[],
+    )
+    .await;
+    if !probe.passed {
+        return Err(
+            "cargo-audit is not installed (install it with `cargo install cargo-audit --locked`)"
+                .into(),
+        );
+    }
+    let db = std::env::var_os("HOME")
+        .map(|home| PathBuf::from(home).join(".cargo/advisory-db"))
+        .filter(|db| db.is_dir());
+    let Some(db) = db else {
+        return Err(
+            "no local advisory database at ~/.cargo/advisory-db (cargo audit fetches it from GitHub; the evaluation does not)"
+                .into(),
+        );
+    };
+    let out = ctx.out_dir.join("cargo-audit.json");
+    // Exit 1 means vulnerabilities were found; the report says how many.
+    let row = run_check_env(
+        phase,
+        "security",
+        &format!(
+            "cargo audit --no-fetch --stale --db {} --json > {}",
+            shell_quote(&db.display().to_string()),
+            shell_quote(&out.display().to_string())
+        ),
+        &ctx.project_dir,
+        ctx.timeout,
+        &[],
+    )
+    .await;
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    measure::parse_cargo_audit(&text).ok_or_else(|| {
+        format!(
+            "cargo audit wrote no report: {}",
+            super::describe_check(&row)
+        )
+    })
 }
 
 async fn python_measures(
@@ -422,6 +558,7 @@ async fn python_measures(
             method: format!("bandit ({})", bin.join("bandit").display()),
             unsafe_count: Figure::missing("not a Rust project"),
             findings: Figure::measured(counts),
+            lints: Figure::missing("no linter beyond bandit for Python"),
             advisories: Figure::missing("no advisory scanner for Python dependencies"),
             details: details.into_iter().take(20).collect(),
         },

@@ -7,6 +7,7 @@
 use super::acceptance::BugCounts;
 use crate::figure::Figure;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use syn::visit::Visit;
 
@@ -29,7 +30,11 @@ pub struct SecurityScan {
     pub unsafe_count: Figure<u64>,
     /// Findings by severity (unsafe code and the scanners' findings); null when no scanner ran.
     pub findings: Figure<BugCounts>,
-    /// `cargo audit` against a local advisory database; null with the reason when it did not run.
+    /// Lint findings (Rust: clippy's `correctness` lints, high, and `suspicious` lints,
+    /// medium); null with the reason when the linter did not run.
+    pub lints: Figure<u64>,
+    /// Vulnerable dependencies found by `cargo audit` against a local advisory database (each a
+    /// high finding); null with the reason when it did not run.
     pub advisories: Figure<u64>,
     /// Up to 20 findings, one line each (`file:line: what`).
     pub details: Vec<String>,
@@ -251,6 +256,94 @@ pub fn parse_tarpaulin(output: &str) -> Option<f64> {
     (0.0..=100.0).contains(&value).then_some(value / 100.0)
 }
 
+/// Clippy lint → its group (`correctness` or `suspicious`), from the listing `clippy-driver -W
+/// help` prints (one line per group: `clippy::correctness  clippy::approx-constant, …`). Names
+/// use underscores, as diagnostics do.
+pub fn parse_lint_groups(help: &str) -> HashMap<String, &'static str> {
+    let mut out = HashMap::new();
+    for line in help.lines() {
+        let mut words = line.split_whitespace();
+        let group = match words.next() {
+            Some("clippy::correctness") => "correctness",
+            Some("clippy::suspicious") => "suspicious",
+            _ => continue,
+        };
+        for lint in words {
+            let lint = lint.trim_end_matches(',');
+            if lint.starts_with("clippy::") {
+                out.insert(lint.replace('-', "_"), group);
+            }
+        }
+    }
+    out
+}
+
+/// clippy's JSON diagnostics (`cargo clippy --message-format=json`, one JSON object per line)
+/// → findings: a `correctness` lint is a high finding, a `suspicious` one (or a clippy lint of
+/// unknown group) medium; rustc's own warnings are not findings. One finding per (lint, file,
+/// line): `--all-targets` reports a lint once per target. Returns the counts and one line per
+/// finding (`file:line: message (lint)`).
+pub fn parse_clippy(
+    json_lines: &str,
+    groups: &HashMap<String, &'static str>,
+) -> (BugCounts, Vec<String>) {
+    let mut counts = BugCounts::default();
+    let mut details = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for line in json_lines.lines() {
+        let Ok(doc) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if doc["reason"] != "compiler-message" {
+            continue;
+        }
+        let message = &doc["message"];
+        let Some(lint) = message["code"]["code"]
+            .as_str()
+            .filter(|c| c.starts_with("clippy::"))
+        else {
+            continue;
+        };
+        let span = message["spans"]
+            .as_array()
+            .and_then(|spans| spans.iter().find(|s| s["is_primary"] == true));
+        let file = span.and_then(|s| s["file_name"].as_str()).unwrap_or("?");
+        let line_no = span.and_then(|s| s["line_start"].as_u64()).unwrap_or(0);
+        if !seen.insert((lint.to_string(), file.to_string(), line_no)) {
+            continue;
+        }
+        match groups.get(lint) {
+            Some(&"correctness") => counts.high += 1,
+            _ => counts.medium += 1,
+        }
+        details.push(format!(
+            "{file}:{line_no}: {} ({lint})",
+            message["message"].as_str().unwrap_or("?")
+        ));
+    }
+    (counts, details)
+}
+
+/// `cargo audit --json` → the number of vulnerable dependencies and one line each
+/// (`RUSTSEC-…: package version: title`). None when the output is not cargo-audit's report.
+pub fn parse_cargo_audit(json: &str) -> Option<(u64, Vec<String>)> {
+    let doc: serde_json::Value = serde_json::from_str(json).ok()?;
+    let list = doc.get("vulnerabilities")?.get("list")?.as_array()?;
+    let details = list
+        .iter()
+        .map(|v| {
+            format!(
+                "{}: {} {}: {}",
+                v["advisory"]["id"].as_str().unwrap_or("?"),
+                v["package"]["name"].as_str().unwrap_or("?"),
+                v["package"]["version"].as_str().unwrap_or("?"),
+                v["advisory"]["title"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    Some((list.len() as u64, details))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,5 +395,51 @@ pub(crate) fn crate_only() {}
         assert_eq!((counts.high, counts.medium), (1, 1));
         assert_eq!(details[0], "a.py:3: shell=True (B602)");
         assert!(parse_bandit("not json").is_none());
+    }
+
+    #[test]
+    fn clippy_lints_are_grouped_and_deduplicated() {
+        let help = "    clippy::correctness  clippy::approx-constant, clippy::absurd-extreme-comparisons\n\
+                    clippy::suspicious  clippy::suspicious-assignment-formatting\n\
+                    clippy::pedantic  clippy::needless-pass-by-value\n";
+        let groups = parse_lint_groups(help);
+        assert_eq!(groups["clippy::approx_constant"], "correctness");
+        assert_eq!(
+            groups["clippy::suspicious_assignment_formatting"],
+            "suspicious"
+        );
+        assert!(!groups.contains_key("clippy::needless_pass_by_value"));
+        let message = |code: &str, line: u64| {
+            serde_json::json!({"reason": "compiler-message", "message": {
+                "code": {"code": code}, "level": "warning", "message": "m",
+                "spans": [{"file_name": "src/main.rs", "line_start": line, "is_primary": true}]}})
+            .to_string()
+        };
+        let output = [
+            message("clippy::approx_constant", 2),
+            message("clippy::approx_constant", 2),
+            message("clippy::suspicious_assignment_formatting", 5),
+            message("unused_assignments", 4),
+            r#"{"reason": "build-finished", "success": true}"#.to_string(),
+            "not json".to_string(),
+        ]
+        .join("\n");
+        let (counts, details) = parse_clippy(&output, &groups);
+        assert_eq!((counts.critical, counts.high, counts.medium), (0, 1, 1));
+        assert_eq!(details[0], "src/main.rs:2: m (clippy::approx_constant)");
+    }
+
+    #[test]
+    fn cargo_audit_reports_parse() {
+        let report = r#"{"database": {}, "vulnerabilities": {"found": true, "count": 1, "list": [
+            {"advisory": {"id": "RUSTSEC-2020-0071", "title": "Potential segfault in the time crate"},
+             "package": {"name": "time", "version": "0.1.45"}}]}, "warnings": {}}"#;
+        let (count, details) = parse_cargo_audit(report).unwrap();
+        assert_eq!(count, 1);
+        assert_eq!(
+            details[0],
+            "RUSTSEC-2020-0071: time 0.1.45: Potential segfault in the time crate"
+        );
+        assert!(parse_cargo_audit("{}").is_none());
     }
 }

@@ -220,6 +220,18 @@ fn kind_cases(evaluation: &evaluation::Evaluation, kind: &str) -> (Option<bool>,
     }
 }
 
+/// What a phase's success criteria are judged from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PhaseEvidence<'a> {
+    /// The checks run at the phase's end.
+    pub checks: &'a [CheckRow],
+    /// The evaluation at the phase's end, if one ran.
+    pub evaluation: Option<&'a evaluation::Evaluation>,
+    /// The session's newest checkpoint and what is wrong with it (empty: it verifies), from
+    /// [`crate::checkpoint::audit`]; None when none was recorded or nothing was verified.
+    pub newest_checkpoint: Option<&'a (u32, Vec<String>)>,
+}
+
 /// Judge a phase's upstream success criteria (free text) from its checks and its evaluation.
 /// The mapping (by what the criterion mentions, first match wins):
 ///
@@ -238,15 +250,20 @@ fn kind_cases(evaluation: &evaluation::Evaluation, kind: &str) -> (Option<bool>,
 /// | "compile" / "build" | the build check |
 /// | "tests pass" / "tests passing" | the test check (and the acceptance suite, when it ran) |
 /// | "release artifact" | the binary the start command runs exists |
+/// | "checkpoint" | the session's newest checkpoint verifies (seal and every object) |
 ///
-/// Anything else ("interfaces defined", "architecture document complete", "final checkpoint
-/// validates") is `null` with the reason.
+/// Anything else ("interfaces defined", "architecture document complete") is `null` with the
+/// reason.
 pub fn judge_criteria(
     phase: &str,
     criteria: &[String],
-    checks: &[CheckRow],
-    evaluation: Option<&evaluation::Evaluation>,
+    evidence: PhaseEvidence<'_>,
 ) -> Vec<CriterionResult> {
+    let PhaseEvidence {
+        checks,
+        evaluation,
+        newest_checkpoint,
+    } = evidence;
     let find = |name: &str| checks.iter().find(|c| c.name == name);
     criteria
         .iter()
@@ -377,6 +394,17 @@ pub fn judge_criteria(
                         ),
                     },
                 ),
+                _ if has(&["checkpoint"]) => match newest_checkpoint {
+                    Some((seq, problems)) if problems.is_empty() => (
+                        Some(true),
+                        format!("checkpoint {seq} matches its seal and every object it references verifies"),
+                    ),
+                    Some((seq, problems)) => (
+                        Some(false),
+                        format!("checkpoint {seq} does not verify: {}", problems.join("; ")),
+                    ),
+                    None => (None, "not judged: no checkpoint was recorded".into()),
+                },
                 None if has(&[
                     "core feature",
                     "bug",
@@ -440,14 +468,32 @@ mod tests {
             "Test coverage >= 70%".to_string(),
             "Architecture document complete".to_string(),
         ];
-        let results = judge_criteria(
-            "p",
-            &criteria,
-            &[check("build", true), check("test", false)],
-            None,
-        );
+        let checks = [check("build", true), check("test", false)];
+        let evidence = PhaseEvidence {
+            checks: &checks,
+            ..PhaseEvidence::default()
+        };
+        let results = judge_criteria("p", &criteria, evidence);
         let met: Vec<_> = results.iter().map(|r| r.met).collect();
         assert_eq!(met, vec![Some(true), Some(false), None, None]);
+        let final_checkpoint = ["Final checkpoint validates".to_string()];
+        assert_eq!(
+            judge_criteria("p", &final_checkpoint, evidence)[0].met,
+            None
+        );
+        let good = (4, vec![]);
+        let with = |newest| PhaseEvidence {
+            newest_checkpoint: Some(newest),
+            ..evidence
+        };
+        assert_eq!(
+            judge_criteria("p", &final_checkpoint, with(&good))[0].met,
+            Some(true)
+        );
+        let bad = (4, vec!["a.rs: missing".to_string()]);
+        let judged = judge_criteria("p", &final_checkpoint, with(&bad));
+        assert_eq!(judged[0].met, Some(false));
+        assert!(judged[0].evidence.contains("a.rs: missing"));
     }
 
     #[test]
@@ -458,7 +504,8 @@ mod tests {
             "test_coverage": {"value": null, "reason": "r"},
             "doc_coverage": {"fraction": {"value": null, "reason": "r"}, "method": ""},
             "security": {"method": "", "unsafe_count": {"value": null, "reason": "r"},
-                         "findings": {"value": null, "reason": "r"}, "advisories": {"value": null, "reason": "r"},
+                         "findings": {"value": null, "reason": "r"}, "lints": {"value": null, "reason": "r"},
+                         "advisories": {"value": null, "reason": "r"},
                          "details": []},
             "code": {"value": null, "reason": "r"},
             "performance": {"build_secs": {"value": null}, "test_secs": {"value": null},
@@ -477,7 +524,14 @@ mod tests {
         .iter()
         .map(|c| c.to_string())
         .collect();
-        for result in judge_criteria("p", &criteria, &[], Some(&evaluation)) {
+        for result in judge_criteria(
+            "p",
+            &criteria,
+            PhaseEvidence {
+                evaluation: Some(&evaluation),
+                ..PhaseEvidence::default()
+            },
+        ) {
             assert_eq!(result.met, None, "{}", result.criterion);
             assert!(
                 result.evidence.contains("did not run: no venv: pip failed"),

@@ -4,6 +4,7 @@
 
 pub mod grades;
 pub mod junit;
+pub mod tiers;
 pub mod verdict;
 
 pub use crate::figure::Figure;

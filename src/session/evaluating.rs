@@ -1,4 +1,5 @@
-//! The evaluation at a phase end (`[evaluation].phases`): after the phase checks, the hidden
+//! The evaluation at a phase end (`[evaluation].phases`, and the phase an exhausted budget
+//! ended, which is the session's last; a signal's graceful stop does not wait for one): after the phase checks, the hidden
 //! acceptance suite, coverage, documentation coverage, the security scan and the performance
 //! figures are measured off the session task ([`eval::evaluation::complete`]); the result comes
 //! back as `Event::EvaluationFinished` while other events are served. It goes to `session.db`

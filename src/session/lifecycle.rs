@@ -156,6 +156,7 @@ impl Session {
             proxy_task: None,
             shutdown: None,
             last_code_stats: None,
+            checkpoint_audit: Default::default(),
             metrics_writer,
         })
     }

@@ -294,6 +294,8 @@ pub struct Session {
     proxy_task: Option<tokio::task::JoinHandle<()>>,
     shutdown: Option<ShutdownSignal>,
     last_code_stats: Option<CodeStats>,
+    /// The end-of-session verification of the checkpoints, for the newest sequence it saw.
+    checkpoint_audit: std::cell::RefCell<Option<(Option<u32>, crate::checkpoint::Audit)>>,
     /// Writes `metrics_current.json` and `metrics/metrics.jsonl` off the session task.
     metrics_writer: crate::fsutil::BackgroundWriter,
     budgets: Budgets,

@@ -286,7 +286,9 @@ impl Session {
             self.check_result(name, row.passed, row.timed_out, &message)?;
             self.phases[phase_idx].checks.push(row);
         }
-        if self.prepared.config.phases[phase_idx].evaluate {
+        // A phase the budget ended is the session's last: it is judged even when
+        // [evaluation].phases leaves it out.
+        if self.prepared.config.phases[phase_idx].evaluate || self.budgets.exhausted.is_some() {
             self.run_evaluation(phase_idx).await?;
         }
         // tokei walks the whole workspace: on the blocking pool, not the session task.

@@ -3,7 +3,7 @@
 //! session's state and `session.db`.
 
 use super::*;
-use crate::report::verdict;
+use crate::report::{tiers, verdict};
 
 impl Session {
     /// Start a metrics sample off the session task (one at a time); its result arrives as
@@ -218,10 +218,99 @@ impl Session {
             .collect()
     }
 
-    /// The criteria that decide the exit code ([`verdict::critical_criteria`]).
-    /// With the acceptance suite's critical cases of the newest evaluation.
+    /// Operator interventions by kind, from the event log: pauses and stops through the control
+    /// API, escalation decisions, rollbacks (`megatest restore`) and config reloads.
+    fn interventions(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for row in self.store.events_of_kind("operator").unwrap_or_default() {
+            let data: serde_json::Value = serde_json::from_str(&row.data).unwrap_or_default();
+            if let Some(action @ ("pause" | "stop")) = data["action"].as_str() {
+                *out.entry(action.to_string()).or_default() += 1;
+            }
+        }
+        for (kind, name) in [
+            ("escalation_decided", "escalation decision"),
+            ("checkpoint_restored", "rollback"),
+            ("config_reloaded", "config reload"),
+        ] {
+            let n = self
+                .store
+                .events_of_kind(kind)
+                .map(|r| r.len())
+                .unwrap_or(0);
+            if n > 0 {
+                out.insert(name.to_string(), n);
+            }
+        }
+        out
+    }
+
+    /// The checkpoints verified ([`crate::checkpoint::audit`]); computed again only when a
+    /// newer checkpoint was recorded since.
+    fn checkpoint_audit(&self) -> crate::checkpoint::Audit {
+        let rows = self.store.checkpoints().unwrap_or_default();
+        let newest = rows.last().map(|r| r.seq);
+        let mut cache = self.checkpoint_audit.borrow_mut();
+        match &*cache {
+            Some((seen, audit)) if *seen == newest => audit.clone(),
+            _ => {
+                let audit = crate::checkpoint::audit(self.dir(), &rows);
+                *cache = Some((newest, audit.clone()));
+                audit
+            }
+        }
+    }
+
+    /// "All checkpoints created and verified" ([`tiers::checkpoints`]) from the store.
+    fn checkpoints_criterion(&self, recoveries: &[crate::store::RecoveryRow]) -> CriterionResult {
+        let audit = self.checkpoint_audit();
+        let phase_end_taken = self
+            .store
+            .checkpoints()
+            .unwrap_or_default()
+            .iter()
+            .filter(|row| row.trigger == "phase_end")
+            .count();
+        let phases_ended = self
+            .phases
+            .iter()
+            .filter(|p| p.ended.is_some() && p.ended_because.as_deref() != Some("interrupted"))
+            .count();
+        let rollbacks: Vec<(u32, u32)> = self
+            .store
+            .events_of_kind("checkpoint_restored")
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|row| {
+                let data: serde_json::Value = serde_json::from_str(&row.data).ok()?;
+                Some((
+                    u32::try_from(data["requested"].as_u64()?).ok()?,
+                    u32::try_from(data["sequence"].as_u64()?).ok()?,
+                ))
+            })
+            .collect();
+        let detected = tiers::detected_corruptions(recoveries, &rollbacks);
+        tiers::checkpoints(tiers::CheckpointEvidence {
+            enabled: self.prepared.config.raw.checkpoint.enabled,
+            audit: &audit,
+            phase_end_taken,
+            phases_ended,
+            detected: &detected,
+        })
+    }
+
+    /// The criteria that decide the exit code ([`verdict::critical_criteria`]): the seed's
+    /// critical tier, with the acceptance suite's critical cases of the newest evaluation.
     pub(super) fn critical_criteria(&self) -> Vec<CriterionResult> {
-        let mut out = verdict::critical_criteria(&self.phase_outcomes());
+        let recoveries = self.store.recoveries().unwrap_or_default();
+        let phases = self.phase_outcomes();
+        let ended = phases.iter().filter(|p| p.ended).count();
+        let mut out = vec![
+            tiers::completion(ended, phases.len(), &recoveries),
+            self.checkpoints_criterion(&recoveries),
+        ];
+        out.extend(verdict::final_checks(&phases));
+        out.push(tiers::recovered(&recoveries));
         out.push(match &self.evaluation {
             Some(evaluation) => {
                 let mut judged = crate::report::grades::acceptance_critical(evaluation);
@@ -279,6 +368,7 @@ impl Session {
             self.last_code_stats = Some(stats.clone());
         }
         let target_criteria = self.target_criteria(stats.as_ref());
+        let checkpoint_audit = self.checkpoint_audit();
         let code = match stats {
             Some(stats) => Figure::measured(stats),
             None => Figure::missing("the workspace does not exist"),
@@ -323,8 +413,11 @@ impl Session {
                     success_criteria: eval::judge_criteria(
                         &plan.name,
                         &plan.success_criteria,
-                        &record.checks,
-                        record.evaluation.as_deref(),
+                        eval::PhaseEvidence {
+                            checks: &record.checks,
+                            evaluation: record.evaluation.as_deref(),
+                            newest_checkpoint: checkpoint_audit.newest.as_ref(),
+                        },
                     ),
                 }
             })
@@ -343,6 +436,8 @@ impl Session {
             code.value.as_ref().map(|c| c.lines_of_code),
             self.task_counts(None).done,
         ));
+        let budget = self.budget_report(&usage);
+        criteria.extend(tiers::nice_to_have(&self.interventions(), &budget, None));
         criteria.extend(phases.iter().flat_map(|p| p.success_criteria.clone()));
         let agents = self
             .agents
@@ -396,7 +491,7 @@ impl Session {
                 (AgentKind::Command, None) => "command".into(),
             },
             phases,
-            budget: self.budget_report(&usage),
+            budget,
             rollbacks: self
                 .store
                 .events_of_kind("checkpoint_restored")

@@ -175,4 +175,107 @@ fn evaluate_usage_errors_exit_2() {
         .unwrap();
     assert_exit(&output, 2);
     assert!(String::from_utf8_lossy(&output.stderr).contains("quickstart"));
+    // Neither a project type nor a config.
+    let output = megatest()
+        .arg("evaluate")
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    assert_exit(&output, 2);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--project"));
+    // A bad config is named with its line, and no scratch directory is left behind.
+    let config = empty.path().join("bad.toml");
+    std::fs::write(&config, "[session]\nproject_type = 7\n").unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let output = megatest()
+        .arg("evaluate")
+        .arg(empty.path())
+        .arg("--config")
+        .arg(&config)
+        .arg("--runs-dir")
+        .arg(runs.path())
+        .output()
+        .unwrap();
+    assert_exit(&output, 2);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{}:2:", config.display())),
+        "{stderr}"
+    );
+    assert!(!runs.path().join(".evaluations").exists());
+}
+
+#[test]
+fn a_config_sets_the_targets_and_clippy_findings_are_security_findings() {
+    // The RedQueue reference with one clippy `correctness` lint added (an approximate pi).
+    let suite = Suite::of_spec(&spec_dir("task_queue")).unwrap().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("project");
+    copy_tree(&suite.reference, &dir).unwrap();
+    let main = dir.join("src/main.rs");
+    let mut source = std::fs::read_to_string(&main).unwrap();
+    source.push_str("\n/// Pi, approximately.\npub fn pi() -> f64 {\n    3.14159\n}\n");
+    std::fs::write(&main, source).unwrap();
+    let config = work.path().join("evaluate.toml");
+    std::fs::write(
+        &config,
+        "[session]\nproject_type = \"task_queue\"\n[evaluation]\nacceptance = false\n\
+         [project.target]\ndocumentation_coverage = 0.55\n",
+    )
+    .unwrap();
+    let json = work.path().join("evaluation.json");
+    let output = megatest()
+        .arg("evaluate")
+        .arg(&dir)
+        .arg("--config")
+        .arg(&config)
+        .arg("--runs-dir")
+        .arg(work.path())
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // Builds, its tests pass; the suite is off, so its critical cases are not judged.
+    assert_exit(&output, 0);
+    let document = read_json(&json);
+    let evaluation = &document["evaluation"];
+    assert_eq!(evaluation["acceptance"]["status"], "not_run", "{stdout}");
+    let security = &evaluation["security"];
+    assert_eq!(security["lints"]["value"], 1, "{security}");
+    assert_eq!(security["unsafe_count"]["value"], 0, "{security}");
+    assert_eq!(security["findings"]["value"]["high"], 1, "{security}");
+    assert!(
+        security["details"][0]
+            .as_str()
+            .unwrap()
+            .contains("src/main.rs:")
+            && security["details"][0]
+                .as_str()
+                .unwrap()
+                .contains("clippy::approx_constant"),
+        "{security}"
+    );
+    assert!(security["advisories"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("cargo"));
+    let criteria = document["criteria"].as_array().unwrap();
+    let named = |text: &str| {
+        criteria
+            .iter()
+            .find(|c| c["criterion"].as_str().unwrap().contains(text))
+            .unwrap_or_else(|| panic!("no criterion {text}: {criteria:?}"))
+    };
+    assert_eq!(named("security scan clean")["met"], false);
+    assert!(named("documentation coverage ≥ 55 %")["criterion"]
+        .as_str()
+        .unwrap()
+        .contains("project.target.documentation_coverage"));
+    assert!(!work
+        .path()
+        .join(".evaluations")
+        .read_dir()
+        .unwrap()
+        .any(|_| true));
 }

@@ -289,6 +289,20 @@ fn eight_agents_released_together_cannot_overshoot_the_token_budget() {
         .as_str()
         .unwrap()
         .contains("token budget"));
+    // The phase the budget ended is the session's last: it is evaluated although
+    // [evaluation].phases leaves out a lone first phase.
+    assert_eq!(
+        report["evaluation"]["phase"], report["phases"][0]["name"],
+        "{}",
+        report["evaluation"]
+    );
+    let under = report["success_criteria"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["criterion"] == "under the token budget (seed)")
+        .unwrap();
+    assert_eq!(under["met"], false, "{under}");
 }
 
 #[test]

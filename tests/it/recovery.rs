@@ -733,6 +733,21 @@ fn corrupt_checkpoint_stops_restores_the_last_valid_one_and_continues() {
     );
     let report = read_json(&session.join("final_report.json"));
     assert_eq!(report["status"], "complete");
+    // The corruption was noticed and replaced: the seed's checkpoint criterion holds.
+    let verified = report["success_criteria"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["criterion"] == "all checkpoints created and verified (seed)")
+        .unwrap();
+    assert_eq!(verified["met"], true, "{verified}");
+    assert!(
+        verified["evidence"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("replaced during the session: {corrupt_seq}")),
+        "{verified}"
+    );
     assert_eq!(
         report["chaos"]["injected"][0]["fault"], "corrupt_checkpoint",
         "{}\n{rows:?}",
@@ -929,9 +944,20 @@ fn a_task_whose_dependency_failed_fails_instead_of_waiting_out_the_phase() {
     std::fs::write(&spec, text).unwrap();
     let runs = dir.path().join("runs");
     let output = run_session(&config, &runs, &["--time-scale", "60"], &[]);
-    assert_exit(&output, 0);
+    // Every failure stayed unrecovered: the seed's critical "recovery from at least one
+    // failure" fails the session.
+    assert_exit(&output, 1);
     let session = only_session(&runs);
     let report = read_json(&session.join("final_report.json"));
+    let recovery = report["success_criteria"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["criterion"] == "recovery from at least one failure (seed)")
+        .unwrap();
+    assert_eq!(recovery["met"], false, "{recovery}");
+    assert_eq!(recovery["tier"], "critical");
+    assert_eq!(recovery["evidence"], "3 failures: 3 failed");
     // The 60-minute phase (60 s of wall time here) ended as soon as t1 ran out of attempts.
     assert_eq!(
         report["phases"][0]["ended_because"], "tasks_done",

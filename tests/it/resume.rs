@@ -405,4 +405,27 @@ fn restore_rolls_back_exactly_falls_back_from_a_corrupt_checkpoint_and_continues
     assert_eq!(report["rollbacks"][0]["checkpoint_before"], 5);
     assert!(session.join("checkpoints/checkpoint_007.json").exists());
     assert!(session.join("project/tinyq/cli.py").exists());
+    // Checkpoint 3 still does not verify, but the rollback found it: not an unnoticed loss.
+    let verified = report["success_criteria"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["criterion"] == "all checkpoints created and verified (seed)")
+        .unwrap();
+    assert_eq!(verified["met"], true, "{verified}");
+    assert!(
+        verified["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("replaced during the session: 3"),
+        "{verified}"
+    );
+    let interventions = report["success_criteria"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["criterion"] == "zero manual interventions (seed)")
+        .unwrap();
+    assert_eq!(interventions["met"], false);
+    assert_eq!(interventions["evidence"], "1 rollback");
 }
