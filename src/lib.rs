@@ -32,3 +32,4 @@ pub mod recovery;
 pub mod report;
 pub mod session;
 pub mod store;
+pub mod swarm;

@@ -290,7 +290,7 @@ pub fn load_str(path: &Path, text: &str, overrides: &Overrides) -> Result<Config
 /// and the issue that enforces it; the list shrinks as those issues land.
 fn not_yet_enforced(raw: &RawConfig) -> Vec<String> {
     let mut keys: Vec<&str> = vec![
-        "agent.min_trust_score, agent.max_trust_score, agent.dynamic_spawning, agent.max_total_agents (consensus work)",
+        "agent.min_trust_score beyond clamping the trust score (votes, forced reviews, replacement), agent.dynamic_spawning, agent.max_total_agents (consensus work)",
         "consensus.* (consensus work)",
     ];
     if raw.notifications.email.is_some() {

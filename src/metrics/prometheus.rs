@@ -130,6 +130,20 @@ pub fn prometheus_text(status: &Value) -> String {
             })
             .collect(),
     );
+    metric(
+        "agent_trust_score",
+        "gauge",
+        "The agent's trust score (0-1) from its measured record.",
+        agents
+            .iter()
+            .map(|a| {
+                (
+                    label("agent", a["id"].as_str().unwrap_or("")),
+                    num(&a["trust_score"]),
+                )
+            })
+            .collect(),
+    );
     let outcomes = status["recoveries"]["by_outcome"]
         .as_object()
         .cloned()

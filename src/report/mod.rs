@@ -101,6 +101,10 @@ pub struct AgentReport {
     pub total_tokens: u64,
     /// Tool calls counted from the answers and its events file.
     pub tool_calls: u64,
+    /// Its trust score at the end (0–1; [`crate::swarm::trust`]).
+    pub trust_score: f64,
+    /// The measured record the score was computed from.
+    pub trust_record: crate::swarm::trust::Record,
 }
 
 /// One task in `final_report.json`: the same shape as a checkpoint's task board entry.
@@ -230,6 +234,8 @@ pub struct AgentStatus {
     pub status: String,
     /// The task it runs.
     pub task: Option<String>,
+    /// Its trust score now (0–1; [`crate::swarm::trust`]).
+    pub trust_score: f64,
 }
 
 /// `metrics_current.json`, after the seed's `SessionMetrics`.

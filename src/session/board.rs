@@ -1,6 +1,6 @@
 //! The task board: the planned tasks of every phase, their states, and the scheduler's pure
-//! decisions (which idle agent takes which claimable task, which pending tasks can never run,
-//! when a backoff ends). No I/O: the session persists what changes (`Store::update_task`) and
+//! decisions (which idle agent takes which claimable task — role-preferring, another role after
+//! a grace period — which pending tasks can never run, when the next timed decision is due). No I/O: the session persists what changes (`Store::update_task`) and
 //! starts the runs.
 
 use crate::project::TaskSpec;
@@ -59,6 +59,9 @@ pub(crate) struct Task {
     pub(crate) handoff: Option<String>,
     /// Held by an open escalation.
     pub(crate) held: bool,
+    /// Session second since which the task has been claimable without being started (the
+    /// cross-role grace period counts from here; None while not claimable or running).
+    pub(crate) ready_since: Option<f64>,
 }
 
 impl Task {
@@ -78,8 +81,23 @@ impl Task {
             not_before: 0.0,
             handoff: None,
             held: false,
+            ready_since: None,
         }
     }
+}
+
+/// Session seconds a claimable task waits for an idle agent of its role before an idle agent of
+/// another role may take it (megatest's choice; the session caps it at
+/// `[recovery].agent_idle_minutes`, the seed's "idle 10 min → reassign").
+pub(crate) const CROSS_ROLE_GRACE_SECS: f64 = 60.0;
+
+/// A decision of the scheduler: `agent_idx` starts `task_idx`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Assignment {
+    pub(crate) agent_idx: usize,
+    pub(crate) task_idx: usize,
+    /// The agent's role is not the task's (recorded as such).
+    pub(crate) cross_role: bool,
 }
 
 /// An agent as the scheduler sees it.
@@ -128,18 +146,41 @@ impl Board {
             .all(|t| matches!(t.state, TaskState::Done | TaskState::Failed))
     }
 
-    /// The earliest session second at which a pending task of the phase held back by a
-    /// recovery backoff may start; None when no task waits on a backoff at `now`.
-    pub(crate) fn earliest_backoff_end(&self, phase_idx: usize, now: f64) -> Option<f64> {
+    /// The earliest session second after `now` at which the scheduler may decide differently
+    /// without any other event: a recovery backoff ends, or a waiting task's cross-role grace
+    /// period (`grace`) ends. None when nothing waits on time.
+    pub(crate) fn next_wakeup(&self, phase_idx: usize, now: f64, grace: f64) -> Option<f64> {
         let earliest = self
             .tasks
             .iter()
-            .filter(|t| {
-                t.phase_idx == phase_idx && t.state == TaskState::Pending && t.not_before > now
-            })
-            .map(|t| t.not_before)
+            .filter(|t| t.phase_idx == phase_idx && t.state == TaskState::Pending)
+            .flat_map(|t| [Some(t.not_before), t.ready_since.map(|r| r + grace)])
+            .flatten()
+            .filter(|at| *at > now)
             .fold(f64::INFINITY, f64::min);
         earliest.is_finite().then_some(earliest)
+    }
+
+    fn claimable(&self, phase_idx: usize, now: f64) -> impl Iterator<Item = (usize, &Task)> {
+        self.tasks.iter().enumerate().filter(move |(_, t)| {
+            t.phase_idx == phase_idx
+                && t.state == TaskState::Pending
+                && !t.held
+                && t.not_before <= now
+                && t.spec.after.iter().all(|d| self.is(d, TaskState::Done))
+        })
+    }
+
+    /// Start the cross-role grace period of every task of the phase that became claimable.
+    pub(crate) fn note_ready(&mut self, phase_idx: usize, now: f64) {
+        let ready: Vec<usize> = self
+            .claimable(phase_idx, now)
+            .filter(|(_, t)| t.ready_since.is_none())
+            .map(|(i, _)| i)
+            .collect();
+        for idx in ready {
+            self.tasks[idx].ready_since = Some(now);
+        }
     }
 
     /// A pending task of the phase that can never run because a dependency failed: its index
@@ -165,38 +206,49 @@ impl Board {
         task.last_error = Some(format!("not started: its dependency {dependency} failed"));
     }
 
-    /// The next (agent index, task index) to start in phase `phase_idx` at session second
-    /// `now`: a claimable task (pending, not held, its backoff over, its dependencies done) for
-    /// an idle agent of its role — any idle agent when no agent has that role — honouring a
-    /// recovery's reservation, and preferring an agent other than the one whose last run of it
-    /// failed (or that `reassign` avoids).
+    /// The next run to start in phase `phase_idx` at session second `now`: a claimable task
+    /// (pending, not held, its backoff over, its dependencies done) for an idle agent of its
+    /// role; when none is idle, for an idle agent of another role once the task has waited
+    /// `grace` session seconds since [`Board::note_ready`] (at once when no agent has the
+    /// role) — role-preferring, not role-strict. A recovery's reservation is honoured (no
+    /// other agent takes the task), and an agent other than the one whose last run of it failed
+    /// (or that `reassign` avoids) is preferred.
     pub(crate) fn next_assignment(
         &self,
         phase_idx: usize,
         now: f64,
         agents: &[AgentView<'_>],
-    ) -> Option<(usize, usize)> {
-        let claimable = self.tasks.iter().enumerate().filter(|(_, t)| {
-            t.phase_idx == phase_idx
-                && t.state == TaskState::Pending
-                && !t.held
-                && t.not_before <= now
-                && t.spec.after.iter().all(|d| self.is(d, TaskState::Done))
-        });
-        for (task_idx, task) in claimable {
-            let role_exists = agents.iter().any(|a| a.role == task.spec.role);
-            let mut candidates: Vec<usize> = agents
-                .iter()
-                .enumerate()
-                .filter(|(_, a)| a.idle && (!role_exists || a.role == task.spec.role))
-                .map(|(i, _)| i)
-                .filter(|&i| task.reserved_for.is_none_or(|r| r == i))
-                .collect();
+        grace: f64,
+    ) -> Option<Assignment> {
+        for (task_idx, task) in self.claimable(phase_idx, now) {
+            let role = task.spec.role.as_str();
+            let role_exists = agents.iter().any(|a| a.role == role);
+            let waited = task.ready_since.is_some_and(|since| now - since >= grace);
+            let idle = |same_role: bool| -> Vec<usize> {
+                agents
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, a)| {
+                        a.idle
+                            && (a.role == role) == same_role
+                            && task.reserved_for.is_none_or(|r| r == *i)
+                    })
+                    .map(|(i, _)| i)
+                    .collect()
+            };
+            let mut candidates = idle(true);
+            if candidates.is_empty() && (!role_exists || waited) {
+                candidates = idle(false);
+            }
             if let Some(last) = &task.agent_id {
                 candidates.sort_by_key(|&i| agents[i].id == *last || task.avoid == Some(i));
             }
             if let Some(&agent_idx) = candidates.first() {
-                return Some((agent_idx, task_idx));
+                return Some(Assignment {
+                    agent_idx,
+                    task_idx,
+                    cross_role: agents[agent_idx].role != role,
+                });
             }
         }
         None
@@ -212,6 +264,7 @@ impl Board {
         task.claimed_session_secs = Some(now);
         task.reserved_for = None;
         task.avoid = None;
+        task.ready_since = None;
         (task.attempts, task.handoff.take())
     }
 
@@ -277,6 +330,12 @@ mod tests {
         }
     }
 
+    /// The scheduler's choice with a 60 s grace period, as (agent, task).
+    fn pick(b: &Board, now: f64, a: &[AgentView<'_>]) -> Option<(usize, usize)> {
+        b.next_assignment(0, now, a, 60.0)
+            .map(|x| (x.agent_idx, x.task_idx))
+    }
+
     fn agents<'a>(list: &[(&'a str, &'a str, bool)]) -> Vec<AgentView<'a>> {
         list.iter()
             .map(|&(id, role, idle)| AgentView { id, role, idle })
@@ -291,13 +350,36 @@ mod tests {
             ("a2", "Tester", false),
             ("a3", "Tester", true),
         ]);
-        assert_eq!(b.next_assignment(0, 0.0, &a), Some((2, 0)));
-        // The only Tester busy: the task waits (role-strict while the role exists).
-        let a = agents(&[("a1", "Coder", true), ("a2", "Tester", false)]);
-        assert_eq!(b.next_assignment(0, 0.0, &a), None);
-        // No agent has the role: any idle agent takes it.
+        assert_eq!(pick(&b, 0.0, &a), Some((2, 0)));
+        // No agent has the role: any idle agent takes it at once.
         let a = agents(&[("a1", "Coder", false), ("a2", "Architect", true)]);
-        assert_eq!(b.next_assignment(0, 0.0, &a), Some((1, 0)));
+        let taken = b.next_assignment(0, 0.0, &a, 60.0).unwrap();
+        assert_eq!((taken.agent_idx, taken.cross_role), (1, true));
+    }
+
+    #[test]
+    fn another_role_takes_a_task_after_the_grace_period() {
+        let mut b = board(vec![spec("t1", "Tester", &[]), spec("t2", "Tester", &[])]);
+        // The only Tester is busy: the tasks wait for it within the grace period.
+        let a = agents(&[("a1", "Coder", true), ("a2", "Tester", false)]);
+        assert_eq!(pick(&b, 0.0, &a), None);
+        b.note_ready(0, 10.0);
+        assert_eq!(b.tasks[0].ready_since, Some(10.0));
+        assert_eq!(pick(&b, 69.0, &a), None);
+        assert_eq!(b.next_wakeup(0, 20.0, 60.0), Some(70.0));
+        let taken = b.next_assignment(0, 70.0, &a, 60.0).unwrap();
+        assert_eq!(
+            (taken.agent_idx, taken.task_idx, taken.cross_role),
+            (0, 0, true)
+        );
+        b.claim(0, "a1", 70.0);
+        assert_eq!(b.tasks[0].ready_since, None);
+        // A reservation is never stolen.
+        b.tasks[1].reserved_for = Some(1);
+        assert_eq!(pick(&b, 500.0, &a), None);
+        // Noting again keeps the first time.
+        b.note_ready(0, 80.0);
+        assert_eq!(b.tasks[1].ready_since, Some(10.0));
     }
 
     #[test]
@@ -305,15 +387,19 @@ mod tests {
         let mut b = board(vec![spec("t1", "Coder", &[]), spec("t2", "Coder", &["t1"])]);
         let a = agents(&[("a1", "Coder", true)]);
         b.tasks[0].held = true;
-        assert_eq!(b.next_assignment(0, 0.0, &a), None, "t2 waits for t1");
+        assert_eq!(pick(&b, 0.0, &a), None, "t2 waits for t1");
         b.tasks[0].held = false;
         b.tasks[0].not_before = 30.0;
-        assert_eq!(b.next_assignment(0, 10.0, &a), None);
-        assert_eq!(b.earliest_backoff_end(0, 10.0), Some(30.0));
-        assert_eq!(b.next_assignment(0, 30.0, &a), Some((0, 0)));
-        assert_eq!(b.next_assignment(1, 30.0, &a), None, "no task in phase 1");
+        assert_eq!(pick(&b, 10.0, &a), None);
+        assert_eq!(b.next_wakeup(0, 10.0, 60.0), Some(30.0));
+        assert_eq!(pick(&b, 30.0, &a), Some((0, 0)));
+        assert_eq!(
+            b.next_assignment(1, 30.0, &a, 60.0),
+            None,
+            "no task in phase 1"
+        );
         b.tasks[0].state = TaskState::Done;
-        assert_eq!(b.next_assignment(0, 30.0, &a), Some((0, 1)));
+        assert_eq!(pick(&b, 30.0, &a), Some((0, 1)));
     }
 
     #[test]
@@ -321,16 +407,12 @@ mod tests {
         let mut b = board(vec![spec("t1", "Coder", &[])]);
         let a = agents(&[("a1", "Coder", true), ("a2", "Coder", true)]);
         b.tasks[0].reserved_for = Some(1);
-        assert_eq!(b.next_assignment(0, 0.0, &a), Some((1, 0)));
+        assert_eq!(pick(&b, 0.0, &a), Some((1, 0)));
         b.tasks[0].reserved_for = None;
         b.tasks[0].agent_id = Some("a1".into());
-        assert_eq!(b.next_assignment(0, 0.0, &a), Some((1, 0)), "not a1 again");
+        assert_eq!(pick(&b, 0.0, &a), Some((1, 0)), "not a1 again");
         let only = agents(&[("a1", "Coder", true)]);
-        assert_eq!(
-            b.next_assignment(0, 0.0, &only),
-            Some((0, 0)),
-            "a1 if alone"
-        );
+        assert_eq!(pick(&b, 0.0, &only), Some((0, 0)), "a1 if alone");
     }
 
     #[test]

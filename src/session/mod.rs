@@ -23,6 +23,7 @@ mod recover;
 pub mod rejections;
 mod reporting;
 mod runs;
+mod swarm;
 mod ticks;
 mod watch;
 

@@ -159,34 +159,63 @@ impl Session {
         }
     }
 
-    /// When the earliest task of the phase held back by a recovery backoff may start (far in
-    /// the future when none is).
+    /// Session seconds a task waits for an agent of its role before another role's idle agent
+    /// takes it: [`board::CROSS_ROLE_GRACE_SECS`], at most `[recovery].agent_idle_minutes`.
+    pub(super) fn cross_role_grace(&self) -> f64 {
+        board::CROSS_ROLE_GRACE_SECS
+            .min(self.prepared.config.raw.recovery.agent_idle_minutes * 60.0)
+    }
+
+    /// When the scheduler must look again without another event: a recovery backoff or a
+    /// cross-role grace period ends (far in the future when nothing waits on time).
     pub(super) fn next_not_before(&self, phase_idx: usize) -> tokio::time::Instant {
-        match self
-            .board
-            .earliest_backoff_end(phase_idx, self.clock.session_secs())
-        {
+        match self.board.next_wakeup(
+            phase_idx,
+            self.clock.session_secs(),
+            self.cross_role_grace(),
+        ) {
             Some(earliest) => tokio::time::Instant::from_std(self.clock.instant_at(earliest)),
             None => tokio::time::Instant::now() + Duration::from_secs(86_400),
         }
     }
 
-    /// Hand claimable tasks of the phase to idle agents, up to the concurrency limit. A task
-    /// goes to an agent of its role; when no agent has that role, to any agent. A pending task
-    /// whose dependency failed can never run: it fails too (`last_error` names the dependency).
+    /// Hand claimable tasks of the phase to idle agents, up to the concurrency limit
+    /// (`[agent].concurrent_agents`). Role-preferring: a task goes to an idle agent of its
+    /// role; after the cross-role grace period (at once when no agent has the role) to any
+    /// idle agent, recorded as a `cross_role_assignment` event. A pending task whose dependency
+    /// failed can never run: it fails too (`last_error` names the dependency).
     pub(super) fn schedule(&mut self, phase_idx: usize) -> Result<()> {
         self.fail_blocked_tasks(phase_idx)?;
         if self.recovery.pause.is_some() || self.recovery.stop.is_some() {
             return Ok(());
         }
+        self.board.note_ready(phase_idx, self.clock.session_secs());
         loop {
             let running = self.agents.iter().filter(|a| a.running.is_some()).count();
             if running >= self.prepared.config.concurrency {
                 return Ok(());
             }
-            let Some((agent_idx, task_idx)) = self.next_assignment(phase_idx) else {
+            let Some(assignment) = self.next_assignment(phase_idx) else {
                 return Ok(());
             };
+            let (agent_idx, task_idx) = (assignment.agent_idx, assignment.task_idx);
+            if assignment.cross_role {
+                let task = &self.board.tasks[task_idx];
+                let waited = task
+                    .ready_since
+                    .map(|since| self.clock.session_secs() - since);
+                let (task_id, task_role) = (task.spec.id.clone(), task.spec.role.clone());
+                let agent = &self.agents[agent_idx];
+                let (agent_id, agent_role) = (agent.id.clone(), agent.role.clone());
+                tracing::info!(message = "task taken by another role", task = %task_id, task_role = %task_role, agent = %agent_id, agent_role = %agent_role);
+                self.event(
+                    "cross_role_assignment",
+                    Some(&agent_id),
+                    None,
+                    Some(&task_id),
+                    serde_json::json!({"task_role": task_role, "agent_role": agent_role, "waited_session_secs": waited}),
+                )?;
+            }
             self.start_run(agent_idx, task_idx)?;
         }
     }
@@ -208,7 +237,7 @@ impl Session {
         Ok(())
     }
 
-    pub(super) fn next_assignment(&self, phase_idx: usize) -> Option<(usize, usize)> {
+    pub(super) fn next_assignment(&self, phase_idx: usize) -> Option<board::Assignment> {
         let agents: Vec<AgentView<'_>> = self
             .agents
             .iter()
@@ -218,8 +247,12 @@ impl Session {
                 idle: a.running.is_none(),
             })
             .collect();
-        self.board
-            .next_assignment(phase_idx, self.clock.session_secs(), &agents)
+        self.board.next_assignment(
+            phase_idx,
+            self.clock.session_secs(),
+            &agents,
+            self.cross_role_grace(),
+        )
     }
 
     /// Wait in `next_event` for the event `pick` accepts (a job's result), dispatching every

@@ -92,6 +92,7 @@ impl Session {
             .rev()
             .flat_map(|p| p.checks.iter())
             .find(|c| c.name == "test");
+        let trust = self.trust_scores();
         SessionMetrics {
             session_id: self.id().to_string(),
             status: status.to_string(),
@@ -115,6 +116,10 @@ impl Session {
                 .agents
                 .iter()
                 .map(|a| AgentStatus {
+                    trust_score: trust
+                        .get(&a.id)
+                        .map(|(score, _)| *score)
+                        .unwrap_or_default(),
                     id: a.id.clone(),
                     role: a.role.clone(),
                     status: if a.running.is_some() {
@@ -437,14 +442,26 @@ impl Session {
             self.task_counts(None).done,
         ));
         let budget = self.budget_report(&usage);
-        criteria.extend(tiers::nice_to_have(&self.interventions(), &budget, None));
+        let trust = self.trust_scores();
+        let scores: BTreeMap<String, f64> = trust
+            .iter()
+            .map(|(id, (score, _))| (id.clone(), *score))
+            .collect();
+        criteria.extend(tiers::nice_to_have(
+            &self.interventions(),
+            &budget,
+            Some(&scores),
+        ));
         criteria.extend(phases.iter().flat_map(|p| p.success_criteria.clone()));
         let agents = self
             .agents
             .iter()
             .map(|a| {
                 let totals = self.store.ledger_totals(Some(&a.id)).unwrap_or_default();
+                let (trust_score, trust_record) = trust.get(&a.id).cloned().unwrap_or_default();
                 AgentReport {
+                    trust_score,
+                    trust_record,
                     id: a.id.clone(),
                     role: a.role.clone(),
                     runs: a.runs,

@@ -427,6 +427,8 @@ assert families["megatest_tokens"].type == "counter", families.keys()
 assert families["megatest_agent_running"].type == "gauge"
 running = [s for s in families["megatest_agent_running"].samples]
 assert sorted(s.value for s in running) == [0.0, 1.0], running
+trust = families["megatest_agent_trust_score"].samples
+assert len(trust) == 2 and all(0.3 <= s.value <= 1.0 for s in trust), trust
 from openapi_spec_validator import validate
 spec = json.load(open(sys.argv[2]))
 validate(spec)

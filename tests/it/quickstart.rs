@@ -89,6 +89,7 @@ fn quickstart_session_builds_a_project_whose_tests_pass() {
         ("recovery from at least one failure (seed)", None),
         ("zero manual interventions (seed)", Some(true)),
         ("under the token budget (seed)", Some(true)),
+        ("agent trust scores > 0.8 (seed)", Some(true)),
         ("Final checkpoint validates", Some(true)),
     ] {
         let criterion = judged(name);
@@ -100,6 +101,14 @@ fn quickstart_session_builds_a_project_whose_tests_pass() {
             .unwrap()
             .contains("4 at phase ends")
     );
+    for agent in report["agents"].as_array().unwrap() {
+        let score = agent["trust_score"].as_f64().unwrap();
+        assert!((0.3..=1.0).contains(&score), "{agent}");
+        assert!(
+            agent["trust_record"]["tasks_done"].as_u64().unwrap() > 0,
+            "{agent}"
+        );
+    }
     let integration = judged("Integration tests pass");
     assert_eq!(integration["met"], true, "{integration}");
     assert!(integration["evidence"]
