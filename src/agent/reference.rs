@@ -134,6 +134,18 @@ pub async fn run(args: AgentArgs) -> Result<AgentExit> {
             messages.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
             if name == "finish" && ok {
                 finished = true;
+                // The summary goes to the log: a reviewer's verdict line is read from there.
+                let summary = serde_json::from_str::<Value>(raw_args)
+                    .ok()
+                    .and_then(|a| a["summary"].as_str().map(String::from))
+                    .unwrap_or_default();
+                println!("{}", json!({"event": "finish", "summary": summary}));
+                for line in summary
+                    .lines()
+                    .filter(|l| l.contains(crate::swarm::review::VERDICT_MARKER))
+                {
+                    println!("{line}");
+                }
             }
         }
         if finished {

@@ -291,7 +291,6 @@ pub fn load_str(path: &Path, text: &str, overrides: &Overrides) -> Result<Config
 fn not_yet_enforced(raw: &RawConfig) -> Vec<String> {
     let mut keys: Vec<&str> = vec![
         "agent.min_trust_score beyond clamping the trust score (votes, forced reviews, replacement), agent.dynamic_spawning, agent.max_total_agents (consensus work)",
-        "consensus.* (consensus work)",
     ];
     if raw.notifications.email.is_some() {
         keys.push("notifications.email (no SMTP delivery: alerts go to the webhook, session.log, the event log and GitHub annotations)");

@@ -25,7 +25,8 @@ pub struct RawConfig {
     pub checkpoint: Checkpoint,
     /// `[agent]`: per-agent limits and roles (upstream).
     pub agent: Agent,
-    /// `[consensus]`: votes among agents (parsed and validated; enforced by the swarm work).
+    /// `[consensus]`: review votes among agents. A file without the section holds no votes.
+    #[serde(default = "Consensus::absent")]
     pub consensus: Consensus,
     /// `[limits]`: token, tool-call, context, disk and test-runtime limits.
     pub limits: Limits,
@@ -214,21 +215,10 @@ impl Default for Agent {
     }
 }
 
-/// How a consensus vote is decided (`[consensus].strategy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ConsensusStrategy {
-    /// Every vote must approve.
-    Unanimous,
-    /// More than half of the votes approve.
-    Majority,
-    /// Votes weighted by trust score reach `threshold`.
-    Weighted,
-    /// The highest-priority role decides.
-    Priority,
-}
+/// How a consensus vote is decided (`[consensus].strategy`; defined with the decision rules).
+pub use crate::swarm::consensus::Strategy as ConsensusStrategy;
 
-/// `[consensus]`: votes among agents (validated now; decided by the swarm work).
+/// `[consensus]`: review votes among agents (`swarm::consensus`; the session's `voting.rs`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Consensus {
@@ -242,6 +232,16 @@ pub struct Consensus {
     pub strategy: ConsensusStrategy,
     /// Approving share (0–1) that passes a weighted vote.
     pub threshold: f64,
+}
+
+impl Consensus {
+    /// A file without `[consensus]`: no votes.
+    pub fn absent() -> Consensus {
+        Consensus {
+            enabled: false,
+            ..Consensus::default()
+        }
+    }
 }
 
 impl Default for Consensus {

@@ -1,7 +1,8 @@
 //! The `scripted` model: deterministic replay of a project spec's `script.toml`.
 //!
 //! For an agent on task T whose conversation already holds k assistant turns, the answer is the
-//! k-th scripted tool call of T, and after the last one a `finish` call with T's summary. Usage is
+//! k-th scripted tool call of T, and after the last one a `finish` call with T's summary (a
+//! review task's summary ends with `VERDICT: approve — …`). Usage is
 //! counted with [`super::estimate_tokens`] over the request and the answer, so it is the same for
 //! the same conversation every time. Latency is zero.
 
@@ -18,12 +19,15 @@ pub fn answer(script: &Script, ctx: &CallContext, request: &Value) -> ModelReply
     let (name, args, content) = match steps.get(step) {
         Some((tool, args)) => (tool.clone(), args.to_string(), None),
         None => {
-            let summary = script
-                .summaries
-                .get(task)
-                .cloned()
-                .unwrap_or_else(|| format!("task {task} done"));
-            let note = if steps.is_empty() {
+            let summary = match script.summaries.get(task) {
+                Some(summary) => summary.clone(),
+                // A review of another task's work: the scripted reviewer approves.
+                None if crate::swarm::review::is_review(task) => {
+                    "Reviewed the files and ran the tests.\nVERDICT: approve — the work does what the task asked".to_string()
+                }
+                None => format!("task {task} done"),
+            };
+            let note = if steps.is_empty() && !crate::swarm::review::is_review(task) {
                 Some(format!("The script has no steps for task {task:?}."))
             } else {
                 None

@@ -67,6 +67,9 @@ pub fn answer(settings: &SimModel, ctx: &CallContext, request: &Value) -> ModelR
         let spread = (rng.f64() + rng.f64() + rng.f64()) / 3.0;
         (mean * (0.25 + 1.5 * spread)).round().max(1.0) as u64
     };
+    if crate::swarm::review::is_review(task) {
+        return review_answer(settings, ctx, request, task, &attempt, step);
+    }
     let (name, args) = if step >= steps {
         (
             "finish",
@@ -104,6 +107,58 @@ pub fn answer(settings: &SimModel, ctx: &CallContext, request: &Value) -> ModelR
         tool_calls: vec![(format!("call_sim_{slug}_{step}"), name.to_string(), args)],
         prompt_tokens: prompt_tokens(request),
         completion_tokens,
+        latency_session_secs: settings.latency_secs * (0.5 + rng.f64()),
+    }
+}
+
+/// Permille of sim reviews that reject the work, and that abstain (no verdict line).
+pub const REVIEW_REJECT_PERMILLE: u32 = 150;
+/// See [`REVIEW_REJECT_PERMILLE`].
+pub const REVIEW_ABSTAIN_PERMILLE: u32 = 50;
+
+/// A sim review: list the workspace, read, then `finish` with a verdict drawn from the seed
+/// (approve / reject / no verdict at [`REVIEW_REJECT_PERMILLE`] and
+/// [`REVIEW_ABSTAIN_PERMILLE`]).
+fn review_answer(
+    settings: &SimModel,
+    ctx: &CallContext,
+    request: &Value,
+    task: &str,
+    attempt: &str,
+    step: usize,
+) -> ModelReply {
+    let mut rng = fastrand::Rng::with_seed(seed_of(
+        &[&ctx.agent_id, task, attempt, "review"],
+        settings.seed,
+    ));
+    let roll = rng.u32(0..1000);
+    let (name, args) = match step {
+        0 => ("list_dir", json!({"path": "."})),
+        1 => (
+            "run_command",
+            json!({"command": "ls -R . 2>/dev/null | head -n 40"}),
+        ),
+        _ => {
+            let summary = if roll < REVIEW_REJECT_PERMILLE {
+                "VERDICT: reject — the sim reviewer found the work incomplete"
+            } else if roll < REVIEW_REJECT_PERMILLE + REVIEW_ABSTAIN_PERMILLE {
+                "the sim reviewer could not decide"
+            } else {
+                "VERDICT: approve — the sim reviewer found the work complete"
+            };
+            ("finish", json!({"summary": summary}))
+        }
+    };
+    let args = args.to_string();
+    ModelReply {
+        content: None,
+        tool_calls: vec![(
+            format!("call_sim_review_{step}"),
+            name.to_string(),
+            args.clone(),
+        )],
+        prompt_tokens: prompt_tokens(request),
+        completion_tokens: estimate_tokens(&args) + 8,
         latency_session_secs: settings.latency_secs * (0.5 + rng.f64()),
     }
 }

@@ -107,6 +107,25 @@ pub struct AgentReport {
     pub trust_record: crate::swarm::trust::Record,
 }
 
+/// The consensus votes of a session (`[consensus]`; `swarm::consensus`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsensusReport {
+    /// `[consensus].enabled`.
+    pub enabled: bool,
+    /// `[consensus].strategy`.
+    pub strategy: crate::config::raw::ConsensusStrategy,
+    /// `[consensus].min_votes`.
+    pub min_votes: u32,
+    /// `[consensus].threshold`.
+    pub threshold: f64,
+    /// Ballots cast in all votes.
+    pub ballots_cast: usize,
+    /// Votes by outcome (`approved`, `rejected`, `deadlock`, `abandoned`, `open`).
+    pub by_outcome: BTreeMap<String, usize>,
+    /// Every vote with its ballots (voter, role, choice, weight, reason, how it arrived).
+    pub votes: Vec<crate::store::VoteRow>,
+}
+
 /// One task in `final_report.json`: the same shape as a checkpoint's task board entry.
 pub type TaskReport = crate::store::BoardEntry;
 
@@ -199,6 +218,8 @@ pub struct FinalReport {
     /// The newest evaluation (acceptance suite, coverage, documentation coverage, security
     /// scan, performance); null when none ran.
     pub evaluation: Option<crate::eval::evaluation::Evaluation>,
+    /// The consensus votes held (`[consensus]`).
+    pub consensus: ConsensusReport,
     /// Every criterion as judged: the seed's tiers (`tier`), the targets and every phase's
     /// success criteria.
     pub success_criteria: Vec<CriterionResult>,
@@ -281,7 +302,7 @@ pub struct SessionMetrics {
     pub files_modified: Figure<u64>,
     /// Fraction of agent-time spent on task runs: run session seconds / (agents × elapsed).
     pub agent_utilisation: Figure<f64>,
-    /// Votes cast (null until the swarm work lands).
+    /// Ballots cast in consensus votes (null when `[consensus]` is off).
     pub consensus_votes_cast: Figure<u64>,
     /// Resident memory of megatest itself, bytes (sampler, sysinfo).
     pub daemon_memory_bytes: Figure<u64>,

@@ -62,6 +62,12 @@ pub(crate) struct Task {
     /// Session second since which the task has been claimable without being started (the
     /// cross-role grace period counts from here; None while not claimable or running).
     pub(crate) ready_since: Option<f64>,
+    /// Agents that must not run it (a review's author and the vote's other reviewers).
+    pub(crate) exclude: Vec<String>,
+    /// A review task: the id of the vote it casts a ballot in.
+    pub(crate) review_of: Option<i64>,
+    /// Review rounds its work went through (a rejected round sends it back for rework).
+    pub(crate) review_rounds: u32,
 }
 
 impl Task {
@@ -82,6 +88,9 @@ impl Task {
             handoff: None,
             held: false,
             ready_since: None,
+            exclude: Vec::new(),
+            review_of: None,
+            review_rounds: 0,
         }
     }
 }
@@ -232,6 +241,7 @@ impl Board {
                         a.idle
                             && (a.role == role) == same_role
                             && task.reserved_for.is_none_or(|r| r == *i)
+                            && !task.exclude.iter().any(|x| x == a.id)
                     })
                     .map(|(i, _)| i)
                     .collect()
@@ -289,13 +299,14 @@ impl Board {
         }
     }
 
-    /// Tasks by state, of one phase or (None) of all.
+    /// Tasks by state, of one phase or (None) of all; generated review tasks are not counted
+    /// (the votes report them).
     pub(crate) fn counts(&self, phase_idx: Option<usize>) -> TaskCounts {
         let mut counts = TaskCounts::default();
         for task in self
             .tasks
             .iter()
-            .filter(|t| phase_idx.is_none_or(|p| t.phase_idx == p))
+            .filter(|t| phase_idx.is_none_or(|p| t.phase_idx == p) && t.review_of.is_none())
         {
             counts.total += 1;
             match task.state {
@@ -374,6 +385,11 @@ mod tests {
         );
         b.claim(0, "a1", 70.0);
         assert_eq!(b.tasks[0].ready_since, None);
+        // An excluded agent never takes it.
+        let mut c = board(vec![spec("r1", "Reviewer", &[])]);
+        c.tasks[0].exclude = vec!["a1".into()];
+        let only_a1 = agents(&[("a1", "Coder", true)]);
+        assert_eq!(pick(&c, 0.0, &only_a1), None);
         // A reservation is never stolen.
         b.tasks[1].reserved_for = Some(1);
         assert_eq!(pick(&b, 500.0, &a), None);

@@ -157,6 +157,7 @@ impl Session {
             shutdown: None,
             last_code_stats: None,
             checkpoint_audit: Default::default(),
+            votes: Vec::new(),
             metrics_writer,
         })
     }
@@ -170,6 +171,10 @@ impl Session {
         let store = Store::open(&dir.join("session.db"))?;
         let config = &prepared.config;
         let offset = store.last_session_secs()?;
+        store.abandon_open_votes(
+            "the session was resumed: reviews in progress are not repeated",
+            offset,
+        )?;
         let last_event_at = store.last_event_at()?;
         let downtime_wall_secs = last_event_at
             .and_then(|at| chrono::DateTime::parse_from_rfc3339(&at).ok())

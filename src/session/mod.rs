@@ -25,6 +25,7 @@ mod reporting;
 mod runs;
 mod swarm;
 mod ticks;
+mod voting;
 mod watch;
 
 use crate::agent::{self, CommandVars};
@@ -223,6 +224,8 @@ struct Running {
     oom_kills_at_start: Option<u64>,
     /// The agent reported the task done (`POST /api/agent/task_done`).
     done_claimed: bool,
+    /// Bytes of the agent's `agent.log` when the run started (its output starts there).
+    log_offset: u64,
 }
 
 struct AgentSlot {
@@ -295,6 +298,8 @@ pub struct Session {
     proxy_task: Option<tokio::task::JoinHandle<()>>,
     shutdown: Option<ShutdownSignal>,
     last_code_stats: Option<CodeStats>,
+    /// Review votes in progress (`voting.rs`).
+    votes: Vec<voting::OpenVote>,
     /// The end-of-session verification of the checkpoints, for the newest sequence it saw.
     checkpoint_audit: std::cell::RefCell<Option<(Option<u32>, crate::checkpoint::Audit)>>,
     /// Writes `metrics_current.json` and `metrics/metrics.jsonl` off the session task.

@@ -45,6 +45,7 @@ impl Session {
                 if self.recovery.stop.is_some() {
                     break "recovery_stop";
                 }
+                self.check_vote_timeouts()?;
                 if self.recovery.pause.is_none()
                     && !self.checkpoint_in_flight
                     && self.checkpointer.is_some()
@@ -77,6 +78,7 @@ impl Session {
                 return Ok(Ending::RecoveryStop(message));
             }
             self.stop_all_agents().await;
+            self.close_votes_at_phase_end()?;
             if let Some(signal) = self.shutdown {
                 self.mode = ticks::Mode::Running;
                 self.end_phase(phase_idx, "interrupted")?;
@@ -169,11 +171,16 @@ impl Session {
     /// When the scheduler must look again without another event: a recovery backoff or a
     /// cross-role grace period ends (far in the future when nothing waits on time).
     pub(super) fn next_not_before(&self, phase_idx: usize) -> tokio::time::Instant {
-        match self.board.next_wakeup(
+        let wakeup = self.board.next_wakeup(
             phase_idx,
             self.clock.session_secs(),
             self.cross_role_grace(),
-        ) {
+        );
+        let earliest = match (wakeup, self.next_vote_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match earliest {
             Some(earliest) => tokio::time::Instant::from_std(self.clock.instant_at(earliest)),
             None => tokio::time::Instant::now() + Duration::from_secs(86_400),
         }

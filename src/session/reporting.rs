@@ -162,7 +162,11 @@ impl Session {
                 None => Figure::missing("the metrics sampler has not reported yet"),
             },
             agent_utilisation: self.agent_utilisation(elapsed_session),
-            consensus_votes_cast: Figure::missing("this version has no consensus voting"),
+            consensus_votes_cast: if self.prepared.config.raw.consensus.enabled {
+                Figure::measured(self.store.ballots_cast().unwrap_or(0))
+            } else {
+                Figure::missing("no votes: [consensus] is absent or enabled = false")
+            },
             daemon_memory_bytes: match self
                 .last_sample
                 .as_ref()
@@ -550,6 +554,7 @@ impl Session {
             code,
             test_coverage: self.coverage_figure(),
             evaluation: self.evaluation.as_deref().cloned(),
+            consensus: self.consensus_report(),
             success_criteria: criteria,
             not_yet_enforced: config.not_yet_enforced.clone(),
         }

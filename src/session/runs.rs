@@ -6,11 +6,12 @@ use super::*;
 impl Session {
     pub(super) fn start_run(&mut self, agent_idx: usize, task_idx: usize) -> Result<()> {
         let session_secs = self.clock.session_secs();
-        let config = &self.prepared.config;
-        let phase = &config.phases[self.board.tasks[task_idx].phase_idx];
         let (attempt, handoff) =
             self.board
                 .claim(task_idx, &self.agents[agent_idx].id, session_secs);
+        self.review_claimed(task_idx, agent_idx);
+        let config = &self.prepared.config;
+        let phase = &config.phases[self.board.tasks[task_idx].phase_idx];
         let task = &self.board.tasks[task_idx];
         let agent = &self.agents[agent_idx];
         let prompt_file = agent
@@ -107,6 +108,10 @@ impl Session {
             timeout: self.clock.wall(config.raw.agent.step_timeout_secs),
             grace: Duration::from_secs_f64(config.raw.agents.stop_grace_secs),
         };
+        // The run's output starts here (measured before the agent can write).
+        let log_offset = std::fs::metadata(&spec.log_path)
+            .map(|m| m.len())
+            .unwrap_or(0);
         let started = match self
             .prepared
             .agent_backend
@@ -170,6 +175,7 @@ impl Session {
         let slot = &mut self.agents[agent_idx];
         slot.runs += 1;
         slot.running = Some(Running {
+            log_offset,
             task_idx,
             attempt,
             stop,
@@ -220,14 +226,15 @@ impl Session {
         if let Err(err) = self.drain_events_file(agent_idx) {
             tracing::error!(message = "cannot count an agent's reported tool calls", agent = %self.agents[agent_idx].id, error = %format!("{err:#}"));
         }
-        let (ended_by, oom_kills_at_start, done_claimed) =
+        let (ended_by, oom_kills_at_start, done_claimed, log_offset) =
             match self.agents[agent_idx].running.take() {
                 Some(running) => (
                     running.ended_by,
                     running.oom_kills_at_start,
                     running.done_claimed,
+                    running.log_offset,
                 ),
-                None => (None, None, false),
+                None => (None, None, false, 0),
             };
         let outcome_word = match (outcome.end, outcome.succeeded()) {
             (_, true) => "finished",
@@ -267,6 +274,12 @@ impl Session {
                 self.agents[agent_idx].tasks_done += 1;
                 self.success_seen();
                 self.settle_recoveries(task_idx)?;
+                if self.board.tasks[task_idx].review_of.is_some() {
+                    self.review_finished(task_idx, agent_idx, log_offset)?;
+                } else {
+                    self.sync_task(task_idx)?;
+                    self.open_review(task_idx, agent_idx)?;
+                }
             }
             "stopped" if ended_by.is_none() => {
                 // Stopped by megatest (phase end, shutdown): not the agent's failure.
@@ -284,6 +297,10 @@ impl Session {
                     oom_kills_at_start,
                 )?;
             }
+        }
+        // A review task that failed for good can no longer vote: its vote may be decided now.
+        if self.board.tasks[task_idx].state == TaskState::Failed {
+            self.review_failed(task_idx)?;
         }
         self.sync_task(task_idx)
     }

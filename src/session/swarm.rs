@@ -1,7 +1,9 @@
 //! The session's side of the swarm: each agent's measured record and trust score
-//! ([`crate::swarm::trust`]) from what the session recorded (runs, recoveries).
+//! ([`crate::swarm::trust`]) from what the session recorded (runs, recoveries, review votes on
+//! its work, its ballots against the outcomes).
 
 use super::*;
+use crate::swarm::consensus::Choice;
 use crate::swarm::trust::{self, Record};
 
 impl Session {
@@ -9,6 +11,7 @@ impl Session {
     /// the record it was computed from, by agent id.
     pub(super) fn trust_scores(&self) -> BTreeMap<String, (f64, Record)> {
         let recoveries = self.store.recoveries().unwrap_or_default();
+        let votes = self.store.votes().unwrap_or_default();
         let bounds = &self.prepared.config.raw.agent;
         self.agents
             .iter()
@@ -20,12 +23,37 @@ impl Session {
                             && trust::CAUSED_KINDS.contains(&r.failure_kind.as_str())
                     })
                     .count();
-                let record = Record {
+                let mut record = Record {
                     tasks_done: agent.tasks_done,
                     failed_runs: agent.failed_runs,
                     recoveries_caused: u32::try_from(caused).unwrap_or(u32::MAX),
                     ..Record::default()
                 };
+                for vote in &votes {
+                    let approved = match vote.outcome.as_str() {
+                        "approved" => true,
+                        "rejected" => false,
+                        _ => continue,
+                    };
+                    if vote.author.as_deref() == Some(agent.id.as_str()) {
+                        if approved {
+                            record.reviews_approved += 1;
+                        } else {
+                            record.reviews_rejected += 1;
+                        }
+                    }
+                    let choice = vote
+                        .ballots
+                        .iter()
+                        .find(|b| b.ballot.voter == agent.id)
+                        .map(|b| b.ballot.choice);
+                    match choice {
+                        Some(Choice::Approve) if approved => record.votes_agreed += 1,
+                        Some(Choice::Reject) if !approved => record.votes_agreed += 1,
+                        Some(Choice::Approve | Choice::Reject) => record.votes_disagreed += 1,
+                        _ => {}
+                    }
+                }
                 let score = trust::score(&record, bounds.min_trust_score, bounds.max_trust_score);
                 (agent.id.clone(), (score, record))
             })

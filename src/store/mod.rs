@@ -26,12 +26,14 @@ mod rollback;
 mod rows;
 mod schema;
 pub mod spool;
+mod votes;
 
 pub use reads::{AgentRecord, BoardEntry, PhaseRecord, RunCounts, TaskRecord};
 pub use rows::{
     CheckRow, CheckpointRow, CountedCall, EventRow, LedgerRow, LedgerTotals, RecoveryRow,
     SessionOrigin, SessionSummary,
 };
+pub use votes::{BallotRow, NewVote, VoteRow};
 
 /// A thread with its own connection that runs PASSIVE WAL checkpoints when woken; failures
 /// are logged, never fatal (the WAL stays valid). It ends when the [`Store`] is dropped.

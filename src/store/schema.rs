@@ -225,4 +225,33 @@ CREATE TABLE evaluations (
     document TEXT NOT NULL
 );
 "#,
+    // Consensus votes and their ballots (`swarm::consensus`): review votes on done tasks.
+    r#"
+CREATE TABLE votes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    author TEXT,
+    strategy TEXT NOT NULL,
+    min_votes INTEGER NOT NULL,
+    threshold REAL NOT NULL,
+    voters TEXT NOT NULL,
+    opened_session_secs REAL NOT NULL,
+    closed_session_secs REAL,
+    outcome TEXT NOT NULL DEFAULT 'open',
+    reason TEXT
+);
+CREATE TABLE ballots (
+    vote_id INTEGER NOT NULL REFERENCES votes(id),
+    voter TEXT NOT NULL,
+    role TEXT NOT NULL,
+    choice TEXT NOT NULL CHECK (choice IN ('approve','reject','abstain')),
+    weight REAL NOT NULL,
+    reason TEXT NOT NULL,
+    via TEXT NOT NULL,
+    session_secs REAL NOT NULL,
+    PRIMARY KEY (vote_id, voter)
+);
+"#,
 ];

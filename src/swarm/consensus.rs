@@ -20,12 +20,25 @@
 //!   is a deadlock.
 //! - A deadlock is the `consensus_deadlock` failure kind for the recovery table.
 
-use crate::config::raw::ConsensusStrategy;
 use serde::{Deserialize, Serialize};
 
 /// The role order of the `priority` strategy, highest first; roles not listed rank after
 /// these, equally.
 pub const ROLE_PRIORITY: [&str; 4] = ["Architect", "Reviewer", "Tester", "Coder"];
+
+/// How a consensus vote is decided (`[consensus].strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Every vote must approve.
+    Unanimous,
+    /// More than half of the votes, and at least `threshold` of them, approve.
+    Majority,
+    /// As `Majority`, each vote weighted by its voter's trust score.
+    Weighted,
+    /// The highest-priority role present decides ([`ROLE_PRIORITY`]).
+    Priority,
+}
 
 /// A ballot's choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,7 +81,7 @@ pub struct Ballot {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rules {
     /// `strategy`.
-    pub strategy: ConsensusStrategy,
+    pub strategy: Strategy,
     /// `min_votes`: the quorum.
     pub min_votes: u32,
     /// `threshold` (0–1): the share a side needs under `majority` and `weighted`.
@@ -152,7 +165,7 @@ pub fn decide(rules: Rules, ballots: &[Ballot], eligible: usize, timed_out: bool
     let approvals = votes.iter().filter(|b| b.choice == Choice::Approve).count();
     let rejections = votes.len() - approvals;
     match rules.strategy {
-        ConsensusStrategy::Unanimous => {
+        Strategy::Unanimous => {
             if rejections > 0 {
                 Outcome::Rejected(format!("{rejections} of {} votes reject", votes.len()))
             } else if closed {
@@ -161,13 +174,13 @@ pub fn decide(rules: Rules, ballots: &[Ballot], eligible: usize, timed_out: bool
                 Outcome::Open
             }
         }
-        ConsensusStrategy::Majority if closed => split(
+        Strategy::Majority if closed => split(
             approvals as f64,
             rejections as f64,
             rules.threshold,
             "votes",
         ),
-        ConsensusStrategy::Weighted if closed => {
+        Strategy::Weighted if closed => {
             let weight = |choice| {
                 votes
                     .iter()
@@ -181,7 +194,7 @@ pub fn decide(rules: Rules, ballots: &[Ballot], eligible: usize, timed_out: bool
                 "trust-weighted votes",
             )
         }
-        ConsensusStrategy::Priority if closed => {
+        Strategy::Priority if closed => {
             let top = votes.iter().map(|b| role_rank(&b.role)).min().unwrap_or(0);
             let deciding: Vec<&&Ballot> =
                 votes.iter().filter(|b| role_rank(&b.role) == top).collect();
@@ -227,7 +240,7 @@ fn split(approve: f64, reject: f64, threshold: f64, what: &str) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ConsensusStrategy::*;
+    use Strategy::*;
 
     fn ballots(list: &[(&str, &str, f64)]) -> Vec<Ballot> {
         list.iter()
@@ -244,7 +257,7 @@ mod tests {
     /// (strategy, min_votes, threshold, ballots (role, choice, weight), eligible, timed out,
     /// expected outcome)
     type Row = (
-        ConsensusStrategy,
+        Strategy,
         u32,
         f64,
         &'static [(&'static str, &'static str, f64)],

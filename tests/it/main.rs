@@ -18,3 +18,4 @@ mod resume;
 mod sdk;
 mod signals;
 mod sim_fixture;
+mod swarm;

@@ -101,6 +101,22 @@ fn quickstart_session_builds_a_project_whose_tests_pass() {
             .unwrap()
             .contains("4 at phase ends")
     );
+    // Every finished task's work was reviewed by the two other agents and approved.
+    let consensus = &report["consensus"];
+    let votes = consensus["votes"].as_array().unwrap();
+    assert_eq!(votes.len(), 10, "{consensus}");
+    for vote in votes {
+        assert_eq!(vote["outcome"], "approved", "{vote}");
+        let ballots = vote["ballots"].as_array().unwrap();
+        assert_eq!(ballots.len(), 2, "{vote}");
+        assert!(ballots
+            .iter()
+            .all(|b| b["choice"] == "approve" && b["voter"] != vote["author"]));
+    }
+    assert_eq!(
+        report["tasks"]["done"], 10,
+        "reviews are not counted as tasks"
+    );
     for agent in report["agents"].as_array().unwrap() {
         let score = agent["trust_score"].as_f64().unwrap();
         assert!((0.3..=1.0).contains(&score), "{agent}");
@@ -122,6 +138,7 @@ fn quickstart_session_builds_a_project_whose_tests_pass() {
     );
     let metrics = read_json(&session.join("metrics_current.json"));
     assert_eq!(metrics["acceptance_pass_rate"]["value"], 1.0);
+    assert_eq!(metrics["consensus_votes_cast"]["value"], 20);
     assert_eq!(
         std::fs::read_to_string(session.join("status")).unwrap(),
         "complete\n"
@@ -174,7 +191,15 @@ fn quickstart_session_builds_a_project_whose_tests_pass() {
         count("SELECT COUNT(*) FROM events WHERE kind IN ('model_call','tool_call') AND (agent_id IS NULL OR phase IS NULL OR task_id IS NULL)"),
         0
     );
-    assert_eq!(count("SELECT COUNT(*) FROM tasks WHERE state = 'done'"), 10);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM tasks WHERE state = 'done' AND id NOT LIKE 'review-%'"),
+        10
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM tasks WHERE state = 'done' AND id LIKE 'review-%'"),
+        20,
+        "two reviews of each task"
+    );
     assert_eq!(
         count("PRAGMA user_version"),
         megatest::store::MIGRATIONS.len() as i64

@@ -12,7 +12,7 @@ use std::time::Duration;
 /// (`sh -c command`; `$MEGATEST_TASK_ID` names the task). `checks` is the spec's
 /// `[commands]` table body; `extra` more TOML (may not repeat `[agents]`, `[session]`,
 /// `[agent]`, `[project]`, `[[phases]]`).
-fn mini_config(
+pub(crate) fn mini_config(
     dir: &Path,
     tasks: &[(&str, &str)],
     agents: usize,
@@ -74,7 +74,7 @@ max_task_attempts = 3
     path
 }
 
-const SIM: &str = "[model]\nprovider = \"sim\"\n";
+pub(crate) const SIM: &str = "[model]\nprovider = \"sim\"\n";
 
 fn recoveries(session: &Path) -> Vec<Value> {
     read_json(&session.join("final_report.json"))["recoveries"]

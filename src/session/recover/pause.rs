@@ -175,8 +175,8 @@ impl Session {
             .collect()
     }
 
-    /// `POST /api/escalations/{id}/decision`: `continue` releases the held task, `stop` stops
-    /// the session (exit 3). The recovery's outcome is `escalated` either way.
+    /// `POST /api/escalations/{id}/decision`: `continue` releases the held task (a deadlocked
+    /// review's work is accepted), `stop` stops the session (exit 3). The recovery's outcome is `escalated` either way.
     pub(in crate::session) fn decide_escalation(
         &mut self,
         recovery_id: i64,
@@ -211,8 +211,8 @@ impl Session {
                 message: format!("{err:#}"),
             });
         }
-        if let Some(task_idx) = escalation.task_idx {
-            self.board.tasks[task_idx].held = false;
+        if let Err(err) = self.release_escalated(escalation.kind, escalation.task_idx) {
+            tracing::error!(message = "cannot release the escalated task", error = %format!("{err:#}"));
         }
         if decision == "stop" {
             self.recovery.stop = Some(format!(

@@ -50,9 +50,7 @@ impl Session {
                 None,
                 serde_json::json!({"recovery_id": escalation.recovery_id, "applied": action_str(default)}),
             )?;
-            if let Some(task_idx) = escalation.task_idx {
-                self.board.tasks[task_idx].held = false;
-            }
+            self.release_escalated(escalation.kind, escalation.task_idx)?;
             if default == RecoveryAction::StopSession {
                 self.recovery.stop = Some(format!(
                     "no operator decision within recovery.escalation_timeout_minutes for recovery {}: escalation_default = stop_session",

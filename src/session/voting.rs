@@ -1,0 +1,415 @@
+//! Review votes (`[consensus]`): when an agent finishes a planned task, a vote on its work opens
+//! and review tasks are put on the board — one per vote needed (`min_votes`, at most the
+//! eligible voters: every other agent above `[agent].min_trust_score`), each for a different
+//! reviewer, never the author. A reviewer's ballot is the verdict line of its run's output
+//! ([`crate::swarm::review`]). The vote's clock (`vote_timeout_secs`, session seconds) starts
+//! when its first reviewer starts. [`crate::swarm::consensus::decide`] decides it: approved work
+//! stays done; rejected work goes back to its role for rework with the reviewers' reasons (failed
+//! after `[agents].max_task_attempts` rejected rounds); a deadlock is the `consensus_deadlock`
+//! failure for the recovery table (the seed's default: escalate to the operator). Votes still
+//! open when their phase ends, or when a session is resumed, are `abandoned`.
+
+use super::*;
+use crate::store::NewVote;
+use crate::swarm::consensus::{self, Ballot, Choice, Outcome, Rules};
+use crate::swarm::review;
+
+/// A vote in progress.
+pub(super) struct OpenVote {
+    id: i64,
+    /// The reviewed task.
+    task_idx: usize,
+    /// Its review tasks.
+    reviews: Vec<usize>,
+    ballots: Vec<Ballot>,
+    /// Session second its first reviewer started.
+    started: Option<f64>,
+}
+
+impl Session {
+    fn rules(&self) -> Rules {
+        let c = &self.prepared.config.raw.consensus;
+        Rules {
+            strategy: c.strategy,
+            min_votes: c.min_votes,
+            threshold: c.threshold,
+        }
+    }
+
+    /// Agent `author_idx` finished task `task_idx`: open a vote on its work and put its review
+    /// tasks on the board (when `[consensus].enabled`).
+    pub(super) fn open_review(&mut self, task_idx: usize, author_idx: usize) -> Result<()> {
+        if !self.prepared.config.raw.consensus.enabled
+            || review::is_review(&self.board.tasks[task_idx].spec.id)
+        {
+            return Ok(());
+        }
+        let min_trust = self.prepared.config.raw.agent.min_trust_score;
+        let trust = self.trust_scores();
+        let author = self.agents[author_idx].id.clone();
+        let (eligible, excluded): (Vec<String>, Vec<String>) =
+            self.agents.iter().map(|a| a.id.clone()).partition(|id| {
+                *id != author && trust.get(id).is_none_or(|(score, _)| *score > min_trust)
+            });
+        let rules = self.rules();
+        let needed = (rules.min_votes as usize).min(eligible.len());
+        let task = &mut self.board.tasks[task_idx];
+        task.review_rounds += 1;
+        let round = task.review_rounds;
+        let (task_id, title, prompt, phase_idx) = (
+            task.spec.id.clone(),
+            task.spec.title.clone(),
+            task.spec.prompt.clone(),
+            task.phase_idx,
+        );
+        let phase = self.prepared.config.phases[phase_idx].name.clone();
+        let session_secs = self.clock.session_secs();
+        let strategy = serde_json::to_value(rules.strategy)?;
+        let id = self.store.open_vote(&NewVote {
+            kind: "review",
+            subject: &task_id,
+            phase: &phase,
+            author: Some(&author),
+            strategy: strategy.as_str().unwrap_or(""),
+            min_votes: rules.min_votes,
+            threshold: rules.threshold,
+            voters: &eligible,
+            session_secs,
+        })?;
+        self.event(
+            "vote_opened",
+            Some(&author),
+            Some(&phase),
+            Some(&task_id),
+            serde_json::json!({"vote": id, "kind": "review", "round": round, "voters": eligible, "reviews": needed}),
+        )?;
+        tracing::info!(message = "review vote opened", vote = id, task = %task_id, round, reviews = needed);
+        let mut vote = OpenVote {
+            id,
+            task_idx,
+            reviews: Vec::new(),
+            ballots: Vec::new(),
+            started: None,
+        };
+        let mut exclude = excluded;
+        exclude.retain(|id| *id != author);
+        exclude.push(author.clone());
+        for n in 1..=needed {
+            let spec = crate::project::TaskSpec {
+                id: review::review_task_id(&task_id, id, n),
+                phase: phase.clone(),
+                role: "Reviewer".into(),
+                title: format!("Review {task_id} ({title})"),
+                prompt: review::review_prompt(&task_id, &title, &prompt, &author, None),
+                after: Vec::new(),
+            };
+            self.store
+                .insert_task(&spec.id, &spec.phase, &spec.role, &spec.title)?;
+            let mut review_task = board::Task::planned(spec, phase_idx);
+            review_task.exclude = exclude.clone();
+            review_task.review_of = Some(id);
+            self.board.tasks.push(review_task);
+            vote.reviews.push(self.board.tasks.len() - 1);
+        }
+        self.votes.push(vote);
+        // Fewer eligible voters than the quorum: decided (a deadlock) at once.
+        self.tally(self.votes.len() - 1, false)
+    }
+
+    /// A review task was claimed by `agent_idx`: no sibling review of the same vote may go to
+    /// it, and the vote's clock starts with its first reviewer.
+    pub(super) fn review_claimed(&mut self, task_idx: usize, agent_idx: usize) {
+        let Some(vote_id) = self.board.tasks[task_idx].review_of else {
+            return;
+        };
+        let now = self.clock.session_secs();
+        let agent_id = self.agents[agent_idx].id.clone();
+        if let Some(vote) = self.votes.iter_mut().find(|v| v.id == vote_id) {
+            vote.started.get_or_insert(now);
+            for &sibling in &vote.reviews {
+                if sibling != task_idx {
+                    self.board.tasks[sibling].exclude.push(agent_id.clone());
+                }
+            }
+        }
+    }
+
+    /// A review run finished: its verdict (the output of the run, from `log_offset` of the
+    /// agent's log) is the reviewer's ballot; no verdict line is an abstention.
+    pub(super) fn review_finished(
+        &mut self,
+        task_idx: usize,
+        agent_idx: usize,
+        log_offset: u64,
+    ) -> Result<()> {
+        let Some(vote_id) = self.board.tasks[task_idx].review_of else {
+            return Ok(());
+        };
+        let log = self.agents[agent_idx].dir.join("agent.log");
+        let output = read_from(&log, log_offset);
+        let (choice, reason) = review::parse_verdict(&output).unwrap_or((
+            Choice::Abstain,
+            "no VERDICT line in the review's output".into(),
+        ));
+        let agent = &self.agents[agent_idx];
+        let weight = self
+            .trust_scores()
+            .get(&agent.id)
+            .map(|(score, _)| *score)
+            .unwrap_or_default();
+        let ballot = Ballot {
+            voter: agent.id.clone(),
+            role: agent.role.clone(),
+            choice,
+            weight,
+        };
+        self.cast(vote_id, ballot, &reason, "verdict_line")
+    }
+
+    /// Review task `task_idx` failed for good: it casts no ballot, and its vote may be
+    /// decided without it.
+    pub(super) fn review_failed(&mut self, task_idx: usize) -> Result<()> {
+        let Some(vote_id) = self.board.tasks[task_idx].review_of else {
+            return Ok(());
+        };
+        match self.votes.iter().position(|v| v.id == vote_id) {
+            Some(idx) => self.tally(idx, false),
+            None => Ok(()),
+        }
+    }
+
+    /// Record `ballot` in vote `vote_id` (ignored once the vote is closed) and tally.
+    pub(super) fn cast(
+        &mut self,
+        vote_id: i64,
+        ballot: Ballot,
+        reason: &str,
+        via: &str,
+    ) -> Result<()> {
+        let Some(idx) = self.votes.iter().position(|v| v.id == vote_id) else {
+            return Ok(());
+        };
+        let now = self.clock.session_secs();
+        self.store.cast_ballot(vote_id, &ballot, reason, via, now)?;
+        self.event(
+            "ballot",
+            Some(&ballot.voter),
+            None,
+            None,
+            serde_json::json!({"vote": vote_id, "choice": ballot.choice, "weight": ballot.weight, "reason": reason, "via": via}),
+        )?;
+        let vote = &mut self.votes[idx];
+        vote.ballots.retain(|b| b.voter != ballot.voter);
+        vote.ballots.push(ballot);
+        self.tally(idx, false)
+    }
+
+    /// Decide vote `idx` now: closed when every review task has settled, its time is up, or
+    /// `force` (its phase ended). A final outcome is applied and the vote leaves the open list.
+    pub(super) fn tally(&mut self, idx: usize, force: bool) -> Result<()> {
+        let now = self.clock.session_secs();
+        let timeout = self.prepared.config.raw.consensus.vote_timeout_secs;
+        let vote = &self.votes[idx];
+        let settled = vote.reviews.iter().all(|&r| {
+            matches!(
+                self.board.tasks[r].state,
+                TaskState::Done | TaskState::Failed
+            )
+        });
+        let timed_out = force || settled || vote.started.is_some_and(|s| now - s >= timeout);
+        let outcome = consensus::decide(self.rules(), &vote.ballots, vote.reviews.len(), timed_out);
+        if !outcome.is_final() {
+            return Ok(());
+        }
+        let vote = self.votes.remove(idx);
+        self.apply_outcome(&vote, &outcome)
+    }
+
+    fn apply_outcome(&mut self, vote: &OpenVote, outcome: &Outcome) -> Result<()> {
+        let now = self.clock.session_secs();
+        let task_idx = vote.task_idx;
+        let task_id = self.board.tasks[task_idx].spec.id.clone();
+        let phase = self.prepared.config.phases[self.board.tasks[task_idx].phase_idx]
+            .name
+            .clone();
+        self.store
+            .close_vote(vote.id, outcome.word(), outcome.reason(), now)?;
+        self.event(
+            "vote_closed",
+            None,
+            Some(&phase),
+            Some(&task_id),
+            serde_json::json!({"vote": vote.id, "outcome": outcome.word(), "reason": outcome.reason(), "ballots": vote.ballots.len()}),
+        )?;
+        tracing::info!(message = "vote closed", vote = vote.id, task = %task_id, outcome = outcome.word(), reason = outcome.reason());
+        match outcome {
+            Outcome::Rejected(_) => {
+                let reasons: Vec<String> = self
+                    .store
+                    .votes()?
+                    .into_iter()
+                    .find(|v| v.id == vote.id)
+                    .map(|v| {
+                        v.ballots
+                            .into_iter()
+                            .filter(|b| b.ballot.choice == Choice::Reject)
+                            .map(|b| format!("{}: {}", b.ballot.voter, b.reason))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let max_rounds = self.prepared.config.raw.agents.max_task_attempts;
+                let task = &mut self.board.tasks[task_idx];
+                let text = format!(
+                    "the review rejected this work ({}): {}",
+                    outcome.reason(),
+                    reasons.join("; ")
+                );
+                if task.review_rounds >= max_rounds {
+                    task.state = TaskState::Failed;
+                    task.finished_session_secs = Some(now);
+                    task.last_error = Some(format!(
+                        "rejected by {} review rounds ([agents].max_task_attempts); last: {text}",
+                        task.review_rounds
+                    ));
+                } else {
+                    task.state = TaskState::Pending;
+                    task.finished_session_secs = None;
+                    task.handoff = Some(format!(
+                        "## Rework\n\nReviewers rejected the previous work on this task. Fix what they found:\n\n{}\n",
+                        reasons
+                            .iter()
+                            .map(|r| format!("- {r}"))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    ));
+                    task.last_error = Some(text);
+                }
+                self.sync_task(task_idx)?;
+            }
+            Outcome::Deadlock(reason) => {
+                // Undecided work is not done: it waits for the recovery (by default the
+                // operator's decision, which accepts it or stops the session).
+                let task = &mut self.board.tasks[task_idx];
+                task.state = TaskState::Pending;
+                task.finished_session_secs = None;
+                self.sync_task(task_idx)?;
+                self.failure(
+                    FailureKind::ConsensusDeadlock,
+                    None,
+                    Some(task_idx),
+                    &format!("vote {} on {task_id}: {reason}", vote.id),
+                )?;
+            }
+            Outcome::Approved(_) | Outcome::Open => {}
+        }
+        Ok(())
+    }
+
+    /// An escalation ended (an operator decision or its timeout) and releases its task: the
+    /// work of a deadlocked review is accepted as done; any other held task runs again.
+    pub(super) fn release_escalated(
+        &mut self,
+        kind: FailureKind,
+        task_idx: Option<usize>,
+    ) -> Result<()> {
+        let Some(task_idx) = task_idx else {
+            return Ok(());
+        };
+        let task = &mut self.board.tasks[task_idx];
+        task.held = false;
+        if kind == FailureKind::ConsensusDeadlock && task.state == TaskState::Pending {
+            task.state = TaskState::Done;
+            task.finished_session_secs = Some(self.clock.session_secs());
+            task.last_error = None;
+            let task_id = task.spec.id.clone();
+            self.sync_task(task_idx)?;
+            self.event(
+                "work_accepted",
+                None,
+                None,
+                Some(&task_id),
+                serde_json::json!({"because": "the escalated consensus deadlock was released"}),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Every open vote whose time is up is decided (called from the phase loop).
+    pub(super) fn check_vote_timeouts(&mut self) -> Result<()> {
+        let now = self.clock.session_secs();
+        let timeout = self.prepared.config.raw.consensus.vote_timeout_secs;
+        while let Some(idx) = self
+            .votes
+            .iter()
+            .position(|v| v.started.is_some_and(|s| now - s >= timeout))
+        {
+            self.tally(idx, true)?;
+        }
+        Ok(())
+    }
+
+    /// The session second the earliest open vote times out.
+    pub(super) fn next_vote_deadline(&self) -> Option<f64> {
+        let timeout = self.prepared.config.raw.consensus.vote_timeout_secs;
+        self.votes
+            .iter()
+            .filter_map(|v| v.started.map(|s| s + timeout))
+            .reduce(f64::min)
+    }
+
+    /// The phase ended: a review task that settled decides its vote; votes still waiting for
+    /// reviews are abandoned (the phase's work is judged by its checks and evaluation).
+    pub(super) fn close_votes_at_phase_end(&mut self) -> Result<()> {
+        let now = self.clock.session_secs();
+        for vote in std::mem::take(&mut self.votes) {
+            let outcome = consensus::decide(self.rules(), &vote.ballots, vote.reviews.len(), true);
+            if vote.ballots.len() >= vote.reviews.len() {
+                self.apply_outcome(&vote, &outcome)?;
+            } else {
+                self.store.close_vote(
+                    vote.id,
+                    "abandoned",
+                    "the phase ended before every review finished",
+                    now,
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Session {
+    /// The votes held, for the report.
+    pub(super) fn consensus_report(&self) -> crate::report::ConsensusReport {
+        let c = &self.prepared.config.raw.consensus;
+        let votes = self.store.votes().unwrap_or_default();
+        let mut by_outcome = BTreeMap::new();
+        for vote in &votes {
+            *by_outcome.entry(vote.outcome.clone()).or_default() += 1;
+        }
+        crate::report::ConsensusReport {
+            enabled: c.enabled,
+            strategy: c.strategy,
+            min_votes: c.min_votes,
+            threshold: c.threshold,
+            ballots_cast: votes.iter().map(|v| v.ballots.len()).sum(),
+            by_outcome,
+            votes,
+        }
+    }
+}
+
+/// The text of `path` from byte `offset` on (lossy; the last 256 KiB at most).
+fn read_from(path: &Path, offset: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = offset.max(len.saturating_sub(256 * 1024));
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_ok() {
+        let _ = file.read_to_end(&mut bytes);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}

@@ -1,0 +1,177 @@
+//! The swarm with real agent processes: review votes on finished work (verdict lines in the
+//! agents' output, rework with the reviewers' reasons) and a consensus deadlock escalated to
+//! the operator and answered through the control API.
+
+use crate::control::http;
+use crate::recovery::{mini_config, SIM};
+use crate::support::*;
+use serde_json::Value;
+use std::time::Duration;
+
+/// Reviewers that reject every piece of work (a command agent that prints a verdict line when
+/// its task is a review).
+const REJECTING: &str = "case \"$MEGATEST_TASK_ID\" in review-*) echo 'VERDICT: reject — no tests for it';; esac; exit 0";
+
+#[test]
+fn rejected_work_is_reworked_with_the_reasons_until_the_rounds_run_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{SIM}\n[consensus]\nenabled = true\nmin_votes = 2\nstrategy = \"majority\"\nthreshold = 0.6\nvote_timeout_secs = 600\n"
+    );
+    let config = mini_config(
+        dir.path(),
+        &[("t1", "Coder")],
+        3,
+        REJECTING,
+        "build = \"true\"\ntest = \"true\"",
+        &extra,
+    );
+    let runs = dir.path().join("runs");
+    let output = run_session(&config, &runs, &["--time-scale", "60"], &[]);
+    let session = only_session(&runs);
+    let report = read_json(&session.join("final_report.json"));
+    let consensus = &report["consensus"];
+    let votes = consensus["votes"].as_array().unwrap();
+    // Three rounds ([agents].max_task_attempts = 3), each rejected by both other agents.
+    assert_eq!(votes.len(), 3, "{consensus}");
+    for vote in votes {
+        assert_eq!(vote["outcome"], "rejected", "{vote}");
+        assert_eq!(vote["subject"], "t1");
+        let ballots = vote["ballots"].as_array().unwrap();
+        assert_eq!(ballots.len(), 2, "{vote}");
+        for ballot in ballots {
+            assert_ne!(
+                ballot["voter"], vote["author"],
+                "the author never votes on its work"
+            );
+            assert_eq!(ballot["choice"], "reject");
+            assert_eq!(ballot["reason"], "no tests for it");
+            assert_eq!(ballot["via"], "verdict_line");
+        }
+    }
+    assert_eq!(consensus["by_outcome"]["rejected"], 3);
+    assert_eq!(consensus["ballots_cast"], 6);
+    let task = report["task_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "t1")
+        .unwrap();
+    assert_eq!(task["state"], "failed", "{task}");
+    assert!(
+        task["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("rejected by 3 review rounds"),
+        "{task}"
+    );
+    // The rework prompts carried the reviewers' reasons.
+    let prompts: Vec<String> = std::fs::read_dir(session.join("agents"))
+        .unwrap()
+        .flatten()
+        .flat_map(|agent| {
+            std::fs::read_dir(agent.path().join("prompts"))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter(|p| p.file_name().to_string_lossy().starts_with("t1."))
+        .map(|p| std::fs::read_to_string(p.path()).unwrap())
+        .collect();
+    assert_eq!(prompts.len(), 3);
+    assert_eq!(
+        prompts
+            .iter()
+            .filter(|p| p.contains("no tests for it"))
+            .count(),
+        2
+    );
+    // Rejected work lowers its author's trust; agreeing reviewers gain.
+    let agents = report["agents"].as_array().unwrap();
+    assert!(agents
+        .iter()
+        .any(|a| a["trust_record"]["reviews_rejected"].as_u64().unwrap() > 0));
+    assert!(agents
+        .iter()
+        .any(|a| a["trust_record"]["votes_agreed"].as_u64().unwrap() > 0));
+    // The only task failed: the final build and test still pass, so the exit code is the
+    // critical tier's (no failure recovered → 1 when one happened, else 0).
+    assert!(matches!(output.status.code(), Some(0 | 1)));
+}
+
+#[test]
+fn a_quorum_larger_than_the_voters_deadlocks_and_the_operator_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{SIM}\n[consensus]\nenabled = true\nmin_votes = 3\nstrategy = \"weighted\"\n\n[recovery]\nescalation_timeout_minutes = 600\n"
+    );
+    let config = mini_config(
+        dir.path(),
+        &[("t1", "Coder")],
+        2,
+        "exit 0",
+        "build = \"true\"\ntest = \"true\"",
+        &extra,
+    );
+    let runs = dir.path().join("runs");
+    let mut child = megatest()
+        .arg("run")
+        .arg(&config)
+        .args([
+            "--session-id",
+            "deadlock",
+            "--time-scale",
+            "60",
+            "--runs-dir",
+        ])
+        .arg(&runs)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let session = runs.join("deadlock");
+    assert!(wait_for(Duration::from_secs(60), || {
+        std::fs::read_to_string(session.join("status")).is_ok_and(|s| s.trim() == "escalated")
+    }));
+    let read = |name: &str| {
+        std::fs::read_to_string(session.join(name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let (addr, token) = (read("api.addr"), read("api.token"));
+    let (status, body) = http(&addr, "GET", "/api/escalations", Some(&token), None);
+    assert_eq!(status, 200);
+    let open: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(open[0]["failure_kind"], "consensus_deadlock", "{open}");
+    let id = open[0]["recovery_id"].as_i64().unwrap();
+    let (status, body) = http(
+        &addr,
+        "POST",
+        &format!("/api/escalations/{id}/decision"),
+        Some(&token),
+        Some(br#"{"decision": "continue"}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let code = child.wait().unwrap().code();
+    let report = read_json(&session.join("final_report.json"));
+    assert!(matches!(code, Some(0 | 1)), "{}", report["ended_because"]);
+    let vote = &report["consensus"]["votes"][0];
+    assert_eq!(vote["outcome"], "deadlock", "{vote}");
+    assert!(
+        vote["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no quorum possible: 1 eligible voters"),
+        "{vote}"
+    );
+    let deadlock = report["recoveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["failure_kind"] == "consensus_deadlock")
+        .unwrap();
+    assert_eq!(deadlock["action"], "escalate");
+    assert_eq!(deadlock["outcome"], "escalated");
+    assert_eq!(report["status"], "complete");
+}
