@@ -338,6 +338,17 @@ pub enum ApiRequest {
         /// Where the answer goes.
         reply: oneshot::Sender<ControlReply>,
     },
+    /// An agent casts a ballot in the vote its current review task belongs to.
+    Vote {
+        /// The agent's index.
+        agent_idx: usize,
+        /// `approve`, `reject` or `abstain`.
+        choice: crate::swarm::consensus::Choice,
+        /// Why.
+        reason: String,
+        /// Where the answer goes.
+        reply: oneshot::Sender<ControlReply>,
+    },
     /// An agent reports its current task done.
     TaskDone {
         /// The agent's index.

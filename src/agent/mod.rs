@@ -139,7 +139,9 @@ pub fn inherited_env() -> Vec<(String, String)> {
 /// Anthropic-style clients, the per-agent key under every name those clients read, and
 /// megatest's own `MEGATEST_*` variables — among them where an agent whose tools are not native
 /// function calls reports its tool calls: `MEGATEST_EVENTS_URL` (POST, agent key) or
-/// `MEGATEST_EVENTS_FILE` (append JSON lines `{"type": "tool_call", "name": "bash"}`).
+/// `MEGATEST_EVENTS_FILE` (append JSON lines `{"type": "tool_call", "name": "bash"}`). The
+/// session adds `MEGATEST_API_URL` (the control API: `/api/agent/notes`, `/api/agent/votes`,
+/// `/api/agent/task_done` with the same key) when the API is on.
 pub fn agent_env(
     proxy_root: &str,
     agent_key: &str,

@@ -58,6 +58,7 @@ fn method_router(route: &Route) -> axum::routing::MethodRouter<Arc<ApiState>> {
         Operation::AgentEvents => on(filter, agent_events),
         Operation::AgentNote => on(filter, agent_note),
         Operation::AgentTaskDone => on(filter, agent_task_done),
+        Operation::AgentVote => on(filter, agent_vote),
     }
 }
 
@@ -595,6 +596,48 @@ async fn agent_note(
     match ask(&state, |reply| ApiRequest::Note {
         agent_idx,
         text,
+        reply,
+    })
+    .await
+    {
+        Ok(reply) => action_answer(reply),
+        Err(answer) => answer,
+    }
+}
+
+async fn agent_vote(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let (agent_idx, body) = match agent_and_body(&state, &headers, body).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
+    };
+    let value = match json_body(&body) {
+        Ok(value) => value,
+        Err(answer) => return answer,
+    };
+    let choice = value["choice"]
+        .as_str()
+        .filter(|c| ["approve", "reject", "abstain"].contains(c))
+        .and_then(crate::swarm::consensus::Choice::parse);
+    let reason = match &value["reason"] {
+        Value::Null => Some(String::new()),
+        Value::String(text) if text.chars().count() <= MAX_NOTE_CHARS => Some(text.clone()),
+        _ => None,
+    };
+    let (Some(choice), Some(reason)) = (choice, reason) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "body must be {\"choice\": \"approve\" | \"reject\" | \"abstain\", \"reason\": \"…\"} (reason optional, at most 16384 characters)",
+        );
+    };
+    match ask(&state, |reply| ApiRequest::Vote {
+        agent_idx,
+        choice,
+        reason,
         reply,
     })
     .await

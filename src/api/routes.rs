@@ -66,6 +66,8 @@ pub enum Operation {
     AgentNote,
     /// `POST /api/agent/task_done`.
     AgentTaskDone,
+    /// `POST /api/agent/votes`.
+    AgentVote,
 }
 
 /// The largest id the API takes (event ids, escalation ids): SQLite's rowid range.
@@ -100,6 +102,12 @@ pub(super) fn events_shape_ok(value: &Value) -> bool {
     }
 }
 
+pub(super) fn vote_schema() -> Value {
+    json!({"type": "object", "required": ["choice"], "properties": {
+        "choice": {"type": "string", "enum": ["approve", "reject", "abstain"]},
+        "reason": {"type": "string", "maxLength": MAX_NOTE_CHARS}}})
+}
+
 pub(super) fn note_schema() -> Value {
     // A note has a non-blank character (`pattern`); its length is counted in characters, as
     // JSON Schema counts it.
@@ -121,6 +129,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "get", path: "/metrics", access: Access::Operator, summary: "Prometheus text format", body: None, produces: "text/plain" , operation: Operation::Metrics },
     Route { method: "post", path: "/api/agent/events", access: Access::Agent, summary: "Tool calls an agent reports (as /v1/megatest/events)", body: Some(events_schema), produces: "application/json" , operation: Operation::AgentEvents },
     Route { method: "post", path: "/api/agent/notes", access: Access::Agent, summary: "A note into the session's working memory (kept in checkpoints)", body: Some(note_schema), produces: "application/json" , operation: Operation::AgentNote },
+    Route { method: "post", path: "/api/agent/votes", access: Access::Agent, summary: "The agent's ballot in the vote its current review task belongs to (a later ballot replaces an earlier one)", body: Some(vote_schema), produces: "application/json" , operation: Operation::AgentVote },
     Route { method: "post", path: "/api/agent/task_done", access: Access::Agent, summary: "The agent reports its current task done; its run is ended and the task marked done", body: None, produces: "application/json" , operation: Operation::AgentTaskDone },
 ];
 

@@ -111,14 +111,13 @@ pub fn answer(settings: &SimModel, ctx: &CallContext, request: &Value) -> ModelR
     }
 }
 
-/// Permille of sim reviews that reject the work, and that abstain (no verdict line).
+/// Permille of sim review votes whose reviewers reject the work.
 pub const REVIEW_REJECT_PERMILLE: u32 = 150;
-/// See [`REVIEW_REJECT_PERMILLE`].
-pub const REVIEW_ABSTAIN_PERMILLE: u32 = 50;
 
-/// A sim review: list the workspace, read, then `finish` with a verdict drawn from the seed
-/// (approve / reject / no verdict at [`REVIEW_REJECT_PERMILLE`] and
-/// [`REVIEW_ABSTAIN_PERMILLE`]).
+/// A sim review: list the workspace, look around, then `finish` with a verdict line. The
+/// verdict is drawn once per vote (from the seed and the vote, not the reviewer), so a vote's
+/// reviewers agree: [`REVIEW_REJECT_PERMILLE`] of votes reject, the rest approve, and a sim
+/// session never deadlocks on a split.
 fn review_answer(
     settings: &SimModel,
     ctx: &CallContext,
@@ -131,7 +130,9 @@ fn review_answer(
         &[&ctx.agent_id, task, attempt, "review"],
         settings.seed,
     ));
-    let roll = rng.u32(0..1000);
+    // `review-<task>-v<vote>-<n>`: the vote is everything before the last `-`.
+    let vote = task.rsplit_once('-').map_or(task, |(vote, _)| vote);
+    let roll = fastrand::Rng::with_seed(seed_of(&[vote, "verdict"], settings.seed)).u32(0..1000);
     let (name, args) = match step {
         0 => ("list_dir", json!({"path": "."})),
         1 => (
@@ -141,8 +142,6 @@ fn review_answer(
         _ => {
             let summary = if roll < REVIEW_REJECT_PERMILLE {
                 "VERDICT: reject — the sim reviewer found the work incomplete"
-            } else if roll < REVIEW_REJECT_PERMILLE + REVIEW_ABSTAIN_PERMILLE {
-                "the sim reviewer could not decide"
             } else {
                 "VERDICT: approve — the sim reviewer found the work complete"
             };

@@ -182,6 +182,15 @@ impl Session {
                 self.agents[agent_idx].active = std::time::Instant::now();
                 let _ = reply.send(Ok(json!({"note": seq})));
             }
+            ApiRequest::Vote {
+                agent_idx,
+                choice,
+                reason,
+                reply,
+            } => {
+                let answer = self.api_ballot(agent_idx, choice, &reason);
+                let _ = reply.send(answer);
+            }
             ApiRequest::TaskDone { agent_idx, reply } => {
                 let answer = match self.agents[agent_idx].running.as_mut() {
                     None => refused("no_task", "this agent is not running a task"),

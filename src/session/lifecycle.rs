@@ -158,6 +158,7 @@ impl Session {
             last_code_stats: None,
             checkpoint_audit: Default::default(),
             votes: Vec::new(),
+            api_ballots: Default::default(),
             metrics_writer,
         })
     }

@@ -300,6 +300,8 @@ pub struct Session {
     last_code_stats: Option<CodeStats>,
     /// Review votes in progress (`voting.rs`).
     votes: Vec<voting::OpenVote>,
+    /// Review tasks whose running reviewer voted through the API (task index → its ballot).
+    api_ballots: std::collections::HashMap<usize, (crate::swarm::consensus::Choice, String)>,
     /// The end-of-session verification of the checkpoints, for the newest sequence it saw.
     checkpoint_audit: std::cell::RefCell<Option<(Option<u32>, crate::checkpoint::Audit)>>,
     /// Writes `metrics_current.json` and `metrics/metrics.jsonl` off the session task.

@@ -55,6 +55,10 @@ impl Session {
             &task.spec.id,
             &events_file,
         ));
+        if let Some(api) = &self.api {
+            // The control API's agent routes (notes, votes, task done) with the same key.
+            env.push(("MEGATEST_API_URL".into(), format!("http://{}", api.addr)));
+        }
         let workspace = self.workspace.to_string_lossy().into_owned();
         let (program, args) = match &self.prepared.command_template {
             // The running binary itself, even after it was rebuilt or replaced on disk

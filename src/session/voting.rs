@@ -1,9 +1,11 @@
 //! Review votes (`[consensus]`): when an agent finishes a planned task, a vote on its work opens
 //! and review tasks are put on the board — one per vote needed (`min_votes`, at most the
 //! eligible voters: every other agent above `[agent].min_trust_score`), each for a different
-//! reviewer, never the author. A reviewer's ballot is the verdict line of its run's output
-//! ([`crate::swarm::review`]). The vote's clock (`vote_timeout_secs`, session seconds) starts
-//! when its first reviewer starts. [`crate::swarm::consensus::decide`] decides it: approved work
+//! reviewer, never the author. A reviewer's ballot is what it cast through
+//! `POST /api/agent/votes` during its run, else the verdict line of its run's output
+//! ([`crate::swarm::review`]), else an abstention. The vote's clock (`vote_timeout_secs`,
+//! session seconds, at least [`VOTE_TIMEOUT_FLOOR_WALL_SECS`] of wall time) starts when its first
+//! reviewer starts. [`crate::swarm::consensus::decide`] decides it: approved work
 //! stays done; rejected work goes back to its role for rework with the reviewers' reasons (failed
 //! after `[agents].max_task_attempts` rejected rounds); a deadlock is the `consensus_deadlock`
 //! failure for the recovery table (the seed's default: escalate to the operator). Votes still
@@ -19,6 +21,10 @@ pub(super) struct OpenVote {
     id: i64,
     /// The reviewed task.
     task_idx: usize,
+    /// The agents that may vote (not the author, above `min_trust_score`).
+    eligible: Vec<String>,
+    /// Agents that must not review (the author and the distrusted).
+    exclude: Vec<String>,
     /// Its review tasks.
     reviews: Vec<usize>,
     ballots: Vec<Ballot>,
@@ -26,7 +32,22 @@ pub(super) struct OpenVote {
     started: Option<f64>,
 }
 
+/// Wall seconds a vote stays open at least: a time-scaled session (3600 session seconds per
+/// wall second) would otherwise time votes out before a reviewer's process has started.
+pub(super) const VOTE_TIMEOUT_FLOOR_WALL_SECS: f64 = 30.0;
+
 impl Session {
+    /// Session seconds a vote stays open after its first reviewer started: `vote_timeout_secs`,
+    /// at least [`VOTE_TIMEOUT_FLOOR_WALL_SECS`] of wall time.
+    fn vote_timeout(&self) -> f64 {
+        self.prepared
+            .config
+            .raw
+            .consensus
+            .vote_timeout_secs
+            .max(VOTE_TIMEOUT_FLOOR_WALL_SECS * self.clock.time_scale())
+    }
+
     fn rules(&self) -> Rules {
         let c = &self.prepared.config.raw.consensus;
         Rules {
@@ -56,12 +77,7 @@ impl Session {
         let task = &mut self.board.tasks[task_idx];
         task.review_rounds += 1;
         let round = task.review_rounds;
-        let (task_id, title, prompt, phase_idx) = (
-            task.spec.id.clone(),
-            task.spec.title.clone(),
-            task.spec.prompt.clone(),
-            task.phase_idx,
-        );
+        let (task_id, phase_idx) = (task.spec.id.clone(), task.phase_idx);
         let phase = self.prepared.config.phases[phase_idx].name.clone();
         let session_secs = self.clock.session_secs();
         let strategy = serde_json::to_value(rules.strategy)?;
@@ -84,36 +100,66 @@ impl Session {
             serde_json::json!({"vote": id, "kind": "review", "round": round, "voters": eligible, "reviews": needed}),
         )?;
         tracing::info!(message = "review vote opened", vote = id, task = %task_id, round, reviews = needed);
-        let mut vote = OpenVote {
-            id,
-            task_idx,
-            reviews: Vec::new(),
-            ballots: Vec::new(),
-            started: None,
-        };
+        // The author last: reviewers' prompts name it from there.
         let mut exclude = excluded;
         exclude.retain(|id| *id != author);
         exclude.push(author.clone());
-        for n in 1..=needed {
-            let spec = crate::project::TaskSpec {
-                id: review::review_task_id(&task_id, id, n),
-                phase: phase.clone(),
-                role: "Reviewer".into(),
-                title: format!("Review {task_id} ({title})"),
-                prompt: review::review_prompt(&task_id, &title, &prompt, &author, None),
-                after: Vec::new(),
-            };
-            self.store
-                .insert_task(&spec.id, &spec.phase, &spec.role, &spec.title)?;
-            let mut review_task = board::Task::planned(spec, phase_idx);
-            review_task.exclude = exclude.clone();
-            review_task.review_of = Some(id);
-            self.board.tasks.push(review_task);
-            vote.reviews.push(self.board.tasks.len() - 1);
+        self.votes.push(OpenVote {
+            id,
+            task_idx,
+            eligible,
+            exclude,
+            reviews: Vec::new(),
+            ballots: Vec::new(),
+            started: None,
+        });
+        let idx = self.votes.len() - 1;
+        for _ in 0..needed {
+            self.add_reviewer(idx)?;
         }
-        self.votes.push(vote);
         // Fewer eligible voters than the quorum: decided (a deadlock) at once.
-        self.tally(self.votes.len() - 1, false)
+        self.tally(idx, false)
+    }
+
+    /// Put one more review task of vote `idx` on the board (for any eligible agent that has not
+    /// reviewed in this vote yet); false when every eligible agent was invited.
+    fn add_reviewer(&mut self, idx: usize) -> Result<bool> {
+        let vote = &self.votes[idx];
+        if vote.reviews.len() >= vote.eligible.len() {
+            return Ok(false);
+        }
+        let reviewed = &self.board.tasks[vote.task_idx];
+        let (task_id, title, prompt, phase_idx) = (
+            reviewed.spec.id.clone(),
+            reviewed.spec.title.clone(),
+            reviewed.spec.prompt.clone(),
+            reviewed.phase_idx,
+        );
+        let author = vote.exclude.last().cloned().unwrap_or_default();
+        // Not the author, not the distrusted, not an agent that took a review of this vote.
+        let mut exclude = vote.exclude.clone();
+        exclude.extend(
+            vote.reviews
+                .iter()
+                .filter_map(|&r| self.board.tasks[r].agent_id.clone()),
+        );
+        let spec = crate::project::TaskSpec {
+            id: review::review_task_id(&task_id, vote.id, vote.reviews.len() + 1),
+            phase: self.prepared.config.phases[phase_idx].name.clone(),
+            role: "Reviewer".into(),
+            title: format!("Review {task_id} ({title})"),
+            prompt: review::review_prompt(&task_id, &title, &prompt, &author, None),
+            after: Vec::new(),
+        };
+        self.store
+            .insert_task(&spec.id, &spec.phase, &spec.role, &spec.title)?;
+        let mut review_task = board::Task::planned(spec, phase_idx);
+        review_task.exclude = exclude;
+        review_task.review_of = Some(vote.id);
+        self.board.tasks.push(review_task);
+        let task_idx = self.board.tasks.len() - 1;
+        self.votes[idx].reviews.push(task_idx);
+        Ok(true)
     }
 
     /// A review task was claimed by `agent_idx`: no sibling review of the same vote may go to
@@ -122,6 +168,7 @@ impl Session {
         let Some(vote_id) = self.board.tasks[task_idx].review_of else {
             return;
         };
+        self.api_ballots.remove(&task_idx);
         let now = self.clock.session_secs();
         let agent_id = self.agents[agent_idx].id.clone();
         if let Some(vote) = self.votes.iter_mut().find(|v| v.id == vote_id) {
@@ -145,6 +192,10 @@ impl Session {
         let Some(vote_id) = self.board.tasks[task_idx].review_of else {
             return Ok(());
         };
+        if self.api_ballots.remove(&task_idx).is_some() {
+            // The reviewer voted through the API during its run: that ballot stands.
+            return Ok(());
+        }
         let log = self.agents[agent_idx].dir.join("agent.log");
         let output = read_from(&log, log_offset);
         let (choice, reason) = review::parse_verdict(&output).unwrap_or((
@@ -166,6 +217,49 @@ impl Session {
         self.cast(vote_id, ballot, &reason, "verdict_line")
     }
 
+    /// `POST /api/agent/votes`: the ballot of agent `agent_idx` in the vote of the review task
+    /// it runs. Refused when it runs no review task or the vote is closed.
+    pub(super) fn api_ballot(
+        &mut self,
+        agent_idx: usize,
+        choice: Choice,
+        reason: &str,
+    ) -> crate::protocol::ControlReply {
+        let refused = |code: &'static str, message: &str| {
+            Err(crate::protocol::ControlError::Conflict {
+                code,
+                message: message.to_string(),
+            })
+        };
+        let Some(task_idx) = self.agents[agent_idx].running.as_ref().map(|r| r.task_idx) else {
+            return refused("no_review", "this agent is not running a review task");
+        };
+        let Some(vote_id) = self.board.tasks[task_idx].review_of else {
+            return refused("no_review", "this agent's task is not a review");
+        };
+        if !self.votes.iter().any(|v| v.id == vote_id) {
+            return refused("vote_closed", "the vote is already decided");
+        }
+        let agent = &self.agents[agent_idx];
+        let weight = self
+            .trust_scores()
+            .get(&agent.id)
+            .map(|(score, _)| *score)
+            .unwrap_or_default();
+        let ballot = Ballot {
+            voter: agent.id.clone(),
+            role: agent.role.clone(),
+            choice,
+            weight,
+        };
+        self.api_ballots
+            .insert(task_idx, (choice, reason.to_string()));
+        match self.cast(vote_id, ballot, reason, "api") {
+            Ok(()) => Ok(serde_json::json!({"vote": vote_id, "choice": choice, "weight": weight})),
+            Err(err) => refused("store", &format!("{err:#}")),
+        }
+    }
+
     /// Review task `task_idx` failed for good: it casts no ballot, and its vote may be
     /// decided without it.
     pub(super) fn review_failed(&mut self, task_idx: usize) -> Result<()> {
@@ -173,7 +267,11 @@ impl Session {
             return Ok(());
         };
         match self.votes.iter().position(|v| v.id == vote_id) {
-            Some(idx) => self.tally(idx, false),
+            Some(idx) => {
+                // Another eligible agent reviews instead, when there is one.
+                self.add_reviewer(idx)?;
+                self.tally(idx, false)
+            }
             None => Ok(()),
         }
     }
@@ -198,9 +296,15 @@ impl Session {
             None,
             serde_json::json!({"vote": vote_id, "choice": ballot.choice, "weight": ballot.weight, "reason": reason, "via": via}),
         )?;
+        let abstained = ballot.choice == Choice::Abstain;
         let vote = &mut self.votes[idx];
+        let first = !vote.ballots.iter().any(|b| b.voter == ballot.voter);
         vote.ballots.retain(|b| b.voter != ballot.voter);
         vote.ballots.push(ballot);
+        if abstained && first {
+            // An abstention does not count toward the quorum: invite another reviewer.
+            self.add_reviewer(idx)?;
+        }
         self.tally(idx, false)
     }
 
@@ -208,7 +312,7 @@ impl Session {
     /// `force` (its phase ended). A final outcome is applied and the vote leaves the open list.
     pub(super) fn tally(&mut self, idx: usize, force: bool) -> Result<()> {
         let now = self.clock.session_secs();
-        let timeout = self.prepared.config.raw.consensus.vote_timeout_secs;
+        let timeout = self.vote_timeout();
         let vote = &self.votes[idx];
         let settled = vote.reviews.iter().all(|&r| {
             matches!(
@@ -227,6 +331,16 @@ impl Session {
 
     fn apply_outcome(&mut self, vote: &OpenVote, outcome: &Outcome) -> Result<()> {
         let now = self.clock.session_secs();
+        // Reviews not started yet are not needed any more.
+        for &review in &vote.reviews {
+            let task = &mut self.board.tasks[review];
+            if task.state == TaskState::Pending {
+                task.state = TaskState::Failed;
+                task.finished_session_secs = Some(now);
+                task.last_error = Some(format!("not needed: vote {} was decided", vote.id));
+                self.sync_task(review)?;
+            }
+        }
         let task_idx = vote.task_idx;
         let task_id = self.board.tasks[task_idx].spec.id.clone();
         let phase = self.prepared.config.phases[self.board.tasks[task_idx].phase_idx]
@@ -337,7 +451,7 @@ impl Session {
     /// Every open vote whose time is up is decided (called from the phase loop).
     pub(super) fn check_vote_timeouts(&mut self) -> Result<()> {
         let now = self.clock.session_secs();
-        let timeout = self.prepared.config.raw.consensus.vote_timeout_secs;
+        let timeout = self.vote_timeout();
         while let Some(idx) = self
             .votes
             .iter()
@@ -350,7 +464,7 @@ impl Session {
 
     /// The session second the earliest open vote times out.
     pub(super) fn next_vote_deadline(&self) -> Option<f64> {
-        let timeout = self.prepared.config.raw.consensus.vote_timeout_secs;
+        let timeout = self.vote_timeout();
         self.votes
             .iter()
             .filter_map(|v| v.started.map(|s| s + timeout))

@@ -387,8 +387,11 @@ fn builtin_models_inject_faults_that_the_proxy_retries() {
     let mut text = std::fs::read_to_string(fixture_config()).unwrap();
     text.push_str(
         "\n[model]\nprovider = \"sim\"\nretry_base_ms = 1\nretry_max_ms = 10\nmax_retries = 3\n\
-         [model.faults]\nserver_error = 0.2\nrate_limit = 0.1\nmalformed_json = 0.1\nmalformed_tool_args = 0.05\n",
+         [model.faults]\nserver_error = 0.2\nrate_limit = 0.1\nmalformed_json = 0.1\nmalformed_tool_args = 0.05\n\
+         [recovery]\nescalation_default = \"log_and_continue\"\n",
     );
+    // Reviews that fail under these faults can leave a vote without quorum: its escalation is
+    // unanswered here, and the default keeps the session going (the work is accepted).
     let config = dir.path().join("chaos.toml");
     std::fs::write(&config, text).unwrap();
     let runs = dir.path().join("runs");

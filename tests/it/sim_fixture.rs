@@ -19,7 +19,14 @@ fn upstream_fixture_runs_one_hour_at_time_scale_3600_on_sim() {
         .unwrap()
         .contains("not an LLM"));
     assert_eq!(report["agent_count"], 6);
-    assert_eq!(report["duration"]["time_scale"], 3600.0);
+    // The upstream [consensus] (weighted, 3 votes, threshold 0.6): finished work goes to
+    // review votes; at this time scale a phase (0.17 s of wall time) often ends before its
+    // reviews do, and those votes are abandoned — none stays open.
+    let consensus = &report["consensus"];
+    assert_eq!(consensus["strategy"], "weighted");
+    let votes = consensus["votes"].as_array().unwrap();
+    assert!(!votes.is_empty(), "{consensus}");
+    assert!(votes.iter().all(|v| v["outcome"] != "open"), "{consensus}");
     // 60/120/120/60 minutes scaled to one hour.
     let planned: Vec<f64> = report["phases"]
         .as_array()

@@ -175,3 +175,48 @@ fn a_quorum_larger_than_the_voters_deadlocks_and_the_operator_decides() {
     assert_eq!(deadlock["outcome"], "escalated");
     assert_eq!(report["status"], "complete");
 }
+
+/// Reviewers that vote through the control API (`POST /api/agent/votes` with their own key) and
+/// print no verdict line; everything else finishes at once.
+const API_VOTER: &str = r#"case "$MEGATEST_TASK_ID" in review-*) python3 - <<'PY' || exit 1
+import json, os, urllib.request
+request = urllib.request.Request(
+    os.environ["MEGATEST_API_URL"] + "/api/agent/votes",
+    data=json.dumps({"choice": "approve", "reason": "checked through the API"}).encode(),
+    headers={"Authorization": "Bearer " + os.environ["MEGATEST_AGENT_KEY"], "Content-Type": "application/json"},
+    method="POST",
+)
+print(urllib.request.urlopen(request, timeout=10).read().decode())
+PY
+;; esac; exit 0"#;
+
+#[test]
+fn reviewers_vote_through_the_control_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{SIM}\n[consensus]\nenabled = true\nmin_votes = 2\nstrategy = \"unanimous\"\nvote_timeout_secs = 600\n\n[api]\naddress = \"127.0.0.1:0\"\n"
+    );
+    let config = mini_config(
+        dir.path(),
+        &[("t1", "Coder"), ("t2", "Tester")],
+        3,
+        API_VOTER,
+        "build = \"true\"\ntest = \"true\"",
+        &extra,
+    );
+    let runs = dir.path().join("runs");
+    let output = run_session(&config, &runs, &["--time-scale", "60"], &[]);
+    assert_exit(&output, 0);
+    let report = read_json(&only_session(&runs).join("final_report.json"));
+    let votes = report["consensus"]["votes"].as_array().unwrap();
+    assert_eq!(votes.len(), 2, "{}", report["consensus"]);
+    for vote in votes {
+        assert_eq!(vote["outcome"], "approved", "{vote}");
+        assert_eq!(vote["strategy"], "unanimous");
+        for ballot in vote["ballots"].as_array().unwrap() {
+            assert_eq!(ballot["via"], "api", "{ballot}");
+            assert_eq!(ballot["reason"], "checked through the API");
+        }
+    }
+    assert_eq!(report["tasks"]["done"], 2);
+}
