@@ -202,19 +202,24 @@ impl Session {
             Choice::Abstain,
             "no VERDICT line in the review's output".into(),
         ));
+        let ballot = self.ballot_of(agent_idx, choice);
+        self.cast(vote_id, ballot, &reason, "verdict_line")
+    }
+
+    /// Agent `agent_idx`'s ballot with `choice`, weighted by its trust score now.
+    fn ballot_of(&self, agent_idx: usize, choice: Choice) -> Ballot {
         let agent = &self.agents[agent_idx];
         let weight = self
             .trust_scores()
             .get(&agent.id)
             .map(|(score, _)| *score)
             .unwrap_or_default();
-        let ballot = Ballot {
+        Ballot {
             voter: agent.id.clone(),
             role: agent.role.clone(),
             choice,
             weight,
-        };
-        self.cast(vote_id, ballot, &reason, "verdict_line")
+        }
     }
 
     /// `POST /api/agent/votes`: the ballot of agent `agent_idx` in the vote of the review task
@@ -240,18 +245,8 @@ impl Session {
         if !self.votes.iter().any(|v| v.id == vote_id) {
             return refused("vote_closed", "the vote is already decided");
         }
-        let agent = &self.agents[agent_idx];
-        let weight = self
-            .trust_scores()
-            .get(&agent.id)
-            .map(|(score, _)| *score)
-            .unwrap_or_default();
-        let ballot = Ballot {
-            voter: agent.id.clone(),
-            role: agent.role.clone(),
-            choice,
-            weight,
-        };
+        let ballot = self.ballot_of(agent_idx, choice);
+        let weight = ballot.weight;
         self.api_ballots
             .insert(task_idx, (choice, reason.to_string()));
         match self.cast(vote_id, ballot, reason, "api") {

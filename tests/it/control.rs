@@ -537,6 +537,36 @@ fn a_taken_api_port_is_refused_before_anything_is_written() {
     assert_no_session(&runs);
 }
 
+/// Wait until the live session in `session` is escalated, check that its one open escalation is
+/// of `kind`, and answer it with `decision` through the control API.
+pub(crate) fn answer_the_escalation(session: &std::path::Path, kind: &str, decision: &str) {
+    assert!(wait_for(Duration::from_secs(60), || {
+        std::fs::read_to_string(session.join("status")).is_ok_and(|s| s.trim() == "escalated")
+    }));
+    let read = |name: &str| {
+        std::fs::read_to_string(session.join(name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let (addr, token) = (read("api.addr"), read("api.token"));
+    let (status, body) = http(&addr, "GET", "/api/escalations", Some(&token), None);
+    assert_eq!(status, 200);
+    let open: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(open.as_array().unwrap().len(), 1, "{open}");
+    assert_eq!(open[0]["failure_kind"], kind, "{open}");
+    let id = open[0]["recovery_id"].as_i64().unwrap();
+    let body = format!(r#"{{"decision": "{decision}"}}"#);
+    let (status, answer) = http(
+        &addr,
+        "POST",
+        &format!("/api/escalations/{id}/decision"),
+        Some(&token),
+        Some(body.as_bytes()),
+    );
+    assert_eq!(status, 200, "{answer}");
+}
+
 #[test]
 fn an_operator_decision_answers_an_escalation() {
     let dir = tempfile::tempdir().unwrap();
@@ -565,31 +595,7 @@ fn an_operator_decision_answers_an_escalation() {
         .spawn()
         .unwrap();
     let session = runs.join("esc");
-    assert!(wait_for(Duration::from_secs(30), || {
-        std::fs::read_to_string(session.join("status")).is_ok_and(|s| s.trim() == "escalated")
-    }));
-    let addr = std::fs::read_to_string(session.join("api.addr"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let token = std::fs::read_to_string(session.join("api.token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let (status, body) = http(&addr, "GET", "/api/escalations", Some(&token), None);
-    assert_eq!(status, 200);
-    let open: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(open.as_array().unwrap().len(), 1, "{open}");
-    assert_eq!(open[0]["failure_kind"], "agent_crash");
-    let id = open[0]["recovery_id"].as_i64().unwrap();
-    let (status, body) = http(
-        &addr,
-        "POST",
-        &format!("/api/escalations/{id}/decision"),
-        Some(&token),
-        Some(br#"{"decision": "continue"}"#),
-    );
-    assert_eq!(status, 200, "{body}");
+    answer_the_escalation(&session, "agent_crash", "continue");
     let code = child.wait().unwrap().code();
     let report = read_json(&session.join("final_report.json"));
     assert!(matches!(code, Some(0 | 1)), "{}", report["ended_because"]);

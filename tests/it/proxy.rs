@@ -296,12 +296,7 @@ fn eight_agents_released_together_cannot_overshoot_the_token_budget() {
         "{}",
         report["evaluation"]
     );
-    let under = report["success_criteria"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["criterion"] == "under the token budget (seed)")
-        .unwrap();
+    let under = criterion(&report, "under the token budget (seed)");
     assert_eq!(under["met"], false, "{under}");
 }
 

@@ -736,12 +736,7 @@ fn corrupt_checkpoint_stops_restores_the_last_valid_one_and_continues() {
     let report = read_json(&session.join("final_report.json"));
     assert_eq!(report["status"], "complete");
     // The corruption was noticed and replaced: the seed's checkpoint criterion holds.
-    let verified = report["success_criteria"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["criterion"] == "all checkpoints created and verified (seed)")
-        .unwrap();
+    let verified = criterion(&report, "all checkpoints created and verified (seed)");
     assert_eq!(verified["met"], true, "{verified}");
     assert!(
         verified["evidence"]
@@ -951,12 +946,7 @@ fn a_task_whose_dependency_failed_fails_instead_of_waiting_out_the_phase() {
     assert_exit(&output, 1);
     let session = only_session(&runs);
     let report = read_json(&session.join("final_report.json"));
-    let recovery = report["success_criteria"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["criterion"] == "recovery from at least one failure (seed)")
-        .unwrap();
+    let recovery = criterion(&report, "recovery from at least one failure (seed)");
     assert_eq!(recovery["met"], false, "{recovery}");
     assert_eq!(recovery["tier"], "critical");
     assert_eq!(recovery["evidence"], "3 failures: 3 failed");

@@ -406,12 +406,7 @@ fn restore_rolls_back_exactly_falls_back_from_a_corrupt_checkpoint_and_continues
     assert!(session.join("checkpoints/checkpoint_007.json").exists());
     assert!(session.join("project/tinyq/cli.py").exists());
     // Checkpoint 3 still does not verify, but the rollback found it: not an unnoticed loss.
-    let verified = report["success_criteria"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["criterion"] == "all checkpoints created and verified (seed)")
-        .unwrap();
+    let verified = criterion(&report, "all checkpoints created and verified (seed)");
     assert_eq!(verified["met"], true, "{verified}");
     assert!(
         verified["evidence"]
@@ -420,12 +415,7 @@ fn restore_rolls_back_exactly_falls_back_from_a_corrupt_checkpoint_and_continues
             .contains("replaced during the session: 3"),
         "{verified}"
     );
-    let interventions = report["success_criteria"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["criterion"] == "zero manual interventions (seed)")
-        .unwrap();
+    let interventions = criterion(&report, "zero manual interventions (seed)");
     assert_eq!(interventions["met"], false);
     assert_eq!(interventions["evidence"], "1 rollback");
 }

@@ -326,3 +326,13 @@ pub fn verify(session: &Path) -> (Option<i32>, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
     )
 }
+
+/// The success criterion named exactly `name` in a `final_report.json` (panics when absent).
+pub fn criterion<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["success_criteria"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["criterion"] == name)
+        .unwrap_or_else(|| panic!("no criterion {name:?} in {}", report["success_criteria"]))
+}

@@ -2,11 +2,9 @@
 //! agents' output, rework with the reviewers' reasons) and a consensus deadlock escalated to
 //! the operator and answered through the control API.
 
-use crate::control::http;
+use crate::control::answer_the_escalation;
 use crate::recovery::{mini_config, SIM};
 use crate::support::*;
-use serde_json::Value;
-use std::time::Duration;
 
 /// Reviewers that reject every piece of work (a command agent that prints a verdict line when
 /// its task is a review).
@@ -130,29 +128,7 @@ fn a_quorum_larger_than_the_voters_deadlocks_and_the_operator_decides() {
         .spawn()
         .unwrap();
     let session = runs.join("deadlock");
-    assert!(wait_for(Duration::from_secs(60), || {
-        std::fs::read_to_string(session.join("status")).is_ok_and(|s| s.trim() == "escalated")
-    }));
-    let read = |name: &str| {
-        std::fs::read_to_string(session.join(name))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
-    let (addr, token) = (read("api.addr"), read("api.token"));
-    let (status, body) = http(&addr, "GET", "/api/escalations", Some(&token), None);
-    assert_eq!(status, 200);
-    let open: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(open[0]["failure_kind"], "consensus_deadlock", "{open}");
-    let id = open[0]["recovery_id"].as_i64().unwrap();
-    let (status, body) = http(
-        &addr,
-        "POST",
-        &format!("/api/escalations/{id}/decision"),
-        Some(&token),
-        Some(br#"{"decision": "continue"}"#),
-    );
-    assert_eq!(status, 200, "{body}");
+    answer_the_escalation(&session, "consensus_deadlock", "continue");
     let code = child.wait().unwrap().code();
     let report = read_json(&session.join("final_report.json"));
     assert!(matches!(code, Some(0 | 1)), "{}", report["ended_because"]);
