@@ -300,8 +300,9 @@ pub struct Session {
     last_code_stats: Option<CodeStats>,
     /// Review votes in progress (`voting.rs`).
     votes: Vec<voting::OpenVote>,
-    /// Review tasks whose running reviewer voted through the API (task index → its ballot).
-    api_ballots: std::collections::HashMap<usize, (crate::swarm::consensus::Choice, String)>,
+    /// Review tasks whose running reviewer voted through the API (their verdict lines then
+    /// do not count).
+    api_ballots: std::collections::HashSet<usize>,
     /// The end-of-session verification of the checkpoints, for the newest sequence it saw.
     checkpoint_audit: std::cell::RefCell<Option<(Option<u32>, crate::checkpoint::Audit)>>,
     /// Writes `metrics_current.json` and `metrics/metrics.jsonl` off the session task.

@@ -1,6 +1,7 @@
 //! Review votes (`[consensus]`): when an agent finishes a planned task, a vote on its work opens
-//! and review tasks are put on the board — one per vote needed (`min_votes`, at most the
-//! eligible voters: every other agent above `[agent].min_trust_score`), each for a different
+//! and review tasks are put on the board — one per vote needed (`min_votes`; none when fewer
+//! agents are eligible — every other agent above `[agent].min_trust_score` — which deadlocks the
+//! vote at once), each for a different
 //! reviewer, never the author. A reviewer's ballot is what it cast through
 //! `POST /api/agent/votes` during its run, else the verdict line of its run's output
 //! ([`crate::swarm::review`]), else an abstention. The vote's clock (`vote_timeout_secs`,
@@ -73,7 +74,13 @@ impl Session {
                 *id != author && trust.get(id).is_none_or(|(score, _)| *score > min_trust)
             });
         let rules = self.rules();
-        let needed = (rules.min_votes as usize).min(eligible.len());
+        // Fewer eligible voters than the quorum can never decide: no review is put on the board
+        // and the vote deadlocks at once (below).
+        let needed = if eligible.len() < rules.min_votes as usize {
+            0
+        } else {
+            rules.min_votes as usize
+        };
         let task = &mut self.board.tasks[task_idx];
         task.review_rounds += 1;
         let round = task.review_rounds;
@@ -192,7 +199,7 @@ impl Session {
         let Some(vote_id) = self.board.tasks[task_idx].review_of else {
             return Ok(());
         };
-        if self.api_ballots.remove(&task_idx).is_some() {
+        if self.api_ballots.remove(&task_idx) {
             // The reviewer voted through the API during its run: that ballot stands.
             return Ok(());
         }
@@ -247,8 +254,7 @@ impl Session {
         }
         let ballot = self.ballot_of(agent_idx, choice);
         let weight = ballot.weight;
-        self.api_ballots
-            .insert(task_idx, (choice, reason.to_string()));
+        self.api_ballots.insert(task_idx);
         match self.cast(vote_id, ballot, reason, "api") {
             Ok(()) => Ok(serde_json::json!({"vote": vote_id, "choice": choice, "weight": weight})),
             Err(err) => refused("store", &format!("{err:#}")),
@@ -316,7 +322,8 @@ impl Session {
             )
         });
         let timed_out = force || settled || vote.started.is_some_and(|s| now - s >= timeout);
-        let outcome = consensus::decide(self.rules(), &vote.ballots, vote.reviews.len(), timed_out);
+        let outcome =
+            consensus::decide(self.rules(), &vote.ballots, vote.eligible.len(), timed_out);
         if !outcome.is_final() {
             return Ok(());
         }
@@ -471,7 +478,7 @@ impl Session {
     pub(super) fn close_votes_at_phase_end(&mut self) -> Result<()> {
         let now = self.clock.session_secs();
         for vote in std::mem::take(&mut self.votes) {
-            let outcome = consensus::decide(self.rules(), &vote.ballots, vote.reviews.len(), true);
+            let outcome = consensus::decide(self.rules(), &vote.ballots, vote.eligible.len(), true);
             if vote.ballots.len() >= vote.reviews.len() {
                 self.apply_outcome(&vote, &outcome)?;
             } else {

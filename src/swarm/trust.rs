@@ -7,14 +7,15 @@
 //!
 //! ```text
 //! trust = (3 + successes) / (4 + successes + failures), clamped to [min_trust_score, max_trust_score]
-//! successes = tasks done + reviews approved + checks fixed + 0.5 × votes agreeing with the outcome
-//! failures  = failed runs + reviews rejected + checks broken + recoveries caused + 0.5 × votes disagreeing
+//! successes = tasks done + reviews approved + 0.5 × votes agreeing with the outcome
+//! failures  = failed runs + reviews rejected + recoveries caused + 0.5 × votes disagreeing
 //! ```
 //!
 //! Failed runs are runs that did not finish their task (a crash, a non-zero exit, a step
 //! timeout); recoveries caused are the other failures the recovery table handled with the agent
 //! named (a hang, a malformed answer, memory pressure; see [`CAUSED_KINDS`]), so a crash counts
-//! once. Votes count half: a vote is an opinion, the rest is work.
+//! once. Votes count half: a vote is an opinion, the rest is work. Checks an agent's changes
+//! broke or fixed are not in the record: that needs per-task diffs, which do not exist yet.
 
 use serde::{Deserialize, Serialize};
 
@@ -44,10 +45,6 @@ pub struct Record {
     pub reviews_approved: u32,
     /// Its work rejected by a review vote.
     pub reviews_rejected: u32,
-    /// Phase checks that passed after its run where they had failed before.
-    pub checks_fixed: u32,
-    /// Phase checks that failed after its run where they had passed before.
-    pub checks_broken: u32,
     /// Failures the recovery table handled with this agent named.
     pub recoveries_caused: u32,
     /// Its votes that agreed with the vote's outcome.
@@ -59,15 +56,14 @@ pub struct Record {
 impl Record {
     /// Weighted successes.
     pub fn successes(&self) -> f64 {
-        f64::from(self.tasks_done + self.reviews_approved + self.checks_fixed)
+        f64::from(self.tasks_done + self.reviews_approved)
             + VOTE_WEIGHT * f64::from(self.votes_agreed)
     }
 
     /// Weighted failures.
     pub fn failures(&self) -> f64 {
-        f64::from(
-            self.failed_runs + self.reviews_rejected + self.checks_broken + self.recoveries_caused,
-        ) + VOTE_WEIGHT * f64::from(self.votes_disagreed)
+        f64::from(self.failed_runs + self.reviews_rejected + self.recoveries_caused)
+            + VOTE_WEIGHT * f64::from(self.votes_disagreed)
     }
 }
 

@@ -141,6 +141,16 @@ fn a_quorum_larger_than_the_voters_deadlocks_and_the_operator_decides() {
             .contains("no quorum possible: 1 eligible voters"),
         "{vote}"
     );
+    // A vote that can never reach its quorum puts no review on the board.
+    assert!(
+        report["task_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| !t["id"].as_str().unwrap().starts_with("review-")),
+        "{}",
+        report["task_list"]
+    );
     let deadlock = report["recoveries"]
         .as_array()
         .unwrap()
