@@ -22,6 +22,48 @@ pub struct CallContext {
     pub attempt: u32,
 }
 
+/// The events of `kind` other than tool calls in a report from an agent (same shapes as
+/// [`parse_agent_events`]), as JSON objects: `{"type": "note", "text": "…"}`,
+/// `{"type": "vote", "choice": "approve", "reason": "…"}`; lines that are not JSON are skipped
+/// (counted by [`parse_agent_events`]).
+pub fn parse_agent_events_of(text: &str, kind: &str) -> Vec<serde_json::Value> {
+    fn collect(value: &serde_json::Value, kind: &str, found: &mut Vec<serde_json::Value>) {
+        match value {
+            serde_json::Value::Array(items) => {
+                items.iter().for_each(|item| collect(item, kind, found))
+            }
+            serde_json::Value::Object(map) => {
+                if let Some(events) = map.get("events") {
+                    return collect(events, kind, found);
+                }
+                if map.get("type").and_then(|t| t.as_str()) == Some(kind) {
+                    found.push(value.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
+        collect(&value, kind, &mut found);
+        return found;
+    }
+    for line in text.lines() {
+        if let Ok(value) = serde_json::from_str::<serde_json::Value>(line) {
+            collect(&value, kind, &mut found);
+        }
+    }
+    found
+}
+
+/// The texts of the notes in a report from an agent (see [`parse_agent_events_of`]).
+pub fn parse_agent_notes(text: &str) -> Vec<String> {
+    parse_agent_events_of(text, "note")
+        .iter()
+        .filter_map(|note| note["text"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// Tool-call names in a report from an agent: a JSON object, an array of objects, or JSON
 /// lines. An event is `{"type": "tool_call", "name": "bash"}` (or `{"tool": "bash"}`); other
 /// event types are ignored. Returns the names and the number of lines that were not JSON.
@@ -73,6 +115,10 @@ mod tests {
             r#"{"events": [{"tool": "edit"}, {"type": "note", "name": "x"}]}"#,
         );
         assert_eq!(names, ["edit"]);
+        let notes = super::parse_agent_notes(
+            "{\"type\": \"note\", \"text\": \"a\"}\nnot json\n{\"events\": [{\"type\": \"note\", \"text\": \"b\"}, {\"tool\": \"x\"}]}\n",
+        );
+        assert_eq!(notes, ["a", "b"]);
         let (names, bad) =
             super::parse_agent_events("{\"tool\": \"a\"}\nnot json\n{\"tool\": \"b\"}\n");
         assert_eq!((names, bad), (vec!["a".to_string(), "b".to_string()], 1));

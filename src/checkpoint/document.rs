@@ -38,8 +38,8 @@ pub struct CheckpointDocument {
     /// Every agent, in configuration order.
     #[serde(default)]
     pub agent_states: Vec<AgentState>,
-    /// The agents' notes per agent id, oldest first: `{"agent-1": [note, …]}` (see
-    /// [`note_json`] for a note's shape).
+    /// The session's working memory ([`crate::swarm::memory::document`]): the agents' notes
+    /// per agent id, every run's handoff summary and the closed votes' decisions.
     #[serde(default)]
     pub working_memory: Value,
     /// The workspace snapshot.
@@ -197,6 +197,10 @@ pub struct Parts<'a> {
     pub agents: Vec<AgentState>,
     /// Every `note` event, oldest first.
     pub notes: &'a [EventRow],
+    /// Every `handoff` event, oldest first.
+    pub handoffs: &'a [EventRow],
+    /// Every `vote_closed` event, oldest first.
+    pub decisions: &'a [EventRow],
     /// See [`CheckpointDocument::file_system_state`].
     pub file_system_state: FileSystemState,
     /// See [`CheckpointDocument::test_results`].
@@ -231,7 +235,7 @@ impl CheckpointDocument {
             session_secs: parts.session_secs,
             wall_secs: parts.wall_secs,
             agent_states,
-            working_memory: working_memory(parts.notes),
+            working_memory: working_memory(parts.notes, parts.handoffs, parts.decisions),
             file_system_state: parts.file_system_state,
             test_results: parts.test_results,
             metrics: parts.metrics,
@@ -247,20 +251,32 @@ impl CheckpointDocument {
     }
 }
 
-/// A checkpoint's `working_memory`: the agents' notes (`note` events), per agent id, oldest
-/// first: `{"agent-1": [{"seq", "at", "session_secs", "task_id", "text"}]}`.
-pub fn working_memory(notes: &[EventRow]) -> Value {
-    let mut memory = serde_json::Map::new();
-    for note in notes {
-        let agent = note.agent_id.clone().unwrap_or_default();
-        let entry = memory
-            .entry(agent)
-            .or_insert_with(|| Value::Array(Vec::new()));
-        if let Value::Array(list) = entry {
-            list.push(note_json(note));
-        }
+/// A checkpoint's `working_memory` from the `note`, `handoff` and `vote_closed` events.
+pub fn working_memory(notes: &[EventRow], handoffs: &[EventRow], decisions: &[EventRow]) -> Value {
+    let items = |rows: &[EventRow]| rows.iter().map(memory_item).collect::<Vec<_>>();
+    crate::swarm::memory::document(&items(notes), &items(handoffs), &items(decisions))
+}
+
+/// An event as an item of working memory: a note's or handoff's `text`; a vote's
+/// `"vote <id>: <outcome> (<reason>)"`.
+pub fn memory_item(row: &EventRow) -> crate::swarm::memory::Item {
+    let data = serde_json::from_str::<Value>(&row.data).unwrap_or_default();
+    let text = match data["text"].as_str() {
+        Some(text) => text.to_string(),
+        None => format!(
+            "vote {}: {} ({})",
+            data["vote"],
+            data["outcome"].as_str().unwrap_or(""),
+            data["reason"].as_str().unwrap_or("")
+        ),
+    };
+    crate::swarm::memory::Item {
+        seq: row.id,
+        session_secs: row.session_secs,
+        agent: row.agent_id.clone(),
+        task: row.task_id.clone(),
+        text,
     }
-    Value::Object(memory)
 }
 
 /// An agent's notes for its `handoff_notes` (the newest [`HANDOFF_NOTES`], oldest first).
@@ -313,6 +329,8 @@ mod tests {
                 AgentState::stopped("agent-2", "tester"),
             ],
             notes,
+            handoffs: &[],
+            decisions: &[],
             file_system_state: FileSystemState {
                 manifest: "abc".into(),
                 ..Default::default()
@@ -338,8 +356,9 @@ mod tests {
         let mut notes: Vec<EventRow> = (1..=25).map(|i| note(i, "agent-1", "n")).collect();
         notes.push(note(26, "agent-2", "from two"));
         let doc = CheckpointDocument::build(parts(&notes));
-        assert_eq!(doc.working_memory["agent-1"].as_array().unwrap().len(), 25);
-        assert_eq!(doc.working_memory["agent-2"][0]["text"], "from two");
+        let memory = &doc.working_memory["notes"];
+        assert_eq!(memory["agent-1"].as_array().unwrap().len(), 25);
+        assert_eq!(memory["agent-2"][0]["text"], "from two");
         let first = &doc.agent_states[0].handoff_notes;
         assert_eq!(first.len(), HANDOFF_NOTES);
         assert_eq!(

@@ -216,6 +216,8 @@ mod tests {
             wall_secs: None,
             agents: vec![AgentState::stopped("agent-1", "coder")],
             notes: &[],
+            handoffs: &[],
+            decisions: &[],
             file_system_state: FileSystemState::default(),
             test_results: Vec::new(),
             metrics: None,

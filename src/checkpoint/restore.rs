@@ -174,6 +174,8 @@ fn checkpoint_before_rollback(dir: &Path) -> Result<u32> {
     let mut checkpointer = Checkpointer::open(&dir.join("checkpoints"))?;
     let (manifest, stats) = checkpointer.snapshot(&dir.join("project"))?;
     let notes = db.events_of_kind("note")?;
+    let handoffs = db.events_of_kind("handoff")?;
+    let decisions = db.events_of_kind("vote_closed")?;
     let agents = db
         .agents()?
         .into_iter()
@@ -188,6 +190,8 @@ fn checkpoint_before_rollback(dir: &Path) -> Result<u32> {
         wall_secs: None,
         agents,
         notes: &notes,
+        handoffs: &handoffs,
+        decisions: &decisions,
         file_system_state: FileSystemState::of(&manifest, &stats, true, 0.0),
         test_results: Vec::new(),
         metrics: None,

@@ -40,3 +40,67 @@ pub fn run(args: AgentCommandArgs) -> anyhow::Result<i32> {
     }))?;
     Ok(exit as i32)
 }
+
+/// `megatest vote CHOICE [REASON…]` (on every agent's PATH): cast a ballot in the vote of the
+/// review task the agent runs, as a line of `$MEGATEST_EVENTS_FILE`.
+#[derive(Debug, Args)]
+pub struct VoteArgs {
+    /// approve, reject or abstain
+    pub choice: String,
+    /// Why (free text)
+    pub reason: Vec<String>,
+    /// The agent's events file (set by megatest for every agent run)
+    #[arg(long, env = "MEGATEST_EVENTS_FILE")]
+    pub events_file: PathBuf,
+}
+
+/// `megatest note TEXT…` (on every agent's PATH): a note into the session's working memory, as
+/// a line of `$MEGATEST_EVENTS_FILE`.
+#[derive(Debug, Args)]
+pub struct NoteArgs {
+    /// The note
+    #[arg(required = true)]
+    pub text: Vec<String>,
+    /// The agent's events file (set by megatest for every agent run)
+    #[arg(long, env = "MEGATEST_EVENTS_FILE")]
+    pub events_file: PathBuf,
+}
+
+/// Append one JSON line to `path` (one `write` of the whole line, so concurrent writers do not
+/// interleave).
+fn append_event(path: &std::path::Path, event: serde_json::Value) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut line = event.to_string();
+    line.push('\n');
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    file.write_all(line.as_bytes())
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    Ok(())
+}
+
+pub fn vote(args: VoteArgs) -> anyhow::Result<i32> {
+    let Some(choice) = crate::swarm::consensus::Choice::parse(&args.choice) else {
+        eprintln!(
+            "megatest vote: the choice must be approve, reject or abstain (got {:?})",
+            args.choice
+        );
+        return Ok(2);
+    };
+    append_event(
+        &args.events_file,
+        serde_json::json!({"type": "vote", "choice": choice, "reason": args.reason.join(" ")}),
+    )?;
+    Ok(0)
+}
+
+pub fn note(args: NoteArgs) -> anyhow::Result<i32> {
+    append_event(
+        &args.events_file,
+        serde_json::json!({"type": "note", "text": args.text.join(" ")}),
+    )?;
+    Ok(0)
+}

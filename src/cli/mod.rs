@@ -45,6 +45,11 @@ enum Command {
     /// megatest's reference agent: a tool-calling loop against MEGATEST_BASE_URL (used by
     /// `run` for agents of kind "builtin").
     Agent(agent::AgentCommandArgs),
+    /// Inside an agent run: vote on the review or gate the agent's task is (approve, reject or
+    /// abstain, with a reason); megatest puts itself on every agent's PATH.
+    Vote(agent::VoteArgs),
+    /// Inside an agent run: a note into the session's working memory.
+    Note(agent::NoteArgs),
     /// How a session is going: live through its control API while it runs, from its files
     /// when it does not.
     Status(control::StatusArgs),
@@ -141,6 +146,8 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Validate(args) => validate::run(args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Agent(args) => agent::run(args),
+        Command::Vote(args) => agent::vote(args),
+        Command::Note(args) => agent::note(args),
         Command::Checkpoints(args) => checkpoints::run(args),
         Command::Resume(args) => resume::run(args),
         Command::Restore(args) => restore::run(args),

@@ -6,6 +6,7 @@
 //! `duration_hours` 1–24, `agent_count` 2–16, positive durations, `max_total_agents ≥ agent_count`.
 
 pub mod raw;
+pub mod scheduling;
 pub mod targets;
 mod validate;
 
@@ -145,6 +146,16 @@ impl Config {
             (None, Some(provider)) => provider.as_str().to_string(),
             (None, None) => "unconfigured".to_string(),
         }
+    }
+
+    /// Follow-up tasks a phase may get at most: `[scheduling].max_follow_up_tasks_per_phase`,
+    /// else 4 × the concurrency.
+    pub fn max_follow_up_tasks_per_phase(&self) -> usize {
+        self.raw
+            .scheduling
+            .max_follow_up_tasks_per_phase
+            .map(|n| n as usize)
+            .unwrap_or(4 * self.concurrency)
     }
 
     /// Session length in session seconds (the sum of the phase time boxes).

@@ -3,9 +3,10 @@
 //! The upstream Selfware sections (`[metadata]` … `[notifications]`) keep their upstream key names
 //! and meanings (`../shared/fixtures/selfware/mega_test_config.toml`). megatest's own sections are
 //! `[model]`, `[agents]`, `[project]` (keys beside the upstream `[project.target]` and
-//! `[project.performance]`), `[api]`, `[recovery]` and `[chaos]`. Every struct denies unknown keys, so a typo is an error
+//! `[project.performance]`), `[api]`, `[recovery]`, `[chaos]`, `[evaluation]` and `[scheduling]`. Every struct denies unknown keys, so a typo is an error
 //! with its line and column, never a silently ignored setting.
 
+pub use super::scheduling::{PhaseEnd, Scheduling};
 pub use super::targets::{Performance, Project, Target};
 pub use crate::recovery::{
     BackoffStrategy, Classification, ErrorHandling, ErrorRule, RecoveryAction, Severity,
@@ -52,6 +53,8 @@ pub struct RawConfig {
     pub chaos: Chaos,
     /// `[evaluation]` (megatest): when the produced project is evaluated.
     pub evaluation: EvaluationSettings,
+    /// `[scheduling]` (megatest): how phases end and how much follow-up work they get.
+    pub scheduling: Scheduling,
 }
 
 /// `[evaluation]` (megatest): at which phase ends the produced project is evaluated (the
@@ -667,8 +670,9 @@ pub struct Recovery {
     /// Session minutes without a model call, tool call, output or workspace change after which
     /// a running agent is `agent_hang` (the 10 minutes; scaled like every duration).
     pub agent_idle_minutes: f64,
-    /// Wall seconds the idle limit never goes below: tools run in real time, so at a high time
-    /// scale a few scaled minutes would flag an agent that is running the test suite.
+    /// Wall seconds the idle limit and `[agent].step_timeout_secs` never go below: tools run
+    /// in real time, so at a high time scale a few scaled minutes would flag an agent that is
+    /// running the test suite.
     pub agent_idle_floor_secs: f64,
     /// Session minutes an escalation waits for an operator decision before
     /// `escalation_default` applies.

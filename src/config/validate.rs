@@ -73,11 +73,16 @@ impl<'a> Validator<'a> {
         if let Some(hours) = overrides.hours {
             raw.session.duration_hours = hours;
         }
+        let mut raised_ceiling = None;
         if let Some(agents) = overrides.agents {
             raw.session.agent_count = agents;
             raw.agent.concurrent_agents = agents;
-            // `--agents` is the operator's word: it lifts the dynamic-spawning ceiling with it.
-            raw.agent.max_total_agents = raw.agent.max_total_agents.max(agents);
+            // `--agents` is the operator's word: it lifts the dynamic-spawning ceiling with it,
+            // never silently (a warning, printed and in config.json).
+            if agents > raw.agent.max_total_agents {
+                raised_ceiling = Some(raw.agent.max_total_agents);
+                raw.agent.max_total_agents = agents;
+            }
         }
         if let Some(provider) = overrides.provider {
             raw.model.provider = Some(provider);
@@ -264,6 +269,12 @@ impl<'a> Validator<'a> {
         let planned_minutes: f64 = raw.phases.iter().map(|p| p.duration_minutes).sum();
         let factor = raw.session.duration_hours * 60.0 / planned_minutes;
         let mut warnings = Vec::new();
+        if let Some(ceiling) = raised_ceiling {
+            warnings.push(format!(
+                "--agents {} is above agent.max_total_agents ({ceiling}) in the file: the limit is raised to {} for this session",
+                raw.session.agent_count, raw.session.agent_count
+            ));
+        }
         if (factor - 1.0).abs() > 1e-9 {
             warnings.push(format!(
                 "phases add up to {planned_minutes} minutes but the session lasts {} hours: each phase scaled by {factor:.4}",

@@ -3,8 +3,8 @@
 //!
 //! Each task takes `steps_min..=steps_max` tool-calling steps (drawn from the seed, task and
 //! attempt), then calls `finish`. Steps list the workspace, write source files of generated code
-//! (completion tokens around `completion_tokens_mean`), read them back and run harmless shell
-//! commands. Latency is `latency_secs` × U(0.5, 1.5) session seconds. The same seed, agent, task,
+//! (completion tokens around `completion_tokens_mean`), read them back, run harmless shell
+//! commands and post notes (a `{"type": "note"}` line appended to `$MEGATEST_EVENTS_FILE`). Latency is `latency_secs` × U(0.5, 1.5) session seconds. The same seed, agent, task,
 //! attempt and step always give the same answer. Its code is not expected to pass acceptance.
 
 use super::{assistant_turns, estimate_tokens, prompt_tokens, ModelReply};
@@ -84,10 +84,17 @@ pub fn answer(settings: &SimModel, ctx: &CallContext, request: &Value) -> ModelR
             let content =
                 generated_source(&mut rng, &format!("{slug}::part_{step}"), target_tokens);
             ("write_file", json!({"path": file, "content": content}))
-        } else if roll < 75 {
+        } else if roll < 65 {
             (
                 "run_command",
                 json!({"command": "ls -R src 2>/dev/null | head -n 40"}),
+            )
+        } else if roll < 75 {
+            // A note into the session's working memory, through the agent's events file.
+            let note = json!({"type": "note", "text": format!("sim: {task} step {step}: src/{slug} holds parts 1 to {}", step - 1)});
+            (
+                "run_command",
+                json!({"command": format!("printf '%s\\n' '{note}' >> \"$MEGATEST_EVENTS_FILE\"")}),
             )
         } else {
             (

@@ -44,6 +44,20 @@ pub struct Durations {
     pub time_scale: f64,
 }
 
+/// How many agents worked at once.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConcurrencyReport {
+    /// Agents in the session.
+    pub agents: usize,
+    /// Runs allowed at once (`min(agent_count, [agent].concurrent_agents)`).
+    pub limit: usize,
+    /// The most agent runs going at the same session second (from `agent_runs`); null when
+    /// `session.db` could not be read.
+    pub peak_busy_agents: Figure<u64>,
+    /// Follow-up tasks the phases generated (`[scheduling]`, the `task_generated` events).
+    pub follow_up_tasks: usize,
+}
+
 /// Tasks by state.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TaskCounts {
@@ -64,7 +78,8 @@ pub struct TaskCounts {
 pub struct PhaseReport {
     /// The phase's name.
     pub name: String,
-    /// `time_up`, `tasks_done`, `interrupted`, `aborted`, or `not_started`.
+    /// `time_box`, `gate_vote`, `gate_criteria`, `tasks_done` (`[scheduling].phase_end`),
+    /// `interrupted`, `budget_exhausted`, `recovery_stop`, `aborted`, or `not_started`.
     pub ended_because: String,
     /// Its time box, session seconds.
     pub planned_session_secs: f64,
@@ -198,6 +213,8 @@ pub struct FinalReport {
     pub rollbacks: Vec<serde_json::Value>,
     /// Tasks by state.
     pub tasks: TaskCounts,
+    /// How many agents worked at once.
+    pub concurrency: ConcurrencyReport,
     /// Every task.
     pub task_list: Vec<TaskReport>,
     /// Every agent.

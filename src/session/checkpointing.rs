@@ -181,7 +181,9 @@ impl Session {
         file_system_state: FileSystemState,
         git_commit: Option<String>,
     ) -> Result<CheckpointDocument> {
-        let notes = self.store.events_of_kind("note")?;
+        let notes = self.memory_events("note");
+        let handoffs = self.memory_events("handoff");
+        let decisions = self.memory_events("vote_closed");
         let agents = self
             .agents
             .iter()
@@ -234,6 +236,8 @@ impl Session {
             wall_secs: Some(self.clock.wall_secs()),
             agents,
             notes: &notes,
+            handoffs: &handoffs,
+            decisions: &decisions,
             file_system_state,
             test_results,
             metrics: Some(serde_json::to_value(self.current_metrics("running"))?),

@@ -188,7 +188,7 @@ impl Session {
                 reason,
                 reply,
             } => {
-                let answer = self.api_ballot(agent_idx, choice, &reason);
+                let answer = self.api_ballot(agent_idx, choice, &reason, "api");
                 let _ = reply.send(answer);
             }
             ApiRequest::TaskDone { agent_idx, reply } => {

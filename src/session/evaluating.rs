@@ -1,4 +1,4 @@
-//! The evaluation at a phase end (`[evaluation].phases`, and the phase an exhausted budget
+//! The evaluation at a phase end or its gate (`[evaluation].phases`, and the phase an exhausted budget
 //! ended, which is the session's last; a signal's graceful stop does not wait for one): after the phase checks, the hidden
 //! acceptance suite, coverage, documentation coverage, the security scan and the performance
 //! figures are measured off the session task ([`eval::evaluation::complete`]); the result comes
@@ -10,9 +10,14 @@
 use super::*;
 
 impl Session {
-    /// Evaluate the workspace at the end of phase `phase_idx`; bounded by
-    /// `[limits].max_test_runtime_min` per command and for the suite (wall). A signal cancels it.
-    pub(super) async fn run_evaluation(&mut self, phase_idx: usize) -> Result<()> {
+    /// Evaluate the workspace for phase `phase_idx` (at its end or its gate) with the phase's
+    /// checks so far; bounded by `[limits].max_test_runtime_min` per command and for the suite
+    /// (wall). None when a signal cancelled it. Nothing is recorded here.
+    pub(super) async fn evaluate(
+        &mut self,
+        phase_idx: usize,
+        checks: Vec<CheckRow>,
+    ) -> Result<Option<Box<eval::evaluation::Evaluation>>> {
         let phase = self.prepared.config.phases[phase_idx].name.clone();
         let timeout =
             Duration::from_secs_f64(self.prepared.config.raw.limits.max_test_runtime_min * 60.0);
@@ -26,7 +31,6 @@ impl Session {
             acceptance: self.prepared.config.raw.evaluation.acceptance,
             fail_fast: false,
         };
-        let checks = self.phases[phase_idx].checks.clone();
         let cancel = CancellationToken::new();
         let cancel_for_task = cancel.clone();
         let events = self.events_tx.clone();
@@ -48,9 +52,18 @@ impl Session {
                 other => Err(other),
             })
             .await?;
-        let Some(evaluation) = evaluation else {
-            return Ok(());
-        };
+        self.mode = ticks::Mode::Running;
+        Ok(evaluation.map(Box::new))
+    }
+
+    /// Record `evaluation` as phase `phase_idx`'s: `session.db` (`evaluations`), an event, the
+    /// phase's record and the session's newest evaluation.
+    pub(super) fn record_evaluation(
+        &mut self,
+        phase_idx: usize,
+        evaluation: Box<eval::evaluation::Evaluation>,
+    ) -> Result<()> {
+        let phase = self.prepared.config.phases[phase_idx].name.clone();
         let document = serde_json::to_string(&evaluation)?;
         self.store
             .insert_evaluation(&phase, self.clock.session_secs(), &document)?;
@@ -80,7 +93,6 @@ impl Session {
             reason = acceptance.reason.as_deref().unwrap_or(""),
             wall_secs = evaluation.wall_secs
         );
-        let evaluation = Box::new(evaluation);
         self.phases[phase_idx].evaluation = Some(evaluation.clone());
         self.evaluation = Some(evaluation);
         Ok(())

@@ -158,6 +158,7 @@ impl Session {
             last_code_stats: None,
             checkpoint_audit: Default::default(),
             votes: Vec::new(),
+            gate: Default::default(),
             api_ballots: Default::default(),
             metrics_writer,
         })
@@ -245,6 +246,38 @@ impl Session {
                     ..Task::planned(spec.clone(), phase_idx)
                 });
             }
+        }
+        // Follow-up tasks come back from their `task_generated` events (which hold their
+        // prompts) with the state `session.db` recorded.
+        for generated in store.events_of_kind("task_generated")? {
+            let data: serde_json::Value = serde_json::from_str(&generated.data).unwrap_or_default();
+            let (Some(id), Some(phase)) = (generated.task_id.clone(), generated.phase.clone())
+            else {
+                continue;
+            };
+            let Some(phase_idx) = config.phases.iter().position(|p| p.name == phase) else {
+                continue;
+            };
+            let (Some(record), Some(prompt)) = (recorded.get(&id), data["prompt"].as_str()) else {
+                continue;
+            };
+            let spec = TaskSpec {
+                id,
+                phase,
+                role: record.role.clone(),
+                title: data["title"].as_str().unwrap_or_default().to_string(),
+                prompt: prompt.to_string(),
+                after: Vec::new(),
+            };
+            tasks.push(Task {
+                state: TaskState::resumed(&record.state),
+                attempts: record.attempts,
+                agent_id: record.agent_id.clone(),
+                claimed_session_secs: record.claimed_session_secs,
+                finished_session_secs: record.finished_session_secs,
+                last_error: record.last_error.clone(),
+                ..Task::planned(spec, phase_idx)
+            });
         }
         let mut checks: std::collections::HashMap<String, Vec<CheckRow>> =
             std::collections::HashMap::new();

@@ -410,10 +410,44 @@ impl Session {
                 return Ok(());
             }
         };
-        let (names, mut bad) = event::parse_agent_events(&String::from_utf8_lossy(&chunk.lines));
+        let text = String::from_utf8_lossy(&chunk.lines);
+        let (names, mut bad) = event::parse_agent_events(&text);
         bad += chunk.skipped_lines;
         self.agents[agent_idx].events_offset = chunk.next_offset;
         self.agent_tool_calls(agent_idx, names, Some(chunk.next_offset))?;
+        // Notes go to the working memory, as through `POST /api/agent/notes`.
+        let agent_id = self.agents[agent_idx].id.clone();
+        let task_id = self.agents[agent_idx]
+            .running
+            .as_ref()
+            .map(|r| self.board.tasks[r.task_idx].spec.id.clone());
+        for note in event::parse_agent_notes(&text) {
+            let text = crate::swarm::memory::clip(&note);
+            self.event(
+                "note",
+                Some(&agent_id),
+                None,
+                task_id.as_deref(),
+                serde_json::json!({"text": text, "via": "events_file"}),
+            )?;
+        }
+        // Ballots, as through `POST /api/agent/votes`; a refused one is logged, never fatal.
+        for vote in event::parse_agent_events_of(&text, "vote") {
+            let choice = vote["choice"]
+                .as_str()
+                .and_then(crate::swarm::consensus::Choice::parse);
+            let reason = crate::swarm::memory::clip(vote["reason"].as_str().unwrap_or(""));
+            let refused = match choice {
+                Some(choice) => self
+                    .api_ballot(agent_idx, choice, &reason, "events_file")
+                    .err()
+                    .map(|e| e.to_string()),
+                None => Some(format!("no choice in {vote}")),
+            };
+            if let Some(why) = refused {
+                tracing::warn!(message = "a vote in an agent's events file was refused", agent = %agent_id, why = %why);
+            }
+        }
         if bad > 0 {
             let message = format!(
                 "{bad} lines of {} are not JSON (skipped; untrusted agent output)",

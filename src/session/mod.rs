@@ -16,6 +16,7 @@ mod board;
 mod checkpointing;
 mod control;
 mod evaluating;
+mod gating;
 mod lifecycle;
 mod metering;
 mod phases;
@@ -298,8 +299,10 @@ pub struct Session {
     proxy_task: Option<tokio::task::JoinHandle<()>>,
     shutdown: Option<ShutdownSignal>,
     last_code_stats: Option<CodeStats>,
-    /// Review votes in progress (`voting.rs`).
+    /// Review and gate votes in progress (`voting.rs`).
     votes: Vec<voting::OpenVote>,
+    /// The current phase's gate and follow-up work (`gating.rs`).
+    gate: gating::GateState,
     /// Review tasks whose running reviewer voted through the API (their verdict lines then
     /// do not count).
     api_ballots: std::collections::HashSet<usize>,

@@ -1,5 +1,5 @@
-//! The phase loop: each phase's time box, scheduling onto idle agents, the loop's timers,
-//! phase ends and the phase checks (the spec's build and test commands; the evaluation after
+//! The phase loop: each phase's time box (ended early only by its gate, `gating.rs`),
+//! scheduling onto idle agents, the loop's timers, phase ends and the phase checks (the spec's build and test commands; the evaluation after
 //! them is in `evaluating.rs`).
 
 use super::*;
@@ -14,6 +14,9 @@ impl Session {
                 continue; // a resumed session: this phase ended before the crash
             }
             self.current_phase = Some(phase_idx);
+            let prefix = format!("{}{}-", gating::FOLLOW_UP_PREFIX, plan.name);
+            self.gate =
+                gating::GateState::with_generated(self.store.count_tasks_with_prefix(&prefix)?);
             let started = match self.phases[phase_idx].started {
                 Some(started) => started,
                 None => {
@@ -61,12 +64,21 @@ impl Session {
                 if !self.checkpoint_in_flight {
                     self.schedule(phase_idx)?;
                 }
-                if self.phase_tasks_settled(phase_idx) {
-                    break "tasks_done";
+                if self.phase_tasks_settled(phase_idx) && self.votes.is_empty() {
+                    if let Some(because) = self.phase_settled(phase_idx).await? {
+                        break because;
+                    }
+                    if self.shutdown.is_some() {
+                        continue;
+                    }
+                    // Follow-up work or a gate vote went on the board: schedule it first.
+                    if !self.phase_tasks_settled(phase_idx) {
+                        continue;
+                    }
                 }
                 let wakeup = self.next_not_before(phase_idx);
                 match self.next_event(Some(wakeup), Some(deadline)).await {
-                    Event::Tick(Tick::TimeBox) => break "time_up",
+                    Event::Tick(Tick::TimeBox) => break "time_box",
                     event => self.dispatch(event).await?,
                 }
             };
@@ -282,15 +294,57 @@ impl Session {
         }
     }
 
-    /// The phase checks: the spec's build and test commands in `project/`, each bounded by
-    /// `[limits].max_test_runtime_min` (wall minutes: real commands are not time-scaled). Events
-    /// are still served meanwhile; a signal cancels the running check.
+    /// The phase checks at the phase's end: the spec's build and test commands in `project/`,
+    /// then the evaluation when the phase evaluates (or a budget ended it), recorded as the
+    /// phase's. A phase its gate ended keeps what the gate measured (nothing ran since but its
+    /// gate vote). A signal cancels the running check.
     pub(super) async fn run_checks(&mut self, phase_idx: usize) -> Result<()> {
+        let (rows, evaluation) = match self.gate.take_measured() {
+            Some(measured) => measured,
+            None => {
+                let Some(rows) = self.run_check_commands(phase_idx).await? else {
+                    return Ok(());
+                };
+                (rows, None)
+            }
+        };
+        self.record_checks(phase_idx, rows)?;
+        match evaluation {
+            Some(evaluation) => self.record_evaluation(phase_idx, evaluation)?,
+            // A phase the budget ended is the session's last: it is judged even when
+            // [evaluation].phases leaves it out.
+            None if self.prepared.config.phases[phase_idx].evaluate
+                || self.budgets.exhausted.is_some() =>
+            {
+                let checks = self.phases[phase_idx].checks.clone();
+                if let Some(evaluation) = self.evaluate(phase_idx, checks).await? {
+                    self.record_evaluation(phase_idx, evaluation)?;
+                }
+            }
+            None => {}
+        }
+        // tokei walks the whole workspace: on the blocking pool, not the session task.
+        let workspace = self.workspace.clone();
+        match tokio::task::spawn_blocking(move || metrics::code_stats(&workspace)).await {
+            Ok(stats) => self.last_code_stats = Some(stats),
+            Err(err) => tracing::warn!(message = "code statistics failed", error = %err),
+        }
+        Ok(())
+    }
+
+    /// Run the spec's build and test commands in `project/`, each bounded by
+    /// `[limits].max_test_runtime_min` (wall minutes: real commands are not time-scaled), off the
+    /// session task; events are served meanwhile. None when a signal cancelled them.
+    pub(super) async fn run_check_commands(
+        &mut self,
+        phase_idx: usize,
+    ) -> Result<Option<Vec<CheckRow>>> {
         let phase = self.prepared.config.phases[phase_idx].name.clone();
         let timeout =
             Duration::from_secs_f64(self.prepared.config.raw.limits.max_test_runtime_min * 60.0);
         let commands = self.prepared.spec.commands.clone();
         let checks = [("build", commands.build), ("test", commands.test)];
+        let mut rows = Vec::new();
         for (name, command) in checks {
             let workspace = self.workspace.clone();
             let phase_name = phase.clone();
@@ -312,7 +366,19 @@ impl Session {
                     other => Err(other),
                 })
                 .await?;
-            let Some(row) = row else { return Ok(()) };
+            self.mode = ticks::Mode::Running;
+            let Some(row) = row else { return Ok(None) };
+            tracing::info!(message = "check", phase = %phase, check = name, passed = row.passed, exit_code = ?row.exit_code, wall_secs = row.wall_secs);
+            rows.push(row);
+        }
+        Ok(Some(rows))
+    }
+
+    /// Record `rows` as phase `phase_idx`'s checks: `session.db`, events, and a failed check to
+    /// the recovery table.
+    fn record_checks(&mut self, phase_idx: usize, rows: Vec<CheckRow>) -> Result<()> {
+        let phase = self.prepared.config.phases[phase_idx].name.clone();
+        for row in rows {
             self.store.insert_check(&row)?;
             self.event(
                 "check",
@@ -321,21 +387,10 @@ impl Session {
                 None,
                 serde_json::json!({"name": row.name, "passed": row.passed, "exit_code": row.exit_code, "wall_secs": row.wall_secs}),
             )?;
-            tracing::info!(message = "phase check", phase = %phase, check = name, passed = row.passed, exit_code = ?row.exit_code, wall_secs = row.wall_secs);
+            tracing::info!(message = "phase check", phase = %phase, check = %row.name, passed = row.passed, exit_code = ?row.exit_code, wall_secs = row.wall_secs);
             let message = format!("phase {phase} check failed: {}", eval::describe_check(&row));
-            self.check_result(name, row.passed, row.timed_out, &message)?;
+            self.check_result(&row.name, row.passed, row.timed_out, &message)?;
             self.phases[phase_idx].checks.push(row);
-        }
-        // A phase the budget ended is the session's last: it is judged even when
-        // [evaluation].phases leaves it out.
-        if self.prepared.config.phases[phase_idx].evaluate || self.budgets.exhausted.is_some() {
-            self.run_evaluation(phase_idx).await?;
-        }
-        // tokei walks the whole workspace: on the blocking pool, not the session task.
-        let workspace = self.workspace.clone();
-        match tokio::task::spawn_blocking(move || metrics::code_stats(&workspace)).await {
-            Ok(stats) => self.last_code_stats = Some(stats),
-            Err(err) => tracing::warn!(message = "code statistics failed", error = %err),
         }
         Ok(())
     }

@@ -256,7 +256,7 @@ impl Session {
 
     /// The checkpoints verified ([`crate::checkpoint::audit`]); computed again only when a
     /// newer checkpoint was recorded since.
-    fn checkpoint_audit(&self) -> crate::checkpoint::Audit {
+    pub(super) fn checkpoint_audit(&self) -> crate::checkpoint::Audit {
         let rows = self.store.checkpoints().unwrap_or_default();
         let newest = rows.last().map(|r| r.seq);
         let mut cache = self.checkpoint_audit.borrow_mut();
@@ -528,6 +528,19 @@ impl Session {
             checkpoints: CheckpointSummary { count: self.checkpoints_taken, last: self.last_checkpoint.clone() },
             usage,
             tasks: self.task_counts(None),
+            concurrency: ConcurrencyReport {
+                agents: self.agents.len(),
+                limit: config.concurrency,
+                peak_busy_agents: match self.store.peak_concurrent_runs() {
+                    Ok(peak) => Figure::measured(peak),
+                    Err(err) => Figure::missing(format!("cannot read agent_runs: {err:#}")),
+                },
+                follow_up_tasks: self
+                    .store
+                    .events_of_kind("task_generated")
+                    .map(|e| e.len())
+                    .unwrap_or_default(),
+            },
             task_list: self.board.entries(),
             agents,
             errors: self.store.error_counts().unwrap_or_default(),

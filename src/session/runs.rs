@@ -30,6 +30,7 @@ impl Session {
             prompt.push('\n');
             prompt.push_str(&handoff);
         }
+        prompt.push_str(&self.memory_for(&task.spec.id));
         std::fs::write(&prompt_file, prompt)?;
         let model = config.model_name();
         let mut env = agent::inherited_env();
@@ -58,6 +59,15 @@ impl Session {
         if let Some(api) = &self.api {
             // The control API's agent routes (notes, votes, task done) with the same key.
             env.push(("MEGATEST_API_URL".into(), format!("http://{}", api.addr)));
+        }
+        // `megatest vote` and `megatest note` from any agent's shell: the session's `bin/` first
+        // on its PATH.
+        if let Some(bin) = self.agent_bin_dir() {
+            let bin = bin.to_string_lossy().into_owned();
+            match env.iter_mut().find(|(name, _)| name == "PATH") {
+                Some((_, path)) => *path = format!("{bin}:{path}"),
+                None => env.push(("PATH".into(), format!("{bin}:/usr/local/bin:/usr/bin:/bin"))),
+            }
         }
         let workspace = self.workspace.to_string_lossy().into_owned();
         let (program, args) = match &self.prepared.command_template {
@@ -109,7 +119,11 @@ impl Session {
         let phase_name = phase.name.clone();
         let stop = CancellationToken::new();
         let limits = RunLimits {
-            timeout: self.clock.wall(config.raw.agent.step_timeout_secs),
+            // Processes run in real time: at a high time scale the scaled step timeout never
+            // goes below the idle floor's wall seconds (as hang detection).
+            timeout: self.clock.wall(config.raw.agent.step_timeout_secs).max(
+                Duration::from_secs_f64(config.raw.recovery.agent_idle_floor_secs),
+            ),
             grace: Duration::from_secs_f64(config.raw.agents.stop_grace_secs),
         };
         // The run's output starts here (measured before the agent can write).
@@ -269,6 +283,21 @@ impl Session {
             serde_json::json!({"outcome": outcome, "result": outcome_word}),
         )?;
         tracing::info!(message = "agent exited", agent = %agent_id, task = %task_id, result = outcome_word, code = ?outcome.exit_code, signal = ?outcome.signal);
+        if self.board.tasks[task_idx].review_of.is_none() {
+            // What the run leaves for the next agent on the task (working memory).
+            let log = self.agents[agent_idx].dir.join("agent.log");
+            if let Some(text) =
+                crate::swarm::memory::handoff_summary(&voting::read_from(&log, log_offset))
+            {
+                self.event(
+                    "handoff",
+                    Some(&agent_id),
+                    Some(&phase),
+                    Some(&task_id),
+                    serde_json::json!({"text": text, "result": outcome_word}),
+                )?;
+            }
+        }
         match outcome_word {
             "finished" => {
                 let task = &mut self.board.tasks[task_idx];
@@ -399,4 +428,75 @@ pub(super) fn compose_prompt(
         "\nWork in the current directory (the project workspace). Finish when your task is done.\n",
     );
     out
+}
+
+impl Session {
+    /// The `note`, `handoff` or `vote_closed` events still in the working memory (those a
+    /// `megatest restore` rolled away left out), oldest first.
+    pub(super) fn memory_events(&self, kind: &str) -> Vec<crate::store::EventRow> {
+        let rollbacks: Vec<(f64, f64)> = self
+            .store
+            .events_of_kind("checkpoint_restored")
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| {
+                let data: serde_json::Value = serde_json::from_str(&e.data).ok()?;
+                Some((data["checkpoint_session_secs"].as_f64()?, e.session_secs))
+            })
+            .collect();
+        let mut rows = self.store.events_of_kind(kind).unwrap_or_default();
+        rows.retain(|e| !crate::swarm::memory::rolled_back(e.session_secs, &rollbacks));
+        rows
+    }
+
+    /// The working memory for the agent that takes task `task_id`
+    /// ([`crate::swarm::memory::prompt_section`]); empty when there is none or `session.db`
+    /// cannot be read.
+    pub(super) fn memory_for(&self, task_id: &str) -> String {
+        let items = |kind: &str| -> Vec<crate::swarm::memory::Item> {
+            self.memory_events(kind)
+                .iter()
+                .map(crate::checkpoint::document::memory_item)
+                .collect()
+        };
+        crate::swarm::memory::prompt_section(
+            task_id,
+            &items("note"),
+            &items("handoff"),
+            &items("vote_closed"),
+        )
+    }
+
+    /// The newest handoff summary of task `task_id`, if any.
+    pub(super) fn last_handoff(&self, task_id: &str) -> Option<String> {
+        self.memory_events("handoff")
+            .iter()
+            .rev()
+            .find(|e| e.task_id.as_deref() == Some(task_id))
+            .map(|e| crate::checkpoint::document::memory_item(e).text)
+    }
+}
+
+impl Session {
+    /// `<session>/bin`, holding a `megatest` link to the running binary (made on first use);
+    /// None (logged) when it cannot be made.
+    fn agent_bin_dir(&self) -> Option<PathBuf> {
+        let bin = self.dir().join("bin");
+        let link = bin.join("megatest");
+        if link.exists() {
+            return Some(bin);
+        }
+        let made = std::env::current_exe().and_then(|exe| {
+            std::fs::create_dir_all(&bin)?;
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(exe, &link)
+        });
+        match made {
+            Ok(()) => Some(bin),
+            Err(err) => {
+                tracing::warn!(message = "cannot put megatest on the agents' PATH", error = %err);
+                None
+            }
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! Review votes (`[consensus]`): when an agent finishes a planned task, a vote on its work opens
+//! Votes (`[consensus]`) on done work and on phase gates (`gating.rs`). When an agent
+//! finishes a task, a vote on its work opens
 //! and review tasks are put on the board — one per vote needed (`min_votes`; none when fewer
 //! agents are eligible — every other agent above `[agent].min_trust_score` — which deadlocks the
 //! vote at once), each for a different
@@ -17,11 +18,19 @@ use crate::store::NewVote;
 use crate::swarm::consensus::{self, Ballot, Choice, Outcome, Rules};
 use crate::swarm::review;
 
+/// What a vote decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Subject {
+    /// The work of this task (a review).
+    Review(usize),
+    /// Ending this phase before its time box is up (its gate, `gating.rs`).
+    Gate(usize),
+}
+
 /// A vote in progress.
 pub(super) struct OpenVote {
     id: i64,
-    /// The reviewed task.
-    task_idx: usize,
+    subject: Subject,
     /// The agents that may vote (not the author, above `min_trust_score`).
     eligible: Vec<String>,
     /// Agents that must not review (the author and the distrusted).
@@ -66,12 +75,19 @@ impl Session {
         {
             return Ok(());
         }
+        self.open_vote(Subject::Review(task_idx), Some(author_idx))
+    }
+
+    /// Open a vote on `subject` and put its review tasks on the board: one per vote needed
+    /// (`min_votes`), for the agents above `min_trust_score` other than the author.
+    pub(super) fn open_vote(&mut self, subject: Subject, author_idx: Option<usize>) -> Result<()> {
         let min_trust = self.prepared.config.raw.agent.min_trust_score;
         let trust = self.trust_scores();
-        let author = self.agents[author_idx].id.clone();
+        let author = author_idx.map(|idx| self.agents[idx].id.clone());
         let (eligible, excluded): (Vec<String>, Vec<String>) =
             self.agents.iter().map(|a| a.id.clone()).partition(|id| {
-                *id != author && trust.get(id).is_none_or(|(score, _)| *score > min_trust)
+                Some(id) != author.as_ref()
+                    && trust.get(id).is_none_or(|(score, _)| *score > min_trust)
             });
         let rules = self.rules();
         // Fewer eligible voters than the quorum can never decide: no review is put on the board
@@ -81,18 +97,36 @@ impl Session {
         } else {
             rules.min_votes as usize
         };
-        let task = &mut self.board.tasks[task_idx];
-        task.review_rounds += 1;
-        let round = task.review_rounds;
-        let (task_id, phase_idx) = (task.spec.id.clone(), task.phase_idx);
+        let (kind, subject_id, phase_idx, round) = match subject {
+            Subject::Review(task_idx) => {
+                let task = &mut self.board.tasks[task_idx];
+                task.review_rounds += 1;
+                (
+                    "review",
+                    task.spec.id.clone(),
+                    task.phase_idx,
+                    task.review_rounds,
+                )
+            }
+            Subject::Gate(phase_idx) => {
+                self.gate.rounds += 1;
+                let name = &self.prepared.config.phases[phase_idx].name;
+                (
+                    "gate",
+                    review::gate_subject(name),
+                    phase_idx,
+                    self.gate.rounds,
+                )
+            }
+        };
         let phase = self.prepared.config.phases[phase_idx].name.clone();
         let session_secs = self.clock.session_secs();
         let strategy = serde_json::to_value(rules.strategy)?;
         let id = self.store.open_vote(&NewVote {
-            kind: "review",
-            subject: &task_id,
+            kind,
+            subject: &subject_id,
             phase: &phase,
-            author: Some(&author),
+            author: author.as_deref(),
             strategy: strategy.as_str().unwrap_or(""),
             min_votes: rules.min_votes,
             threshold: rules.threshold,
@@ -101,19 +135,21 @@ impl Session {
         })?;
         self.event(
             "vote_opened",
-            Some(&author),
+            author.as_deref(),
             Some(&phase),
-            Some(&task_id),
-            serde_json::json!({"vote": id, "kind": "review", "round": round, "voters": eligible, "reviews": needed}),
+            Some(&subject_id),
+            serde_json::json!({"vote": id, "kind": kind, "round": round, "voters": eligible, "reviews": needed}),
         )?;
-        tracing::info!(message = "review vote opened", vote = id, task = %task_id, round, reviews = needed);
+        tracing::info!(message = "vote opened", vote = id, kind, subject = %subject_id, round, reviews = needed);
         // The author last: reviewers' prompts name it from there.
         let mut exclude = excluded;
-        exclude.retain(|id| *id != author);
-        exclude.push(author.clone());
+        if let Some(author) = author {
+            exclude.retain(|id| *id != author);
+            exclude.push(author);
+        }
         self.votes.push(OpenVote {
             id,
-            task_idx,
+            subject,
             eligible,
             exclude,
             reviews: Vec::new(),
@@ -135,14 +171,35 @@ impl Session {
         if vote.reviews.len() >= vote.eligible.len() {
             return Ok(false);
         }
-        let reviewed = &self.board.tasks[vote.task_idx];
-        let (task_id, title, prompt, phase_idx) = (
-            reviewed.spec.id.clone(),
-            reviewed.spec.title.clone(),
-            reviewed.spec.prompt.clone(),
-            reviewed.phase_idx,
-        );
-        let author = vote.exclude.last().cloned().unwrap_or_default();
+        let (subject_id, title, prompt, phase_idx) = match vote.subject {
+            Subject::Review(task_idx) => {
+                let reviewed = &self.board.tasks[task_idx];
+                let author = vote.exclude.last().cloned().unwrap_or_default();
+                let (id, title) = (&reviewed.spec.id, &reviewed.spec.title);
+                let summary = self.last_handoff(id);
+                (
+                    id.clone(),
+                    format!("Review {id} ({title})"),
+                    review::review_prompt(
+                        id,
+                        title,
+                        &reviewed.spec.prompt,
+                        &author,
+                        summary.as_deref(),
+                    ),
+                    reviewed.phase_idx,
+                )
+            }
+            Subject::Gate(phase_idx) => {
+                let plan = &self.prepared.config.phases[phase_idx];
+                (
+                    review::gate_subject(&plan.name),
+                    format!("Vote on ending the {} phase", plan.name),
+                    review::gate_prompt(&plan.name, &plan.objectives, &self.gate.criteria_lines),
+                    phase_idx,
+                )
+            }
+        };
         // Not the author, not the distrusted, not an agent that took a review of this vote.
         let mut exclude = vote.exclude.clone();
         exclude.extend(
@@ -151,11 +208,11 @@ impl Session {
                 .filter_map(|&r| self.board.tasks[r].agent_id.clone()),
         );
         let spec = crate::project::TaskSpec {
-            id: review::review_task_id(&task_id, vote.id, vote.reviews.len() + 1),
+            id: review::review_task_id(&subject_id, vote.id, vote.reviews.len() + 1),
             phase: self.prepared.config.phases[phase_idx].name.clone(),
             role: "Reviewer".into(),
-            title: format!("Review {task_id} ({title})"),
-            prompt: review::review_prompt(&task_id, &title, &prompt, &author, None),
+            title,
+            prompt,
             after: Vec::new(),
         };
         self.store
@@ -229,13 +286,15 @@ impl Session {
         }
     }
 
-    /// `POST /api/agent/votes`: the ballot of agent `agent_idx` in the vote of the review task
-    /// it runs. Refused when it runs no review task or the vote is closed.
+    /// `POST /api/agent/votes` (`via` `api`) or a vote line in the agent's events file
+    /// (`events_file`): the ballot of agent `agent_idx` in the vote of the review task it runs.
+    /// Refused when it runs no review task or the vote is closed.
     pub(super) fn api_ballot(
         &mut self,
         agent_idx: usize,
         choice: Choice,
         reason: &str,
+        via: &str,
     ) -> crate::protocol::ControlReply {
         let refused = |code: &'static str, message: &str| {
             Err(crate::protocol::ControlError::Conflict {
@@ -255,7 +314,7 @@ impl Session {
         let ballot = self.ballot_of(agent_idx, choice);
         let weight = ballot.weight;
         self.api_ballots.insert(task_idx);
-        match self.cast(vote_id, ballot, reason, "api") {
+        match self.cast(vote_id, ballot, reason, via) {
             Ok(()) => Ok(serde_json::json!({"vote": vote_id, "choice": choice, "weight": weight})),
             Err(err) => refused("store", &format!("{err:#}")),
         }
@@ -343,11 +402,17 @@ impl Session {
                 self.sync_task(review)?;
             }
         }
-        let task_idx = vote.task_idx;
-        let task_id = self.board.tasks[task_idx].spec.id.clone();
-        let phase = self.prepared.config.phases[self.board.tasks[task_idx].phase_idx]
-            .name
-            .clone();
+        let (task_id, phase_idx) = match vote.subject {
+            Subject::Review(task_idx) => (
+                self.board.tasks[task_idx].spec.id.clone(),
+                self.board.tasks[task_idx].phase_idx,
+            ),
+            Subject::Gate(phase_idx) => (
+                review::gate_subject(&self.prepared.config.phases[phase_idx].name),
+                phase_idx,
+            ),
+        };
+        let phase = self.prepared.config.phases[phase_idx].name.clone();
         self.store
             .close_vote(vote.id, outcome.word(), outcome.reason(), now)?;
         self.event(
@@ -358,21 +423,28 @@ impl Session {
             serde_json::json!({"vote": vote.id, "outcome": outcome.word(), "reason": outcome.reason(), "ballots": vote.ballots.len()}),
         )?;
         tracing::info!(message = "vote closed", vote = vote.id, task = %task_id, outcome = outcome.word(), reason = outcome.reason());
+        let reasons: Vec<String> = match outcome {
+            Outcome::Rejected(_) => self
+                .store
+                .votes()?
+                .into_iter()
+                .find(|v| v.id == vote.id)
+                .map(|v| {
+                    v.ballots
+                        .into_iter()
+                        .filter(|b| b.ballot.choice == Choice::Reject)
+                        .map(|b| format!("{}: {}", b.ballot.voter, b.reason))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let task_idx = match vote.subject {
+            Subject::Review(task_idx) => task_idx,
+            Subject::Gate(phase_idx) => return self.gate_decided(phase_idx, outcome, reasons),
+        };
         match outcome {
             Outcome::Rejected(_) => {
-                let reasons: Vec<String> = self
-                    .store
-                    .votes()?
-                    .into_iter()
-                    .find(|v| v.id == vote.id)
-                    .map(|v| {
-                        v.ballots
-                            .into_iter()
-                            .filter(|b| b.ballot.choice == Choice::Reject)
-                            .map(|b| format!("{}: {}", b.ballot.voter, b.reason))
-                            .collect()
-                    })
-                    .unwrap_or_default();
                 let max_rounds = self.prepared.config.raw.agents.max_task_attempts;
                 let task = &mut self.board.tasks[task_idx];
                 let text = format!(
@@ -516,7 +588,7 @@ impl Session {
 }
 
 /// The text of `path` from byte `offset` on (lossy; the last 256 KiB at most).
-fn read_from(path: &Path, offset: u64) -> String {
+pub(super) fn read_from(path: &Path, offset: u64) -> String {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut file) = std::fs::File::open(path) else {
         return String::new();

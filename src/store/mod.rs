@@ -287,6 +287,16 @@ impl Store {
         Ok(())
     }
 
+    /// How many tasks have an id starting with `prefix`.
+    pub fn count_tasks_with_prefix(&self, prefix: &str) -> Result<usize> {
+        let count: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM tasks WHERE substr(id, 1, length(?1)) = ?1",
+            params![prefix],
+            |r| r.get(0),
+        )?;
+        Ok(count.max(0) as usize)
+    }
+
     /// Write a task's board state (the board in memory is the source; this mirrors it).
     #[allow(clippy::too_many_arguments)]
     pub fn update_task(

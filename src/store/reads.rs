@@ -277,6 +277,22 @@ impl Store {
         )?)
     }
 
+    /// The most agent runs that were going at the same session second (a run still going
+    /// counts to the end).
+    pub fn peak_concurrent_runs(&self) -> Result<u64> {
+        let peak: i64 = self.conn.query_row(
+            "SELECT COALESCE(MAX(busy), 0) FROM (
+                 SELECT (SELECT COUNT(*) FROM agent_runs b
+                         WHERE b.started_session_secs <= a.started_session_secs
+                           AND (b.ended_session_secs IS NULL
+                                OR b.ended_session_secs > a.started_session_secs)) AS busy
+                 FROM agent_runs a)",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(peak.max(0) as u64)
+    }
+
     /// Every event of `kind`, oldest first.
     pub fn events_of_kind(&self, kind: &str) -> Result<Vec<EventRow>> {
         let mut stmt = self.conn.prepare_cached(

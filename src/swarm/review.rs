@@ -84,6 +84,33 @@ pub fn review_prompt(
     out
 }
 
+/// The subject of phase `phase`'s gate vote (its review tasks are `review-gate-<phase>-v<vote>-<n>`).
+pub fn gate_subject(phase: &str) -> String {
+    format!("gate-{phase}")
+}
+
+/// What a voter on phase `phase`'s gate is asked: whether the phase's objectives are reached,
+/// given the criteria the session judged met (`criteria`, one line each).
+pub fn gate_prompt(phase: &str, objectives: &[String], criteria: &[String]) -> String {
+    let mut out = format!(
+        "Phase {phase}: its planned tasks are done and every success criterion was measured as          met. Vote on ending the phase before its time box is over.\n\nThe phase's objectives:\n\n"
+    );
+    for objective in objectives {
+        out.push_str(&format!("- {objective}\n"));
+    }
+    out.push_str("\nThe success criteria as measured:\n\n");
+    for line in criteria {
+        out.push_str(&format!("- {line}\n"));
+    }
+    out.push_str(
+        "\nLook at the workspace. Approve when the objectives are reached; reject, saying what is \
+         missing, when work toward them remains. Do not change any file. End your output with \
+         exactly one line:\n\n\
+         VERDICT: approve — <one-sentence reason>\n\nor\n\nVERDICT: reject — <what is missing>\n",
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +144,15 @@ mod tests {
         let id = review_task_id("qs-store", 7, 2);
         assert_eq!(id, "review-qs-store-v7-2");
         assert!(is_review(&id) && !is_review("qs-store"));
+        let gate = review_task_id(&gate_subject("development"), 3, 1);
+        assert_eq!(gate, "review-gate-development-v3-1");
+        let prompt = gate_prompt(
+            "development",
+            &["Implement core functionality".into()],
+            &["Test coverage >= 70%: met (81.0 % of lines covered)".into()],
+        );
+        assert!(prompt.contains("Implement core functionality") && prompt.contains("81.0 %"));
+        assert!(prompt.contains("VERDICT: approve"));
         let prompt = review_prompt(
             "qs-store",
             "Store",

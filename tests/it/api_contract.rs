@@ -147,7 +147,7 @@ fn notes_are_kept_in_the_checkpoints_working_memory() {
     let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
     let path = live.session.join(reply["path"].as_str().unwrap());
     let checkpoint = read_json(&path);
-    let memory = checkpoint["working_memory"].as_object().unwrap();
+    let memory = checkpoint["working_memory"]["notes"].as_object().unwrap();
     let notes: Vec<&str> = memory
         .values()
         .flat_map(|v| v.as_array().unwrap())

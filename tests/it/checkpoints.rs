@@ -40,15 +40,22 @@ fn phase_end_checkpoints_share_objects_and_tampering_is_detected() {
     assert_eq!(last["trigger"], "phase_end");
     assert_eq!(last["phase"], "finalization");
     assert_eq!(last["agent_states"].as_array().unwrap().len(), 3);
-    // The ten planned tasks and the two reviews of each.
+    // The ten planned tasks, the two reviews of each, and the two gate votes of each phase.
     let board = last["task_board"].as_array().unwrap();
-    assert_eq!(board.len(), 30);
+    assert_eq!(board.len(), 38);
     assert_eq!(
         board
             .iter()
             .filter(|t| t["id"].as_str().unwrap().starts_with("review-"))
             .count(),
-        20
+        28
+    );
+    assert_eq!(
+        board
+            .iter()
+            .filter(|t| t["id"].as_str().unwrap().starts_with("review-gate-"))
+            .count(),
+        8
     );
     assert!(last["budgets"]["used_tokens"].as_u64().unwrap() > 0);
     let manifest_hash = last["file_system_state"]["manifest"].as_str().unwrap();

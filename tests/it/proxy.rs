@@ -213,6 +213,8 @@ command = "python3 {probe}"
 max_task_attempts = 1
 [agents.env]
 PROBE_PLAN = {plan:?}
+[scheduling]
+phase_end = "tasks_done"
 "#,
         agents = tasks.max(2),
         minutes = hours * 60,

@@ -101,10 +101,11 @@ fn quickstart_session_builds_a_project_whose_tests_pass() {
             .unwrap()
             .contains("4 at phase ends")
     );
-    // Every finished task's work was reviewed by the two other agents and approved.
+    // Every finished task's work was reviewed by the two other agents and approved, and each
+    // phase ended early through its gate: its criteria measured as met, then two agents voted.
     let consensus = &report["consensus"];
     let votes = consensus["votes"].as_array().unwrap();
-    assert_eq!(votes.len(), 10, "{consensus}");
+    assert_eq!(votes.len(), 14, "{consensus}");
     for vote in votes {
         assert_eq!(vote["outcome"], "approved", "{vote}");
         let ballots = vote["ballots"].as_array().unwrap();
@@ -113,6 +114,31 @@ fn quickstart_session_builds_a_project_whose_tests_pass() {
             .iter()
             .all(|b| b["choice"] == "approve" && b["voter"] != vote["author"]));
     }
+    let gates: Vec<&str> = votes
+        .iter()
+        .filter(|v| v["kind"] == "gate")
+        .map(|v| v["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        gates,
+        [
+            "gate-bootstrap",
+            "gate-development",
+            "gate-refinement",
+            "gate-finalization"
+        ]
+    );
+    for phase in report["phases"].as_array().unwrap() {
+        assert_eq!(phase["ended_because"], "gate_vote", "{phase}");
+        assert!(
+            phase["session_secs"].as_f64().unwrap()
+                < phase["planned_session_secs"].as_f64().unwrap(),
+            "{phase}"
+        );
+        assert_eq!(phase["checks"].as_array().unwrap().len(), 2, "{phase}");
+    }
+    assert_eq!(report["concurrency"]["follow_up_tasks"], 0);
+    assert_eq!(report["concurrency"]["peak_busy_agents"]["value"], 3);
     assert_eq!(
         report["tasks"]["done"], 10,
         "reviews are not counted as tasks"
@@ -138,7 +164,7 @@ fn quickstart_session_builds_a_project_whose_tests_pass() {
     );
     let metrics = read_json(&session.join("metrics_current.json"));
     assert_eq!(metrics["acceptance_pass_rate"]["value"], 1.0);
-    assert_eq!(metrics["consensus_votes_cast"]["value"], 20);
+    assert_eq!(metrics["consensus_votes_cast"]["value"], 28);
     assert_eq!(
         std::fs::read_to_string(session.join("status")).unwrap(),
         "complete\n"
@@ -197,8 +223,8 @@ fn quickstart_session_builds_a_project_whose_tests_pass() {
     );
     assert_eq!(
         count("SELECT COUNT(*) FROM tasks WHERE state = 'done' AND id LIKE 'review-%'"),
-        20,
-        "two reviews of each task"
+        28,
+        "two reviews of each task and two gate votes of each phase"
     );
     assert_eq!(
         count("PRAGMA user_version"),

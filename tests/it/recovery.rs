@@ -32,6 +32,12 @@ pub(crate) fn mini_config(
     }
     std::fs::write(spec.join("spec.toml"), spec_text).unwrap();
     let roles: Vec<String> = (0..agents).map(|_| "\"Coder\"".to_string()).collect();
+    // The phase ends when its tasks are done (quick); a test that wants its time box says so.
+    let scheduling = if extra.contains("[scheduling]") {
+        ""
+    } else {
+        "[scheduling]\nphase_end = \"tasks_done\"\n"
+    };
     let text = format!(
         r#"
 [session]
@@ -64,6 +70,7 @@ command = {command:?}
 stop_grace_secs = 0.5
 max_task_attempts = 3
 
+{scheduling}
 {extra}
 "#,
         roles = roles.join(", "),

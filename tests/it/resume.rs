@@ -59,14 +59,15 @@ fn saved_budget_used(session: &Path) -> i64 {
 fn kill_9_at_random_moments_and_resume_loses_nothing() {
     let mut rng = fastrand::Rng::with_seed(20261121);
     let mut resumed_mid_session = 0;
-    // The quickstart, evaluated at its end only: kills land in sessions, checks and the
-    // finalization evaluation alike, and the loop stays within the suite's time.
+    // The quickstart, evaluated at its end only and each phase ended when its tasks are done:
+    // kills land in sessions, checks and the finalization evaluation alike, and the loop stays
+    // within the suite's time.
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("quickstart.toml");
     let text = std::fs::read_to_string(root().join("configs/quickstart.toml")).unwrap();
     std::fs::write(
         &config,
-        text + "\n[evaluation]\nphases = [\"finalization\"]\n",
+        text + "\n[evaluation]\nphases = [\"finalization\"]\n[scheduling]\nphase_end = \"tasks_done\"\n",
     )
     .unwrap();
     for iteration in 0..20 {

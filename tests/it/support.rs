@@ -254,6 +254,12 @@ pub fn command_config(
     extra: &str,
 ) -> PathBuf {
     let spec = root().join("system_tests/long_running/projects/quickstart");
+    // Phases end when their tasks are done (quick); a test that wants time boxes says so.
+    let scheduling = if extra.contains("[scheduling]") {
+        ""
+    } else {
+        "[scheduling]\nphase_end = \"tasks_done\"\n"
+    };
     let mut env_table = String::from("[agents.env]\n");
     for (name, value) in env {
         env_table.push_str(&format!("{name} = {value:?}\n"));
@@ -285,6 +291,7 @@ stop_grace_secs = 0.5
 max_task_attempts = 1
 
 {env_table}
+{scheduling}
 {extra}
 "#,
         spec = spec.display().to_string(),

@@ -60,6 +60,19 @@ impl Session {
                         "SIGKILL"
                     } else {
                         group.freeze();
+                        // A run that was already exiting cannot hang: the fault waits for the
+                        // next running agent (up to 100 ms for the stop to show).
+                        let mut frozen = group.is_frozen();
+                        for _ in 0..20 {
+                            if frozen {
+                                break;
+                            }
+                            std::thread::sleep(Duration::from_millis(5));
+                            frozen = group.is_frozen();
+                        }
+                        if !frozen {
+                            continue;
+                        }
                         "SIGSTOP"
                     };
                     serde_json::json!({"fault": fault, "agent_id": self.agents[agent_idx].id, "pgid": pgid, "signal": signal})
