@@ -42,6 +42,8 @@ pub(super) struct GateState {
     voting: bool,
     /// A gate vote passed: the phase ends.
     passed: bool,
+    /// The phase is ending (its votes are being closed): a decided gate changes nothing.
+    pub(super) closing: bool,
 }
 
 impl GateState {
@@ -145,6 +147,9 @@ impl Session {
         reasons: Vec<String>,
     ) -> Result<()> {
         self.gate.voting = false;
+        if self.gate.closing {
+            return Ok(());
+        }
         if matches!(outcome, Outcome::Approved(_)) {
             self.gate.passed = true;
             return Ok(());

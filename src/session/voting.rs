@@ -549,6 +549,7 @@ impl Session {
     /// reviews are abandoned (the phase's work is judged by its checks and evaluation).
     pub(super) fn close_votes_at_phase_end(&mut self) -> Result<()> {
         let now = self.clock.session_secs();
+        self.gate.closing = true;
         for vote in std::mem::take(&mut self.votes) {
             let outcome = consensus::decide(self.rules(), &vote.ballots, vote.eligible.len(), true);
             if vote.ballots.len() >= vote.reviews.len() {

@@ -128,10 +128,11 @@ pub struct FollowUp {
     pub evidence: String,
 }
 
-/// True when the gate may open: at least one criterion was judged, and every criterion was
-/// judged met (`Some(true)`); a criterion that could not be judged (`None`) keeps it shut.
+/// True when the gate may open: every criterion was judged met (`Some(true)`) — a phase
+/// without criteria has none unmet; a criterion that could not be judged (`None`) keeps it
+/// shut.
 pub fn gate_open(criteria: &[Option<bool>]) -> bool {
-    !criteria.is_empty() && criteria.iter().all(|met| *met == Some(true))
+    criteria.iter().all(|met| *met == Some(true))
 }
 
 /// How many more tasks the token budget leaves room for: `(budget − used) / tokens_per_run`,
@@ -335,7 +336,7 @@ mod tests {
         assert!(gate_open(&[Some(true), Some(true)]));
         assert!(!gate_open(&[Some(true), None]));
         assert!(!gate_open(&[Some(true), Some(false)]));
-        assert!(!gate_open(&[]));
+        assert!(gate_open(&[]), "no criterion, none unmet");
     }
 
     #[test]
