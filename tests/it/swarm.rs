@@ -11,22 +11,42 @@ use crate::support::*;
 /// its task is a review).
 const REJECTING: &str = "case \"$MEGATEST_TASK_ID\" in review-*) echo 'VERDICT: reject — no tests for it';; esac; exit 0";
 
+/// A one-phase session at time scale 60 on a spec whose checks pass: `tasks` run by `agents`
+/// command agents (`command`), `[consensus]` enabled with `consensus` (its other keys) and
+/// `more` TOML. Returns megatest's output and the runs directory.
+fn review_session(
+    dir: &std::path::Path,
+    tasks: &[(&str, &str)],
+    agents: usize,
+    command: &str,
+    consensus: &str,
+    more: &str,
+) -> (std::process::Output, std::path::PathBuf) {
+    let extra = format!("{SIM}\n[consensus]\nenabled = true\n{consensus}\n{more}");
+    let config = mini_config(
+        dir,
+        tasks,
+        agents,
+        command,
+        "build = \"true\"\ntest = \"true\"",
+        &extra,
+    );
+    let runs = dir.join("runs");
+    let output = run_session(&config, &runs, &["--time-scale", "60"], &[]);
+    (output, runs)
+}
+
 #[test]
 fn rejected_work_is_reworked_with_the_reasons_until_the_rounds_run_out() {
     let dir = tempfile::tempdir().unwrap();
-    let extra = format!(
-        "{SIM}\n[consensus]\nenabled = true\nmin_votes = 2\nstrategy = \"majority\"\nthreshold = 0.6\nvote_timeout_secs = 600\n"
-    );
-    let config = mini_config(
+    let (output, runs) = review_session(
         dir.path(),
         &[("t1", "Coder")],
         3,
         REJECTING,
-        "build = \"true\"\ntest = \"true\"",
-        &extra,
+        "min_votes = 2\nstrategy = \"majority\"\nthreshold = 0.6\nvote_timeout_secs = 600",
+        "",
     );
-    let runs = dir.path().join("runs");
-    let output = run_session(&config, &runs, &["--time-scale", "60"], &[]);
     let session = only_session(&runs);
     let report = read_json(&session.join("final_report.json"));
     let consensus = &report["consensus"];
@@ -180,19 +200,14 @@ PY
 #[test]
 fn reviewers_vote_through_the_control_api() {
     let dir = tempfile::tempdir().unwrap();
-    let extra = format!(
-        "{SIM}\n[consensus]\nenabled = true\nmin_votes = 2\nstrategy = \"unanimous\"\nvote_timeout_secs = 600\n\n[api]\naddress = \"127.0.0.1:0\"\n"
-    );
-    let config = mini_config(
+    let (output, runs) = review_session(
         dir.path(),
         &[("t1", "Coder"), ("t2", "Tester")],
         3,
         API_VOTER,
-        "build = \"true\"\ntest = \"true\"",
-        &extra,
+        "min_votes = 2\nstrategy = \"unanimous\"\nvote_timeout_secs = 600",
+        "[api]\naddress = \"127.0.0.1:0\"\n",
     );
-    let runs = dir.path().join("runs");
-    let output = run_session(&config, &runs, &["--time-scale", "60"], &[]);
     assert_exit(&output, 0);
     let report = read_json(&only_session(&runs).join("final_report.json"));
     let votes = report["consensus"]["votes"].as_array().unwrap();
@@ -211,21 +226,16 @@ fn reviewers_vote_through_the_control_api() {
 #[test]
 fn agents_vote_and_note_with_the_megatest_helpers_through_their_events_file() {
     let dir = tempfile::tempdir().unwrap();
-    let extra = format!(
-        "{SIM}\n[consensus]\nenabled = true\nmin_votes = 2\nstrategy = \"unanimous\"\nvote_timeout_secs = 600\n"
-    );
     // `megatest vote` / `megatest note` are on every agent's PATH; they write the events file.
     let voter = r#"case "$MEGATEST_TASK_ID" in review-*) megatest vote approve checked in the events file;; *) megatest note "$MEGATEST_TASK_ID: the queue lives in queue.py";; esac"#;
-    let config = mini_config(
+    let (output, runs) = review_session(
         dir.path(),
         &[("t1", "Coder")],
         3,
         voter,
-        "build = \"true\"\ntest = \"true\"",
-        &extra,
+        "min_votes = 2\nstrategy = \"unanimous\"\nvote_timeout_secs = 600",
+        "",
     );
-    let runs = dir.path().join("runs");
-    let output = run_session(&config, &runs, &["--time-scale", "60"], &[]);
     assert_exit(&output, 0);
     let report = read_json(&only_session(&runs).join("final_report.json"));
     let vote = &report["consensus"]["votes"][0];
