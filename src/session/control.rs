@@ -167,19 +167,7 @@ impl Session {
                 text,
                 reply,
             } => {
-                let agent_id = self.agents[agent_idx].id.clone();
-                let task = self.agents[agent_idx]
-                    .running
-                    .as_ref()
-                    .map(|r| self.board.tasks[r.task_idx].spec.id.clone());
-                let seq = self.event(
-                    "note",
-                    Some(&agent_id),
-                    None,
-                    task.as_deref(),
-                    json!({"text": text}),
-                )?;
-                self.agents[agent_idx].active = std::time::Instant::now();
+                let seq = self.record_note(agent_idx, &text, "api")?;
                 let _ = reply.send(Ok(json!({"note": seq})));
             }
             ApiRequest::Vote {

@@ -392,6 +392,25 @@ impl Session {
         self.save_budgets()
     }
 
+    /// A note of agent `agent_idx` into the working memory (a `note` event on the task it runs,
+    /// `via` `api` or `events_file`); the agent counts as active. Returns the event's sequence.
+    pub(super) fn record_note(&mut self, agent_idx: usize, text: &str, via: &str) -> Result<i64> {
+        let agent_id = self.agents[agent_idx].id.clone();
+        let task = self.agents[agent_idx]
+            .running
+            .as_ref()
+            .map(|r| self.board.tasks[r.task_idx].spec.id.clone());
+        let seq = self.event(
+            "note",
+            Some(&agent_id),
+            None,
+            task.as_deref(),
+            serde_json::json!({"text": text, "via": via}),
+        )?;
+        self.agents[agent_idx].active = std::time::Instant::now();
+        Ok(seq)
+    }
+
     /// Read the complete lines an agent appended to its `events.jsonl` since the last read.
     ///
     /// The file is untrusted input: it is read as bytes (at most [`EVENTS_READ_LIMIT`] per
@@ -415,21 +434,14 @@ impl Session {
         bad += chunk.skipped_lines;
         self.agents[agent_idx].events_offset = chunk.next_offset;
         self.agent_tool_calls(agent_idx, names, Some(chunk.next_offset))?;
-        // Notes go to the working memory, as through `POST /api/agent/notes`.
+        // Notes go to the working memory, as through `POST /api/agent/notes` (same limits:
+        // a blank note is skipped, a long one cut to `MAX_NOTE_CHARS`).
         let agent_id = self.agents[agent_idx].id.clone();
-        let task_id = self.agents[agent_idx]
-            .running
-            .as_ref()
-            .map(|r| self.board.tasks[r.task_idx].spec.id.clone());
         for note in event::parse_agent_notes(&text) {
-            let text = crate::swarm::memory::clip(&note);
-            self.event(
-                "note",
-                Some(&agent_id),
-                None,
-                task_id.as_deref(),
-                serde_json::json!({"text": text, "via": "events_file"}),
-            )?;
+            if !note.trim().is_empty() {
+                let note: String = note.chars().take(crate::api::MAX_NOTE_CHARS).collect();
+                self.record_note(agent_idx, &note, "events_file")?;
+            }
         }
         // Ballots, as through `POST /api/agent/votes`; a refused one is logged, never fatal.
         for vote in event::parse_agent_events_of(&text, "vote") {

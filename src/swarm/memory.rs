@@ -123,9 +123,21 @@ pub fn prompt_section(task: &str, notes: &[Item], handoffs: &[Item], decisions: 
     }
     let mut out = String::from("\n## Working memory\n");
     let who = |i: &Item| i.agent.clone().unwrap_or_else(|| "the session".into());
+    // Every item shows at most TEXT_LIMIT characters (a note may hold more).
+    let clipped: Vec<Item> = task_handoffs
+        .iter()
+        .chain(&task_decisions)
+        .chain(&task_notes)
+        .map(|i| Item {
+            text: clip(&i.text),
+            ..i.clone()
+        })
+        .collect();
+    let (task_handoffs, rest) = clipped.split_at(task_handoffs.len());
+    let (task_decisions, task_notes) = rest.split_at(task_decisions.len());
     if !task_handoffs.is_empty() {
         out.push_str("\nWhat earlier runs of this task left for you:\n\n");
-        for item in &task_handoffs {
+        for item in task_handoffs {
             out.push_str(&format!(
                 "- {}: {}\n",
                 who(item),
@@ -135,13 +147,13 @@ pub fn prompt_section(task: &str, notes: &[Item], handoffs: &[Item], decisions: 
     }
     if !task_decisions.is_empty() {
         out.push_str("\nVotes on this task's work:\n\n");
-        for item in &task_decisions {
+        for item in task_decisions {
             out.push_str(&format!("- {}\n", item.text));
         }
     }
     if !task_notes.is_empty() {
         out.push_str("\nNotes on this task:\n\n");
-        for item in &task_notes {
+        for item in task_notes {
             out.push_str(&format!("- {}: {}\n", who(item), item.text));
         }
     }
@@ -233,6 +245,14 @@ mod tests {
         let team = section.find("agent-3 (on t9): redis port is 7000").unwrap();
         assert!(handoff < vote && vote < own && own < team, "{section}");
         assert_eq!(prompt_section("t1", &[], &[], &[]), "");
+        // A note longer than TEXT_LIMIT shows cut.
+        let long = [item(9, "agent-2", "t1", &"x".repeat(TEXT_LIMIT * 3))];
+        let section = prompt_section("t1", &long, &[], &[]);
+        assert!(
+            section.len() < TEXT_LIMIT + 200 && section.contains('…'),
+            "{}",
+            section.len()
+        );
     }
 
     #[test]
