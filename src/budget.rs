@@ -253,6 +253,23 @@ impl Budgets {
         }
     }
 
+    /// Per-agent rates for agents up to `agents` (dynamic spawning adds agents; a resumed
+    /// session's saved state may predate its newest ones). A new agent starts with a full
+    /// bucket, like every agent at the session's start. Never removes an agent's buckets.
+    pub fn ensure_agents(&mut self, agents: usize, limits: &crate::config::raw::Limits) {
+        while self.token_buckets.len() < agents {
+            self.token_buckets
+                .push(Bucket::per_hour(limits.tokens_per_agent_per_hour));
+        }
+        while self.tool_buckets.len() < agents {
+            self.tool_buckets
+                .push(Bucket::per_hour(limits.tool_calls_per_agent_per_hour));
+        }
+        if self.throttled_secs.len() < agents {
+            self.throttled_secs.resize(agents, 0.0);
+        }
+    }
+
     /// New limits (a config reload): totals and per-agent rates change, what was used and
     /// reserved stays. A raised budget lifts an exhaustion the old one caused.
     pub fn set_limits(&mut self, limits: &crate::config::raw::Limits, max_cost_usd: Option<f64>) {
@@ -434,6 +451,23 @@ mod tests {
                 message: budgets.exhausted.clone().unwrap()
             }
         );
+    }
+
+    #[test]
+    fn an_added_agent_gets_full_buckets_and_existing_ones_keep_theirs() {
+        let limits = limits(10_000);
+        let mut budgets = Budgets::new(&limits, None, 1);
+        budgets.charge_tool_calls(0, 4, 0.0);
+        budgets.ensure_agents(3, &limits);
+        budgets.ensure_agents(2, &limits);
+        assert_eq!(budgets.token_buckets.len(), 3);
+        assert_eq!(budgets.throttled_secs, vec![0.0; 3]);
+        assert_eq!(budgets.tool_buckets[0].level, 6.0);
+        assert_eq!(budgets.tool_buckets[2].level, 10.0);
+        assert!(matches!(
+            budgets.reserve(2, 100, 10.0),
+            Admission::Granted { .. }
+        ));
     }
 
     #[test]

@@ -278,6 +278,16 @@ pub enum Event {
     Sampled(Box<crate::metrics::Sample>),
     /// A phase check finished (None: it was cancelled by a stop).
     CheckFinished(Box<Option<crate::store::CheckRow>>),
+    /// A task check finished (`session/confirming.rs`): job `job` of task `task_idx`; None
+    /// when it was cancelled.
+    TaskCheckFinished {
+        /// The job's id (a result of a job that was replaced is ignored).
+        job: u64,
+        /// The board index of the task it confirms.
+        task_idx: usize,
+        /// The check's result.
+        row: Box<Option<crate::store::CheckRow>>,
+    },
     /// A phase end's evaluation finished (None: it was cancelled by a stop).
     EvaluationFinished(Box<Option<crate::eval::evaluation::Evaluation>>),
     /// A timer of the session fired.

@@ -300,9 +300,7 @@ pub fn load_str(path: &Path, text: &str, overrides: &Overrides) -> Result<Config
 /// Keys parsed and validated now whose behaviour lands in a later issue. Each entry is the key
 /// and the issue that enforces it; the list shrinks as those issues land.
 fn not_yet_enforced(raw: &RawConfig) -> Vec<String> {
-    let mut keys: Vec<&str> = vec![
-        "agent.min_trust_score beyond clamping the trust score (votes, forced reviews, replacement), agent.dynamic_spawning, agent.max_total_agents (consensus work)",
-    ];
+    let mut keys: Vec<&str> = Vec::new();
     if raw.notifications.email.is_some() {
         keys.push("notifications.email (no SMTP delivery: alerts go to the webhook, session.log, the event log and GitHub annotations)");
     }

@@ -19,6 +19,19 @@ pub enum PhaseEnd {
     TasksDone,
 }
 
+/// How a finished task's claim is confirmed when no review judges it (`[consensus]` off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskCheck {
+    /// The task's own `check` command from the spec, else the spec's build command, runs in
+    /// `project/` after the agent finished; the task is done only when it passes, otherwise it
+    /// goes back to its role with the check's output (a failed attempt).
+    #[default]
+    Build,
+    /// The agent's exit code 0 is taken as done (the report counts such tasks unconfirmed).
+    None,
+}
+
 /// `[scheduling]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -28,6 +41,8 @@ pub struct Scheduling {
     /// Follow-up tasks generated at most per phase; unset: 4 × `[agent].concurrent_agents`
     /// (megatest's choice: four rounds that keep every agent busy).
     pub max_follow_up_tasks_per_phase: Option<u32>,
+    /// How a finished task is confirmed without a review.
+    pub task_check: TaskCheck,
 }
 
 impl Default for Scheduling {
@@ -35,6 +50,7 @@ impl Default for Scheduling {
         Scheduling {
             phase_end: PhaseEnd::TimeBox,
             max_follow_up_tasks_per_phase: None,
+            task_check: TaskCheck::Build,
         }
     }
 }

@@ -114,6 +114,10 @@ pub struct TaskSpec {
     /// Tasks of the same phase that must be done first.
     #[serde(default)]
     pub after: Vec<String>,
+    /// Confirms the task is done when no review judges it (`[scheduling].task_check`): a shell
+    /// command run in `project/`, exit 0 = confirmed. None: the spec's build command.
+    #[serde(default)]
+    pub check: Option<String>,
 }
 
 impl ProjectSpec {

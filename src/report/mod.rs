@@ -47,15 +47,40 @@ pub struct Durations {
 /// How many agents worked at once.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConcurrencyReport {
-    /// Agents in the session.
+    /// Agents the session created (the configured ones and any dynamic spawning added).
     pub agents: usize,
-    /// Runs allowed at once (`min(agent_count, [agent].concurrent_agents)`).
+    /// Of those, not retired at the end.
+    pub live_agents: usize,
+    /// Runs allowed at once at the end (`[agent].concurrent_agents`, at most the live agents).
     pub limit: usize,
+    /// `[agent].dynamic_spawning`.
+    pub dynamic_spawning: bool,
+    /// `[agent].max_total_agents`: agents that may ever be created.
+    pub max_total_agents: u32,
+    /// Agents dynamic spawning added (`agent_spawned` events), by reason (`ready_work`,
+    /// `distrusted`, `crashing`).
+    pub spawned: BTreeMap<String, usize>,
+    /// Agents dynamic spawning retired (`agent_retired` events), by reason (`no_work`,
+    /// `distrusted`, `crashing`).
+    pub retired: BTreeMap<String, usize>,
     /// The most agent runs going at the same session second (from `agent_runs`); null when
     /// `session.db` could not be read.
     pub peak_busy_agents: Figure<u64>,
     /// Follow-up tasks the phases generated (`[scheduling]`, the `task_generated` events).
     pub follow_up_tasks: usize,
+}
+
+/// How an agent's claim that it finished a task was confirmed (`session/confirming.rs`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskConfirmation {
+    /// `review` (`[consensus]`: the review vote decides), `task_check`
+    /// (`[scheduling].task_check = "build"`: the task's check or the build), or `exit_code`
+    /// (`task_check = "none"`: unconfirmed claims).
+    pub by: String,
+    /// Task checks that confirmed the work (`task_checked` events).
+    pub checks_passed: usize,
+    /// Task checks that refuted it (the task went back to its role or failed).
+    pub checks_failed: usize,
 }
 
 /// Tasks by state.
@@ -116,6 +141,8 @@ pub struct AgentReport {
     pub total_tokens: u64,
     /// Tool calls counted from the answers and its events file.
     pub tool_calls: u64,
+    /// Why dynamic spawning retired it (`no_work`, `distrusted`, `crashing`); null while live.
+    pub retired: Option<String>,
     /// Its trust score at the end (0–1; [`crate::swarm::trust`]).
     pub trust_score: f64,
     /// The measured record the score was computed from.
@@ -215,6 +242,8 @@ pub struct FinalReport {
     pub tasks: TaskCounts,
     /// How many agents worked at once.
     pub concurrency: ConcurrencyReport,
+    /// How finished tasks were confirmed.
+    pub task_confirmation: TaskConfirmation,
     /// Every task.
     pub task_list: Vec<TaskReport>,
     /// Every agent.

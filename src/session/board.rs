@@ -114,8 +114,10 @@ pub(crate) struct Assignment {
 pub(crate) struct AgentView<'a> {
     pub(crate) id: &'a str,
     pub(crate) role: &'a str,
-    /// Not running a task now.
+    /// Not running a task now (and not retired).
     pub(crate) idle: bool,
+    /// Not retired (dynamic spawning): its role counts as staffed.
+    pub(crate) live: bool,
 }
 
 /// The tasks of the session, in plan order.
@@ -180,6 +182,24 @@ impl Board {
         })
     }
 
+    /// The roles of the phase's claimable tasks that have waited `grace` session seconds or
+    /// longer (one entry per task), and whether any task of the phase is claimable now.
+    pub(crate) fn waiting_roles(
+        &self,
+        phase_idx: usize,
+        now: f64,
+        grace: f64,
+    ) -> (Vec<&str>, bool) {
+        let mut any = false;
+        let roles = self
+            .claimable(phase_idx, now)
+            .inspect(|_| any = true)
+            .filter(|(_, t)| t.ready_since.is_some_and(|since| now - since >= grace))
+            .map(|(_, t)| t.spec.role.as_str())
+            .collect();
+        (roles, any)
+    }
+
     /// Start the cross-role grace period of every task of the phase that became claimable.
     pub(crate) fn note_ready(&mut self, phase_idx: usize, now: f64) {
         let ready: Vec<usize> = self
@@ -231,7 +251,7 @@ impl Board {
     ) -> Option<Assignment> {
         for (task_idx, task) in self.claimable(phase_idx, now) {
             let role = task.spec.role.as_str();
-            let role_exists = agents.iter().any(|a| a.role == role);
+            let role_exists = agents.iter().any(|a| a.live && a.role == role);
             let waited = task.ready_since.is_some_and(|since| now - since >= grace);
             let idle = |same_role: bool| -> Vec<usize> {
                 agents
@@ -332,6 +352,7 @@ mod tests {
             title: id.into(),
             prompt: String::new(),
             after: after.iter().map(|s| s.to_string()).collect(),
+            check: None,
         }
     }
 
@@ -349,7 +370,12 @@ mod tests {
 
     fn agents<'a>(list: &[(&'a str, &'a str, bool)]) -> Vec<AgentView<'a>> {
         list.iter()
-            .map(|&(id, role, idle)| AgentView { id, role, idle })
+            .map(|&(id, role, idle)| AgentView {
+                id,
+                role,
+                idle,
+                live: true,
+            })
             .collect()
     }
 

@@ -245,7 +245,7 @@ impl Session {
             runs,
         );
         let left = bound.saturating_sub(self.gate.generated);
-        let room = left.min(self.prepared.config.concurrency).min(budget);
+        let room = left.min(self.concurrency()).min(budget);
         let mut roles: Vec<String> = Vec::new();
         for agent in &self.agents {
             if !roles.contains(&agent.role) {
@@ -288,6 +288,7 @@ impl Session {
                 title: task.title.clone(),
                 prompt: task.prompt.clone(),
                 after: Vec::new(),
+                check: None,
             };
             self.store
                 .insert_task(&spec.id, &spec.phase, &spec.role, &spec.title)?;

@@ -29,12 +29,7 @@ impl Session {
         )?;
         let mut agents = Vec::new();
         for (idx, role) in config.agent_roles.iter().enumerate() {
-            let id = format!("agent-{}", idx + 1);
-            let key = format!(
-                "mt-{id}-{:016x}{:016x}",
-                fastrand::u64(..),
-                fastrand::u64(..)
-            );
+            let id = spawning::agent_id(idx);
             let agent_dir = dir.join("agents").join(&id);
             std::fs::create_dir_all(agent_dir.join("prompts"))?;
             let kind = match config.raw.agents.kind {
@@ -42,21 +37,7 @@ impl Session {
                 AgentKind::Command => "command",
             };
             store.insert_agent(&id, idx, role, kind)?;
-            agents.push(AgentSlot {
-                id,
-                role: role.clone(),
-                key,
-                dir: agent_dir,
-                running: None,
-                runs: 0,
-                tasks_done: 0,
-                failed_runs: 0,
-                events_offset: 0,
-                last_activity: None,
-                active: Instant::now(),
-                log_len: 0,
-                calls_in_flight: 0,
-            });
+            agents.push(AgentSlot::new(id, role.clone(), agent_dir, 0.0));
         }
         let mut tasks = Vec::new();
         for (phase_idx, phase) in config.phases.iter().enumerate() {
@@ -159,6 +140,8 @@ impl Session {
             checkpoint_audit: Default::default(),
             votes: Vec::new(),
             gate: Default::default(),
+            trust_stale: true,
+            task_checks: Default::default(),
             api_ballots: Default::default(),
             metrics_writer,
         })
@@ -193,28 +176,22 @@ impl Session {
             id,
             role,
             events_offset,
+            status,
         } in store.agents()?
         {
             let (runs, tasks_done, failed_runs) = run_counts.get(&id).copied().unwrap_or_default();
-            store.set_agent_status(&id, "idle")?;
+            let retired = status == "retired";
+            if !retired {
+                store.set_agent_status(&id, "idle")?;
+            }
+            let agent_dir = dir.join("agents").join(&id);
             agents.push(AgentSlot {
-                key: format!(
-                    "mt-{id}-{:016x}{:016x}",
-                    fastrand::u64(..),
-                    fastrand::u64(..)
-                ),
-                dir: dir.join("agents").join(&id),
-                id,
-                role,
-                running: None,
+                retired,
                 runs,
                 tasks_done,
                 failed_runs,
                 events_offset,
-                last_activity: None,
-                active: Instant::now(),
-                log_len: 0,
-                calls_in_flight: 0,
+                ..AgentSlot::new(id, role, agent_dir, offset)
             });
         }
         let recorded: std::collections::HashMap<String, crate::store::TaskRecord> = store
@@ -268,6 +245,7 @@ impl Session {
                 title: data["title"].as_str().unwrap_or_default().to_string(),
                 prompt: prompt.to_string(),
                 after: Vec::new(),
+                check: None,
             };
             tasks.push(Task {
                 state: TaskState::resumed(&record.state),
@@ -318,6 +296,8 @@ impl Session {
                 let mut budgets: Budgets = serde_json::from_value(state)?;
                 budgets.reservations.clear();
                 budgets.reserved_tokens = 0;
+                // Agents spawned after the last save get their buckets.
+                budgets.ensure_agents(session.agents.len(), &session.prepared.config.raw.limits);
                 session.budgets = budgets;
             }
             // Died before the first save: every ledger row is to be counted.
@@ -368,7 +348,7 @@ impl Session {
         let model = self.prepared.config.model_name();
         let base_url = format!("{}/v1", self.proxy_root);
         let mut out = String::from("# Per-agent settings handed to agent CLIs. The keys are megatest per-agent keys, not provider keys.\n");
-        for agent in &self.agents {
+        for agent in self.agents.iter().filter(|a| !a.retired) {
             out.push_str(&format!(
                 "\n[[agent]]\nid = {:?}\nrole = {:?}\nbase_url = {:?}\nmodel = {:?}\napi_key = {:?}\n",
                 agent.id, agent.role, base_url, model, agent.key

@@ -279,7 +279,7 @@ impl Session {
             .agents
             .iter()
             .enumerate()
-            .find(|(_, a)| a.key == agent_key)
+            .find(|(_, a)| a.key == agent_key && !a.retired)
             .map(|(idx, a)| {
                 let running = a.running.as_ref();
                 CallContext {

@@ -14,6 +14,7 @@
 
 mod board;
 mod checkpointing;
+mod confirming;
 mod control;
 mod evaluating;
 mod gating;
@@ -24,6 +25,7 @@ mod recover;
 pub mod rejections;
 mod reporting;
 mod runs;
+mod spawning;
 mod swarm;
 mod ticks;
 mod voting;
@@ -235,6 +237,14 @@ struct AgentSlot {
     key: String,
     dir: PathBuf,
     running: Option<Running>,
+    /// Retired by dynamic spawning: never runs again, its key is refused.
+    retired: bool,
+    /// Its trust score is at `[agent].min_trust_score` (as of the last recomputation).
+    distrusted: bool,
+    /// Session second it became idle (None before its first idle moment was recorded).
+    idle_since: Option<f64>,
+    /// Its last runs that all failed (0 after a finished run).
+    failures_in_row: u32,
     runs: u32,
     tasks_done: u32,
     failed_runs: u32,
@@ -301,6 +311,11 @@ pub struct Session {
     last_code_stats: Option<CodeStats>,
     /// Review and gate votes in progress (`voting.rs`).
     votes: Vec<voting::OpenVote>,
+    /// Something changed the agents' trust scores since dynamic spawning last looked
+    /// (`spawning.rs`).
+    trust_stale: bool,
+    /// Task checks in flight (`confirming.rs`).
+    task_checks: confirming::TaskChecks,
     /// The current phase's gate and follow-up work (`gating.rs`).
     gate: gating::GateState,
     /// Review tasks whose running reviewer voted through the API (their verdict lines then
@@ -377,14 +392,11 @@ impl Session {
     /// `final_report.json` and `status` are written on every path that returns.
     pub async fn run(mut self) -> Result<SessionEnd> {
         let proxy_shutdown = CancellationToken::new();
-        let ids = self
-            .agents
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (a.id.clone(), i))
-            .collect();
-        let _events_watch =
-            watch::watch_agent_events(&self.dir().join("agents"), ids, self.events_tx.clone());
+        let _events_watch = watch::watch_agent_events(
+            &self.dir().join("agents"),
+            spawning::agent_index,
+            self.events_tx.clone(),
+        );
         let outcome = match self.start_proxy(proxy_shutdown.clone()).await {
             Ok(()) => self.run_phases().await,
             Err(err) => Err(err),
@@ -584,6 +596,9 @@ impl Session {
                 self.sampling = false;
                 self.last_code_stats = Some(sample.code.clone());
                 self.last_sample = Some(*sample);
+            }
+            Event::TaskCheckFinished { job, task_idx, row } => {
+                self.task_check_finished(job, task_idx, *row)?;
             }
             Event::CheckpointTaken(taken) => self.finish_checkpoint(*taken)?,
             Event::CheckpointVerified { seq, problem } => self.checkpoint_verified(seq, problem)?,

@@ -188,10 +188,10 @@ impl Session {
             self.clock.session_secs(),
             self.cross_role_grace(),
         );
-        let earliest = match (wakeup, self.next_vote_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let earliest = [wakeup, self.next_vote_deadline(), self.next_retirement()]
+            .into_iter()
+            .flatten()
+            .min_by(f64::total_cmp);
         match earliest {
             Some(earliest) => tokio::time::Instant::from_std(self.clock.instant_at(earliest)),
             None => tokio::time::Instant::now() + Duration::from_secs(86_400),
@@ -199,7 +199,8 @@ impl Session {
     }
 
     /// Hand claimable tasks of the phase to idle agents, up to the concurrency limit
-    /// (`[agent].concurrent_agents`). Role-preferring: a task goes to an idle agent of its
+    /// (`[agent].concurrent_agents`), after dynamic spawning had its say (`spawning.rs`: with
+    /// it a fresh agent of the task's role may take a task that waited). Role-preferring: a task goes to an idle agent of its
     /// role; after the cross-role grace period (at once when no agent has the role) to any
     /// idle agent, recorded as a `cross_role_assignment` event. A pending task whose dependency
     /// failed can never run: it fails too (`last_error` names the dependency).
@@ -209,9 +210,10 @@ impl Session {
             return Ok(());
         }
         self.board.note_ready(phase_idx, self.clock.session_secs());
+        self.manage_agents(phase_idx)?;
         loop {
             let running = self.agents.iter().filter(|a| a.running.is_some()).count();
-            if running >= self.prepared.config.concurrency {
+            if running >= self.concurrency() {
                 return Ok(());
             }
             let Some(assignment) = self.next_assignment(phase_idx) else {
@@ -263,7 +265,8 @@ impl Session {
             .map(|a| AgentView {
                 id: &a.id,
                 role: &a.role,
-                idle: a.running.is_none(),
+                idle: a.running.is_none() && !a.retired,
+                live: !a.retired,
             })
             .collect();
         self.board.next_assignment(

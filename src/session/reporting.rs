@@ -457,6 +457,10 @@ impl Session {
             Some(&scores),
         ));
         criteria.extend(phases.iter().flat_map(|p| p.success_criteria.clone()));
+        let (spawned, retired) = (
+            self.spawning_events("agent_spawned"),
+            self.spawning_events("agent_retired"),
+        );
         let agents = self
             .agents
             .iter()
@@ -464,6 +468,10 @@ impl Session {
                 let totals = self.store.ledger_totals(Some(&a.id)).unwrap_or_default();
                 let (trust_score, trust_record) = trust.get(&a.id).cloned().unwrap_or_default();
                 AgentReport {
+                    retired: retired
+                        .iter()
+                        .find(|(id, _)| *id == a.id)
+                        .map(|(_, reason)| reason.clone()),
                     trust_score,
                     trust_record,
                     id: a.id.clone(),
@@ -530,7 +538,12 @@ impl Session {
             tasks: self.task_counts(None),
             concurrency: ConcurrencyReport {
                 agents: self.agents.len(),
-                limit: config.concurrency,
+                live_agents: self.agents.iter().filter(|a| !a.retired).count(),
+                limit: self.concurrency(),
+                dynamic_spawning: config.raw.agent.dynamic_spawning,
+                max_total_agents: config.raw.agent.max_total_agents,
+                spawned: count_reasons(&spawned),
+                retired: count_reasons(&retired),
                 peak_busy_agents: match self.store.peak_concurrent_runs() {
                     Ok(peak) => Figure::measured(peak),
                     Err(err) => Figure::missing(format!("cannot read agent_runs: {err:#}")),
@@ -541,6 +554,7 @@ impl Session {
                     .map(|e| e.len())
                     .unwrap_or_default(),
             },
+            task_confirmation: self.task_confirmation(),
             task_list: self.board.entries(),
             agents,
             errors: self.store.error_counts().unwrap_or_default(),
@@ -572,4 +586,27 @@ impl Session {
             not_yet_enforced: config.not_yet_enforced.clone(),
         }
     }
+}
+
+impl Session {
+    /// (agent id, reason) of each `agent_spawned` or `agent_retired` event, in order.
+    fn spawning_events(&self, kind: &str) -> Vec<(String, String)> {
+        self.store
+            .events_of_kind(kind)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|row| {
+                let data: serde_json::Value = serde_json::from_str(&row.data).ok()?;
+                Some((row.agent_id?, data["reason"].as_str()?.to_string()))
+            })
+            .collect()
+    }
+}
+
+fn count_reasons(events: &[(String, String)]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for (_, reason) in events {
+        *out.entry(reason.clone()).or_insert(0) += 1;
+    }
+    out
 }

@@ -275,6 +275,8 @@ impl Session {
             .name
             .clone();
         self.store.set_agent_status(&agent_id, "idle")?;
+        self.agents[agent_idx].idle_since = Some(session_secs);
+        self.trust_stale = true;
         self.event(
             "agent_exited",
             Some(&agent_id),
@@ -299,12 +301,19 @@ impl Session {
             }
         }
         match outcome_word {
+            "finished" if self.task_check_command(task_idx).is_some() => {
+                // A claim: the task stays running until its check confirms it.
+                let command = self.task_check_command(task_idx).unwrap_or_default();
+                self.success_seen();
+                self.begin_task_check(task_idx, agent_idx, command)?;
+            }
             "finished" => {
                 let task = &mut self.board.tasks[task_idx];
                 task.state = TaskState::Done;
                 task.finished_session_secs = Some(session_secs);
                 task.last_error = None;
                 self.agents[agent_idx].tasks_done += 1;
+                self.agents[agent_idx].failures_in_row = 0;
                 self.success_seen();
                 self.settle_recoveries(task_idx)?;
                 if self.board.tasks[task_idx].review_of.is_some() {
@@ -363,6 +372,10 @@ impl Session {
                     agent.running = None;
                 }
             }
+        }
+        // Checks of work finished before the stop are not waited for either.
+        if let Err(err) = self.cancel_task_checks() {
+            tracing::error!(message = "cannot put unchecked tasks back on the board", error = %format!("{err:#}"));
         }
     }
 

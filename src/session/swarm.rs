@@ -1,6 +1,6 @@
 //! The session's side of the swarm: each agent's measured record and trust score
 //! ([`crate::swarm::trust`]) from what the session recorded (runs, recoveries, review votes on
-//! its work, its ballots against the outcomes).
+//! its work, task checks of its work, its ballots against the outcomes).
 
 use super::*;
 use crate::swarm::consensus::Choice;
@@ -12,6 +12,17 @@ impl Session {
     pub(super) fn trust_scores(&self) -> BTreeMap<String, (f64, Record)> {
         let recoveries = self.store.recoveries().unwrap_or_default();
         let votes = self.store.votes().unwrap_or_default();
+        let refuted: Vec<String> = self
+            .store
+            .events_of_kind("task_checked")
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| {
+                serde_json::from_str::<serde_json::Value>(&e.data)
+                    .is_ok_and(|d| d["passed"] == false)
+            })
+            .filter_map(|e| e.agent_id)
+            .collect();
         let bounds = &self.prepared.config.raw.agent;
         self.agents
             .iter()
@@ -27,6 +38,10 @@ impl Session {
                     tasks_done: agent.tasks_done,
                     failed_runs: agent.failed_runs,
                     recoveries_caused: u32::try_from(caused).unwrap_or(u32::MAX),
+                    checks_failed: u32::try_from(
+                        refuted.iter().filter(|a| **a == agent.id).count(),
+                    )
+                    .unwrap_or(u32::MAX),
                     ..Record::default()
                 };
                 for vote in &votes {

@@ -84,8 +84,12 @@ impl Session {
         let min_trust = self.prepared.config.raw.agent.min_trust_score;
         let trust = self.trust_scores();
         let author = author_idx.map(|idx| self.agents[idx].id.clone());
-        let (eligible, excluded): (Vec<String>, Vec<String>) =
-            self.agents.iter().map(|a| a.id.clone()).partition(|id| {
+        let (eligible, excluded): (Vec<String>, Vec<String>) = self
+            .agents
+            .iter()
+            .filter(|a| !a.retired)
+            .map(|a| a.id.clone())
+            .partition(|id| {
                 Some(id) != author.as_ref()
                     && trust.get(id).is_none_or(|(score, _)| *score > min_trust)
             });
@@ -214,6 +218,7 @@ impl Session {
             title,
             prompt,
             after: Vec::new(),
+            check: None,
         };
         self.store
             .insert_task(&spec.id, &spec.phase, &spec.role, &spec.title)?;
@@ -392,6 +397,7 @@ impl Session {
 
     fn apply_outcome(&mut self, vote: &OpenVote, outcome: &Outcome) -> Result<()> {
         let now = self.clock.session_secs();
+        self.trust_stale = true;
         // Reviews not started yet are not needed any more.
         for &review in &vote.reviews {
             let task = &mut self.board.tasks[review];

@@ -3,15 +3,15 @@
 //! next metrics tick (which still drains every file, in case a notification was lost).
 
 use crate::protocol::Event;
-use std::collections::HashMap;
 use std::path::Path;
 use tokio::sync::mpsc;
 
-/// Watch `agents_dir` (`<session>/agents/<agent id>/events.jsonl`); `ids` maps each agent's
-/// directory name to its index. None (logged) when the watch cannot be set up.
+/// Watch `agents_dir` (`<session>/agents/<agent id>/events.jsonl`); `index_of` maps an agent's
+/// directory name to its index (agents spawned later included; the session ignores an index it
+/// has no agent for). None (logged) when the watch cannot be set up.
 pub fn watch_agent_events(
     agents_dir: &Path,
-    ids: HashMap<String, usize>,
+    index_of: fn(&str) -> Option<usize>,
     events: mpsc::Sender<Event>,
 ) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
@@ -28,8 +28,8 @@ pub fn watch_agent_events(
                 .parent()
                 .and_then(|p| p.file_name())
                 .and_then(|n| n.to_str())
-                .and_then(|id| ids.get(id));
-            if let Some(&agent_idx) = agent {
+                .and_then(index_of);
+            if let Some(agent_idx) = agent {
                 // A full queue drops the notice: the metrics tick drains the file anyway.
                 let _ = events.try_send(Event::AgentEventsAppended { agent_idx });
             }

@@ -16,6 +16,8 @@ pub struct AgentRecord {
     pub role: String,
     /// Read offset in the agent's `events.jsonl` (bytes) up to which its reports are counted.
     pub events_offset: u64,
+    /// `idle`, `running`, or `retired` (dynamic spawning took it out for good).
+    pub status: String,
 }
 
 /// One task as recorded on the board.
@@ -144,12 +146,13 @@ impl Store {
     pub fn agents(&self) -> Result<Vec<AgentRecord>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id, role, events_offset FROM agents ORDER BY idx")?;
+            .prepare("SELECT id, role, events_offset, status FROM agents ORDER BY idx")?;
         let rows = stmt.query_map([], |r| {
             Ok(AgentRecord {
                 id: r.get(0)?,
                 role: r.get(1)?,
                 events_offset: r.get::<_, i64>(2)?.max(0) as u64,
+                status: r.get(3)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -348,7 +351,8 @@ mod tests {
             vec![AgentRecord {
                 id: "agent-1".into(),
                 role: "Coder".into(),
-                events_offset: 0
+                events_offset: 0,
+                status: "idle".into(),
             }]
         );
         let tasks = store.tasks().unwrap();

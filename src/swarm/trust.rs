@@ -8,7 +8,8 @@
 //! ```text
 //! trust = (3 + successes) / (4 + successes + failures), clamped to [min_trust_score, max_trust_score]
 //! successes = tasks done + reviews approved + 0.5 × votes agreeing with the outcome
-//! failures  = failed runs + reviews rejected + recoveries caused + 0.5 × votes disagreeing
+//! failures  = failed runs + reviews rejected + task checks failed + recoveries caused
+//!             + 0.5 × votes disagreeing
 //! ```
 //!
 //! Failed runs are runs that did not finish their task (a crash, a non-zero exit, a step
@@ -45,6 +46,8 @@ pub struct Record {
     pub reviews_approved: u32,
     /// Its work rejected by a review vote.
     pub reviews_rejected: u32,
+    /// Its finished tasks whose task check did not confirm them (`[scheduling].task_check`).
+    pub checks_failed: u32,
     /// Failures the recovery table handled with this agent named.
     pub recoveries_caused: u32,
     /// Its votes that agreed with the vote's outcome.
@@ -62,8 +65,9 @@ impl Record {
 
     /// Weighted failures.
     pub fn failures(&self) -> f64 {
-        f64::from(self.failed_runs + self.reviews_rejected + self.recoveries_caused)
-            + VOTE_WEIGHT * f64::from(self.votes_disagreed)
+        f64::from(
+            self.failed_runs + self.reviews_rejected + self.checks_failed + self.recoveries_caused,
+        ) + VOTE_WEIGHT * f64::from(self.votes_disagreed)
     }
 }
 
@@ -94,11 +98,12 @@ mod tests {
             failed_runs: 3,
             recoveries_caused: 2,
             reviews_rejected: 1,
+            checks_failed: 1,
             votes_disagreed: 2,
             ..Record::default()
         };
-        // 3 / (4 + 7) = 0.27…, clamped to the default floor 0.3
-        assert!((score(&bad, 0.0, 1.0) - 3.0 / 11.0).abs() < 1e-12);
+        // 3 / (4 + 8) = 0.25, clamped to the default floor 0.3
+        assert!((score(&bad, 0.0, 1.0) - 3.0 / 12.0).abs() < 1e-12);
         assert_eq!(score(&bad, 0.3, 1.0), 0.3);
         assert_eq!(score(&good, 0.3, 0.9), 0.9);
         // Inverted bounds never panic: the max wins.

@@ -18,4 +18,6 @@ mod resume;
 mod sdk;
 mod signals;
 mod sim_fixture;
+mod spawning;
 mod swarm;
+mod task_checks;

@@ -160,7 +160,10 @@ fn quickstart_session_builds_a_project_whose_tests_pass() {
         .contains("acceptance suite: 14 of 14 cases passed"));
     let keys = report["not_yet_enforced"].to_string();
     assert!(
-        !keys.contains("max_bugs") && !keys.contains("memory_usage_mb"),
+        !keys.contains("max_bugs")
+            && !keys.contains("memory_usage_mb")
+            && !keys.contains("trust")
+            && !keys.contains("spawning"),
         "{keys}"
     );
     let metrics = read_json(&session.join("metrics_current.json"));
@@ -243,7 +246,7 @@ fn quickstart_session_builds_a_project_whose_tests_pass() {
         assert!(session.join(file).is_file(), "{file} missing");
     }
     let config = read_json(&session.join("config.json"));
-    assert!(!config["not_yet_enforced"].as_array().unwrap().is_empty());
+    assert_eq!(config["not_yet_enforced"], serde_json::json!([]));
 }
 
 /// README's first command as an operator types it: the default runs directory (`test_runs/`,

@@ -32,11 +32,12 @@ pub(crate) fn mini_config(
     }
     std::fs::write(spec.join("spec.toml"), spec_text).unwrap();
     let roles: Vec<String> = (0..agents).map(|_| "\"Coder\"".to_string()).collect();
-    // The phase ends when its tasks are done (quick); a test that wants its time box says so.
+    // The phase ends when its tasks are done (quick) and exit codes stand (no task checks); a
+    // test that wants its time box or task checks says so.
     let scheduling = if extra.contains("[scheduling]") {
         ""
     } else {
-        "[scheduling]\nphase_end = \"tasks_done\"\n"
+        "[scheduling]\nphase_end = \"tasks_done\"\ntask_check = \"none\"\n"
     };
     let text = format!(
         r#"

@@ -254,11 +254,12 @@ pub fn command_config(
     extra: &str,
 ) -> PathBuf {
     let spec = root().join("system_tests/long_running/projects/quickstart");
-    // Phases end when their tasks are done (quick); a test that wants time boxes says so.
+    // Phases end when their tasks are done (quick) and exit codes stand (no task checks); a
+    // test that wants time boxes or task checks says so.
     let scheduling = if extra.contains("[scheduling]") {
         ""
     } else {
-        "[scheduling]\nphase_end = \"tasks_done\"\n"
+        "[scheduling]\nphase_end = \"tasks_done\"\ntask_check = \"none\"\n"
     };
     let mut env_table = String::from("[agents.env]\n");
     for (name, value) in env {

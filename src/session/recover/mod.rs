@@ -520,6 +520,7 @@ impl Session {
         oom_kills_before: Option<u64>,
     ) -> Result<()> {
         self.agents[agent_idx].failed_runs += 1;
+        self.agents[agent_idx].failures_in_row += 1;
         if let Some((kind, action, message)) = ended_by {
             // The recovery is open already; now that the run is gone, requeue.
             self.settle_failed_run(task_idx, &message);
