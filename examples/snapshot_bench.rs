@@ -5,9 +5,17 @@
 //! page cache and git's index); the same with nothing changed; CHANGED files rewritten; the
 //! incremental megatest snapshot and the incremental git step. megatest's snapshot is timed
 //! in-process with its stat cache in memory, as a session takes it; git's steps are timed as the
-//! commands they are. Prints one JSON object of wall milliseconds and bytes stored.
+//! commands they are. Then ROUNDS rounds (100) of: 10 files rewritten, one task snapshot
+//! (`capture`, the per-task diff's snapshot) and the task diff (second capture, changed files,
+//! unified diff), and one checkpoint taken as the session's checkpoint job takes it — a real
+//! process group (`sleep`) stopped with SIGSTOP, the incremental snapshot, SIGCONT — whose
+//! frozen window is timed. Prints one JSON object of wall milliseconds and bytes stored.
 
-use megatest::checkpoint::snapshot::{snapshot, ManifestBase, ObjectStore, StatCache};
+use megatest::checkpoint::diff;
+use megatest::checkpoint::snapshot::{capture, snapshot, ManifestBase, ObjectStore, StatCache};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -89,9 +97,48 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(file_path(&tree, i), content(i, size, 1 + k as u64))?;
     }
     let git_before = du(&tree.join(".git/objects"));
-    let (incremental_megatest, _, megatest_new_bytes) = timed(Some(&base))?;
+    let (incremental_megatest, mut base, megatest_new_bytes) = timed(Some(&base))?;
     let incremental_git = git(&tree, "git add -A && git write-tree");
     let git_new_bytes = du(&tree.join(".git/objects")) - git_before;
+    // Task snapshots and frozen windows, ROUNDS rounds of 10 changed files.
+    const ROUNDS: usize = 100;
+    let mut agent = Command::new("sleep");
+    agent.arg("1000").process_group(0);
+    let mut agent = agent.spawn()?;
+    let group = Pid::from_raw(agent.id() as i32);
+    let mut task_cache = StatCache::default();
+    let (mut task_ms, mut diff_ms, mut frozen_ms) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let started = Instant::now();
+        let (before, _) = capture(&tree, &store, &mut task_cache, 64 * 1024 * 1024)?;
+        task_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        for k in 0..10 {
+            let i = (round * 131 + k * 977) % files;
+            std::fs::write(file_path(&tree, i), content(i, size, 1000 + round as u64))?;
+        }
+        let started = Instant::now();
+        let (after, _) = capture(&tree, &store, &mut task_cache, 64 * 1024 * 1024)?;
+        let changes = diff::changes(&before, &after);
+        let text = diff::render(&before, &after, &changes, &store);
+        diff_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(
+            changes.len() == 10 && !text.is_empty(),
+            "round {round}: {} changes",
+            changes.len()
+        );
+        let started = Instant::now();
+        killpg(group, Signal::SIGSTOP)?;
+        let (_, next, _) = snapshot(&tree, &store, &mut cache, 64 * 1024 * 1024, Some(&base))?;
+        killpg(group, Signal::SIGCONT)?;
+        frozen_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        base = next;
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let percentile = |samples: &mut Vec<f64>, p: f64| -> f64 {
+        samples.sort_by(f64::total_cmp);
+        samples[((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1]
+    };
     println!(
         "{}",
         serde_json::json!({
@@ -100,6 +147,13 @@ fn main() -> anyhow::Result<()> {
             "noop_megatest_ms": noop_megatest, "noop_git_ms": noop_git,
             "incremental_megatest_ms": incremental_megatest, "incremental_git_ms": incremental_git,
             "megatest_new_bytes": megatest_new_bytes, "git_new_bytes": git_new_bytes,
+            "rounds": ROUNDS,
+            "task_snapshot_p50_ms": percentile(&mut task_ms, 0.5),
+            "task_snapshot_p99_ms": percentile(&mut task_ms, 0.99),
+            "task_diff_p50_ms": percentile(&mut diff_ms, 0.5),
+            "task_diff_p99_ms": percentile(&mut diff_ms, 0.99),
+            "frozen_p50_ms": percentile(&mut frozen_ms, 0.5),
+            "frozen_p99_ms": percentile(&mut frozen_ms, 0.99),
         })
     );
     Ok(())

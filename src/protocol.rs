@@ -405,6 +405,17 @@ pub enum ApiRequest {
         /// Where the answer goes.
         reply: oneshot::Sender<ControlReply>,
     },
+    /// An agent puts a proposal of its own to a vote of the other agents.
+    Propose {
+        /// The agent's index.
+        agent_idx: usize,
+        /// A one-line title.
+        title: String,
+        /// What it proposes and why.
+        text: String,
+        /// Where the answer goes.
+        reply: oneshot::Sender<ControlReply>,
+    },
     /// An agent reports its current task done.
     TaskDone {
         /// The agent's index.

@@ -33,6 +33,9 @@ pub use routes::{openapi, Access, Operation, Route, MAX_ID, ROUTES};
 /// Longest agent note (characters).
 pub const MAX_NOTE_CHARS: usize = 16384;
 
+/// Characters a proposal's title may have (`POST /api/agent/proposals`).
+pub const MAX_PROPOSAL_TITLE_CHARS: usize = 200;
+
 /// Largest request body accepted (bytes).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -59,6 +62,7 @@ fn method_router(route: &Route) -> axum::routing::MethodRouter<Arc<ApiState>> {
         Operation::AgentNote => on(filter, agent_note),
         Operation::AgentTaskDone => on(filter, agent_task_done),
         Operation::AgentVote => on(filter, agent_vote),
+        Operation::AgentProposal => on(filter, agent_proposal),
     }
 }
 
@@ -595,6 +599,48 @@ async fn agent_note(
     let text = text.to_string();
     match ask(&state, |reply| ApiRequest::Note {
         agent_idx,
+        text,
+        reply,
+    })
+    .await
+    {
+        Ok(reply) => action_answer(reply),
+        Err(answer) => answer,
+    }
+}
+
+async fn agent_proposal(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let (agent_idx, body) = match agent_and_body(&state, &headers, body).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
+    };
+    let value = match json_body(&body) {
+        Ok(value) => value,
+        Err(answer) => return answer,
+    };
+    let title = value["title"]
+        .as_str()
+        .filter(|t| !t.trim().is_empty() && t.chars().count() <= MAX_PROPOSAL_TITLE_CHARS);
+    let text = match &value["text"] {
+        Value::Null => Some(String::new()),
+        Value::String(text) if text.chars().count() <= MAX_NOTE_CHARS => Some(text.clone()),
+        _ => None,
+    };
+    let (Some(title), Some(text)) = (title, text) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "body must be {\"title\": \"…\", \"text\": \"…\"} (title 1-200 characters, not all blank; text optional, at most 16384 characters)",
+        );
+    };
+    let title = title.to_string();
+    match ask(&state, |reply| ApiRequest::Propose {
+        agent_idx,
+        title,
         text,
         reply,
     })

@@ -2,7 +2,7 @@
 //! ([`openapi`]); the router is built from the same table, so the document and the server
 //! cannot disagree on which routes and methods exist.
 
-use super::MAX_NOTE_CHARS;
+use super::{MAX_NOTE_CHARS, MAX_PROPOSAL_TITLE_CHARS};
 use serde_json::{json, Value};
 
 /// Who may call a route.
@@ -68,6 +68,8 @@ pub enum Operation {
     AgentTaskDone,
     /// `POST /api/agent/votes`.
     AgentVote,
+    /// `POST /api/agent/proposals`.
+    AgentProposal,
 }
 
 /// The largest id the API takes (event ids, escalation ids): SQLite's rowid range.
@@ -108,6 +110,12 @@ pub(super) fn vote_schema() -> Value {
         "reason": {"type": "string", "maxLength": MAX_NOTE_CHARS}}})
 }
 
+pub(super) fn proposal_schema() -> Value {
+    json!({"type": "object", "required": ["title"], "properties": {
+        "title": {"type": "string", "minLength": 1, "maxLength": MAX_PROPOSAL_TITLE_CHARS, "pattern": "\\S"},
+        "text": {"type": "string", "maxLength": MAX_NOTE_CHARS}}})
+}
+
 pub(super) fn note_schema() -> Value {
     // A note has a non-blank character (`pattern`); its length is counted in characters, as
     // JSON Schema counts it.
@@ -130,6 +138,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "post", path: "/api/agent/events", access: Access::Agent, summary: "Tool calls an agent reports (as /v1/megatest/events)", body: Some(events_schema), produces: "application/json" , operation: Operation::AgentEvents },
     Route { method: "post", path: "/api/agent/notes", access: Access::Agent, summary: "A note into the session's working memory (kept in checkpoints)", body: Some(note_schema), produces: "application/json" , operation: Operation::AgentNote },
     Route { method: "post", path: "/api/agent/votes", access: Access::Agent, summary: "The agent's ballot in the vote its current review task belongs to (a later ballot replaces an earlier one)", body: Some(vote_schema), produces: "application/json" , operation: Operation::AgentVote },
+    Route { method: "post", path: "/api/agent/proposals", access: Access::Agent, summary: "A proposal of the agent's own (e.g. an architecture decision) put to a vote of the other agents; the decision joins the working memory", body: Some(proposal_schema), produces: "application/json" , operation: Operation::AgentProposal },
     Route { method: "post", path: "/api/agent/task_done", access: Access::Agent, summary: "The agent reports its current task done; its run is ended and the task marked done", body: None, produces: "application/json" , operation: Operation::AgentTaskDone },
 ];
 

@@ -258,13 +258,17 @@ pub fn working_memory(notes: &[EventRow], handoffs: &[EventRow], decisions: &[Ev
 }
 
 /// An event as an item of working memory: a note's or handoff's `text`; a vote's
-/// `"vote <id>: <outcome> (<reason>)"`.
+/// `"vote <id>: <outcome> (<reason>)"`, after the proposal's title for a proposal's vote.
 pub fn memory_item(row: &EventRow) -> crate::swarm::memory::Item {
     let data = serde_json::from_str::<Value>(&row.data).unwrap_or_default();
     let text = match data["text"].as_str() {
         Some(text) => text.to_string(),
         None => format!(
-            "vote {}: {} ({})",
+            "{}vote {}: {} ({})",
+            data["title"]
+                .as_str()
+                .map(|t| format!("{t} — "))
+                .unwrap_or_default(),
             data["vote"],
             data["outcome"].as_str().unwrap_or(""),
             data["reason"].as_str().unwrap_or("")

@@ -12,9 +12,11 @@
 //! bounded time ([`FREEZE_LIMIT`]), then continues them (SIGCONT); a snapshot that outlasts the
 //! bound finishes with the agents running and is marked `consistent: false`.
 
+pub mod diff;
 pub mod document;
 mod error;
 pub mod job;
+pub mod objects;
 pub mod restore;
 
 pub mod snapshot;
@@ -167,7 +169,11 @@ pub fn prune(dir: &Path) -> Result<PruneStats> {
         if needed.contains(&name) {
             stats.kept_bytes += bytes;
         } else {
-            std::fs::remove_file(&path).step(|| format!("remove {}", path.display()))?;
+            match std::fs::remove_file(&path) {
+                // Renamed away by a concurrent write (a task snapshot) since the listing.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                other => other.step(|| format!("remove {}", path.display()))?,
+            }
             stats.removed_objects += 1;
             stats.removed_bytes += bytes;
         }

@@ -10,6 +10,7 @@
 //! workspace by one hash.
 
 use super::error::{CheckpointError, Result, Step};
+pub use super::objects::ObjectStore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -79,85 +80,6 @@ pub struct SnapshotStats {
     pub new_bytes: u64,
     /// Files over the size cap (listed, not stored).
     pub not_stored: u64,
-}
-
-/// The content-addressed store under `checkpoints/objects/`.
-#[derive(Debug, Clone)]
-pub struct ObjectStore {
-    root: PathBuf,
-}
-
-impl ObjectStore {
-    /// Open (creating) the store at `root`.
-    pub fn open(root: &Path) -> Result<ObjectStore> {
-        std::fs::create_dir_all(root).step(|| format!("create {}", root.display()))?;
-        Ok(ObjectStore {
-            root: root.to_path_buf(),
-        })
-    }
-
-    /// Where object `hash` lives (`ab/cdef…`).
-    pub fn path_of(&self, hash: &str) -> PathBuf {
-        self.root.join(&hash[..2]).join(&hash[2..])
-    }
-
-    /// True when object `hash` is stored.
-    pub fn contains(&self, hash: &str) -> bool {
-        self.path_of(hash).is_file()
-    }
-
-    /// Store `bytes` under `hash` unless present; returns the bytes written, None if present.
-    pub fn put(&self, hash: &str, bytes: &[u8]) -> Result<Option<u64>> {
-        let path = self.path_of(hash);
-        if path.is_file() {
-            return Ok(None);
-        }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes).step(|| format!("write object {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(Some(bytes.len() as u64))
-    }
-
-    /// Every object file: (hash, path, bytes); also leftovers of interrupted writes (`*.tmp*`).
-    pub fn list(&self) -> Result<Vec<(String, PathBuf, u64)>> {
-        let mut out = Vec::new();
-        for prefix in std::fs::read_dir(&self.root)? {
-            let prefix = prefix?;
-            if !prefix.file_type()?.is_dir() {
-                continue;
-            }
-            let head = prefix.file_name().to_string_lossy().into_owned();
-            for object in std::fs::read_dir(prefix.path())? {
-                let object = object?;
-                let name = format!("{head}{}", object.file_name().to_string_lossy());
-                out.push((name, object.path(), object.metadata()?.len()));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Bytes of all objects.
-    pub fn size(&self) -> Result<u64> {
-        Ok(self.list()?.iter().map(|(_, _, bytes)| bytes).sum())
-    }
-
-    /// The bytes of object `hash`. Errors: missing or unreadable.
-    pub fn get(&self, hash: &str) -> Result<Vec<u8>> {
-        let path = self.path_of(hash);
-        std::fs::read(&path).step(|| format!("object {hash} missing ({})", path.display()))
-    }
-
-    /// True when the object exists and its content hashes to its name.
-    pub fn verify(&self, hash: &str) -> std::result::Result<(), String> {
-        match std::fs::read(self.path_of(hash)) {
-            Err(_) => Err(format!("object {hash} is missing")),
-            Ok(bytes) if sha256_hex(&bytes) != hash => Err(format!("object {hash} is corrupt")),
-            Ok(_) => Ok(()),
-        }
-    }
 }
 
 /// (size, mtime ns, ctime ns, inode) → hash of files already read (and stored, when under
@@ -284,6 +206,17 @@ pub fn snapshot(
         },
         stats,
     ))
+}
+
+/// The workspace as it is now, its files' contents put into `store` (objects only: no manifest
+/// is stored). What a task snapshot is: [`crate::checkpoint::diff`] compares two of them.
+pub fn capture(
+    workspace: &Path,
+    store: &ObjectStore,
+    cache: &mut StatCache,
+    size_cap: u64,
+) -> Result<(Manifest, SnapshotStats)> {
+    walk(workspace, Some(store), cache, size_cap)
 }
 
 /// The complete manifest stored under `hash`, following its delta chain; every object of the

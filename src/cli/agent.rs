@@ -66,6 +66,19 @@ pub struct NoteArgs {
     pub events_file: PathBuf,
 }
 
+/// `megatest propose TITLE [TEXT…]` (on every agent's PATH): put a proposal of the agent's own
+/// to a vote of the other agents, as a line of `$MEGATEST_EVENTS_FILE`.
+#[derive(Debug, Args)]
+pub struct ProposeArgs {
+    /// A one-line title (at most 200 characters)
+    pub title: String,
+    /// What is proposed and why
+    pub text: Vec<String>,
+    /// The agent's events file (set by megatest for every agent run)
+    #[arg(long, env = "MEGATEST_EVENTS_FILE")]
+    pub events_file: PathBuf,
+}
+
 /// Append one JSON line to `path` (one `write` of the whole line, so concurrent writers do not
 /// interleave).
 fn append_event(path: &std::path::Path, event: serde_json::Value) -> anyhow::Result<()> {
@@ -101,6 +114,18 @@ pub fn note(args: NoteArgs) -> anyhow::Result<i32> {
     append_event(
         &args.events_file,
         serde_json::json!({"type": "note", "text": args.text.join(" ")}),
+    )?;
+    Ok(0)
+}
+
+pub fn propose(args: ProposeArgs) -> anyhow::Result<i32> {
+    if args.title.trim().is_empty() {
+        eprintln!("megatest propose: the title must not be blank");
+        return Ok(2);
+    }
+    append_event(
+        &args.events_file,
+        serde_json::json!({"type": "proposal", "title": args.title, "text": args.text.join(" ")}),
     )?;
     Ok(0)
 }

@@ -50,6 +50,9 @@ enum Command {
     Vote(agent::VoteArgs),
     /// Inside an agent run: a note into the session's working memory.
     Note(agent::NoteArgs),
+    /// Inside an agent run: a proposal of the agent's own (an architecture decision, …) put to
+    /// a vote of the other agents.
+    Propose(agent::ProposeArgs),
     /// How a session is going: live through its control API while it runs, from its files
     /// when it does not.
     Status(control::StatusArgs),
@@ -148,6 +151,7 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Agent(args) => agent::run(args),
         Command::Vote(args) => agent::vote(args),
         Command::Note(args) => agent::note(args),
+        Command::Propose(args) => agent::propose(args),
         Command::Checkpoints(args) => checkpoints::run(args),
         Command::Resume(args) => resume::run(args),
         Command::Restore(args) => restore::run(args),

@@ -161,6 +161,8 @@ impl Session {
         let Some(pruned) = checkpointer.enforce_limit(limit)? else {
             return Ok(());
         };
+        // The task snapshots' stat cache may vouch for objects the prune removed.
+        self.task_snapshots.forget();
         let data = serde_json::to_value(&pruned)?;
         self.event("checkpoint_store_pruned", None, None, None, data)?;
         if pruned.kept_bytes > limit {

@@ -179,6 +179,15 @@ impl Session {
                 let answer = self.api_ballot(agent_idx, choice, &reason, "api");
                 let _ = reply.send(answer);
             }
+            ApiRequest::Propose {
+                agent_idx,
+                title,
+                text,
+                reply,
+            } => {
+                let answer = self.raise_proposal(agent_idx, &title, &text, "api")?;
+                let _ = reply.send(answer);
+            }
             ApiRequest::TaskDone { agent_idx, reply } => {
                 let answer = match self.agents[agent_idx].running.as_mut() {
                     None => refused("no_task", "this agent is not running a task"),

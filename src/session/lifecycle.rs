@@ -95,6 +95,7 @@ impl Session {
         );
         let prices = budget::price_table(&config.raw.model.prices);
         let checkpointer = crate::checkpoint::Checkpointer::open(&dir.join("checkpoints"))?;
+        let task_snapshots = diffs::TaskSnapshots::new(checkpointer.store.clone());
         let spool = Arc::new(LedgerSpool::open(&dir)?);
         let (recovery, _) = recover::RecoveryState::new(config, &dir.join("project"), &dir)?;
         Ok(Session {
@@ -139,9 +140,11 @@ impl Session {
             last_code_stats: None,
             checkpoint_audit: Default::default(),
             votes: Vec::new(),
+            proposals: Vec::new(),
             gate: Default::default(),
             trust_stale: true,
             task_checks: Default::default(),
+            task_snapshots,
             api_ballots: Default::default(),
             metrics_writer,
         })

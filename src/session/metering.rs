@@ -460,6 +460,14 @@ impl Session {
                 tracing::warn!(message = "a vote in an agent's events file was refused", agent = %agent_id, why = %why);
             }
         }
+        // Proposals, as through `POST /api/agent/proposals`; a refused one is logged.
+        for proposal in event::parse_agent_events_of(&text, "proposal") {
+            let title = proposal["title"].as_str().unwrap_or("");
+            let body = proposal["text"].as_str().unwrap_or("");
+            if let Err(why) = self.raise_proposal(agent_idx, title, body, "events_file")? {
+                tracing::warn!(message = "a proposal in an agent's events file was refused", agent = %agent_id, why = %why);
+            }
+        }
         if bad > 0 {
             let message = format!(
                 "{bad} lines of {} are not JSON (skipped; untrusted agent output)",

@@ -16,11 +16,13 @@ mod board;
 mod checkpointing;
 mod confirming;
 mod control;
+mod diffs;
 mod evaluating;
 mod gating;
 mod lifecycle;
 mod metering;
 mod phases;
+mod proposals;
 mod recover;
 pub mod rejections;
 mod reporting;
@@ -229,6 +231,8 @@ struct Running {
     done_claimed: bool,
     /// Bytes of the agent's `agent.log` when the run started (its output starts there).
     log_offset: u64,
+    /// The workspace just before the run started (its task diff is against it).
+    snapshot_before: Option<diffs::Before>,
 }
 
 struct AgentSlot {
@@ -309,11 +313,15 @@ pub struct Session {
     proxy_task: Option<tokio::task::JoinHandle<()>>,
     shutdown: Option<ShutdownSignal>,
     last_code_stats: Option<CodeStats>,
+    /// Proposals agents raised (`proposals.rs`), in order.
+    proposals: Vec<proposals::Proposal>,
     /// Review and gate votes in progress (`voting.rs`).
     votes: Vec<voting::OpenVote>,
     /// Something changed the agents' trust scores since dynamic spawning last looked
     /// (`spawning.rs`).
     trust_stale: bool,
+    /// Task snapshots for per-task diffs (`diffs.rs`).
+    task_snapshots: diffs::TaskSnapshots,
     /// Task checks in flight (`confirming.rs`).
     task_checks: confirming::TaskChecks,
     /// The current phase's gate and follow-up work (`gating.rs`).

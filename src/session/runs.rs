@@ -126,6 +126,8 @@ impl Session {
             ),
             grace: Duration::from_secs_f64(config.raw.agents.stop_grace_secs),
         };
+        // The task diff's first snapshot, before the agent can change anything.
+        let snapshot_before = self.snapshot_before_run();
         // The run's output starts here (measured before the agent can write).
         let log_offset = std::fs::metadata(&spec.log_path)
             .map(|m| m.len())
@@ -201,6 +203,7 @@ impl Session {
             ended_by: None,
             oom_kills_at_start: recover::cgroup_oom_kills(),
             done_claimed: false,
+            snapshot_before,
         });
         slot.last_activity = Some(now());
         slot.active = Instant::now();
@@ -244,15 +247,17 @@ impl Session {
         if let Err(err) = self.drain_events_file(agent_idx) {
             tracing::error!(message = "cannot count an agent's reported tool calls", agent = %self.agents[agent_idx].id, error = %format!("{err:#}"));
         }
-        let (ended_by, oom_kills_at_start, done_claimed, log_offset) =
+        let (ended_by, oom_kills_at_start, done_claimed, log_offset, attempt, before) =
             match self.agents[agent_idx].running.take() {
                 Some(running) => (
                     running.ended_by,
                     running.oom_kills_at_start,
                     running.done_claimed,
                     running.log_offset,
+                    running.attempt,
+                    running.snapshot_before,
                 ),
-                None => (None, None, false, 0),
+                None => (None, None, false, 0, 0, None),
             };
         let outcome_word = match (outcome.end, outcome.succeeded()) {
             (_, true) => "finished",
@@ -285,6 +290,11 @@ impl Session {
             serde_json::json!({"outcome": outcome, "result": outcome_word}),
         )?;
         tracing::info!(message = "agent exited", agent = %agent_id, task = %task_id, result = outcome_word, code = ?outcome.exit_code, signal = ?outcome.signal);
+        if let Some(before) = before {
+            // What the run changed (for its review, before the review opens).
+            let concurrent = self.store.overlapping_runs(run_id).unwrap_or(0) as usize;
+            self.record_task_diff(agent_idx, task_idx, attempt, before, concurrent)?;
+        }
         if self.board.tasks[task_idx].review_of.is_none() {
             // What the run leaves for the next agent on the task (working memory).
             let log = self.agents[agent_idx].dir.join("agent.log");

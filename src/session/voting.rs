@@ -25,6 +25,8 @@ pub(super) enum Subject {
     Review(usize),
     /// Ending this phase before its time box is up (its gate, `gating.rs`).
     Gate(usize),
+    /// An agent's proposal (index into the session's proposals, `proposals.rs`).
+    Proposal(usize),
 }
 
 /// A vote in progress.
@@ -40,6 +42,18 @@ pub(super) struct OpenVote {
     ballots: Vec<Ballot>,
     /// Session second its first reviewer started.
     started: Option<f64>,
+}
+
+impl OpenVote {
+    /// The vote's id in `session.db`.
+    pub(super) fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// True when the vote decides `subject`.
+    pub(super) fn is_about(&self, subject: Subject) -> bool {
+        self.subject == subject
+    }
 }
 
 /// Wall seconds a vote stays open at least: a time-scaled session (3600 session seconds per
@@ -112,6 +126,10 @@ impl Session {
                     task.review_rounds,
                 )
             }
+            Subject::Proposal(idx) => {
+                let proposal = &self.proposals[idx];
+                ("proposal", proposal.subject.clone(), proposal.phase_idx, 1)
+            }
             Subject::Gate(phase_idx) => {
                 self.gate.rounds += 1;
                 let name = &self.prepared.config.phases[phase_idx].name;
@@ -181,6 +199,7 @@ impl Session {
                 let author = vote.exclude.last().cloned().unwrap_or_default();
                 let (id, title) = (&reviewed.spec.id, &reviewed.spec.title);
                 let summary = self.last_handoff(id);
+                let diff = self.diff_note(id);
                 (
                     id.clone(),
                     format!("Review {id} ({title})"),
@@ -190,8 +209,24 @@ impl Session {
                         &reviewed.spec.prompt,
                         &author,
                         summary.as_deref(),
+                        diff.as_deref(),
                     ),
                     reviewed.phase_idx,
+                )
+            }
+            Subject::Proposal(idx) => {
+                let proposal = &self.proposals[idx];
+                let author = &self.agents[proposal.author_idx].id;
+                (
+                    proposal.subject.clone(),
+                    format!("Vote on {}: {}", proposal.subject, proposal.title),
+                    review::proposal_prompt(
+                        &proposal.subject,
+                        author,
+                        &proposal.title,
+                        &proposal.text,
+                    ),
+                    proposal.phase_idx,
                 )
             }
             Subject::Gate(phase_idx) => {
@@ -417,17 +452,19 @@ impl Session {
                 review::gate_subject(&self.prepared.config.phases[phase_idx].name),
                 phase_idx,
             ),
+            Subject::Proposal(idx) => (
+                self.proposals[idx].subject.clone(),
+                self.proposals[idx].phase_idx,
+            ),
         };
         let phase = self.prepared.config.phases[phase_idx].name.clone();
         self.store
             .close_vote(vote.id, outcome.word(), outcome.reason(), now)?;
-        self.event(
-            "vote_closed",
-            None,
-            Some(&phase),
-            Some(&task_id),
-            serde_json::json!({"vote": vote.id, "outcome": outcome.word(), "reason": outcome.reason(), "ballots": vote.ballots.len()}),
-        )?;
+        let mut data = serde_json::json!({"vote": vote.id, "outcome": outcome.word(), "reason": outcome.reason(), "ballots": vote.ballots.len()});
+        if let Subject::Proposal(idx) = vote.subject {
+            data["title"] = serde_json::Value::String(self.proposals[idx].title.clone());
+        }
+        self.event("vote_closed", None, Some(&phase), Some(&task_id), data)?;
         tracing::info!(message = "vote closed", vote = vote.id, task = %task_id, outcome = outcome.word(), reason = outcome.reason());
         let reasons: Vec<String> = match outcome {
             Outcome::Rejected(_) => self
@@ -448,6 +485,20 @@ impl Session {
         let task_idx = match vote.subject {
             Subject::Review(task_idx) => task_idx,
             Subject::Gate(phase_idx) => return self.gate_decided(phase_idx, outcome, reasons),
+            Subject::Proposal(idx) => {
+                // The decision is the vote_closed event (working memory); a deadlock goes to
+                // the recovery table like any other.
+                self.proposals[idx].open = false;
+                if let Outcome::Deadlock(reason) = outcome {
+                    self.failure(
+                        FailureKind::ConsensusDeadlock,
+                        None,
+                        None,
+                        &format!("vote {} on {task_id}: {reason}", vote.id),
+                    )?;
+                }
+                return Ok(());
+            }
         };
         match outcome {
             Outcome::Rejected(_) => {
@@ -556,6 +607,9 @@ impl Session {
     pub(super) fn close_votes_at_phase_end(&mut self) -> Result<()> {
         let now = self.clock.session_secs();
         self.gate.closing = true;
+        for proposal in &mut self.proposals {
+            proposal.open = false;
+        }
         for vote in std::mem::take(&mut self.votes) {
             let outcome = consensus::decide(self.rules(), &vote.ballots, vote.eligible.len(), true);
             if vote.ballots.len() >= vote.reviews.len() {

@@ -296,6 +296,20 @@ impl Store {
         Ok(peak.max(0) as u64)
     }
 
+    /// Runs of other agents whose time overlapped run `run_id`'s (a run still going counts to
+    /// the end).
+    pub fn overlapping_runs(&self, run_id: i64) -> Result<u64> {
+        let count: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM agent_runs o, agent_runs r
+             WHERE r.id = ?1 AND o.agent_id != r.agent_id
+               AND o.started_session_secs < COALESCE(r.ended_session_secs, 1e300)
+               AND COALESCE(o.ended_session_secs, 1e300) > r.started_session_secs",
+            params![run_id],
+            |r| r.get(0),
+        )?;
+        Ok(count.max(0) as u64)
+    }
+
     /// Every event of `kind`, oldest first.
     pub fn events_of_kind(&self, kind: &str) -> Result<Vec<EventRow>> {
         let mut stmt = self.conn.prepare_cached(

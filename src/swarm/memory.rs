@@ -95,9 +95,13 @@ pub fn document(notes: &[Item], handoffs: &[Item], decisions: &[Item]) -> Value 
     })
 }
 
+/// Subjects of the votes on agents' own proposals (`proposal-<n>`): their decisions are the
+/// team's, shown to every task.
+pub const PROPOSAL_PREFIX: &str = "proposal-";
+
 /// The working memory an agent taking over `task` is given: the newest handoffs and notes on
-/// the task and the decisions of its votes, then the team's newest notes on other tasks. Empty
-/// when there is nothing.
+/// the task and the decisions of its votes, the team's newest decisions on proposals, then the
+/// team's newest notes on other tasks. Empty when there is nothing.
 pub fn prompt_section(task: &str, notes: &[Item], handoffs: &[Item], decisions: &[Item]) -> String {
     let on_task = |items: &[Item]| -> Vec<Item> {
         let mine: Vec<Item> = items
@@ -114,10 +118,20 @@ pub fn prompt_section(task: &str, notes: &[Item], handoffs: &[Item], decisions: 
         .filter(|i| i.task.as_deref() != Some(task))
         .collect();
     let others = &others[others.len().saturating_sub(PROMPT_ITEMS)..];
+    let team: Vec<&Item> = decisions
+        .iter()
+        .filter(|i| {
+            i.task
+                .as_deref()
+                .is_some_and(|t| t.starts_with(PROPOSAL_PREFIX) && t != task)
+        })
+        .collect();
+    let team = &team[team.len().saturating_sub(PROMPT_ITEMS)..];
     if task_handoffs.is_empty()
         && task_notes.is_empty()
         && task_decisions.is_empty()
         && others.is_empty()
+        && team.is_empty()
     {
         return String::new();
     }
@@ -155,6 +169,13 @@ pub fn prompt_section(task: &str, notes: &[Item], handoffs: &[Item], decisions: 
         out.push_str("\nNotes on this task:\n\n");
         for item in task_notes {
             out.push_str(&format!("- {}: {}\n", who(item), item.text));
+        }
+    }
+    if !team.is_empty() {
+        out.push_str("\nThe team's decisions on proposals:\n\n");
+        for item in team {
+            let on = item.task.as_deref().unwrap_or_default();
+            out.push_str(&format!("- {on}: {}\n", clip(&item.text)));
         }
     }
     if !others.is_empty() {
@@ -229,11 +250,31 @@ mod tests {
             item(2, "agent-3", "t9", "redis port is 7000"),
         ];
         let handoffs = [item(3, "agent-1", "t1", "half done:\nLPUSH missing")];
-        let decisions = [Item {
-            agent: None,
-            ..item(4, "", "t1", "rejected: agent-2: no tests")
-        }];
+        let decisions = [
+            Item {
+                agent: None,
+                ..item(4, "", "t1", "rejected: agent-2: no tests")
+            },
+            Item {
+                agent: None,
+                ..item(
+                    5,
+                    "",
+                    "proposal-1",
+                    "Use SQLite — vote 7: approved (2 of 2)",
+                )
+            },
+            Item {
+                agent: None,
+                ..item(6, "", "t7", "approved: fine")
+            },
+        ];
         let section = prompt_section("t1", &notes, &handoffs, &decisions);
+        // Another task's review decision is not shown; the team's proposal decisions are.
+        assert!(!section.contains("approved: fine"), "{section}");
+        let decided = section
+            .find("- proposal-1: Use SQLite — vote 7: approved (2 of 2)")
+            .unwrap();
         assert!(section.starts_with("\n## Working memory\n"));
         let handoff = section
             .find("agent-1: half done:\n  LPUSH missing")
@@ -243,7 +284,10 @@ mod tests {
             .find("agent-2: the parser is in src/resp.rs")
             .unwrap();
         let team = section.find("agent-3 (on t9): redis port is 7000").unwrap();
-        assert!(handoff < vote && vote < own && own < team, "{section}");
+        assert!(
+            handoff < vote && vote < own && own < decided && decided < team,
+            "{section}"
+        );
         assert_eq!(prompt_section("t1", &[], &[], &[]), "");
         // A note longer than TEXT_LIMIT shows cut.
         let long = [item(9, "agent-2", "t1", &"x".repeat(TEXT_LIMIT * 3))];

@@ -59,13 +59,15 @@ pub fn is_review(task_id: &str) -> bool {
 }
 
 /// What a reviewer is asked to do: judge the work of `task` (its title and prompt) by
-/// `author`, and end with a verdict line.
+/// `author`, and end with a verdict line. `summary` is the author's handoff summary; `diff`
+/// says where the diff of the author's run is and what it changed.
 pub fn review_prompt(
     task_id: &str,
     title: &str,
     task_prompt: &str,
     author: &str,
     summary: Option<&str>,
+    diff: Option<&str>,
 ) -> String {
     let mut out = format!(
         "Review the work of task {task_id} ({title}), done by {author}, in the current workspace.\n\n\
@@ -75,11 +77,28 @@ pub fn review_prompt(
     if let Some(summary) = summary.filter(|s| !s.trim().is_empty()) {
         out.push_str(&format!("The author's summary: {}\n\n", summary.trim()));
     }
+    if let Some(diff) = diff.filter(|d| !d.trim().is_empty()) {
+        out.push_str(&format!("{}\n\n", diff.trim()));
+    }
     out.push_str(
         "Read the files the task concerns, build and run the tests if you can, and judge whether \
          the work does what the task asked. Do not change any file. End your output with exactly \
          one line:\n\n\
          VERDICT: approve — <one-sentence reason>\n\nor\n\nVERDICT: reject — <what is wrong>\n",
+    );
+    out
+}
+
+/// What a voter on a proposal is asked: `author` proposes `title` (`text`: what and why).
+pub fn proposal_prompt(subject: &str, author: &str, title: &str, text: &str) -> String {
+    let mut out = format!("{author} proposes ({subject}): {}\n\n", title.trim());
+    if !text.trim().is_empty() {
+        out.push_str(&format!("{}\n\n", text.trim()));
+    }
+    out.push_str(
+        "Judge the proposal against the project's requirements and the work in the current \
+         workspace. Do not change any file. End your output with exactly one line:\n\n\
+         VERDICT: approve — <one-sentence reason>\n\nor\n\nVERDICT: reject — <why not>\n",
     );
     out
 }
@@ -93,7 +112,7 @@ pub fn gate_subject(phase: &str) -> String {
 /// given the criteria the session judged met (`criteria`, one line each).
 pub fn gate_prompt(phase: &str, objectives: &[String], criteria: &[String]) -> String {
     let mut out = format!(
-        "Phase {phase}: its planned tasks are done and every success criterion was measured as          met. Vote on ending the phase before its time box is over.\n\nThe phase's objectives:\n\n"
+        "Phase {phase}: its planned tasks are done and every success criterion was measured as met. Vote on ending the phase before its time box is over.\n\nThe phase's objectives:\n\n"
     );
     for objective in objectives {
         out.push_str(&format!("- {objective}\n"));
@@ -159,8 +178,13 @@ mod tests {
             "Write the store",
             "agent-1",
             Some("done"),
+            Some("The diff of the author's run: /s/agents/agent-1/diffs/qs-store.1.diff"),
         );
         assert!(prompt.contains("VERDICT: approve") && prompt.contains("agent-1"));
         assert!(prompt.contains("The author's summary: done"));
+        assert!(prompt.contains("/s/agents/agent-1/diffs/qs-store.1.diff"));
+        let prompt = proposal_prompt("proposal-1", "agent-2", "Use SQLite", "for the store");
+        assert!(prompt.starts_with("agent-2 proposes (proposal-1): Use SQLite\n\nfor the store"));
+        assert!(prompt.contains("VERDICT: reject"));
     }
 }

@@ -152,7 +152,17 @@ fn tool_call_threshold_triggers_checkpoints_and_disabled_means_none() {
     assert_eq!(verify(&session).0, Some(0));
 
     let runs = dir.path().join("runs-disabled");
-    let output = run_session(&with("enabled = false", "disabled.toml"), &runs, &[], &[]);
+    // Without checkpoints "Final checkpoint validates" can never be met: the last phase would
+    // wait out its time box, so this run ends its phases when their tasks are done.
+    let output = run_session(
+        &with(
+            "enabled = false\n[scheduling]\nphase_end = \"tasks_done\"",
+            "disabled.toml",
+        ),
+        &runs,
+        &[],
+        &[],
+    );
     assert_exit(&output, 0);
     assert!(triggers(&only_session(&runs)).is_empty());
 }

@@ -22,18 +22,30 @@ fn review_session(
     consensus: &str,
     more: &str,
 ) -> (std::process::Output, std::path::PathBuf) {
+    let config = review_config(dir, tasks, agents, command, consensus, more);
+    let runs = dir.join("runs");
+    let output = run_session(&config, &runs, &["--time-scale", "60"], &[]);
+    (output, runs)
+}
+
+/// The config [`review_session`] runs.
+fn review_config(
+    dir: &std::path::Path,
+    tasks: &[(&str, &str)],
+    agents: usize,
+    command: &str,
+    consensus: &str,
+    more: &str,
+) -> std::path::PathBuf {
     let extra = format!("{SIM}\n[consensus]\nenabled = true\n{consensus}\n{more}");
-    let config = mini_config(
+    mini_config(
         dir,
         tasks,
         agents,
         command,
         "build = \"true\"\ntest = \"true\"",
         &extra,
-    );
-    let runs = dir.join("runs");
-    let output = run_session(&config, &runs, &["--time-scale", "60"], &[]);
-    (output, runs)
+    )
 }
 
 #[test]
@@ -254,6 +266,133 @@ fn agents_vote_and_note_with_the_megatest_helpers_through_their_events_file() {
         &[],
     );
     assert_eq!(notes, 1);
+}
+
+#[test]
+fn a_review_is_given_the_diff_of_the_run_under_review() {
+    let dir = tempfile::tempdir().unwrap();
+    // The author writes queue.py and edits notes.txt; reviewers approve (and change nothing).
+    let command = r#"case "$MEGATEST_TASK_ID" in
+  review-*) echo 'VERDICT: approve — fine';;
+  *) printf 'def push(item):\n    return item\n' > queue.py; echo second >> notes.txt;;
+esac"#;
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let (output, runs) = review_session(
+        dir.path(),
+        &[("t1", "Coder")],
+        2,
+        command,
+        "min_votes = 1\nstrategy = \"majority\"\nvote_timeout_secs = 600",
+        "",
+    );
+    assert_exit(&output, 0);
+    let session = only_session(&runs);
+    let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
+    let (files, added, modified, path): (String, i64, i64, String) = db
+        .query_row(
+            "SELECT json_extract(data, '$.files'), json_extract(data, '$.added'),
+                    json_extract(data, '$.modified'), json_extract(data, '$.diff_path')
+             FROM events WHERE kind = 'task_diff' AND task_id = 't1'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    // notes.txt did not exist before the run: both files are new.
+    assert_eq!(
+        (files.as_str(), added, modified),
+        ("[\"notes.txt\",\"queue.py\"]", 2, 0)
+    );
+    let diff = std::fs::read_to_string(&path).unwrap();
+    assert!(diff.contains("--- /dev/null\n+++ b/queue.py\n"), "{diff}");
+    assert!(
+        diff.contains("+def push(item):\n+    return item\n"),
+        "{diff}"
+    );
+    // The reviewer's prompt names the diff; its own run changed nothing.
+    let review: String = db
+        .query_row(
+            "SELECT task_id FROM events WHERE kind = 'task_diff' AND task_id LIKE 'review-t1-%'
+             AND json_extract(data, '$.added') + json_extract(data, '$.modified') + json_extract(data, '$.removed') = 0",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let prompts: String = ["agent-1", "agent-2"]
+        .iter()
+        .filter_map(|a| {
+            std::fs::read_to_string(session.join(format!("agents/{a}/prompts/{review}.1.md"))).ok()
+        })
+        .collect();
+    assert!(prompts.contains(&path), "{prompts}");
+    assert!(
+        prompts.contains("2 added, 0 modified, 0 removed (notes.txt, queue.py)"),
+        "{prompts}"
+    );
+}
+
+#[test]
+fn an_agents_proposal_is_voted_on_and_its_decision_reaches_later_prompts() {
+    let dir = tempfile::tempdir().unwrap();
+    // t1's author proposes twice (the second is refused while the first is open) and works on;
+    // the others approve with verdict lines; t2 starts after t1 and is told the decision.
+    let command = r#"case "$MEGATEST_TASK_ID" in
+  review-*) echo 'VERDICT: approve — one file is enough';;
+  t1) megatest propose "Keep the queue in SQLite" "transactions for free"
+      megatest propose "A second idea"; sleep 2;;
+esac"#;
+    let config = review_config(
+        dir.path(),
+        &[],
+        3,
+        command,
+        "min_votes = 2\nstrategy = \"majority\"\nvote_timeout_secs = 600",
+        "",
+    );
+    // The plan: t1, then t2 (after t1).
+    let spec = "name = \"mini\"\ndescription = \"proposals\"\nlanguage = \"none\"\n\
+        [commands]\nbuild = \"true\"\ntest = \"true\"\n\
+        [[tasks]]\nid = \"t1\"\nphase = \"work\"\nrole = \"Coder\"\ntitle = \"t1\"\nprompt = \"do t1\"\n\
+        [[tasks]]\nid = \"t2\"\nphase = \"work\"\nrole = \"Coder\"\ntitle = \"t2\"\nprompt = \"do t2\"\nafter = [\"t1\"]\n";
+    std::fs::write(dir.path().join("spec/spec.toml"), spec).unwrap();
+    let runs = dir.path().join("runs");
+    let output = run_session(&config, &runs, &["--time-scale", "60"], &[]);
+    assert_exit(&output, 0);
+    let session = only_session(&runs);
+    let report = read_json(&session.join("final_report.json"));
+    let votes = report["consensus"]["votes"].as_array().unwrap();
+    let proposals: Vec<&serde_json::Value> =
+        votes.iter().filter(|v| v["kind"] == "proposal").collect();
+    assert_eq!(proposals.len(), 1, "{}", report["consensus"]);
+    let vote = proposals[0];
+    assert_eq!(vote["subject"], "proposal-1");
+    assert_eq!(vote["outcome"], "approved", "{vote}");
+    let ballots = vote["ballots"].as_array().unwrap();
+    assert_eq!(ballots.len(), 2, "{vote}");
+    assert!(ballots
+        .iter()
+        .all(|b| b["voter"] != vote["author"] && b["via"] == "verdict_line"));
+    let raised = scalar(
+        &session,
+        "SELECT COUNT(*) FROM events WHERE kind = 'proposal_raised'",
+        &[],
+    );
+    assert_eq!(raised, 1, "the second proposal waits for the first");
+    // t2's prompt carries the decision (working memory).
+    let t2 = report["task_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "t2")
+        .unwrap()
+        .clone();
+    let agent = t2["agent_id"].as_str().unwrap();
+    let prompt =
+        std::fs::read_to_string(session.join(format!("agents/{agent}/prompts/t2.1.md"))).unwrap();
+    assert!(
+        prompt.contains("- proposal-1: Keep the queue in SQLite — vote")
+            && prompt.contains("approved"),
+        "{prompt}"
+    );
 }
 
 /// A one-phase, two-agent session in time-box mode (the default) whose phase has `criteria`,
