@@ -420,7 +420,12 @@ mod tests {
                 assert!(group.freeze());
             }
         }
-        assert!(group.is_frozen());
+        assert!(
+            group.is_frozen(),
+            "group {} never showed as stopped: {:?}",
+            group.id(),
+            std::fs::read_to_string(format!("/proc/{}/stat", group.id()))
+        );
         assert!(group.thaw());
         // A handle re-attached by id reaches the same group.
         assert!(LocalBackend.group(group.id()).kill());

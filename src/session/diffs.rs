@@ -5,10 +5,16 @@
 //! prompt names. Both snapshots run on the session task (measured: `before_ms`, `after_ms`;
 //! `scripts/bench_checkpoint.sh` reports the cost on a 10,000-file tree). A snapshot that fails
 //! (a file vanishing mid-walk) costs the diff, never the run.
+//!
+//! Blame: when a check (build, test) measured by the session changes from passed to failed, the
+//! authors of the runs whose diffs changed files since its previous measurement broke it; from
+//! failed to passed, they fixed it (a `check_blame` event; trust counts both, see
+//! [`crate::swarm::trust`]). Review runs are not authors.
 
 use super::*;
 use crate::checkpoint::diff::{self, ChangeKind};
 use crate::checkpoint::snapshot::{capture, Manifest, ObjectStore, StatCache};
+use std::collections::BTreeMap;
 
 /// Changed paths a `task_diff` event lists at most (the diff file has them all).
 pub const EVENT_PATHS: usize = 200;
@@ -157,5 +163,66 @@ impl Session {
             note.push_str(" (other agents worked at the same time: some changes may be theirs)");
         }
         Some(note)
+    }
+}
+
+/// The last result of each check the session measured, and the newest event (`seq`) then.
+#[derive(Default)]
+pub(super) struct CheckHistory {
+    last: BTreeMap<String, (bool, i64)>,
+}
+
+impl Session {
+    /// The session measured `rows` (phase checks or a gate's measurement): blame the authors of
+    /// the changes since each check's previous measurement when its result flipped.
+    pub(super) fn blame_checks(&mut self, rows: &[CheckRow]) -> Result<()> {
+        let diffs = self.store.events_of_kind("task_diff")?;
+        let newest = self.store.last_event_seq()?;
+        for row in rows {
+            let previous = self.check_history.last.get(&row.name).copied();
+            self.check_history
+                .last
+                .insert(row.name.clone(), (row.passed, newest));
+            let Some((was_passed, since)) = previous else {
+                continue;
+            };
+            let transition = match (was_passed, row.passed) {
+                (true, false) => "broken",
+                (false, true) => "fixed",
+                _ => continue,
+            };
+            let mut agents: Vec<String> = diffs
+                .iter()
+                .filter(|e| e.id > since)
+                .filter(|e| {
+                    e.task_id
+                        .as_deref()
+                        .is_some_and(|t| !crate::swarm::review::is_review(t))
+                })
+                .filter(|e| {
+                    serde_json::from_str::<serde_json::Value>(&e.data).is_ok_and(|d| {
+                        ["added", "modified", "removed"]
+                            .iter()
+                            .any(|k| d[k].as_u64().unwrap_or(0) > 0)
+                    })
+                })
+                .filter_map(|e| e.agent_id.clone())
+                .collect();
+            agents.sort();
+            agents.dedup();
+            if agents.is_empty() {
+                continue;
+            }
+            tracing::info!(message = "check blame", check = %row.name, transition, agents = ?agents);
+            self.event(
+                "check_blame",
+                None,
+                Some(&row.phase),
+                None,
+                serde_json::json!({"check": row.name, "transition": transition, "agents": agents}),
+            )?;
+            self.trust_stale = true;
+        }
+        Ok(())
     }
 }

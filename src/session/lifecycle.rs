@@ -145,6 +145,7 @@ impl Session {
             trust_stale: true,
             task_checks: Default::default(),
             task_snapshots,
+            check_history: Default::default(),
             api_ballots: Default::default(),
             metrics_writer,
         })

@@ -320,6 +320,8 @@ pub struct Session {
     /// Something changed the agents' trust scores since dynamic spawning last looked
     /// (`spawning.rs`).
     trust_stale: bool,
+    /// Each check's last result, for blame (`diffs.rs`).
+    check_history: diffs::CheckHistory,
     /// Task snapshots for per-task diffs (`diffs.rs`).
     task_snapshots: diffs::TaskSnapshots,
     /// Task checks in flight (`confirming.rs`).

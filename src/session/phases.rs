@@ -374,6 +374,7 @@ impl Session {
             tracing::info!(message = "check", phase = %phase, check = name, passed = row.passed, exit_code = ?row.exit_code, wall_secs = row.wall_secs);
             rows.push(row);
         }
+        self.blame_checks(&rows)?;
         Ok(Some(rows))
     }
 

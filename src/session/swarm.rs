@@ -12,6 +12,24 @@ impl Session {
     pub(super) fn trust_scores(&self) -> BTreeMap<String, (f64, Record)> {
         let recoveries = self.store.recoveries().unwrap_or_default();
         let votes = self.store.votes().unwrap_or_default();
+        let blamed: Vec<(String, bool)> = self
+            .store
+            .events_of_kind("check_blame")
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| serde_json::from_str::<serde_json::Value>(&e.data).ok())
+            .flat_map(|d| {
+                let broken = d["transition"] == "broken";
+                d["agents"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|id| id.as_str().map(|id| (id.to_string(), broken)))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect();
         let refuted: Vec<String> = self
             .store
             .events_of_kind("task_checked")
@@ -42,6 +60,8 @@ impl Session {
                         refuted.iter().filter(|a| **a == agent.id).count(),
                     )
                     .unwrap_or(u32::MAX),
+                    checks_broken: count_blamed(&blamed, &agent.id, true),
+                    checks_fixed: count_blamed(&blamed, &agent.id, false),
                     ..Record::default()
                 };
                 for vote in &votes {
@@ -74,4 +94,13 @@ impl Session {
             })
             .collect()
     }
+}
+
+/// How many `check_blame` entries name `agent` as breaking (`broken`) or fixing a check.
+fn count_blamed(blamed: &[(String, bool)], agent: &str, broken: bool) -> u32 {
+    let n = blamed
+        .iter()
+        .filter(|(id, b)| id == agent && *b == broken)
+        .count();
+    u32::try_from(n).unwrap_or(u32::MAX)
 }

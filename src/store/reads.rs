@@ -310,6 +310,13 @@ impl Store {
         Ok(count.max(0) as u64)
     }
 
+    /// The newest event's `seq` (0: none).
+    pub fn last_event_seq(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
+    }
+
     /// Every event of `kind`, oldest first.
     pub fn events_of_kind(&self, kind: &str) -> Result<Vec<EventRow>> {
         let mut stmt = self.conn.prepare_cached(

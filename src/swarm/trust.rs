@@ -7,16 +7,17 @@
 //!
 //! ```text
 //! trust = (3 + successes) / (4 + successes + failures), clamped to [min_trust_score, max_trust_score]
-//! successes = tasks done + reviews approved + 0.5 × votes agreeing with the outcome
-//! failures  = failed runs + reviews rejected + task checks failed + recoveries caused
-//!             + 0.5 × votes disagreeing
+//! successes = tasks done + reviews approved + checks fixed + 0.5 × votes agreeing with the outcome
+//! failures  = failed runs + reviews rejected + task checks failed + checks broken
+//!             + recoveries caused + 0.5 × votes disagreeing
 //! ```
 //!
 //! Failed runs are runs that did not finish their task (a crash, a non-zero exit, a step
 //! timeout); recoveries caused are the other failures the recovery table handled with the agent
 //! named (a hang, a malformed answer, memory pressure; see [`CAUSED_KINDS`]), so a crash counts
-//! once. Votes count half: a vote is an opinion, the rest is work. Checks an agent's changes
-//! broke or fixed are not in the record: that needs per-task diffs, which do not exist yet.
+//! once. Votes count half: a vote is an opinion, the rest is work. Checks broken or fixed are
+//! the session's build/test checks whose result flipped between two measurements, counted for
+//! every agent whose run changed files in between (its per-task diffs).
 
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +49,10 @@ pub struct Record {
     pub reviews_rejected: u32,
     /// Its finished tasks whose task check did not confirm them (`[scheduling].task_check`).
     pub checks_failed: u32,
+    /// Session checks that went from passed to failed while its changes were among the new ones.
+    pub checks_broken: u32,
+    /// Session checks that went from failed to passed while its changes were among the new ones.
+    pub checks_fixed: u32,
     /// Failures the recovery table handled with this agent named.
     pub recoveries_caused: u32,
     /// Its votes that agreed with the vote's outcome.
@@ -59,14 +64,18 @@ pub struct Record {
 impl Record {
     /// Weighted successes.
     pub fn successes(&self) -> f64 {
-        f64::from(self.tasks_done + self.reviews_approved)
+        f64::from(self.tasks_done + self.reviews_approved + self.checks_fixed)
             + VOTE_WEIGHT * f64::from(self.votes_agreed)
     }
 
     /// Weighted failures.
     pub fn failures(&self) -> f64 {
         f64::from(
-            self.failed_runs + self.reviews_rejected + self.checks_failed + self.recoveries_caused,
+            self.failed_runs
+                + self.reviews_rejected
+                + self.checks_failed
+                + self.checks_broken
+                + self.recoveries_caused,
         ) + VOTE_WEIGHT * f64::from(self.votes_disagreed)
     }
 }
@@ -99,11 +108,17 @@ mod tests {
             recoveries_caused: 2,
             reviews_rejected: 1,
             checks_failed: 1,
+            checks_broken: 1,
             votes_disagreed: 2,
             ..Record::default()
         };
-        // 3 / (4 + 8) = 0.25, clamped to the default floor 0.3
-        assert!((score(&bad, 0.0, 1.0) - 3.0 / 12.0).abs() < 1e-12);
+        // 3 / (4 + 9) = 0.23…, clamped to the default floor 0.3
+        assert!((score(&bad, 0.0, 1.0) - 3.0 / 13.0).abs() < 1e-12);
+        let fixer = Record {
+            checks_fixed: 1,
+            ..Record::default()
+        };
+        assert_eq!(score(&fixer, 0.0, 1.0), 0.8);
         assert_eq!(score(&bad, 0.3, 1.0), 0.3);
         assert_eq!(score(&good, 0.3, 0.9), 0.9);
         // Inverted bounds never panic: the max wins.

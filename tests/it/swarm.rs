@@ -508,6 +508,28 @@ fn a_failing_check_becomes_follow_up_work_and_the_met_criteria_open_the_gate() {
         ]
     );
     assert_eq!(report["concurrency"]["follow_up_tasks"], 2);
+    // The build went from failed to passed: the follow-up runs that created `fixed` get the
+    // credit (their diffs), and it shows in their trust records.
+    let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
+    let (transition, agents): (String, String) = db
+        .query_row(
+            "SELECT json_extract(data, '$.transition'), json_extract(data, '$.agents')
+             FROM events WHERE kind = 'check_blame' AND json_extract(data, '$.check') = 'build'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(transition, "fixed");
+    let fixers: Vec<String> = serde_json::from_str(&agents).unwrap();
+    assert!(!fixers.is_empty());
+    let fixed: u64 = report["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| fixers.iter().any(|f| a["id"] == f.as_str()))
+        .map(|a| a["trust_record"]["checks_fixed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(fixed, fixers.len() as u64);
     let ids: Vec<&str> = report["task_list"]
         .as_array()
         .unwrap()
