@@ -4,7 +4,9 @@
 //! Each task takes `steps_min..=steps_max` tool-calling steps (drawn from the seed, task and
 //! attempt), then calls `finish`. Steps list the workspace, write source files of generated code
 //! (completion tokens around `completion_tokens_mean`), read them back, run harmless shell
-//! commands and post notes (a `{"type": "note"}` line appended to `$MEGATEST_EVENTS_FILE`). Latency is `latency_secs` × U(0.5, 1.5) session seconds. The same seed, agent, task,
+//! commands and post notes (a `{"type": "note"}` line appended to `$MEGATEST_EVENTS_FILE`); an
+//! Architect's first step is, for [`PROPOSAL_PERMILLE`] of its tasks, a proposal put to the
+//! other agents' vote (a `{"type": "proposal"}` line). Latency is `latency_secs` × U(0.5, 1.5) session seconds. The same seed, agent, task,
 //! attempt and step always give the same answer. Its code is not expected to pass acceptance.
 
 use super::{assistant_turns, estimate_tokens, prompt_tokens, ModelReply};
@@ -70,7 +72,19 @@ pub fn answer(settings: &SimModel, ctx: &CallContext, request: &Value) -> ModelR
     if crate::swarm::review::is_review(task) {
         return review_answer(settings, ctx, request, task, &attempt, step);
     }
-    let (name, args) = if step >= steps {
+    let proposes = ctx.role == "Architect"
+        && step == 1
+        && step < steps
+        && task_rng.u32(0..1000) < PROPOSAL_PERMILLE;
+    let (name, args) = if proposes {
+        let proposal = json!({"type": "proposal",
+            "title": format!("sim: {task}: one module per part under src/{slug}"),
+            "text": "Keeps each part reviewable on its own and the parts independent."});
+        (
+            "run_command",
+            json!({"command": format!("printf '%s\\n' '{proposal}' >> \"$MEGATEST_EVENTS_FILE\"")}),
+        )
+    } else if step >= steps {
         (
             "finish",
             json!({"summary": format!("sim: {task} done in {steps} steps")}),
@@ -117,6 +131,9 @@ pub fn answer(settings: &SimModel, ctx: &CallContext, request: &Value) -> ModelR
         latency_session_secs: settings.latency_secs * (0.5 + rng.f64()),
     }
 }
+
+/// Permille of an Architect's tasks whose first step is a proposal (see the module docs).
+pub const PROPOSAL_PERMILLE: u32 = 500;
 
 /// Permille of sim review votes whose reviewers reject the work.
 pub const REVIEW_REJECT_PERMILLE: u32 = 150;
@@ -199,5 +216,47 @@ mod tests {
             messages.push(json!({"role": "assistant", "content": null}));
         }
         assert!(finished, "sim task never finished within steps_max");
+    }
+
+    #[test]
+    fn architects_propose_at_the_first_step_of_about_half_their_tasks() {
+        let settings = SimModel::default();
+        let request = json!({"messages": [
+            {"role": "user", "content": "design it"},
+            {"role": "assistant", "content": null}
+        ]});
+        let first_steps: Vec<String> = (0..40)
+            .map(|n| {
+                let ctx = CallContext {
+                    agent_idx: 0,
+                    agent_id: "agent-1".into(),
+                    role: "Architect".into(),
+                    phase: None,
+                    task_id: Some(format!("arch-{n}")),
+                    attempt: 1,
+                };
+                answer(&settings, &ctx, &request).tool_calls[0].2.clone()
+            })
+            .collect();
+        let proposals = first_steps
+            .iter()
+            .filter(|a| a.contains(r#"\"type\":\"proposal\""#))
+            .count();
+        assert!(
+            (10..=30).contains(&proposals),
+            "{proposals} of 40: {first_steps:?}"
+        );
+        // The line the shell appends parses as a proposal event.
+        let args: Value =
+            serde_json::from_str(first_steps.iter().find(|a| a.contains("proposal")).unwrap())
+                .unwrap();
+        let command = args["command"].as_str().unwrap();
+        let line = command.split('\'').nth(3).unwrap();
+        let events = crate::protocol::parse_agent_events_of(line, "proposal");
+        assert_eq!(events.len(), 1, "{line}");
+        assert!(events[0]["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("sim: arch-"));
     }
 }

@@ -154,6 +154,18 @@ impl Session {
             self.gate.passed = true;
             return Ok(());
         }
+        if let Outcome::Deadlock(reason) = outcome {
+            // Undecided, like any deadlocked vote: the recovery table decides (by default the
+            // operator is asked); meanwhile the gate stays shut and follow-up work goes on.
+            let subject =
+                crate::swarm::review::gate_subject(&self.prepared.config.phases[phase_idx].name);
+            self.failure(
+                FailureKind::ConsensusDeadlock,
+                None,
+                None,
+                &format!("the gate vote on {subject}: {reason}"),
+            )?;
+        }
         let mut reasons = reasons;
         if reasons.is_empty() {
             reasons.push(format!("no decision: {}", outcome.reason()));

@@ -452,6 +452,55 @@ max_task_attempts = 1
     path
 }
 
+#[test]
+fn a_deadlocked_gate_vote_goes_to_the_recovery_table_and_the_phase_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // Reviews of work approve; gate voters never say (an abstention each): no quorum.
+    let command = r#"case "$MEGATEST_TASK_ID" in
+  review-gate-*) echo 'I cannot tell';;
+  review-*) echo 'VERDICT: approve — fine';;
+esac"#;
+    let extra = format!(
+        "{SIM}\n[consensus]\nenabled = true\nmin_votes = 1\nstrategy = \"majority\"\nvote_timeout_secs = 600\n"
+    );
+    let config = gate_config(dir.path(), "true", command, &extra);
+    let runs = dir.path().join("runs");
+    let output = run_session(&config, &runs, &["--time-scale", "3600"], &[]);
+    let session = only_session(&runs);
+    let report = read_json(&session.join("final_report.json"));
+    let gate_votes: Vec<&serde_json::Value> = report["consensus"]["votes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["kind"] == "gate")
+        .collect();
+    assert!(
+        !gate_votes.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        gate_votes.iter().all(|v| v["outcome"] != "approved"),
+        "{gate_votes:?}"
+    );
+    let deadlock = report["recoveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["failure_kind"] == "consensus_deadlock"
+                && r["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("the gate vote on gate-work")
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("{}", report["recoveries"]));
+    assert_eq!(deadlock["action"], "escalate", "{deadlock}");
+    // The gate stayed shut: the phase ran its time box.
+    assert_eq!(report["phases"][0]["ended_because"], "time_box");
+}
+
 /// (kind, role, evidence) of every `task_generated` event, in order.
 fn generated(session: &std::path::Path) -> Vec<(String, String, String)> {
     let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
@@ -684,6 +733,19 @@ fn a_six_hour_sim_session_lasts_its_time_boxes_with_every_agent_busy() {
         .unwrap()
         .iter()
         .any(|d| d["text"].as_str().unwrap().contains("approved")));
+    // The sim's Architects raise proposals; the other agents decide them.
+    let proposals: Vec<&serde_json::Value> = report["consensus"]["votes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["kind"] == "proposal")
+        .collect();
+    assert!(
+        proposals
+            .iter()
+            .any(|v| matches!(v["outcome"].as_str(), Some("approved" | "rejected"))),
+        "{proposals:?}"
+    );
     let rework = std::fs::read_dir(session.join("agents"))
         .unwrap()
         .flatten()
