@@ -573,17 +573,44 @@ async fn agent_events(
     Json(json!({"tool_calls": count, "ignored_lines": bad})).into_response()
 }
 
+/// The calling agent and its JSON body (`agent_and_body`, then `json_body`).
+async fn agent_json(
+    state: &ApiState,
+    headers: &HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<(usize, Value), Response> {
+    let (agent_idx, body) = agent_and_body(state, headers, body).await?;
+    Ok((agent_idx, json_body(&body)?))
+}
+
+/// An optional free-text field: absent or null is empty; a string of at most
+/// [`MAX_NOTE_CHARS`] characters is itself; anything else is None (a bad request).
+fn optional_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => Some(String::new()),
+        Value::String(text) if text.chars().count() <= MAX_NOTE_CHARS => Some(text.clone()),
+        _ => None,
+    }
+}
+
+/// Ask the session and answer with its reply.
+async fn relay(
+    state: &ApiState,
+    request: impl FnOnce(oneshot::Sender<ControlReply>) -> ApiRequest,
+) -> Response {
+    match ask(state, request).await {
+        Ok(reply) => action_answer(reply),
+        Err(answer) => answer,
+    }
+}
+
 async fn agent_note(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let (agent_idx, body) = match agent_and_body(&state, &headers, body).await {
+    let (agent_idx, value) = match agent_json(&state, &headers, body).await {
         Ok(found) => found,
-        Err(answer) => return answer,
-    };
-    let value = match json_body(&body) {
-        Ok(value) => value,
         Err(answer) => return answer,
     };
     let Some(text) = value["text"]
@@ -597,16 +624,12 @@ async fn agent_note(
         );
     };
     let text = text.to_string();
-    match ask(&state, |reply| ApiRequest::Note {
+    relay(&state, |reply| ApiRequest::Note {
         agent_idx,
         text,
         reply,
     })
     .await
-    {
-        Ok(reply) => action_answer(reply),
-        Err(answer) => answer,
-    }
 }
 
 async fn agent_proposal(
@@ -614,22 +637,14 @@ async fn agent_proposal(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let (agent_idx, body) = match agent_and_body(&state, &headers, body).await {
+    let (agent_idx, value) = match agent_json(&state, &headers, body).await {
         Ok(found) => found,
-        Err(answer) => return answer,
-    };
-    let value = match json_body(&body) {
-        Ok(value) => value,
         Err(answer) => return answer,
     };
     let title = value["title"]
         .as_str()
         .filter(|t| !t.trim().is_empty() && t.chars().count() <= MAX_PROPOSAL_TITLE_CHARS);
-    let text = match &value["text"] {
-        Value::Null => Some(String::new()),
-        Value::String(text) if text.chars().count() <= MAX_NOTE_CHARS => Some(text.clone()),
-        _ => None,
-    };
+    let text = optional_text(&value["text"]);
     let (Some(title), Some(text)) = (title, text) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -638,17 +653,13 @@ async fn agent_proposal(
         );
     };
     let title = title.to_string();
-    match ask(&state, |reply| ApiRequest::Propose {
+    relay(&state, |reply| ApiRequest::Propose {
         agent_idx,
         title,
         text,
         reply,
     })
     .await
-    {
-        Ok(reply) => action_answer(reply),
-        Err(answer) => answer,
-    }
 }
 
 async fn agent_vote(
@@ -656,23 +667,15 @@ async fn agent_vote(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let (agent_idx, body) = match agent_and_body(&state, &headers, body).await {
+    let (agent_idx, value) = match agent_json(&state, &headers, body).await {
         Ok(found) => found,
-        Err(answer) => return answer,
-    };
-    let value = match json_body(&body) {
-        Ok(value) => value,
         Err(answer) => return answer,
     };
     let choice = value["choice"]
         .as_str()
         .filter(|c| ["approve", "reject", "abstain"].contains(c))
         .and_then(crate::swarm::consensus::Choice::parse);
-    let reason = match &value["reason"] {
-        Value::Null => Some(String::new()),
-        Value::String(text) if text.chars().count() <= MAX_NOTE_CHARS => Some(text.clone()),
-        _ => None,
-    };
+    let reason = optional_text(&value["reason"]);
     let (Some(choice), Some(reason)) = (choice, reason) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -680,17 +683,13 @@ async fn agent_vote(
             "body must be {\"choice\": \"approve\" | \"reject\" | \"abstain\", \"reason\": \"…\"} (reason optional, at most 16384 characters)",
         );
     };
-    match ask(&state, |reply| ApiRequest::Vote {
+    relay(&state, |reply| ApiRequest::Vote {
         agent_idx,
         choice,
         reason,
         reply,
     })
     .await
-    {
-        Ok(reply) => action_answer(reply),
-        Err(answer) => answer,
-    }
 }
 
 async fn agent_task_done(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {

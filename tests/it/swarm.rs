@@ -268,6 +268,17 @@ fn agents_vote_and_note_with_the_megatest_helpers_through_their_events_file() {
     assert_eq!(notes, 1);
 }
 
+/// The prompt of run `attempt` of `task`, whichever agent ran it.
+fn prompt_of(session: &std::path::Path, task: &str, attempt: u32) -> String {
+    std::fs::read_dir(session.join("agents"))
+        .unwrap()
+        .flatten()
+        .find_map(|agent| {
+            std::fs::read_to_string(agent.path().join(format!("prompts/{task}.{attempt}.md"))).ok()
+        })
+        .unwrap_or_else(|| panic!("no prompt for {task}.{attempt}"))
+}
+
 #[test]
 fn a_review_is_given_the_diff_of_the_run_under_review() {
     let dir = tempfile::tempdir().unwrap();
@@ -276,7 +287,6 @@ fn a_review_is_given_the_diff_of_the_run_under_review() {
   review-*) echo 'VERDICT: approve — fine';;
   *) printf 'def push(item):\n    return item\n' > queue.py; echo second >> notes.txt;;
 esac"#;
-    std::fs::create_dir_all(dir.path()).unwrap();
     let (output, runs) = review_session(
         dir.path(),
         &[("t1", "Coder")],
@@ -317,12 +327,7 @@ esac"#;
             |r| r.get(0),
         )
         .unwrap();
-    let prompts: String = ["agent-1", "agent-2"]
-        .iter()
-        .filter_map(|a| {
-            std::fs::read_to_string(session.join(format!("agents/{a}/prompts/{review}.1.md"))).ok()
-        })
-        .collect();
+    let prompts = prompt_of(&session, &review, 1);
     assert!(prompts.contains(&path), "{prompts}");
     assert!(
         prompts.contains("2 added, 0 modified, 0 removed (notes.txt, queue.py)"),
@@ -378,16 +383,7 @@ esac"#;
     );
     assert_eq!(raised, 1, "the second proposal waits for the first");
     // t2's prompt carries the decision (working memory).
-    let t2 = report["task_list"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["id"] == "t2")
-        .unwrap()
-        .clone();
-    let agent = t2["agent_id"].as_str().unwrap();
-    let prompt =
-        std::fs::read_to_string(session.join(format!("agents/{agent}/prompts/t2.1.md"))).unwrap();
+    let prompt = prompt_of(&session, "t2", 1);
     assert!(
         prompt.contains("- proposal-1: Keep the queue in SQLite — vote")
             && prompt.contains("approved"),
