@@ -77,6 +77,8 @@ impl Session {
         if self.gate.voting || self.gate.exhausted {
             return Ok(None);
         }
+        // megatest's own measurement: session time runs at wall speed meanwhile.
+        let measuring = self.clock.real_time();
         let Some(rows) = self.run_check_commands(phase_idx).await? else {
             return Ok(None); // a signal: the loop ends the phase
         };
@@ -89,6 +91,7 @@ impl Session {
             } else {
                 None
             };
+        drop(measuring);
         let plan = self.prepared.config.phases[phase_idx].clone();
         let audit = self.checkpoint_audit();
         let criteria = eval::judge_criteria(

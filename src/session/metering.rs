@@ -154,7 +154,7 @@ impl Session {
             self.events_tx.clone(),
             backend,
             settings,
-            self.clock,
+            self.clock.clone(),
             self.spool.clone(),
             shutdown.clone(),
         )

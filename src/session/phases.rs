@@ -34,10 +34,9 @@ impl Session {
                 serde_json::json!({"planned_session_secs": plan.session_secs}),
             )?;
             tracing::info!(message = "phase started", phase = %plan.name, planned_session_secs = plan.session_secs);
-            // The time box counts from the phase's recorded start (earlier, in a resumed session).
-            let deadline = tokio::time::Instant::from_std(
-                self.clock.instant_at(started.0 + plan.session_secs),
-            );
+            // The time box counts from the phase's recorded start (earlier, in a resumed session);
+            // its wall deadline is computed again each turn (a measurement slows session time).
+            let time_box_end = started.0 + plan.session_secs;
             let because = loop {
                 if self.shutdown.is_some() {
                     break "interrupted";
@@ -77,6 +76,7 @@ impl Session {
                     }
                 }
                 let wakeup = self.next_not_before(phase_idx);
+                let deadline = tokio::time::Instant::from_std(self.clock.instant_at(time_box_end));
                 match self.next_event(Some(wakeup), Some(deadline)).await {
                     Event::Tick(Tick::TimeBox) => break "time_box",
                     event => self.dispatch(event).await?,
@@ -302,6 +302,8 @@ impl Session {
     /// phase's. A phase its gate ended keeps what the gate measured (nothing ran since but its
     /// gate vote). A signal cancels the running check.
     pub(super) async fn run_checks(&mut self, phase_idx: usize) -> Result<()> {
+        // megatest's own measurement: session time runs at wall speed meanwhile.
+        let _measuring = self.clock.real_time();
         let (rows, evaluation) = match self.gate.take_measured() {
             Some(measured) => measured,
             None => {

@@ -82,8 +82,19 @@ fn upstream_fixture_runs_one_hour_at_time_scale_3600_on_sim() {
         .unwrap()
         .contains("max_bugs_critical")
         && c["met"] == false));
-    // Session time is wall time × 3600 (the one clock).
+    // Session time is wall time × 3600 (the one clock), except while megatest measures the
+    // workspace itself (phase checks, evaluations), which runs at wall speed.
     let session_secs = report["duration"]["session_secs"].as_f64().unwrap();
     let wall_secs = report["duration"]["wall_secs"].as_f64().unwrap();
-    assert!((session_secs / wall_secs - 3600.0).abs() < 1.0);
+    assert!(
+        session_secs < wall_secs * 3600.0 && session_secs > wall_secs * 100.0,
+        "{session_secs} session s in {wall_secs} wall s"
+    );
+    let phases: f64 = report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["session_secs"].as_f64())
+        .sum();
+    assert!(phases <= session_secs + 1.0, "{phases} > {session_secs}");
 }

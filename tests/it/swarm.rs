@@ -456,8 +456,10 @@ fn a_deadlocked_gate_vote_goes_to_the_recovery_table_and_the_phase_goes_on() {
   review-gate-*) echo 'I cannot tell';;
   review-*) echo 'VERDICT: approve — fine';;
 esac"#;
+    // The escalation stays open (no operator here) until the time box ends.
     let extra = format!(
-        "{SIM}\n[consensus]\nenabled = true\nmin_votes = 1\nstrategy = \"majority\"\nvote_timeout_secs = 600\n"
+        "{SIM}\n[consensus]\nenabled = true\nmin_votes = 1\nstrategy = \"majority\"\nvote_timeout_secs = 600\n\
+         [recovery]\nescalation_timeout_minutes = 6000\n"
     );
     let config = gate_config(dir.path(), "true", command, &extra);
     let runs = dir.path().join("runs");
