@@ -15,7 +15,11 @@ impl Session {
         }
         write_json_atomic(&dir.join("config.json"), &prepared.config.redacted_json())?;
         write_atomic(&dir.join("status"), b"running\n")?;
-        let store = Store::open(&dir.join("session.db"))?;
+        // `session.db` appears only once it holds the session, its agents, its plan and its
+        // origin: a kill -9 before leaves `session.db.partial`, never a session.db that
+        // `megatest resume` cannot read.
+        let partial = dir.join("session.db.partial");
+        let store = Store::open(&partial)?;
         let clock = SessionClock::start(prepared.config.time_scale);
         let started_at = now();
         let config = &prepared.config;
@@ -70,6 +74,11 @@ impl Session {
             &serde_json::to_value(&prepared.overrides)?,
             std::process::id(),
         )?;
+        store.close()?;
+        let db = dir.join("session.db");
+        std::fs::rename(&partial, &db)
+            .with_context(|| format!("rename {} to {}", partial.display(), db.display()))?;
+        let store = Store::open(&db)?;
         Session::assemble(prepared, store, clock, started_at, agents, tasks, phases)
     }
 

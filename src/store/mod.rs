@@ -37,12 +37,14 @@ pub use votes::{BallotRow, NewVote, VoteRow};
 
 /// A thread with its own connection that runs PASSIVE WAL checkpoints when woken; failures
 /// are logged, never fatal (the WAL stays valid). It ends when the [`Store`] is dropped.
-fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>> {
+fn spawn_checkpointer(
+    path: &Path,
+) -> Result<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
     let conn =
         Connection::open(path).step(|| format!("open {} for checkpoints", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     let (wake, wakes) = std::sync::mpsc::channel::<()>();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("wal-checkpoint".into())
         .spawn(move || {
             while wakes.recv().is_ok() {
@@ -52,7 +54,7 @@ fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>> {
                 }
             }
         })?;
-    Ok(wake)
+    Ok((wake, thread))
 }
 
 pub use schema::{MIGRATIONS, WAL_SIZE_LIMIT};
@@ -120,6 +122,8 @@ pub struct Store {
     conn: Connection,
     /// Wakes the checkpoint thread, which has its own connection.
     checkpoints: Option<std::sync::mpsc::Sender<()>>,
+    /// The checkpoint thread (joined by [`Store::close`]).
+    checkpoint_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Store {
@@ -138,12 +142,27 @@ impl Store {
         let mut store = Store {
             conn,
             checkpoints: None,
+            checkpoint_thread: None,
         };
         store
             .migrate()
             .step(|| format!("migrate {}", path.display()))?;
-        store.checkpoints = Some(spawn_checkpointer(path)?);
+        let (wake, thread) = spawn_checkpointer(path)?;
+        store.checkpoints = Some(wake);
+        store.checkpoint_thread = Some(thread);
         Ok(store)
+    }
+
+    /// Close both connections and wait for the checkpoint thread: afterwards nothing has the
+    /// file open and SQLite has folded its WAL into it (the file may be renamed).
+    pub fn close(mut self) -> Result<()> {
+        self.checkpoints = None;
+        if let Some(thread) = self.checkpoint_thread.take() {
+            let _ = thread.join();
+        }
+        let Store { conn, .. } = self;
+        conn.close().map_err(|(_, err)| err)?;
+        Ok(())
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -546,6 +565,33 @@ mod tests {
                 .insert_session("s", "quickstart", "scripted", "scripted", 1.0, "t")
                 .unwrap();
         }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.session_status("s").unwrap().as_deref(),
+            Some("running")
+        );
+    }
+
+    #[test]
+    fn a_closed_store_is_one_file_that_can_be_renamed_and_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let partial = dir.path().join("session.db.partial");
+        let store = Store::open(&partial).unwrap();
+        store
+            .insert_session("s", "quickstart", "scripted", "scripted", 1.0, "t")
+            .unwrap();
+        store.close().unwrap();
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["session.db.partial"],
+            "no WAL or shm left beside it"
+        );
+        let path = dir.path().join("session.db");
+        std::fs::rename(&partial, &path).unwrap();
         let store = Store::open(&path).unwrap();
         assert_eq!(
             store.session_status("s").unwrap().as_deref(),
