@@ -310,12 +310,15 @@ impl Session {
                 )?;
             }
         }
+        let check = match outcome_word {
+            "finished" => self.task_check_command(task_idx),
+            _ => None,
+        };
         match outcome_word {
-            "finished" if self.task_check_command(task_idx).is_some() => {
-                // A claim: the task stays running until its check confirms it.
-                let command = self.task_check_command(task_idx).unwrap_or_default();
+            // A claim: the task stays running until its check confirms it.
+            "finished" if check.is_some() => {
                 self.success_seen();
-                self.begin_task_check(task_idx, agent_idx, command)?;
+                self.begin_task_check(task_idx, agent_idx, check.unwrap_or_default())?;
             }
             "finished" => {
                 let task = &mut self.board.tasks[task_idx];
