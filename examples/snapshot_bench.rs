@@ -4,15 +4,19 @@
 //! and in this order: a full megatest snapshot and `git add -A && git write-tree` (warming the
 //! page cache and git's index); the same with nothing changed; CHANGED files rewritten; the
 //! incremental megatest snapshot and the incremental git step. megatest's snapshot is timed
-//! in-process with its stat cache in memory, as a session takes it; git's steps are timed as the
-//! commands they are. Then ROUNDS rounds (100) of: 10 files rewritten, one task snapshot
-//! (`capture`, the per-task diff's snapshot) and the task diff (second capture, changed files,
-//! unified diff), and one checkpoint taken as the session's checkpoint job takes it — a real
-//! process group (`sleep`) stopped with SIGSTOP, the incremental snapshot, SIGCONT — whose
-//! frozen window is timed. Prints one JSON object of wall milliseconds and bytes stored.
+//! in-process with its stat cache in memory, walking the whole tree (no workspace watch); git's
+//! steps are timed as the commands they are. Then, with a workspace watch as a session has one,
+//! ROUNDS rounds (100) of: one task snapshot (`capture`, the per-task diff's snapshot), 10 files
+//! rewritten, the task diff (second capture, changed files, unified diff), and one checkpoint
+//! taken as the session's checkpoint job takes it — the pre-copy (agents running), a real
+//! process group (`sleep`) stopped with SIGSTOP, the snapshot of what changed since, SIGCONT —
+//! whose frozen window is timed. Prints one JSON object of wall milliseconds and bytes stored.
 
 use megatest::checkpoint::diff;
-use megatest::checkpoint::snapshot::{capture, snapshot, ManifestBase, ObjectStore, StatCache};
+use megatest::checkpoint::snapshot::{
+    capture, precopy, snapshot, ManifestBase, ObjectStore, StatCache,
+};
+use megatest::checkpoint::watch::WorkspaceWatch;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::os::unix::process::CommandExt;
@@ -106,8 +110,11 @@ fn main() -> anyhow::Result<()> {
     agent.arg("1000").process_group(0);
     let mut agent = agent.spawn()?;
     let group = Pid::from_raw(agent.id() as i32);
-    let mut task_cache = StatCache::default();
+    let watch = WorkspaceWatch::start(&tree);
+    let mut task_cache = StatCache::watching(watch.clone());
+    let mut cache = StatCache::watching(watch);
     let (mut task_ms, mut diff_ms, mut frozen_ms) = (Vec::new(), Vec::new(), Vec::new());
+    let mut precopy_ms = Vec::new();
     for round in 0..ROUNDS {
         let started = Instant::now();
         let (before, _) = capture(&tree, &store, &mut task_cache, 64 * 1024 * 1024)?;
@@ -126,6 +133,9 @@ fn main() -> anyhow::Result<()> {
             "round {round}: {} changes",
             changes.len()
         );
+        let started = Instant::now();
+        precopy(&tree, &store, &mut cache, 64 * 1024 * 1024)?;
+        precopy_ms.push(started.elapsed().as_secs_f64() * 1000.0);
         let started = Instant::now();
         killpg(group, Signal::SIGSTOP)?;
         let (_, next, _) = snapshot(&tree, &store, &mut cache, 64 * 1024 * 1024, Some(&base))?;
@@ -152,6 +162,7 @@ fn main() -> anyhow::Result<()> {
             "task_snapshot_p99_ms": percentile(&mut task_ms, 0.99),
             "task_diff_p50_ms": percentile(&mut diff_ms, 0.5),
             "task_diff_p99_ms": percentile(&mut diff_ms, 0.99),
+            "precopy_p50_ms": percentile(&mut precopy_ms, 0.5),
             "frozen_p50_ms": percentile(&mut frozen_ms, 0.5),
             "frozen_p99_ms": percentile(&mut frozen_ms, 0.99),
         })

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Incremental checkpoint snapshot: megatest's object store against `git add -A && git write-tree`
 # on the same tree (default 10 000 files, ~100 MB; 100 files changed), page cache and git index
-# warm. megatest is timed in-process with its stat cache in memory (as a session takes a
-# checkpoint); git as its commands. Storage growth: object bytes megatest wrote, and the growth
-# of .git/objects. Then the per-task diff's snapshot and the agents' frozen window of a
-# checkpoint (a real process group stopped and continued around the snapshot), p50/p99 over 100
-# rounds of 10 changed files. The last line reads ratio=<megatest time / git time>.
+# warm. megatest is timed in-process with its stat cache in memory, walking the whole tree;
+# git as its commands. Storage growth: object bytes megatest wrote, and the growth of
+# .git/objects. Then, with the workspace watch a session has: the per-task diff's snapshot, a
+# checkpoint's pre-copy and the agents' frozen window of a checkpoint (a real process group
+# stopped and continued around the snapshot), p50/p99 over 100 rounds of 10 changed files.
+# The last line reads ratio=<megatest time / git time>.
 #
 #   scripts/bench_checkpoint.sh        # FILES=10000 MEGABYTES=100 CHANGED=100
 set -euo pipefail
@@ -29,6 +30,7 @@ print(f"incremental storage growth: megatest {r['megatest_new_bytes']} bytes ({g
 print(f"over {r['rounds']} rounds of 10 changed files:")
 print(f"  task snapshot (per-task diff, one capture)  p50 {r['task_snapshot_p50_ms']:.1f} ms  p99 {r['task_snapshot_p99_ms']:.1f} ms  (target <= 50 ms)")
 print(f"  task diff (second capture + changes + diff) p50 {r['task_diff_p50_ms']:.1f} ms  p99 {r['task_diff_p99_ms']:.1f} ms")
+print(f"  checkpoint pre-copy (agents running)       p50 {r['precopy_p50_ms']:.1f} ms")
 print(f"  agents frozen by a checkpoint               p50 {r['frozen_p50_ms']:.1f} ms  p99 {r['frozen_p99_ms']:.1f} ms  (target p99 <= 20 ms)")
 print(f"ratio={r['incremental_megatest_ms'] / r['incremental_git_ms']:.4f}")
 PY

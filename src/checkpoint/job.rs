@@ -1,5 +1,6 @@
 //! A checkpoint taken off the session task: [`take`] verifies the newest checkpoint's seal,
-//! freezes the running agents' groups, snapshots the workspace on the blocking pool, continues
+//! pre-copies the workspace with the agents running ([`super::snapshot::precopy`]), freezes the
+//! running agents' groups, snapshots on the blocking pool what changed since, continues
 //! the agents (after at most [`super::FREEZE_LIMIT`]; a snapshot that outlasts it finishes with
 //! the agents running and is marked `consistent: false`), and writes the sealed file (with its
 //! fsyncs). The session hands it a [`Request`] and gets a [`Taken`] back as an event; it records
@@ -69,6 +70,14 @@ pub enum Outcome {
     Failed(CheckpointError),
 }
 
+/// The checkpointer of `dir` opened again (after a panic took it), None if it cannot be.
+async fn reopen(dir: PathBuf) -> Option<Checkpointer> {
+    tokio::task::spawn_blocking(move || Checkpointer::open(&dir))
+        .await
+        .ok()
+        .and_then(Result::ok)
+}
+
 /// Take the checkpoint `request` describes (see the module docs). Never fails: a failure is
 /// [`Outcome::Failed`].
 pub async fn take(request: Request) -> Taken {
@@ -93,6 +102,30 @@ pub async fn take(request: Request) -> Taken {
             };
         }
     }
+    // The pre-copy, agents running: the frozen snapshot then re-examines only what changed
+    // since. A failed pre-copy only makes the frozen snapshot longer (it fails there too, if
+    // the failure lasts).
+    let precopy_workspace = workspace.clone();
+    let precopied = tokio::task::spawn_blocking(move || {
+        let mut checkpointer = checkpointer;
+        if let Err(err) = checkpointer.precopy(&precopy_workspace) {
+            tracing::debug!(message = "checkpoint pre-copy failed", error = %err);
+        }
+        checkpointer
+    })
+    .await;
+    let checkpointer = match precopied {
+        Ok(checkpointer) => checkpointer,
+        Err(panic) => {
+            return Taken {
+                checkpointer: reopen(dir).await,
+                trigger,
+                outcome: Outcome::Failed(CheckpointError::Panicked(format!(
+                    "the pre-copy panicked: {panic}"
+                ))),
+            };
+        }
+    };
     // Groups stopped already (a pause, a hang) stay stopped: only those frozen here continue.
     let frozen: Vec<Arc<dyn AgentGroup>> = groups
         .into_iter()
@@ -119,12 +152,8 @@ pub async fn take(request: Request) -> Taken {
     let (mut checkpointer, result, git_commit) = match joined {
         Ok(joined) => joined,
         Err(panic) => {
-            let reopened = tokio::task::spawn_blocking(move || Checkpointer::open(&dir))
-                .await
-                .ok()
-                .and_then(Result::ok);
             return Taken {
-                checkpointer: reopened,
+                checkpointer: reopen(dir).await,
                 trigger,
                 outcome: Outcome::Failed(CheckpointError::Panicked(format!(
                     "the snapshot task panicked: {panic}"

@@ -20,6 +20,8 @@ pub mod objects;
 pub mod restore;
 
 pub mod snapshot;
+mod walk;
+pub mod watch;
 
 pub use document::{CheckpointDocument, HANDOFF_NOTES};
 use error::Step;
@@ -89,6 +91,13 @@ impl Checkpointer {
         Ok((hash, stats))
     }
 
+    /// The pre-copy of a checkpoint (blocking; agents still running): see [`snapshot::precopy`].
+    pub fn precopy(&mut self, workspace: &Path) -> Result<SnapshotStats> {
+        let stats = snapshot::precopy(workspace, &self.store, &mut self.cache, self.size_cap)?;
+        self.store_bytes += stats.new_bytes;
+        Ok(stats)
+    }
+
     /// When the store is over `limit_bytes`, [`prune`] it (and forget the stat cache, which may
     /// vouch for removed objects). Returns what was pruned, None when under the limit.
     pub fn enforce_limit(&mut self, limit_bytes: u64) -> Result<Option<PruneStats>> {
@@ -97,7 +106,7 @@ impl Checkpointer {
         }
         let stats = prune(&self.dir)?;
         self.store_bytes = stats.kept_bytes;
-        self.cache = StatCache::default();
+        self.cache.forget();
         Ok(Some(stats))
     }
 

@@ -3,8 +3,13 @@
 //! different threads; each content is stored once.
 
 use super::error::{Result, Step};
-use super::snapshot::sha256_hex;
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+
+/// Hex SHA-256 of `bytes`: an object's name.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
 
 /// The content-addressed store under `checkpoints/objects/`.
 #[derive(Debug, Clone)]

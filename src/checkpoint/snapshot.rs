@@ -10,94 +10,13 @@
 //! workspace by one hash.
 
 use super::error::{CheckpointError, Result, Step};
-pub use super::objects::ObjectStore;
+pub use super::objects::{sha256_hex, ObjectStore};
+use super::walk::{walk, walk_order, Reach};
+pub use super::walk::{EntryKind, Manifest, ManifestEntry, SnapshotStats, StatCache};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-
-/// Hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// What a manifest entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EntryKind {
-    /// A directory.
-    Dir,
-    /// A regular file.
-    File,
-    /// A symbolic link (stored as its target).
-    Symlink,
-}
-
-/// One path of the workspace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ManifestEntry {
-    /// Relative to the workspace, `/`-separated.
-    pub path: String,
-    /// What it is.
-    pub kind: EntryKind,
-    /// Permission bits (`st_mode & 0o7777`).
-    pub mode: u32,
-    /// Bytes (files only).
-    pub size: u64,
-    /// SHA-256 of the content (files only).
-    pub hash: Option<String>,
-    /// False for files over the size cap: listed with their hash, content not kept.
-    pub stored: bool,
-    /// Symlink target as written.
-    pub target: Option<String>,
-}
-
-/// The workspace at one moment.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Every path, in walk order.
-    pub entries: Vec<ManifestEntry>,
-}
-
-/// Figures of one snapshot.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SnapshotStats {
-    /// Files listed.
-    pub files: u64,
-    /// Directories listed.
-    pub dirs: u64,
-    /// Symbolic links listed.
-    pub symlinks: u64,
-    /// Bytes of all files listed.
-    pub bytes: u64,
-    /// Files whose hash came from the stat cache (not read).
-    pub cache_hits: u64,
-    /// Objects written by this snapshot, and their bytes (manifest included).
-    pub new_objects: u64,
-    /// Bytes of those objects.
-    pub new_bytes: u64,
-    /// Files over the size cap (listed, not stored).
-    pub not_stored: u64,
-}
-
-/// (size, mtime ns, ctime ns, inode) → hash of files already read (and stored, when under
-/// the size cap). Objects are never removed behind the cache's back: pruning the store must
-/// clear it; `megatest checkpoints --verify` finds objects removed by hand.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct StatCache {
-    entries: HashMap<String, (u64, i64, i64, u64, String)>,
-}
-
-fn stat_key(meta: &std::fs::Metadata) -> (u64, i64, i64, u64) {
-    (
-        meta.len(),
-        meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-        meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
-        meta.ino(),
-    )
-}
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 /// Longest chain of delta manifests before a complete one is stored again.
 pub const MAX_DELTA_DEPTH: u32 = 16;
@@ -126,23 +45,11 @@ pub struct ManifestBase {
     pub depth: u32,
 }
 
-/// Order of a walk: depth first, names sorted within a directory.
-fn walk_order(entries: &mut [ManifestEntry]) {
-    entries.sort_by_cached_key(|entry| walk_key(&entry.path));
-}
-
-/// Sort key of a path in walk order: with `/` as `\0`, plain byte order compares component
-/// by component (`a` < `a/b` < `a.txt`).
-fn walk_key(path: &str) -> Vec<u8> {
-    path.bytes()
-        .map(|b| if b == b'/' { 0 } else { b })
-        .collect()
-}
-
 /// Snapshot `workspace` into `store`, reading only files the cache does not vouch for. Files
 /// over `size_cap` bytes are hashed but not stored. The manifest is stored as a delta against
 /// `base` when given (and its chain is short enough), else complete. Returns the manifest, the
-/// new base (hash and depth), and figures.
+/// new base (hash and depth), and figures. With a watching `cache`, only the paths changed
+/// since its last walk are examined (see [`super::watch`]).
 pub fn snapshot(
     workspace: &Path,
     store: &ObjectStore,
@@ -150,7 +57,7 @@ pub fn snapshot(
     size_cap: u64,
     base: Option<&ManifestBase>,
 ) -> Result<(Manifest, ManifestBase, SnapshotStats)> {
-    let (manifest, mut stats) = walk(workspace, Some(store), cache, size_cap)?;
+    let (manifest, mut stats) = walk(workspace, Some(store), cache, size_cap, Reach::Changed)?;
     if let Some(base) = base.filter(|b| b.manifest.entries == manifest.entries) {
         // Nothing changed: the base names this workspace already.
         return Ok((manifest, base.clone(), stats));
@@ -210,13 +117,35 @@ pub fn snapshot(
 
 /// The workspace as it is now, its files' contents put into `store` (objects only: no manifest
 /// is stored). What a task snapshot is: [`crate::checkpoint::diff`] compares two of them.
+/// With a watching `cache`, only the paths changed since its last walk are examined.
 pub fn capture(
     workspace: &Path,
     store: &ObjectStore,
     cache: &mut StatCache,
     size_cap: u64,
 ) -> Result<(Manifest, SnapshotStats)> {
-    walk(workspace, Some(store), cache, size_cap)
+    walk(workspace, Some(store), cache, size_cap, Reach::Changed)
+}
+
+/// The pre-copy of a checkpoint, taken while the agents still run: walk the whole workspace
+/// (inotify misses writes through shared memory maps; this walk does not), store what changed
+/// and remember the manifest, so the snapshot taken with the agents frozen re-examines only the
+/// paths changed since (with a watching `cache`; without one it walks everything again, but
+/// reads only what changed). When the walk put new directories under watch, a second, watched
+/// walk picks up what changed before their watches existed.
+pub fn precopy(
+    workspace: &Path,
+    store: &ObjectStore,
+    cache: &mut StatCache,
+    size_cap: u64,
+) -> Result<SnapshotStats> {
+    let (_, mut stats) = walk(workspace, Some(store), cache, size_cap, Reach::Everything)?;
+    if cache.has_pending() {
+        let (_, more) = walk(workspace, Some(store), cache, size_cap, Reach::Changed)?;
+        stats.new_objects += more.new_objects;
+        stats.new_bytes += more.new_bytes;
+    }
+    Ok(stats)
 }
 
 /// The complete manifest stored under `hash`, following its delta chain; every object of the
@@ -253,158 +182,6 @@ pub fn load_manifest(store: &ObjectStore, hash: &str) -> Result<Manifest> {
     Ok(Manifest { entries })
 }
 
-/// The manifest of `workspace`; file contents go to `store` when given (else only hashed).
-fn walk(
-    workspace: &Path,
-    store: Option<&ObjectStore>,
-    cache: &mut StatCache,
-    size_cap: u64,
-) -> Result<(Manifest, SnapshotStats)> {
-    let mut stats = SnapshotStats::default();
-    let mut entries = Vec::new();
-    // Phase 1, in parallel: walk and lstat (the syscall-heavy part).
-    let found: std::sync::Mutex<Vec<(String, PathBuf, std::fs::Metadata)>> =
-        std::sync::Mutex::new(Vec::new());
-    let failure: std::sync::Mutex<Option<CheckpointError>> = std::sync::Mutex::new(None);
-    ignore::WalkBuilder::new(workspace)
-        .hidden(false)
-        .git_ignore(true)
-        .git_exclude(false)
-        .git_global(false)
-        .require_git(false)
-        .parents(false)
-        .follow_links(false)
-        .filter_entry(|entry| {
-            !crate::project::GENERATED_DIRS
-                .iter()
-                .any(|name| entry.file_name() == *name)
-        })
-        .threads(2)
-        .build_parallel()
-        .run(|| {
-            Box::new(|item| {
-                let outcome = item
-                    .map_err(|source| CheckpointError::Walk {
-                        step: workspace.display().to_string(),
-                        source,
-                    })
-                    .and_then(|item| {
-                        let path = item.path().to_path_buf();
-                        let relative = path.strip_prefix(workspace).unwrap_or(&path);
-                        if relative.as_os_str().is_empty() {
-                            return Ok(());
-                        }
-                        let name = relative.to_string_lossy().replace('\\', "/");
-                        let meta = std::fs::symlink_metadata(&path)
-                            .step(|| format!("stat {}", path.display()))?;
-                        found
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push((name, path, meta));
-                        Ok(())
-                    });
-                match outcome {
-                    Ok(()) => ignore::WalkState::Continue,
-                    Err(err) => {
-                        failure
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get_or_insert(err);
-                        ignore::WalkState::Quit
-                    }
-                }
-            })
-        });
-    if let Some(err) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(err).step(|| format!("walk {}", workspace.display()));
-    }
-    let mut found = found.into_inner().unwrap_or_else(|p| p.into_inner());
-    found.sort_by_cached_key(|entry| walk_key(&entry.0));
-    // Phase 2, in walk order: the stat cache, reading and storing what changed.
-    for (name, path, meta) in found {
-        let path = path.as_path();
-        let mode = meta.permissions().mode() & 0o7777;
-        let file_type = meta.file_type();
-        if file_type.is_symlink() {
-            stats.symlinks += 1;
-            let target = std::fs::read_link(path)?.to_string_lossy().into_owned();
-            entries.push(ManifestEntry {
-                path: name,
-                kind: EntryKind::Symlink,
-                mode,
-                size: 0,
-                hash: None,
-                stored: false,
-                target: Some(target),
-            });
-        } else if file_type.is_dir() {
-            stats.dirs += 1;
-            entries.push(ManifestEntry {
-                path: name,
-                kind: EntryKind::Dir,
-                mode,
-                size: 0,
-                hash: None,
-                stored: false,
-                target: None,
-            });
-        } else if file_type.is_file() {
-            stats.files += 1;
-            stats.bytes += meta.len();
-            let key = stat_key(&meta);
-            let cached = cache
-                .entries
-                .get(&name)
-                .filter(|c| (c.0, c.1, c.2, c.3) == key)
-                .map(|c| c.4.clone());
-            let stored = meta.len() <= size_cap && store.is_some();
-            let hash = match cached {
-                Some(hash) => {
-                    stats.cache_hits += 1;
-                    hash
-                }
-                _ => {
-                    let mut file =
-                        std::fs::File::open(path).step(|| format!("read {}", path.display()))?;
-                    let hash = if stored {
-                        let mut bytes = Vec::with_capacity(meta.len() as usize);
-                        file.read_to_end(&mut bytes)?;
-                        let hash = sha256_hex(&bytes);
-                        if let Some(written) =
-                            store.expect("stored implies a store").put(&hash, &bytes)?
-                        {
-                            stats.new_objects += 1;
-                            stats.new_bytes += written;
-                        }
-                        hash
-                    } else {
-                        let mut hasher = Sha256::new();
-                        std::io::copy(&mut file, &mut hasher)?;
-                        hex::encode(hasher.finalize())
-                    };
-                    cache
-                        .entries
-                        .insert(name.clone(), (key.0, key.1, key.2, key.3, hash.clone()));
-                    hash
-                }
-            };
-            if !stored {
-                stats.not_stored += 1;
-            }
-            entries.push(ManifestEntry {
-                path: name,
-                kind: EntryKind::File,
-                mode,
-                size: meta.len(),
-                hash: Some(hash),
-                stored,
-                target: None,
-            });
-        }
-    }
-    Ok((Manifest { entries }, stats))
-}
-
 /// What [`restore`] changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RestoreStats {
@@ -438,7 +215,13 @@ pub fn restore(workspace: &Path, store: &ObjectStore, manifest_hash: &str) -> Re
     let manifest = load_manifest(store, manifest_hash)?;
     let mut stats = RestoreStats::default();
     // What exists now (the same walk as a snapshot, so ignored paths are never touched).
-    let (current, _) = walk(workspace, None, &mut StatCache::default(), 0)?;
+    let (current, _) = walk(
+        workspace,
+        None,
+        &mut StatCache::default(),
+        0,
+        Reach::Everything,
+    )?;
     let wanted: std::collections::HashMap<&str, &ManifestEntry> = manifest
         .entries
         .iter()

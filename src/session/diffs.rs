@@ -2,7 +2,8 @@
 //! the checkpoints' object store and a stat cache of its own) just before an agent's run starts
 //! and just after it ends; the files that differ ([`crate::checkpoint::diff`]) become a
 //! `task_diff` event and `agents/<id>/diffs/<task>.<attempt>.diff`, which the task's review
-//! prompt names. Both snapshots run on the session task (measured: `before_ms`, `after_ms`;
+//! prompt names. Both snapshots run on the session task and re-examine only the paths the
+//! workspace watch saw change ([`crate::checkpoint::watch`]; measured: `before_ms`, `after_ms`;
 //! `scripts/bench_checkpoint.sh` reports the cost on a 10,000-file tree). A snapshot that fails
 //! (a file vanishing mid-walk) costs the diff, never the run.
 //!
@@ -14,6 +15,7 @@
 use super::*;
 use crate::checkpoint::diff::{self, ChangeKind};
 use crate::checkpoint::snapshot::{capture, Manifest, ObjectStore, StatCache};
+use crate::checkpoint::watch::WorkspaceWatch;
 use std::collections::BTreeMap;
 
 /// Changed paths a `task_diff` event lists at most (the diff file has them all).
@@ -26,17 +28,18 @@ pub(super) struct TaskSnapshots {
 }
 
 impl TaskSnapshots {
-    /// Task snapshots into `store` (the checkpoints' object store).
-    pub(super) fn new(store: ObjectStore) -> TaskSnapshots {
+    /// Task snapshots into `store` (the checkpoints' object store), re-examining what `watch`
+    /// saw change.
+    pub(super) fn new(store: ObjectStore, watch: Arc<WorkspaceWatch>) -> TaskSnapshots {
         TaskSnapshots {
             store,
-            cache: StatCache::default(),
+            cache: StatCache::watching(watch),
         }
     }
 
     /// Forget the stat cache (the store was pruned: it may vouch for removed objects).
     pub(super) fn forget(&mut self) {
-        self.cache = StatCache::default();
+        self.cache.forget();
     }
 }
 

@@ -103,8 +103,11 @@ impl Session {
             agents.len(),
         );
         let prices = budget::price_table(&config.raw.model.prices);
-        let checkpointer = crate::checkpoint::Checkpointer::open(&dir.join("checkpoints"))?;
-        let task_snapshots = diffs::TaskSnapshots::new(checkpointer.store.clone());
+        let mut checkpointer = crate::checkpoint::Checkpointer::open(&dir.join("checkpoints"))?;
+        // One watch on the workspace for both readers: checkpoints and task snapshots.
+        let watch = crate::checkpoint::watch::WorkspaceWatch::start(&dir.join("project"));
+        checkpointer.cache = crate::checkpoint::snapshot::StatCache::watching(watch.clone());
+        let task_snapshots = diffs::TaskSnapshots::new(checkpointer.store.clone(), watch);
         let spool = Arc::new(LedgerSpool::open(&dir)?);
         let (recovery, _) = recover::RecoveryState::new(config, &dir.join("project"), &dir)?;
         Ok(Session {
