@@ -56,6 +56,13 @@ impl AgentBackend for LocalBackend {
         Arc::new(LocalGroup(id))
     }
 
+    fn sweep_escapees(
+        &self,
+        busy: &std::collections::HashSet<String>,
+    ) -> Vec<super::escapees::Escapee> {
+        super::escapees::sweep(busy)
+    }
+
     fn kill_all(&self) -> usize {
         kill_all_groups()
     }

@@ -7,6 +7,7 @@
 //! freeze / thaw / kill, a run's stop token, and the daemon-level sweeps in [`local`]).
 //! Guarded by `tests/it/architecture.rs` (`signals_are_sent_only_by_the_backend`).
 
+pub mod escapees;
 pub mod local;
 
 use futures_util::future::BoxFuture;
@@ -137,4 +138,8 @@ pub trait AgentBackend: Send + Sync {
     /// Kill every run this backend started that is still alive, at once (a second signal, an
     /// exit path). Returns how many groups were killed.
     fn kill_all(&self) -> usize;
+
+    /// Kill the processes that left their run's group (see [`escapees`]) unless their agent is
+    /// in `busy` (agent ids with a run going); returns those killed.
+    fn sweep_escapees(&self, busy: &std::collections::HashSet<String>) -> Vec<escapees::Escapee>;
 }

@@ -4,7 +4,7 @@
 //! exit 0 when every critical criterion holds, 1 when one fails, 2 on usage errors.
 
 use crate::eval::evaluation::{self, Context, Evaluation};
-use crate::eval::{venv, CriterionResult, Tier};
+use crate::eval::{provision, CriterionResult, Tier};
 use crate::project::ProjectSpec;
 use crate::report::grades;
 use clap::Args;
@@ -34,6 +34,11 @@ pub struct EvaluateArgs {
     /// Also write JUnit XML (checks, acceptance cases, criteria) to FILE
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Install a missing coverage tool (cargo-tarpaulin) into RUNS_DIR/.tools (or
+    /// MEGATEST_TOOLS_DIR) before measuring: minutes of compiling, once (as the config's
+    /// `[evaluation] install_tools = true`)
+    #[arg(long)]
+    pub install_tools: bool,
     /// Runs directory: the managed venvs live in RUNS_DIR/.venvs (or MEGATEST_VENV_DIR)
     #[arg(long, env = "MEGATEST_RUNS_DIR", default_value = "test_runs")]
     pub runs_dir: PathBuf,
@@ -125,7 +130,12 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<i32> {
         spec,
         project_dir,
         out_dir: scratch.0.clone(),
-        venv_root: venv::venv_root(&args.runs_dir),
+        venv_root: provision::venv_root(&args.runs_dir),
+        tools_root: provision::tools_root(&args.runs_dir),
+        install_tools: args.install_tools
+            || config
+                .as_ref()
+                .is_some_and(|c| c.raw.evaluation.install_tools),
         timeout: Duration::from_secs_f64(max_test_runtime_min * 60.0),
         acceptance: config.as_ref().is_none_or(|c| c.raw.evaluation.acceptance),
         fail_fast: args.fail_fast,

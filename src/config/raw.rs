@@ -68,6 +68,10 @@ pub struct EvaluationSettings {
     pub phases: Option<Vec<String>>,
     /// Run the acceptance suite (false: only the build and test checks are judged).
     pub acceptance: bool,
+    /// Install a missing coverage tool megatest knows (cargo-tarpaulin for Rust, see
+    /// [`crate::eval::provision::CARGO_TOOLS`]) from its registry before measuring (minutes of
+    /// compiling, once per runs directory); false: its figure is null with how to install it.
+    pub install_tools: bool,
 }
 
 impl Default for EvaluationSettings {
@@ -75,6 +79,7 @@ impl Default for EvaluationSettings {
         EvaluationSettings {
             phases: None,
             acceptance: true,
+            install_tools: false,
         }
     }
 }

@@ -36,6 +36,9 @@ pub const MAX_RESTORES: u32 = 5;
 /// Drive the session; when it stopped for a checkpoint restore (already rolled back), resume
 /// it from `session.db` in the same process, as often as that happens.
 fn run_loop(mut prepared: session::Prepared, mut reopen: bool) -> Result<i32> {
+    // Agents' detached processes (setsid) come back to this process when their parent dies,
+    // so the session can stop them (`backend::escapees`).
+    crate::backend::escapees::become_subreaper();
     let mut restores = 0;
     loop {
         let dir = prepared.dir.clone();

@@ -209,7 +209,7 @@ fn severity_rank(severity: &str) -> u8 {
 pub struct RunSpec<'a> {
     /// The suite.
     pub suite: &'a Suite,
-    /// The suite's venv (made by [`super::venv::ensure`]).
+    /// The suite's venv (made by [`super::provision::ensure`]).
     pub venv: &'a Path,
     /// The project under test.
     pub project_dir: &'a Path,

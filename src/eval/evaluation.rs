@@ -5,7 +5,7 @@
 use super::acceptance::{self, AcceptanceReport, BugCounts};
 use super::measure::{self, DocCoverage, SecurityScan};
 use super::suite::Suite;
-use super::{run_check_env, venv};
+use super::{provision, run_check_env};
 use crate::figure::Figure;
 use crate::metrics::CodeStats;
 use crate::project::ProjectSpec;
@@ -26,8 +26,12 @@ pub struct Context {
     pub project_dir: PathBuf,
     /// Where results and scratch files go (created; one directory per evaluation).
     pub out_dir: PathBuf,
-    /// Where megatest keeps its venvs (see [`venv::venv_root`]).
+    /// Where megatest keeps its venvs (see [`provision::venv_root`]).
     pub venv_root: PathBuf,
+    /// Where megatest keeps the tools it installs (see [`provision::tools_root`]).
+    pub tools_root: PathBuf,
+    /// Install a missing coverage tool (`[evaluation].install_tools`).
+    pub install_tools: bool,
     /// Wall-clock bound of each command and of the acceptance suite.
     pub timeout: Duration,
     /// Run the acceptance suite (and the language tools from its venv).
@@ -156,8 +160,10 @@ pub async fn complete(ctx: &Context, phase: &str, checks: Vec<CheckRow>) -> Eval
                 ctx.project_type.clone(),
                 suite.requirements.clone(),
             );
-            match tokio::task::spawn_blocking(move || venv::ensure(&root, &label, &requirements))
-                .await
+            match tokio::task::spawn_blocking(move || {
+                provision::ensure(&root, &label, &requirements)
+            })
+            .await
             {
                 Ok(Ok(dir)) => Ok(dir),
                 Ok(Err(err)) => Err(format!(
@@ -301,27 +307,17 @@ async fn coverage(
         };
     }
     if ctx.spec.language == "rust" {
-        let probe = run_check_env(
-            phase,
-            "coverage",
-            "cargo tarpaulin --version",
-            &ctx.project_dir,
-            ctx.timeout,
-            &[],
-        )
-        .await;
-        if !probe.passed {
-            return Figure::missing(
-                "cargo-tarpaulin is not installed (install it with `cargo install cargo-tarpaulin`)",
-            );
-        }
+        let env = match tarpaulin(ctx, phase).await {
+            Ok(env) => env,
+            Err(reason) => return Figure::missing(reason),
+        };
         let row = run_check_env(
             phase,
             "coverage",
             "cargo tarpaulin --skip-clean --timeout 120 --target-dir target/tarpaulin",
             &ctx.project_dir,
             ctx.timeout,
-            &[],
+            &env,
         )
         .await;
         return match measure::parse_tarpaulin(&row.output_tail) {
@@ -336,6 +332,60 @@ async fn coverage(
         "no coverage command in the spec and no coverage tool for language {}",
         ctx.spec.language
     ))
+}
+
+/// The environment under which `cargo tarpaulin` runs: megatest's PATH when it has
+/// cargo-tarpaulin, else the PATH with the copy megatest installed (installing it first when
+/// `install_tools` allows). Err: why there is none, and how to get it.
+async fn tarpaulin(ctx: &Context, phase: &str) -> Result<Vec<(String, String)>, String> {
+    let krate = "cargo-tarpaulin";
+    let with_bin = |bin: &Path| {
+        let path = std::env::var("PATH").unwrap_or_default();
+        vec![("PATH".to_string(), format!("{}:{path}", bin.display()))]
+    };
+    let probe = |env: Vec<(String, String)>| async move {
+        let row = run_check_env(
+            phase,
+            "coverage",
+            "cargo tarpaulin --version",
+            &ctx.project_dir,
+            ctx.timeout,
+            &env,
+        )
+        .await;
+        row.passed.then_some(env)
+    };
+    if let Some(env) = probe(Vec::new()).await {
+        return Ok(env);
+    }
+    let bin = match provision::installed_cargo_tool(&ctx.tools_root, krate) {
+        Some(bin) => bin,
+        None if ctx.install_tools => {
+            let root = ctx.tools_root.clone();
+            tracing::info!(message = "installing cargo-tarpaulin for coverage (once; minutes of compiling)", root = %root.display());
+            match tokio::task::spawn_blocking(move || provision::ensure_cargo_tool(&root, krate))
+                .await
+            {
+                Ok(Ok(bin)) => bin,
+                Ok(Err(err)) => return Err(format!("installing cargo-tarpaulin failed: {err}")),
+                Err(panic) => return Err(format!("installing cargo-tarpaulin failed: {panic}")),
+            }
+        }
+        None => {
+            return Err(format!(
+                "cargo-tarpaulin is not installed: set `[evaluation] install_tools = true` (or \
+                 `megatest evaluate --install-tools`) to have megatest install it into {}, or \
+                 run `cargo install cargo-tarpaulin`",
+                ctx.tools_root.display()
+            ))
+        }
+    };
+    probe(with_bin(&bin)).await.ok_or_else(|| {
+        format!(
+            "cargo-tarpaulin in {} does not run (`cargo tarpaulin --version` failed)",
+            bin.display()
+        )
+    })
 }
 
 fn no_scan(reason: &str) -> SecurityScan {

@@ -4,8 +4,8 @@
 pub mod acceptance;
 pub mod evaluation;
 pub mod measure;
+pub mod provision;
 pub mod suite;
-pub mod venv;
 
 use crate::store::CheckRow;
 use std::path::Path;

@@ -21,12 +21,15 @@ impl Session {
         let phase = self.prepared.config.phases[phase_idx].name.clone();
         let timeout =
             Duration::from_secs_f64(self.prepared.config.raw.limits.max_test_runtime_min * 60.0);
+        let runs_dir = self.prepared.dir.parent().unwrap_or(Path::new("."));
         let ctx = eval::evaluation::Context {
             project_type: self.prepared.config.raw.session.project_type.clone(),
             spec: self.prepared.spec.clone(),
             project_dir: self.workspace.clone(),
             out_dir: self.prepared.dir.join("evaluations").join(&phase),
-            venv_root: eval::venv::venv_root(self.prepared.dir.parent().unwrap_or(Path::new("."))),
+            venv_root: eval::provision::venv_root(runs_dir),
+            tools_root: eval::provision::tools_root(runs_dir),
+            install_tools: self.prepared.config.raw.evaluation.install_tools,
             timeout,
             acceptance: self.prepared.config.raw.evaluation.acceptance,
             fail_fast: false,

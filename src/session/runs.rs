@@ -290,6 +290,7 @@ impl Session {
             serde_json::json!({"outcome": outcome, "result": outcome_word}),
         )?;
         tracing::info!(message = "agent exited", agent = %agent_id, task = %task_id, result = outcome_word, code = ?outcome.exit_code, signal = ?outcome.signal);
+        self.sweep_escapees()?;
         if let Some(before) = before {
             // What the run changed (for its review, before the review opens).
             let concurrent = self.store.overlapping_runs(run_id).unwrap_or(0) as usize;
@@ -385,6 +386,9 @@ impl Session {
                     agent.running = None;
                 }
             }
+        }
+        if let Err(err) = self.sweep_escapees() {
+            tracing::error!(message = "cannot record killed escapees", error = %format!("{err:#}"));
         }
         // Checks of work finished before the stop are not waited for either.
         if let Err(err) = self.cancel_task_checks() {

@@ -279,3 +279,70 @@ fn a_config_sets_the_targets_and_clippy_findings_are_security_findings() {
         .unwrap()
         .any(|_| true));
 }
+
+/// A Rust project whose test covers 2 of its 8 lines (cargo-tarpaulin's count).
+const PARTLY_COVERED: &str = "/// Covered by the test.\nfn covered(x: u32) -> u32 {\n    x + 1\n}\n\n\
+/// Run only by `main`.\nfn uncovered(x: u32) -> u32 {\n    if x > 3 {\n        x * 2\n    } else {\n        x - 1\n    }\n}\n\n\
+fn main() {\n    println!(\"{}\", uncovered(covered(1)));\n}\n\n\
+#[cfg(test)]\nmod tests {\n    #[test]\n    fn covered_adds_one() {\n        assert_eq!(super::covered(1), 2);\n    }\n}\n";
+
+/// `[evaluation].install_tools`: without it, Rust coverage is null and says how to get
+/// cargo-tarpaulin; with `--install-tools`, megatest installs it (into a tools directory cached
+/// under `target/`, as a runs directory would keep it) and measures the line coverage with it.
+#[test]
+fn rust_coverage_is_measured_with_the_cargo_tarpaulin_megatest_installs_when_allowed() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("project");
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        "[package]\nname = \"redqueue\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("src/main.rs"), PARTLY_COVERED).unwrap();
+    let config = work.path().join("evaluate.toml");
+    std::fs::write(
+        &config,
+        "[session]\nproject_type = \"task_queue\"\n[evaluation]\nacceptance = false\n",
+    )
+    .unwrap();
+    let run = |tools: &Path, extra: &[&str]| -> Value {
+        let json = work.path().join("evaluation.json");
+        let output = megatest()
+            .env("MEGATEST_TOOLS_DIR", tools)
+            .arg("evaluate")
+            .arg(&dir)
+            .arg("--config")
+            .arg(&config)
+            .arg("--runs-dir")
+            .arg(work.path())
+            .arg("--json")
+            .arg(&json)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_exit(&output, 0);
+        read_json(&json)["evaluation"]["test_coverage"].clone()
+    };
+    let on_path = std::process::Command::new("cargo")
+        .args(["tarpaulin", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !on_path {
+        let coverage = run(&work.path().join("no-tools"), &[]);
+        assert!(coverage["value"].is_null(), "{coverage}");
+        let reason = coverage["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("cargo-tarpaulin is not installed") && reason.contains("install_tools"),
+            "{reason}"
+        );
+    }
+    let tools = root().join("target/megatest-tools");
+    let coverage = run(&tools, &["--install-tools"]);
+    assert_eq!(coverage["value"].as_f64(), Some(0.25), "{coverage}");
+    if !on_path {
+        assert!(tools
+            .join("cargo-tarpaulin-0.37.5/bin/cargo-tarpaulin")
+            .exists());
+    }
+}

@@ -45,6 +45,47 @@ fn agent_that_ignores_sigterm_and_forks_is_killed_with_its_grandchild() {
 }
 
 #[test]
+fn a_process_that_leaves_its_agents_group_with_setsid_does_not_survive_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each run starts a process in a new session (out of reach of the group kill) and exits.
+    let command = "setsid sh -c 'echo $$ >> escapees.pid; exec sleep 1000' & sleep 0.3; exit 0";
+    let config = command_config(dir.path(), SIM, command, &[], "");
+    let runs = dir.path().join("runs");
+    let output = run_session(&config, &runs, &["--time-scale", "600"], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let session = only_session(&runs);
+    let escapees: Vec<i32> = std::fs::read_to_string(session.join("project/escapees.pid"))
+        .unwrap_or_else(|err| panic!("{err}\n{stderr}"))
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert!(escapees.len() >= 2, "{escapees:?}\n{stderr}");
+    for pid in &escapees {
+        assert!(
+            wait_for(std::time::Duration::from_secs(2), || !alive(*pid)),
+            "escapee {pid} survived megatest\n{stderr}"
+        );
+    }
+    let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
+    let mut statement = db
+        .prepare("SELECT agent_id, data FROM events WHERE kind = 'escapee_killed'")
+        .unwrap();
+    let killed: Vec<(Option<String>, String)> = statement
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!killed.is_empty(), "{stderr}");
+    for (agent, data) in &killed {
+        assert!(
+            agent.as_deref().is_some_and(|a| a.starts_with("agent-")),
+            "{agent:?}"
+        );
+        assert!(data.contains("sleep 1000"), "{data}");
+    }
+}
+
+#[test]
 fn agents_get_their_own_key_and_no_provider_secret() {
     let dir = tempfile::tempdir().unwrap();
     let probe = dir.path().join("probe.py");

@@ -1,12 +1,35 @@
-//! The watchdog tick: idle agents, free disk space, escalation deadlines, chaos events, a
-//! paused session's cause; memory pressure on the metrics tick.
+//! The watchdog tick: agents' escaped processes, idle agents, free disk space, escalation
+//! deadlines, chaos events, a paused session's cause; memory pressure on the metrics tick.
 
 use super::*;
 
 impl Session {
+    /// Kill the processes that left their agent's process group while the agent has no run
+    /// going (all of them once no agent runs): an `escapee_killed` event each.
+    pub(in crate::session) fn sweep_escapees(&mut self) -> Result<()> {
+        let busy: std::collections::HashSet<String> = self
+            .agents
+            .iter()
+            .filter(|a| a.running.is_some())
+            .map(|a| a.id.clone())
+            .collect();
+        for escapee in self.prepared.agent_backend.sweep_escapees(&busy) {
+            tracing::warn!(message = "killed a process that left its agent's process group", pid = escapee.pid, agent = ?escapee.agent, command = %escapee.command);
+            self.event(
+                "escapee_killed",
+                escapee.agent.as_deref(),
+                None,
+                None,
+                serde_json::to_value(&escapee)?,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Periodic checks: idle agents, the disk, escalation deadlines, `[chaos]` events, and
     /// whether a paused session can continue.
     pub(in crate::session) fn watchdog(&mut self) -> Result<()> {
+        self.sweep_escapees()?;
         let now = self.clock.session_secs();
         self.chaos(now)?;
         // A paused session: continue once the cause is gone.
