@@ -9,6 +9,7 @@
 
 pub mod escapees;
 pub mod local;
+pub mod sandbox;
 
 use futures_util::future::BoxFuture;
 use std::path::PathBuf;

@@ -70,12 +70,25 @@ pub enum Outcome {
     Failed(CheckpointError),
 }
 
-/// The checkpointer of `dir` opened again (after a panic took it), None if it cannot be.
-async fn reopen(dir: PathBuf) -> Option<Checkpointer> {
-    tokio::task::spawn_blocking(move || Checkpointer::open(&dir))
+/// A checkpoint whose blocking `step` panicked (taking the checkpointer with it): failed, with
+/// the checkpointer of `dir` opened again (None if it cannot be).
+async fn panicked(
+    dir: PathBuf,
+    trigger: &'static str,
+    step: &str,
+    panic: tokio::task::JoinError,
+) -> Taken {
+    let checkpointer = tokio::task::spawn_blocking(move || Checkpointer::open(&dir))
         .await
         .ok()
-        .and_then(Result::ok)
+        .and_then(Result::ok);
+    Taken {
+        checkpointer,
+        trigger,
+        outcome: Outcome::Failed(CheckpointError::Panicked(format!(
+            "{step} panicked: {panic}"
+        ))),
+    }
 }
 
 /// Take the checkpoint `request` describes (see the module docs). Never fails: a failure is
@@ -116,15 +129,7 @@ pub async fn take(request: Request) -> Taken {
     .await;
     let checkpointer = match precopied {
         Ok(checkpointer) => checkpointer,
-        Err(panic) => {
-            return Taken {
-                checkpointer: reopen(dir).await,
-                trigger,
-                outcome: Outcome::Failed(CheckpointError::Panicked(format!(
-                    "the pre-copy panicked: {panic}"
-                ))),
-            };
-        }
+        Err(panic) => return panicked(dir, trigger, "the pre-copy", panic).await,
     };
     // Groups stopped already (a pause, a hang) stay stopped: only those frozen here continue.
     let frozen: Vec<Arc<dyn AgentGroup>> = groups
@@ -151,15 +156,7 @@ pub async fn take(request: Request) -> Taken {
     let frozen_ms = started.elapsed().as_secs_f64() * 1000.0;
     let (mut checkpointer, result, git_commit) = match joined {
         Ok(joined) => joined,
-        Err(panic) => {
-            return Taken {
-                checkpointer: reopen(dir).await,
-                trigger,
-                outcome: Outcome::Failed(CheckpointError::Panicked(format!(
-                    "the snapshot task panicked: {panic}"
-                ))),
-            };
-        }
+        Err(panic) => return panicked(dir, trigger, "the snapshot task", panic).await,
     };
     let (manifest, stats) = match result {
         Ok(snapshot) => snapshot,

@@ -617,6 +617,21 @@ pub enum AgentKind {
     Command,
 }
 
+/// `[agents].sandbox`: what agent processes may see and change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// `bwrap` where bubblewrap runs, else `none` with a warning.
+    Auto,
+    /// No sandbox: agents can read and write what the user can.
+    #[default]
+    None,
+    /// bubblewrap (see [`crate::backend::sandbox`]): the filesystem read-only but for the
+    /// workspace and the agent's own directory; the session's other files and the acceptance
+    /// suites hidden.
+    Bwrap,
+}
+
 /// `[agents]`: how agent processes are started (megatest section).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -634,6 +649,10 @@ pub struct Agents {
     pub stop_grace_secs: f64,
     /// Runs of one task before it is marked failed.
     pub max_task_attempts: u32,
+    /// `none` (default), `auto` (`bwrap` where bubblewrap runs, else `none` with a warning) or
+    /// `bwrap` (every agent run under bubblewrap; a session that asks for it where bubblewrap
+    /// cannot run is refused).
+    pub sandbox: SandboxMode,
 }
 
 impl Default for Agents {
@@ -645,6 +664,7 @@ impl Default for Agents {
             env: BTreeMap::new(),
             stop_grace_secs: 3.0,
             max_task_attempts: 3,
+            sandbox: SandboxMode::None,
         }
     }
 }

@@ -228,6 +228,9 @@ pub struct FinalReport {
     pub agent_count: usize,
     /// `builtin`, `command` or the preset's name.
     pub agent_kind: String,
+    /// The agents' sandbox that applied: `bwrap` or `none` (see `config.json` `warnings` for
+    /// why `auto` found none).
+    pub sandbox: String,
     /// Every phase, in order.
     pub phases: Vec<PhaseReport>,
     /// Token and tool-call totals from the ledger in `session.db`.

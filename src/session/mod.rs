@@ -37,7 +37,7 @@ use crate::agent::{self, CommandVars};
 use crate::backend::{AgentBackend, AgentGroup, LaunchSpec, RunEnd, RunLimits, RunOutcome};
 use crate::budget::{self, Admission, BudgetSignal, Budgets};
 use crate::clock::SessionClock;
-use crate::config::raw::{AgentKind, NotifyEvent, Provider, RecoveryAction, Severity};
+use crate::config::raw::{AgentKind, NotifyEvent, Provider, RecoveryAction, SandboxMode, Severity};
 use crate::config::Config;
 use crate::eval::{self, CriterionResult};
 use crate::fsutil::{write_atomic, write_json_atomic, write_private};
@@ -102,6 +102,9 @@ pub struct Prepared {
     pub api_listener: Option<std::net::TcpListener>,
     /// Where agent runs execute (local process groups unless the daemon chooses another).
     pub agent_backend: Arc<dyn AgentBackend>,
+    /// Agent runs go through the sandbox (`[agents].sandbox` resolved: `bwrap`, or `auto` where
+    /// bubblewrap runs).
+    pub sandboxed: bool,
 }
 
 /// Check that a session can start, without writing anything.
@@ -161,6 +164,28 @@ fn prepare_in(
         ))
     })?;
     let spec = ProjectSpec::load(&config.spec_dir).map_err(|e| PrepareError(format!("{e:#}")))?;
+    let mut config = config;
+    let sandboxed = match config.raw.agents.sandbox {
+        SandboxMode::None => false,
+        SandboxMode::Bwrap => {
+            crate::backend::sandbox::probe().map_err(|reason| {
+                PrepareError(format!(
+                    "{}: [agents] sandbox = \"bwrap\" but {reason}",
+                    config.path.display()
+                ))
+            })?;
+            true
+        }
+        SandboxMode::Auto => match crate::backend::sandbox::probe() {
+            Ok(()) => true,
+            Err(reason) => {
+                config.warnings.push(format!(
+                    "[agents] sandbox = \"auto\": agents run without a sandbox because {reason}"
+                ));
+                false
+            }
+        },
+    };
     let builtin = match provider {
         Provider::Scripted => {
             let script = Script::load(&spec.dir).map_err(|e| PrepareError(format!("{e:#}")))?;
@@ -203,6 +228,7 @@ fn prepare_in(
     let api_listener =
         Some(crate::api::bind(&api.address, api.allow_non_loopback).map_err(PrepareError)?);
     Ok(Prepared {
+        sandboxed,
         agent_backend: Arc::new(crate::backend::local::LocalBackend),
         api_listener,
         overrides: overrides.clone(),

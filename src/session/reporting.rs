@@ -519,6 +519,7 @@ impl Session {
                 (AgentKind::Command, Some(preset)) => format!("command (preset {preset})"),
                 (AgentKind::Command, None) => "command".into(),
             },
+            sandbox: if self.prepared.sandboxed { "bwrap" } else { "none" }.into(),
             phases,
             budget,
             rollbacks: self

@@ -107,13 +107,16 @@ impl Session {
                 )
             }
         };
-        let spec = LaunchSpec {
+        let mut spec = LaunchSpec {
             program,
             args,
             env,
             cwd: self.workspace.clone(),
             log_path: agent.dir.join("agent.log"),
         };
+        if self.prepared.sandboxed {
+            spec = self.sandboxed(spec, agent_idx);
+        }
         let task_id = task.spec.id.clone();
         let agent_id = agent.id.clone();
         let phase_name = phase.name.clone();
@@ -510,6 +513,63 @@ impl Session {
 impl Session {
     /// `<session>/bin`, holding a `megatest` link to the running binary (made on first use);
     /// None (logged) when it cannot be made.
+    /// `spec` run inside the agents' sandbox ([`crate::backend::sandbox`]). The built-in
+    /// agent's `/proc/self/exe` becomes the binary's path (inside bubblewrap it would name
+    /// bubblewrap). The agent's `HOME` is `agents/<id>/home` with its own `CARGO_HOME`, its
+    /// `TMPDIR` `agents/<id>/tmp`; rustup's
+    /// toolchains stay usable read-only (`RUSTUP_HOME`). Hidden: the session's other files, the
+    /// project's spec directory and, when it sits among megatest's specs (`…/projects/`), all
+    /// of them.
+    fn sandboxed(&self, mut spec: LaunchSpec, agent_idx: usize) -> LaunchSpec {
+        use crate::backend::sandbox;
+        let agent = &self.agents[agent_idx];
+        if spec.program == Path::new(SELF_EXE) {
+            if let Ok(exe) = std::fs::read_link(SELF_EXE) {
+                spec.program = exe;
+            }
+        }
+        let spec_dir = self.prepared.config.spec_dir.clone();
+        let mut hidden = vec![spec_dir.clone()];
+        if let Some(projects) = spec_dir
+            .parent()
+            .filter(|p| p.file_name().is_some_and(|n| n == "projects"))
+        {
+            hidden = vec![projects.to_path_buf()];
+        }
+        let plan = sandbox::SandboxPlan {
+            session_dir: self.dir().to_path_buf(),
+            workspace: self.workspace.clone(),
+            agent_dir: agent.dir.clone(),
+            bin_dir: self.agent_bin_dir(),
+            hidden,
+        };
+        let home = sandbox::home_of(&plan);
+        for own in [&home, &sandbox::tmp_of(&plan)] {
+            if let Err(err) = std::fs::create_dir_all(own) {
+                tracing::warn!(message = "cannot create the agent's home or tmp", path = %own.display(), error = %err);
+            }
+        }
+        let rustup_home = std::env::var_os("RUSTUP_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".rustup")))
+            .filter(|p| p.is_dir());
+        let mut wrapped = sandbox::wrap(&spec, &plan);
+        wrapped
+            .env
+            .retain(|(name, _)| name != "CARGO_HOME" && name != "RUSTUP_HOME");
+        wrapped.env.push((
+            "CARGO_HOME".into(),
+            home.join(".cargo").to_string_lossy().into_owned(),
+        ));
+        if let Some(rustup_home) = rustup_home {
+            wrapped.env.push((
+                "RUSTUP_HOME".into(),
+                rustup_home.to_string_lossy().into_owned(),
+            ));
+        }
+        wrapped
+    }
+
     fn agent_bin_dir(&self) -> Option<PathBuf> {
         let bin = self.dir().join("bin");
         let link = bin.join("megatest");

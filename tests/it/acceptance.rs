@@ -41,6 +41,40 @@ fn evaluate(dir: &Path, project: &str, extra: &[&str]) -> (i32, String, Value) {
     (output.status.code().unwrap_or(-1), stdout, read_json(&json))
 }
 
+/// `megatest evaluate DIR --config CONFIG --runs-dir RUNS --json RUNS/evaluation.json [extra]`
+/// with `MEGATEST_TOOLS_DIR` = `tools` when given → (its output, the JSON).
+fn evaluate_with_config(
+    dir: &Path,
+    config: &Path,
+    runs: &Path,
+    tools: Option<&Path>,
+    extra: &[&str],
+) -> (std::process::Output, Value) {
+    let json = runs.join("evaluation.json");
+    let mut command = megatest();
+    if let Some(tools) = tools {
+        command.env("MEGATEST_TOOLS_DIR", tools);
+    }
+    let output = command
+        .arg("evaluate")
+        .arg(dir)
+        .arg("--config")
+        .arg(config)
+        .arg("--runs-dir")
+        .arg(runs)
+        .arg("--json")
+        .arg(&json)
+        .args(extra)
+        .output()
+        .unwrap();
+    let document = if json.exists() {
+        read_json(&json)
+    } else {
+        Value::Null
+    };
+    (output, document)
+}
+
 fn failing_cases(evaluation: &Value) -> Vec<String> {
     evaluation["evaluation"]["acceptance"]["cases"]
         .as_array()
@@ -223,22 +257,10 @@ fn a_config_sets_the_targets_and_clippy_findings_are_security_findings() {
          [project.target]\ndocumentation_coverage = 0.55\n",
     )
     .unwrap();
-    let json = work.path().join("evaluation.json");
-    let output = megatest()
-        .arg("evaluate")
-        .arg(&dir)
-        .arg("--config")
-        .arg(&config)
-        .arg("--runs-dir")
-        .arg(work.path())
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
+    let (output, document) = evaluate_with_config(&dir, &config, work.path(), None, &[]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     // Builds, its tests pass; the suite is off, so its critical cases are not judged.
     assert_exit(&output, 0);
-    let document = read_json(&json);
     let evaluation = &document["evaluation"];
     assert_eq!(evaluation["acceptance"]["status"], "not_run", "{stdout}");
     let security = &evaluation["security"];
@@ -307,22 +329,10 @@ fn rust_coverage_is_measured_with_the_cargo_tarpaulin_megatest_installs_when_all
     )
     .unwrap();
     let run = |tools: &Path, extra: &[&str]| -> Value {
-        let json = work.path().join("evaluation.json");
-        let output = megatest()
-            .env("MEGATEST_TOOLS_DIR", tools)
-            .arg("evaluate")
-            .arg(&dir)
-            .arg("--config")
-            .arg(&config)
-            .arg("--runs-dir")
-            .arg(work.path())
-            .arg("--json")
-            .arg(&json)
-            .args(extra)
-            .output()
-            .unwrap();
+        let (output, document) =
+            evaluate_with_config(&dir, &config, work.path(), Some(tools), extra);
         assert_exit(&output, 0);
-        read_json(&json)["evaluation"]["test_coverage"].clone()
+        document["evaluation"]["test_coverage"].clone()
     };
     let on_path = std::process::Command::new("cargo")
         .args(["tarpaulin", "--version"])

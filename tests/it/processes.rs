@@ -180,3 +180,75 @@ with open("probe-" + os.environ["MEGATEST_AGENT_ID"] + "-" + os.environ["MEGATES
         .unwrap();
     assert_eq!((calls, attributed), (10, 10));
 }
+
+/// `[agents] sandbox = "bwrap"`: an agent cannot write outside its workspace, read the
+/// session's `api.token` or list the acceptance suite, and still does its task; its `HOME` is
+/// its own.
+#[test]
+fn a_sandboxed_agent_does_its_task_but_cannot_leave_its_workspace() {
+    if megatest::backend::sandbox::probe().is_err() {
+        eprintln!("skipped: bubblewrap cannot run here (.ci/run installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside.txt");
+    let suite = root().join("system_tests/long_running/projects/quickstart/acceptance");
+    assert!(suite.join("conftest.py").exists());
+    let command = format!(
+        "(touch {outside} 2>/dev/null && echo outside=written || echo outside=denied) >> results.txt; \
+         (cat ../api.token >/dev/null 2>&1 && echo token=read || echo token=denied) >> results.txt; \
+         (ls {suite} 2>/dev/null | grep -q . && echo suite=read || echo suite=denied) >> results.txt; \
+         echo home=$HOME >> results.txt; echo done > done.txt",
+        outside = outside.display(),
+        suite = suite.display(),
+    );
+    let config = command_config(dir.path(), SIM, &command, &[], "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "kind = \"command\"",
+            "kind = \"command\"\nsandbox = \"bwrap\"",
+        ),
+    )
+    .unwrap();
+    let runs = dir.path().join("runs");
+    let output = run_session(&config, &runs, &["--time-scale", "600"], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let session = only_session(&runs);
+    assert!(
+        session.join("api.token").exists(),
+        "the token the agent could not read"
+    );
+    let results = std::fs::read_to_string(session.join("project/results.txt"))
+        .unwrap_or_else(|err| panic!("{err}\n{stderr}"));
+    let lines: Vec<&str> = results.lines().collect();
+    assert!(lines.len() >= 8, "two runs at least: {results}");
+    for line in &lines {
+        assert!(
+            line.ends_with("=denied") || line.starts_with("home="),
+            "an escape succeeded: {results}"
+        );
+        if let Some(home) = line.strip_prefix("home=") {
+            assert!(
+                home.starts_with(&session.join("agents").display().to_string())
+                    && home.ends_with("/home"),
+                "{home}"
+            );
+        }
+    }
+    assert!(!outside.exists());
+    assert!(session.join("project/done.txt").exists());
+    let db = rusqlite::Connection::open(session.join("session.db")).unwrap();
+    let (runs_total, succeeded): (i64, i64) = db
+        .query_row(
+            "SELECT COUNT(*), SUM(exit_code = 0) FROM agent_runs",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(
+        runs_total >= 2 && succeeded == runs_total,
+        "{runs_total} runs, {succeeded} succeeded\n{stderr}"
+    );
+}
