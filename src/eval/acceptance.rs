@@ -1,7 +1,7 @@
 //! Running a hidden acceptance suite against a project directory and reading its results.
 //!
 //! megatest runs `python -m pytest SUITE -p megatest_acceptance` in the suite's venv (see
-//! [`super::venv`]), in a scratch directory, in its own process group, bounded by a wall-clock
+//! [`super::provision`]), in a scratch directory, in its own process group, bounded by a wall-clock
 //! timeout (`[limits].max_test_runtime_min` in a session). The plugin writes one JSON document
 //! (cases with severity, kind, outcome and failure tail; measurements; the started server's
 //! peak RSS) which [`summarise`] turns into an [`AcceptanceReport`]. Failed cases count as bugs
