@@ -51,7 +51,7 @@ pub fn verdict(
     own_sid: i32,
     busy: &HashSet<String>,
 ) -> Verdict {
-    if process.ppid != own_pid || process.sid == own_sid || process.pid == own_pid {
+    if process.ppid != own_pid || process.sid == own_sid {
         return Verdict::Leave;
     }
     if process.zombie {

@@ -77,6 +77,10 @@ pub struct SnapshotStats {
     pub new_bytes: u64,
     /// Files over the size cap (listed, not stored).
     pub not_stored: u64,
+    /// Paths this walk listed and `lstat`ed: every path in a full walk, the changed ones and
+    /// the directories above them in a watched one.
+    #[serde(default)]
+    pub examined: u64,
 }
 
 /// What one reader of the workspace (the checkpoints, the task snapshots) remembers between
@@ -165,27 +169,26 @@ pub(super) fn walk(
         .watch
         .clone()
         .filter(|watch| watch.root() == workspace);
+    let mut stats = SnapshotStats::default();
     let Some(watch) = watch else {
-        let found = list(workspace, None)?;
-        let mut stats = SnapshotStats::default();
-        let entries = examine(found, store, cache, size_cap, &mut stats)?;
+        let entries = walk_all(workspace, store, cache, size_cap, &mut stats)?;
         return Ok(totals(Manifest { entries }, stats));
     };
     let (now, changes) = watch.changes_since(cache.seen.as_ref().map(|(seq, _)| *seq));
     let seen = cache.seen.take();
-    let mut stats = SnapshotStats::default();
     let (manifest, listed_dirs) = match (changes, seen) {
         (Changes::Paths(paths), Some((_, manifest)))
             if reach == Reach::Changed
-                && !paths.contains_key(".gitignore")
+                && !paths.keys().any(|p| RULE_FILES.contains(&p.as_str()))
                 && !linked_rules(&manifest) =>
         {
-            // A nested .gitignore changes what is ignored below it: its directory is re-walked.
+            // A nested rule file changes what is ignored below it: its directory is re-walked.
             let mut paths = paths;
             let rules: Vec<String> = paths
                 .keys()
-                .filter_map(|p| p.strip_suffix("/.gitignore"))
-                .map(str::to_string)
+                .filter_map(|p| p.rsplit_once('/'))
+                .filter(|(_, name)| RULE_FILES.contains(name))
+                .map(|(dir, _)| dir.to_string())
                 .collect();
             for dir in rules {
                 paths.insert(dir, Scope::Subtree);
@@ -195,6 +198,7 @@ pub(super) fn walk(
             } else {
                 let targets = Arc::new(Targets::new(paths));
                 let found = list(workspace, Some(targets.clone()))?;
+                stats.examined = found.len() as u64;
                 let found: Vec<_> = found
                     .into_iter()
                     .filter(|(name, _, _)| targets.covers(name))
@@ -212,8 +216,7 @@ pub(super) fn walk(
             }
         }
         _ => {
-            let found = list(workspace, None)?;
-            let entries = examine(found, store, cache, size_cap, &mut stats)?;
+            let entries = walk_all(workspace, store, cache, size_cap, &mut stats)?;
             let mut dirs = directories(&entries);
             dirs.push(String::new());
             (Manifest { entries }, dirs)
@@ -224,11 +227,28 @@ pub(super) fn walk(
     Ok(totals(manifest, stats))
 }
 
-/// True when a `.gitignore` is a symbolic link: what it says can change without an event on it,
+/// The files whose rules the walk honours (`ignore`'s git-ignore and `.ignore` files).
+const RULE_FILES: [&str; 2] = [".gitignore", ".ignore"];
+
+/// Every path of `workspace` (see [`walk`]).
+fn walk_all(
+    workspace: &Path,
+    store: Option<&ObjectStore>,
+    cache: &mut StatCache,
+    size_cap: u64,
+    stats: &mut SnapshotStats,
+) -> Result<Vec<ManifestEntry>> {
+    let found = list(workspace, None)?;
+    stats.examined = found.len() as u64;
+    examine(found, store, cache, size_cap, stats)
+}
+
+/// True when a rule file is a symbolic link: what it says can change without an event on it,
 /// so only full walks are trusted.
 fn linked_rules(manifest: &Manifest) -> bool {
     manifest.entries.iter().any(|e| {
-        e.kind == EntryKind::Symlink && (e.path == ".gitignore" || e.path.ends_with("/.gitignore"))
+        let name = e.path.rsplit('/').next().unwrap_or(&e.path);
+        e.kind == EntryKind::Symlink && RULE_FILES.contains(&name)
     })
 }
 
@@ -570,6 +590,24 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_ignore_file_re_walks_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        std::fs::create_dir_all(ws.join("sub")).unwrap();
+        std::fs::write(ws.join("sub/x.txt"), "x").unwrap();
+        std::fs::write(ws.join("sub/y.rs"), "y").unwrap();
+        let store = ObjectStore::open(&dir.path().join("objects")).unwrap();
+        let mut cache = StatCache::watching(WorkspaceWatch::start(&ws));
+        walk(&ws, Some(&store), &mut cache, 1 << 20, Reach::Everything).unwrap();
+        walk(&ws, Some(&store), &mut cache, 1 << 20, Reach::Changed).unwrap();
+        for (rules, file) in [(".ignore", "*.txt\n"), (".gitignore", "*.rs\n")] {
+            std::fs::write(ws.join("sub").join(rules), file).unwrap();
+            let (seen, _) = walk(&ws, Some(&store), &mut cache, 1 << 20, Reach::Changed).unwrap();
+            assert_eq!(seen, full(&ws, &store), "after sub/{rules}");
+        }
+    }
+
+    #[test]
     fn a_watched_walk_reads_only_the_changed_paths() {
         let dir = tempfile::tempdir().unwrap();
         let ws = dir.path().join("ws");
@@ -591,6 +629,19 @@ mod tests {
             (stats.files, stats.cache_hits, stats.new_objects),
             (100, 99, 1)
         );
+        assert!(
+            stats.examined <= 2,
+            "the changed file and its directory, not the tree: {}",
+            stats.examined
+        );
+        let full_walk = walk(
+            &ws,
+            Some(&store),
+            &mut StatCache::default(),
+            1 << 20,
+            Reach::Everything,
+        );
+        assert_eq!(full_walk.unwrap().1.examined, 110);
         let (_, stats) = walk(&ws, Some(&store), &mut cache, 1 << 20, Reach::Changed).unwrap();
         assert_eq!(stats.cache_hits, 100, "nothing changed: nothing read");
     }

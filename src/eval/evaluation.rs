@@ -260,12 +260,8 @@ pub async fn complete(ctx: &Context, phase: &str, checks: Vec<CheckRow>) -> Eval
 /// The PATH of evaluation commands: the venv's `bin` first (so `python3 -m coverage` finds the
 /// venv's coverage.py), then megatest's own PATH.
 fn env_with_venv(ctx: &Context, venv_bin: Option<&Path>) -> Vec<(String, String)> {
-    let mut path = std::env::var("PATH").unwrap_or_default();
-    if let Some(bin) = venv_bin {
-        path = format!("{}:{path}", bin.display());
-    }
     vec![
-        ("PATH".into(), path),
+        ("PATH".into(), path_with(venv_bin)),
         (
             "COVERAGE_FILE".into(),
             ctx.out_dir.join(".coverage").display().to_string(),
@@ -334,15 +330,20 @@ async fn coverage(
     ))
 }
 
+/// megatest's PATH with `bin` first, when given.
+fn path_with(bin: Option<&Path>) -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    match bin {
+        Some(bin) => format!("{}:{path}", bin.display()),
+        None => path,
+    }
+}
+
 /// The environment under which `cargo tarpaulin` runs: megatest's PATH when it has
 /// cargo-tarpaulin, else the PATH with the copy megatest installed (installing it first when
 /// `install_tools` allows). Err: why there is none, and how to get it.
 async fn tarpaulin(ctx: &Context, phase: &str) -> Result<Vec<(String, String)>, String> {
     let krate = "cargo-tarpaulin";
-    let with_bin = |bin: &Path| {
-        let path = std::env::var("PATH").unwrap_or_default();
-        vec![("PATH".to_string(), format!("{}:{path}", bin.display()))]
-    };
     let probe = |env: Vec<(String, String)>| async move {
         let row = run_check_env(
             phase,
@@ -380,12 +381,14 @@ async fn tarpaulin(ctx: &Context, phase: &str) -> Result<Vec<(String, String)>, 
             ))
         }
     };
-    probe(with_bin(&bin)).await.ok_or_else(|| {
-        format!(
-            "cargo-tarpaulin in {} does not run (`cargo tarpaulin --version` failed)",
-            bin.display()
-        )
-    })
+    probe(vec![("PATH".to_string(), path_with(Some(&bin)))])
+        .await
+        .ok_or_else(|| {
+            format!(
+                "cargo-tarpaulin in {} does not run (`cargo tarpaulin --version` failed)",
+                bin.display()
+            )
+        })
 }
 
 fn no_scan(reason: &str) -> SecurityScan {

@@ -91,9 +91,9 @@ pub fn ensure(
     })
 }
 
-/// The cargo tools megatest may install: (crate, version, the `cargo` subcommand it adds).
+/// The cargo tools megatest may install: (crate, version).
 /// cargo-tarpaulin measures Rust line coverage without llvm-tools (ptrace engine).
-pub const CARGO_TOOLS: &[(&str, &str, &str)] = &[("cargo-tarpaulin", "0.37.5", "tarpaulin")];
+pub const CARGO_TOOLS: &[(&str, &str)] = &[("cargo-tarpaulin", "0.37.5")];
 
 /// `MEGATEST_TOOLS_DIR` when set, else `<runs_dir>/.tools`.
 pub fn tools_root(runs_dir: &Path) -> PathBuf {
@@ -109,13 +109,12 @@ pub fn tools_root(runs_dir: &Path) -> PathBuf {
 ///
 /// Errors: `krate` is not one of [`CARGO_TOOLS`], or the install failed.
 pub fn ensure_cargo_tool(root: &Path, krate: &str) -> Result<PathBuf, ProvisionError> {
-    let Some((_, version, _)) = CARGO_TOOLS.iter().find(|(name, _, _)| *name == krate) else {
+    let Some((dir, version)) = cargo_tool_dir(root, krate) else {
         return Err(ProvisionError::Command {
             command: format!("cargo install {krate}"),
             output: "not a tool megatest installs".into(),
         });
     };
-    let dir = root.join(format!("{krate}-{version}"));
     made_once(root, krate, &dir, version.as_bytes(), |dir| {
         run(Command::new("cargo")
             .args([
@@ -136,9 +135,14 @@ pub fn ensure_cargo_tool(root: &Path, krate: &str) -> Result<PathBuf, ProvisionE
 
 /// The cargo tool `krate`'s `bin` directory under `root` if it is installed there.
 pub fn installed_cargo_tool(root: &Path, krate: &str) -> Option<PathBuf> {
-    let (_, version, _) = CARGO_TOOLS.iter().find(|(name, _, _)| *name == krate)?;
-    let dir = root.join(format!("{krate}-{version}"));
+    let (dir, _) = cargo_tool_dir(root, krate)?;
     dir.join(COMPLETE_MARKER).exists().then(|| dir.join("bin"))
+}
+
+/// `<root>/<krate>-<version>` and the version, for a tool of [`CARGO_TOOLS`].
+fn cargo_tool_dir(root: &Path, krate: &str) -> Option<(PathBuf, &'static str)> {
+    let (_, version) = CARGO_TOOLS.iter().find(|(name, _)| *name == krate)?;
+    Some((root.join(format!("{krate}-{version}")), version))
 }
 
 /// `dir` under `root`, made by `make` unless its marker says it is complete; `key` is written
