@@ -5,53 +5,10 @@
 //! command template or a documented [`PRESETS`] entry. Either way the process sees only
 //! megatest's model endpoint and its own per-agent key, never the provider's key.
 
+pub mod presets;
 pub mod reference;
 
-/// A documented command template for a known agent CLI.
-#[derive(Debug, Clone, Copy)]
-pub struct Preset {
-    /// The `[agents].preset` name.
-    pub name: &'static str,
-    /// Run with `sh -c` in `project/`; placeholders as in [`render_command`].
-    pub template: &'static str,
-    /// What the operator should know (flags it needs, what it cannot report).
-    pub notes: &'static str,
-}
-
-/// Presets for common agent CLIs. Each reaches megatest through the environment set in
-/// [`agent_env`] (`OPENAI_BASE_URL`, `OPENAI_API_BASE`, `ANTHROPIC_BASE_URL`, their keys).
-pub const PRESETS: &[Preset] = &[
-    Preset {
-        name: "mini-swe-agent",
-        template: "mini --yolo --exit-immediately --model openai/{model} --task \"$(cat {prompt_file})\"",
-        notes: "mini-swe-agent's `mini` (PyPI mini-swe-agent); bash actions, so tool calls are not native",
-    },
-    Preset {
-        name: "aider",
-        template: "aider --yes-always --no-git --no-auto-commits --no-show-model-warnings --model openai/{model} --openai-api-base {base_url} --message-file {prompt_file}",
-        notes: "aider (PyPI aider-chat); edit blocks, so tool calls are not native",
-    },
-    Preset {
-        name: "claude-code",
-        template: "claude -p --dangerously-skip-permissions --model {model} < {prompt_file}",
-        notes: "Claude Code headless; uses ANTHROPIC_BASE_URL (Anthropic wire format: issue 3)",
-    },
-    Preset {
-        name: "codex",
-        template: "codex exec --sandbox workspace-write --skip-git-repo-check --model {model} - < {prompt_file}",
-        notes: "OpenAI Codex CLI non-interactive; uses OPENAI_BASE_URL (Responses API: issue 3)",
-    },
-    Preset {
-        name: "selfware",
-        template: "selfware --config {agent_config} --yolo -p \"$(cat {prompt_file})\"",
-        notes: "Selfware headless; {agent_config} is a per-agent selfware.toml megatest writes (endpoint, model)",
-    },
-];
-
-/// The preset named `name`.
-pub fn preset(name: &str) -> Option<&'static Preset> {
-    PRESETS.iter().find(|p| p.name == name)
-}
+pub use presets::{preset, Preset, ToolCalls, PRESETS};
 
 /// Values substituted into a command template; each is shell-quoted when substituted.
 #[derive(Debug, Clone)]
@@ -70,10 +27,13 @@ pub struct CommandVars<'a> {
     pub task_id: &'a str,
     /// `{agent_config}`: the per-agent config file megatest writes (selfware.toml: endpoint, model).
     pub agent_config: &'a str,
+    /// `{agent_dir}`: the agent's own directory (`agents/<id>/`: its home, trajectories,
+    /// histories).
+    pub agent_dir: &'a str,
 }
 
 /// Substitute `{prompt_file}`, `{workspace}`, `{model}`, `{base_url}`, `{agent_id}`,
-/// `{task_id}`, `{agent_config}` in `template`, each value single-quoted for `sh`.
+/// `{task_id}`, `{agent_config}`, `{agent_dir}` in `template`, each value single-quoted for `sh`.
 pub fn render_command(template: &str, vars: &CommandVars<'_>) -> String {
     let pairs = [
         ("{prompt_file}", vars.prompt_file),
@@ -83,6 +43,7 @@ pub fn render_command(template: &str, vars: &CommandVars<'_>) -> String {
         ("{agent_id}", vars.agent_id),
         ("{task_id}", vars.task_id),
         ("{agent_config}", vars.agent_config),
+        ("{agent_dir}", vars.agent_dir),
     ];
     let mut out = template.to_string();
     for (placeholder, value) in pairs {
@@ -133,6 +94,34 @@ pub fn inherited_env() -> Vec<(String, String)> {
         .iter()
         .filter_map(|name| std::env::var(name).ok().map(|v| (name.to_string(), v)))
         .collect()
+}
+
+/// `env` with `HOME` moved to `home` (the agent's own, `agents/<id>/home`): CLIs keep their
+/// state, histories and caches there instead of in the user's home. The toolchain homes that
+/// default to the user's home (`CARGO_HOME`, `RUSTUP_HOME`, `PYENV_ROOT`) are pinned to where
+/// they were, so compilers and interpreters keep working; `XDG_*` directories are not inherited
+/// and so follow `HOME`.
+pub fn with_own_home(env: &mut Vec<(String, String)>, home: &std::path::Path) {
+    let user_home = env
+        .iter()
+        .find(|(name, _)| name == "HOME")
+        .map(|(_, value)| std::path::PathBuf::from(value));
+    if let Some(user_home) = user_home {
+        for (name, default) in [
+            ("CARGO_HOME", ".cargo"),
+            ("RUSTUP_HOME", ".rustup"),
+            ("PYENV_ROOT", ".pyenv"),
+        ] {
+            if !env.iter().any(|(n, _)| n == name) {
+                env.push((
+                    name.to_string(),
+                    user_home.join(default).to_string_lossy().into_owned(),
+                ));
+            }
+        }
+    }
+    env.retain(|(name, _)| name != "HOME");
+    env.push(("HOME".into(), home.to_string_lossy().into_owned()));
 }
 
 /// The model endpoint settings an agent process gets: base URLs for OpenAI- and
@@ -189,15 +178,30 @@ mod tests {
             agent_id: "agent-1",
             task_id: "t'1",
             agent_config: "/c.toml",
+            agent_dir: "/a",
         };
         let out = render_command("x {prompt_file} {task_id} {model}", &vars);
         assert_eq!(out, r"x '/tmp/a b.md' 't'\''1' gpt-4o");
     }
 
     #[test]
-    fn every_preset_uses_the_prompt_file() {
-        for preset in PRESETS {
-            assert!(preset.template.contains("{prompt_file}"), "{}", preset.name);
-        }
+    fn an_own_home_keeps_the_toolchains_where_they_were() {
+        let mut env = vec![
+            ("HOME".to_string(), "/home/u".to_string()),
+            ("CARGO_HOME".to_string(), "/opt/cargo".to_string()),
+            ("PATH".to_string(), "/bin".to_string()),
+        ];
+        with_own_home(&mut env, std::path::Path::new("/s/agents/agent-1/home"));
+        let get = |name: &str| {
+            env.iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get("HOME"), ["/s/agents/agent-1/home"]);
+        assert_eq!(get("CARGO_HOME"), ["/opt/cargo"]);
+        assert_eq!(get("RUSTUP_HOME"), ["/home/u/.rustup"]);
+        assert_eq!(get("PYENV_ROOT"), ["/home/u/.pyenv"]);
+        assert_eq!(get("PATH"), ["/bin"]);
     }
 }

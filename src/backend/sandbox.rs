@@ -32,12 +32,28 @@ pub struct SandboxPlan {
 /// The bubblewrap program.
 pub const BWRAP: &str = "bwrap";
 
+/// The `sh -c` script that execs bubblewrap with SIGTERM ignored (see [`wrap`]).
+const SHIELD: &str = "trap '' TERM; exec \"$@\"";
+
 /// `spec` run inside the sandbox `plan` describes: the program becomes `bwrap` with its mounts,
 /// then `--`, the original program and arguments. The environment and working directory stay;
 /// `HOME` and `TMPDIR` become the agent's own ([`home_of`], [`tmp_of`]; created by the caller).
+///
+/// Signals: the run's process group holds bubblewrap's monitor process as well as the agent.
+/// bubblewrap starts with SIGTERM ignored (set by the `sh` that execs it) so that a stop's
+/// SIGTERM reaches only the agent, which gets SIGTERM's default back (`env
+/// --default-signal=TERM`, GNU coreutils ≥ 8.31) before its program starts; bubblewrap then
+/// ends with the agent, and an agent that ignores SIGTERM is killed with the whole group after
+/// the grace (recorded as signal 9, as without the sandbox). An agent killed by signal N is
+/// reported by bubblewrap as exit code 128 + N.
 pub fn wrap(spec: &LaunchSpec, plan: &SandboxPlan) -> LaunchSpec {
-    let mut args = bwrap_args(plan, &spec.cwd);
-    args.push("--".into());
+    let mut args: Vec<String> = [SHIELD, "megatest-sandbox", BWRAP]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    args.insert(0, "-c".into());
+    args.extend(bwrap_args(plan, &spec.cwd));
+    args.extend(["--", "env", "--default-signal=TERM", "--"].map(String::from));
     args.push(spec.program.to_string_lossy().into_owned());
     args.extend(spec.args.iter().cloned());
     let home = home_of(plan);
@@ -50,7 +66,7 @@ pub fn wrap(spec: &LaunchSpec, plan: &SandboxPlan) -> LaunchSpec {
     env.push(("HOME".into(), home.to_string_lossy().into_owned()));
     env.push(("TMPDIR".into(), tmp_of(plan).to_string_lossy().into_owned()));
     LaunchSpec {
-        program: PathBuf::from(BWRAP),
+        program: PathBuf::from("sh"),
         args,
         env,
         cwd: spec.cwd.clone(),
@@ -100,7 +116,8 @@ pub fn bwrap_args(plan: &SandboxPlan, cwd: &Path) -> Vec<String> {
 /// namespaces).
 pub fn probe() -> Result<(), String> {
     let output = std::process::Command::new(BWRAP)
-        .args(["--ro-bind", "/", "/", "--dev", "/dev", "true"])
+        .args(["--ro-bind", "/", "/", "--dev", "/dev", "--"])
+        .args(["env", "--default-signal=TERM", "--", "true"])
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|err| format!("`{BWRAP}` cannot be started ({err}): install bubblewrap"))?;
@@ -138,13 +155,18 @@ mod tests {
             log_path: "/runs/s/agents/agent-0/agent.log".into(),
         };
         let wrapped = wrap(&spec, &plan);
-        assert_eq!(wrapped.program, PathBuf::from("bwrap"));
+        assert_eq!(wrapped.program, PathBuf::from("sh"));
         assert_eq!(
-            wrapped.args.join(" "),
+            wrapped.args[..4],
+            ["-c", SHIELD, "megatest-sandbox", "bwrap"]
+        );
+        assert_eq!(
+            wrapped.args[4..].join(" "),
             "--ro-bind / / --dev /dev --tmpfs /runs/s --tmpfs /repo/projects \
              --bind /runs/s/project /runs/s/project \
              --bind /runs/s/agents/agent-0 /runs/s/agents/agent-0 \
-             --ro-bind /runs/s/bin /runs/s/bin --chdir /runs/s/project -- sh -c make"
+             --ro-bind /runs/s/bin /runs/s/bin --chdir /runs/s/project \
+             -- env --default-signal=TERM -- sh -c make"
         );
         assert_eq!(
             wrapped.env,

@@ -4,6 +4,7 @@ mod agent;
 mod checkpoints;
 mod control;
 mod evaluate;
+mod presets;
 mod restore;
 mod resume;
 mod run;
@@ -70,6 +71,9 @@ enum Command {
     Sessions(control::SessionsArgs),
     /// Remove sessions that ended longer ago than --older-than (never a running one).
     Clean(control::CleanArgs),
+    /// The agent CLI presets: the release each was proven with, the installed version, where
+    /// tool calls come from, notes (`--json` for machines).
+    Presets(presets::PresetsArgs),
 }
 
 /// Provider names accepted on the command line.
@@ -163,5 +167,6 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Logs(args) => control::logs(args),
         Command::Sessions(args) => control::sessions(args),
         Command::Clean(args) => control::clean(args),
+        Command::Presets(args) => presets::presets(args),
     }
 }

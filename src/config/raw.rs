@@ -621,10 +621,10 @@ pub enum AgentKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SandboxMode {
-    /// `bwrap` where bubblewrap runs, else `none` with a warning.
+    /// `bwrap` where bubblewrap runs, else `none` with a warning (the default).
+    #[default]
     Auto,
     /// No sandbox: agents can read and write what the user can.
-    #[default]
     None,
     /// bubblewrap (see [`crate::backend::sandbox`]): the filesystem read-only but for the
     /// workspace and the agent's own directory; the session's other files and the acceptance
@@ -664,7 +664,7 @@ impl Default for Agents {
             env: BTreeMap::new(),
             stop_grace_secs: 3.0,
             max_task_attempts: 3,
-            sandbox: SandboxMode::None,
+            sandbox: SandboxMode::Auto,
         }
     }
 }

@@ -157,6 +157,7 @@ fn drive(prepared: session::Prepared, reopen: bool) -> Result<session::SessionEn
     let multi =
         std::io::IsTerminal::is_terminal(&std::io::stderr()).then(indicatif::MultiProgress::new);
     let warnings = prepared.config.warnings.clone();
+    let preset = prepared.preset;
     let not_yet = prepared.config.not_yet_enforced.clone();
     // One worker thread: the session task, the proxy and the API then hand requests to each
     // other without cross-thread wake-ups (measured by scripts/bench_proxy.sh at 500 req/s: 0.1
@@ -192,6 +193,12 @@ fn drive(prepared: session::Prepared, reopen: bool) -> Result<session::SessionEn
         crate::console::say(format_args!("megatest: session {} in {}", session.id(), session.dir().display()));
         for warning in &warnings {
             tracing::warn!(message = "config", warning = %warning);
+        }
+        if let Some(preset) = preset {
+            crate::console::say(format_args!(
+                "megatest: agents run preset {} (proven with {} {}): {}",
+                preset.name, preset.proven.package, preset.proven.version, preset.notes
+            ));
         }
         for key in &not_yet {
             tracing::info!(message = "parsed and validated, not yet enforced", key = %key);

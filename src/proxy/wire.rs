@@ -124,9 +124,7 @@ impl Meter {
             WireFormat::Responses => {
                 meter.responses_usage(&body["usage"]);
                 for item in body["output"].as_array().into_iter().flatten() {
-                    if item["type"] == "function_call" {
-                        meter.tool(item["name"].as_str(), item["arguments"].as_str());
-                    }
+                    meter.responses_item(item);
                 }
             }
             WireFormat::Messages => {
@@ -139,6 +137,17 @@ impl Meter {
             }
         }
         meter
+    }
+
+    /// One Responses API output item: a `function_call` (JSON arguments) or a
+    /// `custom_tool_call` (a freeform tool such as Codex's `apply_patch`: its `input` is text,
+    /// never malformed) is a tool call.
+    fn responses_item(&mut self, item: &Value) {
+        match item["type"].as_str() {
+            Some("function_call") => self.tool(item["name"].as_str(), item["arguments"].as_str()),
+            Some("custom_tool_call") => self.tool(item["name"].as_str(), None),
+            _ => {}
+        }
     }
 
     fn tool(&mut self, name: Option<&str>, arguments: Option<&str>) {
@@ -241,12 +250,7 @@ impl Meter {
             }
             WireFormat::Responses => {
                 match data["type"].as_str().unwrap_or("") {
-                    "response.output_item.done" if data["item"]["type"] == "function_call" => {
-                        self.tool(
-                            data["item"]["name"].as_str(),
-                            data["item"]["arguments"].as_str(),
-                        );
-                    }
+                    "response.output_item.done" => self.responses_item(&data["item"]),
                     "response.completed" | "response.incomplete" | "response.failed" => {
                         self.responses_usage(&data["response"]["usage"]);
                         self.model = data["response"]["model"]
@@ -434,6 +438,29 @@ mod tests {
         );
         assert_eq!(meter.tool_names, ["shell"]);
         assert_eq!(meter.malformed_tool_args, 1);
+    }
+
+    #[test]
+    fn responses_custom_tool_calls_count_as_tool_calls_in_bodies_and_streams() {
+        let patch = json!({"type": "custom_tool_call", "name": "apply_patch", "call_id": "c1",
+                           "input": "*** Begin Patch\n*** Add File: a.txt\n+a\n*** End Patch"});
+        let body = json!({"output": [patch, {"type": "message", "content": []},
+                                     {"type": "function_call", "name": "shell", "arguments": "{}"}]});
+        let meter = Meter::from_response(WireFormat::Responses, &body);
+        assert_eq!(meter.tool_names, ["apply_patch", "shell"]);
+        assert_eq!(meter.malformed_tool_args, 0);
+        let mut streamed = Meter::default();
+        streamed.observe_stream_event(
+            WireFormat::Responses,
+            &json!({"type": "response.output_item.done", "item": patch}),
+            false,
+        );
+        streamed.observe_stream_event(
+            WireFormat::Responses,
+            &json!({"type": "response.output_item.done", "item": {"type": "reasoning"}}),
+            false,
+        );
+        assert_eq!(streamed.tool_names, ["apply_patch"]);
     }
 
     #[test]

@@ -163,7 +163,7 @@ pub fn acceptance_critical(eval: &Evaluation) -> CriterionResult {
 /// task (`tasks`: tasks done), graded.
 pub fn efficiency(
     total_tokens: u64,
-    tool_calls: u64,
+    tool_calls: Figure<u64>,
     lines_of_code: Option<usize>,
     tasks: usize,
 ) -> Vec<CriterionResult> {
@@ -172,10 +172,14 @@ pub fn efficiency(
         Some(_) => Figure::missing("the workspace has no line of code"),
         None => Figure::missing("lines of code not counted"),
     };
-    let per_task = if tasks > 0 {
-        Figure::measured(tool_calls as f64 / tasks as f64)
-    } else {
-        Figure::missing("no task was done")
+    let per_task = match (tool_calls.value, tasks) {
+        (None, _) => Figure::missing(
+            tool_calls
+                .reason
+                .unwrap_or_else(|| "tool calls not counted".into()),
+        ),
+        (Some(_), 0) => Figure::missing("no task was done"),
+        (Some(calls), tasks) => Figure::measured(calls as f64 / tasks as f64),
     };
     vec![
         graded(

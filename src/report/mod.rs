@@ -139,8 +139,9 @@ pub struct AgentReport {
     pub model_calls: u64,
     /// Metered tokens (ledger).
     pub total_tokens: u64,
-    /// Tool calls counted from the answers and its events file.
-    pub tool_calls: u64,
+    /// Tool calls counted from the answers and its events file; null with the reason when its
+    /// agent CLI reports none ([`crate::agent::ToolCalls::NotReported`]) and none was counted.
+    pub tool_calls: Figure<u64>,
     /// Why dynamic spawning retired it (`no_work`, `distrusted`, `crashing`); null while live.
     pub retired: Option<String>,
     /// Its trust score at the end (0–1; [`crate::swarm::trust`]).
@@ -235,6 +236,9 @@ pub struct FinalReport {
     pub phases: Vec<PhaseReport>,
     /// Token and tool-call totals from the ledger in `session.db`.
     pub usage: LedgerTotals,
+    /// Tool calls: `usage.tool_calls`, or null with the reason when the agent CLI's answers
+    /// carry none and it reports none (aider's edit blocks), rather than a wrong 0.
+    pub tool_calls: Figure<u64>,
     /// Budgets and what they allowed.
     pub budget: BudgetReport,
     /// Checkpoints written, and the last one.

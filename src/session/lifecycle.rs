@@ -369,9 +369,11 @@ impl Session {
                 "\n[[agent]]\nid = {:?}\nrole = {:?}\nbase_url = {:?}\nmodel = {:?}\napi_key = {:?}\n",
                 agent.id, agent.role, base_url, model, agent.key
             ));
+            // Native function calls: selfware turns them on only for model names it knows
+            // (`gpt-*`, `claude-*`); megatest's proxy meters them for any name.
             let selfware = format!(
-                "endpoint = {base_url:?}\nmodel = {model:?}\napi_key = {:?}\n",
-                agent.key
+                "endpoint = {base_url:?}\nmodel = {model:?}\napi_key = {:?}\n\n[agent]\nnative_function_calling = true\nmax_iterations = {}\n",
+                agent.key, self.prepared.config.raw.agent.max_iterations
             );
             write_private(&agent.dir.join("selfware.toml"), selfware.as_bytes())?;
         }

@@ -96,6 +96,8 @@ pub struct Prepared {
     pub dir: PathBuf,
     /// The agents' command template (None: the built-in agent).
     pub command_template: Option<String>,
+    /// The `[agents].preset` used (its environment and tool-call source), if any.
+    pub preset: Option<&'static agent::Preset>,
     /// The overrides the config was loaded with (recorded for `megatest resume`).
     pub overrides: crate::config::Overrides,
     /// The control API's socket, bound before anything is written (taken by `Session::run`).
@@ -224,6 +226,23 @@ fn prepare_in(
             },
         ),
     };
+    // A preset's template, environment and tool-call source apply when no `command` replaces it.
+    let preset = match (&config.raw.agents.kind, &config.raw.agents.command) {
+        (AgentKind::Command, None) => config.raw.agents.preset.as_deref().and_then(agent::preset),
+        _ => None,
+    };
+    if let Some(preset) = preset {
+        // The installed CLI against the version the preset was proven with (a scratch HOME:
+        // the probe leaves nothing in the user's).
+        let path = std::env::var("PATH").unwrap_or_default();
+        let scratch = std::env::temp_dir().join(format!("megatest-version-{}", std::process::id()));
+        if std::fs::create_dir_all(&scratch).is_ok() {
+            if let Some(warning) = agent::presets::check_installed(preset, &path, &scratch) {
+                config.warnings.push(warning);
+            }
+            let _ = std::fs::remove_dir_all(&scratch);
+        }
+    }
     let api = &config.raw.api;
     let api_listener =
         Some(crate::api::bind(&api.address, api.allow_non_loopback).map_err(PrepareError)?);
@@ -240,6 +259,7 @@ fn prepare_in(
         session_id,
         dir,
         command_template,
+        preset,
     })
 }
 

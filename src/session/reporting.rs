@@ -6,6 +6,19 @@ use super::*;
 use crate::report::{tiers, verdict};
 
 impl Session {
+    /// `counted` tool calls as a report figure: null with the preset's reason when its CLI
+    /// reports none and none was counted (a 0 would claim the agent used no tool).
+    pub(super) fn tool_call_figure(&self, counted: u64) -> Figure<u64> {
+        match self.prepared.preset.map(|p| p.tool_calls) {
+            Some(crate::agent::ToolCalls::NotReported(reason)) if counted == 0 => {
+                Figure::missing(reason)
+            }
+            _ => Figure::measured(counted),
+        }
+    }
+}
+
+impl Session {
     /// Start a metrics sample off the session task (one at a time); its result arrives as
     /// [`Event::Sampled`].
     pub(super) fn start_sample(&mut self) {
@@ -441,7 +454,7 @@ impl Session {
         }
         criteria.extend(crate::report::grades::efficiency(
             usage.total_tokens,
-            usage.tool_calls,
+            self.tool_call_figure(usage.tool_calls),
             code.value.as_ref().map(|c| c.lines_of_code),
             self.task_counts(None).done,
         ));
@@ -481,7 +494,7 @@ impl Session {
                     tasks_failed_runs: a.failed_runs,
                     model_calls: totals.model_calls,
                     total_tokens: totals.total_tokens,
-                    tool_calls: totals.tool_calls,
+                    tool_calls: self.tool_call_figure(totals.tool_calls),
                 }
             })
             .collect();
@@ -535,6 +548,7 @@ impl Session {
                 })
                 .collect(),
             checkpoints: CheckpointSummary { count: self.checkpoints_taken, last: self.last_checkpoint.clone() },
+            tool_calls: self.tool_call_figure(usage.tool_calls),
             usage,
             tasks: self.task_counts(None),
             concurrency: ConcurrencyReport {

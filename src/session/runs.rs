@@ -34,6 +34,14 @@ impl Session {
         std::fs::write(&prompt_file, prompt)?;
         let model = config.model_name();
         let mut env = agent::inherited_env();
+        if let Some(preset) = self.prepared.preset {
+            env.extend(
+                preset
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string())),
+            );
+        }
         env.extend(
             config
                 .raw
@@ -56,6 +64,12 @@ impl Session {
             &task.spec.id,
             &events_file,
         ));
+        // The agent's own HOME: CLIs keep their state there, not in the user's home.
+        let home = agent.dir.join("home");
+        if let Err(err) = std::fs::create_dir_all(&home) {
+            tracing::warn!(message = "cannot create the agent's home", path = %home.display(), error = %err);
+        }
+        agent::with_own_home(&mut env, &home);
         if let Some(api) = &self.api {
             // The control API's agent routes (notes, votes, task done) with the same key.
             env.push(("MEGATEST_API_URL".into(), format!("http://{}", api.addr)));
@@ -92,6 +106,7 @@ impl Session {
                     .join("selfware.toml")
                     .to_string_lossy()
                     .into_owned();
+                let agent_dir = agent.dir.to_string_lossy().into_owned();
                 let vars = CommandVars {
                     prompt_file: &prompt_file.to_string_lossy(),
                     workspace: &workspace,
@@ -100,6 +115,7 @@ impl Session {
                     agent_id: &agent.id,
                     task_id: &task.spec.id,
                     agent_config: &agent_config,
+                    agent_dir: &agent_dir,
                 };
                 (
                     "sh".into(),
@@ -514,8 +530,7 @@ impl Session {
     /// `<session>/bin`, holding a `megatest` link to the running binary (made on first use);
     /// None (logged) when it cannot be made.
     /// `spec` run inside the agents' sandbox ([`crate::backend::sandbox`]). The built-in
-    /// agent's `/proc/self/exe` becomes the binary's path (inside bubblewrap it would name
-    /// bubblewrap). The agent's `HOME` is `agents/<id>/home` with its own `CARGO_HOME`, its
+    /// agent runs the daemon's own executable, bound in at `<session>/.megatest-exe`. The agent's `HOME` is `agents/<id>/home` with its own `CARGO_HOME`, its
     /// `TMPDIR` `agents/<id>/tmp`; rustup's
     /// toolchains stay usable read-only (`RUSTUP_HOME`). Hidden: the session's other files, the
     /// project's spec directory and, when it sits among megatest's specs (`…/projects/`), all
@@ -523,8 +538,9 @@ impl Session {
     fn sandboxed(&self, mut spec: LaunchSpec, agent_idx: usize) -> LaunchSpec {
         use crate::backend::sandbox;
         let agent = &self.agents[agent_idx];
+        // Inside bubblewrap /proc/self/exe would name bubblewrap: the binary's path instead.
         if spec.program == Path::new(SELF_EXE) {
-            if let Ok(exe) = std::fs::read_link(SELF_EXE) {
+            if let Some(exe) = self.sandbox_executable() {
                 spec.program = exe;
             }
         }
@@ -568,6 +584,29 @@ impl Session {
             ));
         }
         wrapped
+    }
+
+    /// The path the built-in agent runs from inside the sandbox: the daemon's binary where it
+    /// still is on disk; once it was rebuilt or replaced (`/proc/self/exe` names a deleted
+    /// file), a copy of the running binary in `<session>/bin/` (made once, read from
+    /// `/proc/self/exe`, which still opens the original). None (logged) when neither works.
+    fn sandbox_executable(&self) -> Option<PathBuf> {
+        let exe = std::fs::read_link(SELF_EXE).ok()?;
+        let deleted = exe.to_string_lossy().ends_with(" (deleted)");
+        if !deleted && exe.is_file() {
+            return Some(exe);
+        }
+        let copy = self.agent_bin_dir()?.join(".megatest-exe");
+        if !copy.is_file() {
+            let partial = copy.with_extension("partial");
+            let made =
+                std::fs::copy(SELF_EXE, &partial).and_then(|_| std::fs::rename(&partial, &copy));
+            if let Err(err) = made {
+                tracing::warn!(message = "cannot copy the running binary for sandboxed agents", error = %err);
+                return None;
+            }
+        }
+        Some(copy)
     }
 
     fn agent_bin_dir(&self) -> Option<PathBuf> {

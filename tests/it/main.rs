@@ -4,6 +4,7 @@
 mod support;
 
 mod acceptance;
+mod agent_clis;
 mod api_contract;
 mod architecture;
 mod checkpoints;
