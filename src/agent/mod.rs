@@ -99,7 +99,8 @@ pub fn inherited_env() -> Vec<(String, String)> {
 /// `env` with `HOME` moved to `home` (the agent's own, `agents/<id>/home`): CLIs keep their
 /// state, histories and caches there instead of in the user's home. The toolchain homes that
 /// default to the user's home (`CARGO_HOME`, `RUSTUP_HOME`, `PYENV_ROOT`) are pinned to where
-/// they were, so compilers and interpreters keep working; `XDG_*` directories are not inherited
+/// they were, so compilers and interpreters keep working, and so is git's global config
+/// (`GIT_CONFIG_GLOBAL`: the user's identity for commits); `XDG_*` directories are not inherited
 /// and so follow `HOME`.
 pub fn with_own_home(env: &mut Vec<(String, String)>, home: &std::path::Path) {
     let user_home = env
@@ -111,6 +112,7 @@ pub fn with_own_home(env: &mut Vec<(String, String)>, home: &std::path::Path) {
             ("CARGO_HOME", ".cargo"),
             ("RUSTUP_HOME", ".rustup"),
             ("PYENV_ROOT", ".pyenv"),
+            ("GIT_CONFIG_GLOBAL", ".gitconfig"),
         ] {
             if !env.iter().any(|(n, _)| n == name) {
                 env.push((
@@ -202,6 +204,7 @@ mod tests {
         assert_eq!(get("CARGO_HOME"), ["/opt/cargo"]);
         assert_eq!(get("RUSTUP_HOME"), ["/home/u/.rustup"]);
         assert_eq!(get("PYENV_ROOT"), ["/home/u/.pyenv"]);
+        assert_eq!(get("GIT_CONFIG_GLOBAL"), ["/home/u/.gitconfig"]);
         assert_eq!(get("PATH"), ["/bin"]);
     }
 }

@@ -271,9 +271,14 @@ fn assert_preset_ran(name: &str, session: &Path, report: &Value, stats: &Value) 
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
         .filter(|e| {
-            std::fs::read(e.path().join("environ"))
-                .map(|env| String::from_utf8_lossy(&env).contains(&needle))
-                .unwrap_or(false)
+            // Its environment (unreadable across bubblewrap's user namespace) or its command
+            // line (always readable: the agent's `sh -c` names its prompt file) names the
+            // session.
+            ["environ", "cmdline"].iter().any(|file| {
+                std::fs::read(e.path().join(file))
+                    .map(|text| String::from_utf8_lossy(&text).contains(&needle))
+                    .unwrap_or(false)
+            })
         })
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
@@ -354,4 +359,20 @@ fn claude_code_preset_runs_the_real_cli_under_the_sandbox() {
     assert_preset_ran("claude-code", &session, &report, &stats);
     assert_no_key_seen(&session);
     assert_eq!(stats["by_api"]["messages"], stats["calls"], "{stats}");
+}
+
+#[test]
+fn selfware_preset_runs_the_real_cli_with_native_tool_calls() {
+    let (session, report, stats, _dir) =
+        session_with("selfware", "openai-compatible", "auto", "local-model");
+    assert_preset_ran("selfware", &session, &report, &stats);
+    assert_no_key_seen(&session);
+    // megatest's per-agent selfware.toml turned native function calls on for a model name
+    // selfware has no profile for.
+    assert!(
+        report["usage"]["tool_calls_by_name"]["shell_exec"]
+            .as_u64()
+            .unwrap()
+            >= 2
+    );
 }

@@ -191,8 +191,18 @@ class Handler(BaseHTTPRequestHandler):
                     return [("tool", "bash", {"command": command})]
                 return [("tool", "bash", {"command": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"})]
             shell = next((n for n in ("shell_exec", "shell", "bash_exec", "run_command") if n in names), None)
+            # Selfware runs a mutating call only beside a `FILES:` line naming what it changes,
+            # accepts completion only after a few steps (min_completion_steps = 3) and after a
+            # verification run it recognises (a test or compile command) since the last edit.
+            if step == 0 and "file_write" in names:
+                return [("text", f"FILES: done-{task}.txt"), ("tool", "file_write", {"path": f"done-{task}.txt", "content": f"{task}\n"})]
             if step == 0 and shell:
-                return [("tool", shell, {"command": command})]
+                return [("text", f"FILES: done-{task}.txt key-seen-{task}.txt"), ("tool", shell, {"command": command})]
+            if step == 1 and shell:
+                key_check = f"env | grep -c -- '{self.key}' > key-seen-{task}.txt; true"
+                return [("text", f"FILES: key-seen-{task}.txt"), ("tool", shell, {"command": key_check})]
+            if step == 2 and shell:
+                return [("tool", shell, {"command": f"python3 -m py_compile done-{task}.txt"})]
             return [("text", "The task is done.")]
         if api == "responses":
             if step == 0 and "apply_patch" in names:
