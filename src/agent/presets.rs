@@ -241,9 +241,15 @@ pub fn version_of(preset: &Preset, path: &str, home: &Path) -> Result<Option<Str
 /// otherwise a warning (a different or unknown version, or not installed, with the install
 /// command).
 pub fn check_installed(preset: &Preset, path: &str, home: &Path) -> Option<String> {
+    warning_for(preset, &version_of(preset, path, home))
+}
+
+/// The warning for an installed version as [`version_of`] found it (the pure core of
+/// [`check_installed`]).
+pub fn warning_for(preset: &Preset, installed: &Result<Option<String>, String>) -> Option<String> {
     let proven = preset.proven;
-    match version_of(preset, path, home) {
-        Ok(Some(version)) if version == proven.version => None,
+    match installed {
+        Ok(Some(version)) if *version == proven.version => None,
         Ok(Some(version)) => Some(format!(
             "preset {:?}: `{}` is version {version}; the preset was proven with {} {} ({})",
             preset.name,

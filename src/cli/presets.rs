@@ -1,7 +1,7 @@
 //! `megatest presets`: the agent CLI presets, the release each was proven with, what is
 //! installed here, where their tool calls come from, and their notes.
 
-use crate::agent::presets::{check_installed, version_of, ToolCalls, PRESETS};
+use crate::agent::presets::{version_of, warning_for, ToolCalls, PRESETS};
 use anyhow::Result;
 use clap::Args;
 
@@ -17,8 +17,9 @@ pub fn presets(args: PresetsArgs) -> Result<i32> {
     let scratch = tempdir_for_probe()?;
     let mut rows = Vec::new();
     for preset in PRESETS {
-        let installed = match version_of(preset, &path, &scratch) {
-            Ok(Some(version)) => version,
+        let found = version_of(preset, &path, &scratch);
+        let installed = match &found {
+            Ok(Some(version)) => version.clone(),
             Ok(None) => "installed (version unknown)".to_string(),
             Err(_) => "not installed".to_string(),
         };
@@ -36,7 +37,7 @@ pub fn presets(args: PresetsArgs) -> Result<i32> {
                 "install": preset.proven.install_command(),
             },
             "installed": installed,
-            "warning": check_installed(preset, &path, &scratch),
+            "warning": warning_for(preset, &found),
             "tool_calls": tool_calls,
             "template": preset.template,
             "environment": preset.env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),

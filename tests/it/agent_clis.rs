@@ -8,9 +8,8 @@
 use crate::support::*;
 use megatest::agent::presets::{preset, Proven, ToolCalls};
 use serde_json::Value;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const PROVIDER_KEY: &str = "sk-provider-9f4c1e7a";
 
@@ -78,34 +77,16 @@ struct Provider {
 
 impl Provider {
     fn start() -> Provider {
-        let mut child = Command::new("python3")
+        let mut command = Command::new("python3");
+        command
             .arg(root().join("tests/it/probes/provider.py"))
-            .args(["--key", PROVIDER_KEY])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("provider said {line:?}"))
-            .to_string();
+            .args(["--key", PROVIDER_KEY]);
+        let (child, url) = start_listening(&mut command);
         Provider { child, url }
     }
 
     fn stats(&self) -> Value {
-        let addr = self.url.trim_start_matches("http://");
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        use std::io::{Read, Write};
-        stream
-            .write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+        stats_of(&self.url)
     }
 }
 

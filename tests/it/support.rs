@@ -159,7 +159,6 @@ pub struct FakeUpstream {
 impl FakeUpstream {
     /// Start it requiring `key`; `url` is its base URL including `/v1`.
     pub fn start(key: &str) -> FakeUpstream {
-        use std::io::BufRead;
         let deps = std::env::current_exe().unwrap();
         let binary = deps
             .parent()
@@ -172,19 +171,9 @@ impl FakeUpstream {
             "{} missing: cargo test builds examples",
             binary.display()
         );
-        let mut child = Command::new(binary)
-            .args(["--key", key])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("fake upstream said {line:?}"));
+        let mut command = Command::new(binary);
+        command.args(["--key", key]);
+        let (child, addr) = start_listening(&mut command);
         FakeUpstream {
             child,
             url: format!("{addr}/v1"),
@@ -193,21 +182,40 @@ impl FakeUpstream {
 
     /// The usage it reported, summed (`GET /stats`).
     pub fn stats(&self) -> Value {
-        let url = self
-            .url
-            .trim_end_matches("/v1")
-            .trim_start_matches("http://")
-            .to_string();
-        let mut stream = std::net::TcpStream::connect(url).unwrap();
-        use std::io::{Read, Write};
-        stream
-            .write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        let body = text.split("\r\n\r\n").nth(1).unwrap();
-        serde_json::from_str(body).unwrap()
+        stats_of(self.url.trim_end_matches("/v1"))
     }
+}
+
+/// Start a stand-in server that prints `listening http://127.0.0.1:PORT` first: (the child,
+/// its base URL).
+pub fn start_listening(command: &mut Command) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening ")
+        .unwrap_or_else(|| panic!("{command:?} said {line:?}"))
+        .to_string();
+    (child, url)
+}
+
+/// `GET {base}/stats` of a stand-in provider, as JSON.
+pub fn stats_of(base: &str) -> Value {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(base.trim_start_matches("http://")).unwrap();
+    stream
+        .write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap()
 }
 
 impl Drop for FakeUpstream {
