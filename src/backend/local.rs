@@ -118,11 +118,30 @@ pub fn spawn(spec: &LaunchSpec) -> Result<AgentProcess, StartError> {
         .stderr(log)
         .process_group(0)
         .kill_on_drop(true);
+    let limits = spec.limits;
     // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             use nix::sys::resource::{getrlimit, setrlimit, Resource};
             setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(std::io::Error::from)?;
+            for (resource, limit) in [
+                (Resource::RLIMIT_DATA, limits.memory_bytes),
+                (Resource::RLIMIT_CPU, limits.cpu_secs),
+                (Resource::RLIMIT_NPROC, limits.processes),
+            ] {
+                if let Some(limit) = limit {
+                    // The hard limit one unit higher: RLIMIT_CPU sends SIGXCPU at the soft
+                    // limit and SIGKILL at the hard one.
+                    let (_, hard) = getrlimit(resource).map_err(std::io::Error::from)?;
+                    let wanted = if resource == Resource::RLIMIT_CPU {
+                        limit + 1
+                    } else {
+                        limit
+                    };
+                    setrlimit(resource, limit.min(hard), wanted.min(hard))
+                        .map_err(std::io::Error::from)?;
+                }
+            }
             let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(std::io::Error::from)?;
             setrlimit(
                 Resource::RLIMIT_NOFILE,
@@ -315,6 +334,7 @@ mod tests {
             env: crate::agent::inherited_env(),
             cwd: dir.to_path_buf(),
             log_path: dir.join("agent.log"),
+            limits: Default::default(),
         }
     }
 

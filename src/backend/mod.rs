@@ -30,6 +30,20 @@ pub struct LaunchSpec {
     pub cwd: PathBuf,
     /// stdout and stderr are appended here.
     pub log_path: PathBuf,
+    /// Resource limits set on the process before it starts (inherited by its children).
+    pub limits: ResourceLimits,
+}
+
+/// Per-process resource limits (`setrlimit`), from `[agents]` `memory_limit_mb`,
+/// `cpu_limit_secs`, `max_processes`; None: unlimited (as inherited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ResourceLimits {
+    /// RLIMIT_DATA, bytes.
+    pub memory_bytes: Option<u64>,
+    /// RLIMIT_CPU, CPU seconds.
+    pub cpu_secs: Option<u64>,
+    /// RLIMIT_NPROC, processes of the user.
+    pub processes: Option<u64>,
 }
 
 /// How a run ended.

@@ -71,6 +71,7 @@ pub fn wrap(spec: &LaunchSpec, plan: &SandboxPlan) -> LaunchSpec {
         env,
         cwd: spec.cwd.clone(),
         log_path: spec.log_path.clone(),
+        limits: spec.limits,
     }
 }
 
@@ -153,6 +154,7 @@ mod tests {
             ],
             cwd: "/runs/s/project".into(),
             log_path: "/runs/s/agents/agent-0/agent.log".into(),
+            limits: Default::default(),
         };
         let wrapped = wrap(&spec, &plan);
         assert_eq!(wrapped.program, PathBuf::from("sh"));

@@ -265,6 +265,7 @@ mod tests {
             env: crate::agent::inherited_env(),
             cwd: workspace.clone(),
             log_path: dir.path().join("agent.log"),
+            limits: Default::default(),
         };
         let limits = RunLimits {
             timeout: Duration::from_secs(30),

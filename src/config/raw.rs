@@ -649,10 +649,19 @@ pub struct Agents {
     pub stop_grace_secs: f64,
     /// Runs of one task before it is marked failed.
     pub max_task_attempts: u32,
-    /// `none` (default), `auto` (`bwrap` where bubblewrap runs, else `none` with a warning) or
+    /// `auto` (default: `bwrap` where bubblewrap runs, else `none` with a warning), `none` or
     /// `bwrap` (every agent run under bubblewrap; a session that asks for it where bubblewrap
     /// cannot run is refused).
     pub sandbox: SandboxMode,
+    /// Memory each agent process may allocate, MiB (RLIMIT_DATA: its heap and private
+    /// writable mappings); unset: no limit.
+    pub memory_limit_mb: Option<u64>,
+    /// CPU seconds each agent process may use (RLIMIT_CPU: SIGXCPU, then SIGKILL a second
+    /// later); unset: no limit.
+    pub cpu_limit_secs: Option<u64>,
+    /// Processes the agent's user may have (RLIMIT_NPROC: counted per user, not per agent, and
+    /// not enforced for root); unset: no limit.
+    pub max_processes: Option<u64>,
 }
 
 impl Default for Agents {
@@ -665,6 +674,9 @@ impl Default for Agents {
             stop_grace_secs: 3.0,
             max_task_attempts: 3,
             sandbox: SandboxMode::Auto,
+            memory_limit_mb: None,
+            cpu_limit_secs: None,
+            max_processes: None,
         }
     }
 }

@@ -626,6 +626,20 @@ impl<'a> Validator<'a> {
         if a.max_task_attempts == 0 {
             self.error("agents.max_task_attempts", "must be >= 1", None);
         }
+        // Below these floors no interpreter or shell starts at all.
+        for (key, value, floor) in [
+            ("agents.memory_limit_mb", a.memory_limit_mb, 16),
+            ("agents.cpu_limit_secs", a.cpu_limit_secs, 1),
+            ("agents.max_processes", a.max_processes, 8),
+        ] {
+            if value.is_some_and(|v| v < floor) {
+                self.error(
+                    key,
+                    format!("must be >= {floor} (or unset: no limit)"),
+                    None,
+                );
+            }
+        }
     }
 
     fn resolve_spec_dir(&mut self, raw: &RawConfig, project_flag: Option<&str>) -> Option<PathBuf> {

@@ -202,6 +202,37 @@ pub struct CheckpointSummary {
     pub last: Option<crate::store::CheckpointRow>,
 }
 
+/// The resource limits agent processes ran under (`[agents]` `memory_limit_mb`,
+/// `cpu_limit_secs`, `max_processes`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Containment {
+    /// `rlimit` (set on every agent process before it starts: per process, inherited by its
+    /// children but counted for each separately) or `none` (no limit configured).
+    pub method: String,
+    /// RLIMIT_DATA per process, MiB.
+    pub memory_limit_mb: Option<u64>,
+    /// RLIMIT_CPU per process, CPU seconds.
+    pub cpu_limit_secs: Option<u64>,
+    /// RLIMIT_NPROC: processes of the agent's user (all agents and megatest share it; not
+    /// enforced for root).
+    pub max_processes: Option<u64>,
+}
+
+impl Containment {
+    /// The limits `[agents]` configured.
+    pub fn of(agents: &crate::config::raw::Agents) -> Containment {
+        let any = agents.memory_limit_mb.is_some()
+            || agents.cpu_limit_secs.is_some()
+            || agents.max_processes.is_some();
+        Containment {
+            method: if any { "rlimit" } else { "none" }.into(),
+            memory_limit_mb: agents.memory_limit_mb,
+            cpu_limit_secs: agents.cpu_limit_secs,
+            max_processes: agents.max_processes,
+        }
+    }
+}
+
 /// `final_report.json`, written at every end (complete, failed, interrupted).
 #[derive(Debug, Clone, Serialize)]
 pub struct FinalReport {
@@ -232,6 +263,8 @@ pub struct FinalReport {
     /// The agents' sandbox that applied: `bwrap` or `none` (see `config.json` `warnings` for
     /// why `auto` found none).
     pub sandbox: String,
+    /// The resource limits agent processes ran under.
+    pub containment: Containment,
     /// Every phase, in order.
     pub phases: Vec<PhaseReport>,
     /// Token and tool-call totals from the ledger in `session.db`.

@@ -533,6 +533,7 @@ impl Session {
                 (AgentKind::Command, None) => "command".into(),
             },
             sandbox: if self.prepared.sandboxed { "bwrap" } else { "none" }.into(),
+            containment: crate::report::Containment::of(&config.raw.agents),
             phases,
             budget,
             rollbacks: self

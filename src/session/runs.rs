@@ -129,6 +129,11 @@ impl Session {
             env,
             cwd: self.workspace.clone(),
             log_path: agent.dir.join("agent.log"),
+            limits: crate::backend::ResourceLimits {
+                memory_bytes: config.raw.agents.memory_limit_mb.map(|mb| mb * 1024 * 1024),
+                cpu_secs: config.raw.agents.cpu_limit_secs,
+                processes: config.raw.agents.max_processes,
+            },
         };
         if self.prepared.sandboxed {
             spec = self.sandboxed(spec, agent_idx);

@@ -292,3 +292,12 @@ fn an_evaluation_phase_that_does_not_exist_is_rejected_with_its_line() {
         "no phase is named \"polish\"",
     );
 }
+
+#[test]
+fn a_memory_limit_no_agent_could_start_under_is_rejected_with_its_line() {
+    assert_rejected(
+        "[metadata]",
+        "agents = { memory_limit_mb = 4 }\n[metadata]",
+        "agents.memory_limit_mb`: must be >= 16",
+    );
+}

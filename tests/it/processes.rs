@@ -254,3 +254,31 @@ fn a_sandboxed_agent_does_its_task_but_cannot_leave_its_workspace() {
         "{runs_total} runs, {succeeded} succeeded\n{stderr}"
     );
 }
+
+#[test]
+fn agents_run_under_the_memory_limit_the_config_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each run allocates 32 MiB (fine), then 300 MiB (over the 128 MiB limit: MemoryError).
+    let command = "python3 -c \"import os; t = os.environ['MEGATEST_TASK_ID']; a = bytearray(32 << 20); open('small-' + t, 'w').write('ok'); b = bytearray(300 << 20); open('big-' + t, 'w').write('ok')\"";
+    let config = command_config(dir.path(), SIM, command, &[], "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "max_task_attempts = 1\n",
+        "max_task_attempts = 1\nmemory_limit_mb = 128\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let runs = dir.path().join("runs");
+    let output = run_session(&config, &runs, &["--time-scale", "60"], &[]);
+    assert!(matches!(output.status.code(), Some(0 | 1)), "{output:?}");
+    let session = only_session(&runs);
+    let names: Vec<String> = std::fs::read_dir(session.join("project"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let small = names.iter().filter(|n| n.starts_with("small-")).count();
+    let big = names.iter().filter(|n| n.starts_with("big-")).count();
+    assert!(small >= 2, "{names:?}");
+    assert_eq!(big, 0, "an allocation over the limit succeeded: {names:?}");
+    let report = read_json(&session.join("final_report.json"));
+    assert_eq!(report["containment"]["method"], "rlimit");
+    assert_eq!(report["containment"]["memory_limit_mb"], 128);
+}
