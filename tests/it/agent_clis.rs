@@ -13,12 +13,10 @@ use std::process::Command;
 
 const PROVIDER_KEY: &str = "sk-provider-9f4c1e7a";
 
-static INSTALLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// A directory holding only the preset's program, installed from its registry at the proven
-/// version (once; later runs reuse `target/agent-clis/<package>-<version>/`).
+/// version (once; later runs reuse `target/agent-clis/<package>-<version>/`). One test per
+/// preset, so installs of different CLIs run side by side and never of the same one.
 fn installed(name: &str) -> PathBuf {
-    let _guard = INSTALLS.lock().unwrap_or_else(|e| e.into_inner());
     let preset = preset(name).unwrap();
     let Proven {
         registry,
