@@ -532,11 +532,9 @@ impl Session {
 }
 
 impl Session {
-    /// `<session>/bin`, holding a `megatest` link to the running binary (made on first use);
-    /// None (logged) when it cannot be made.
     /// `spec` run inside the agents' sandbox ([`crate::backend::sandbox`]). The built-in
-    /// agent runs the daemon's own executable, bound in at `<session>/.megatest-exe`. The agent's `HOME` is `agents/<id>/home` with its own `CARGO_HOME`, its
-    /// `TMPDIR` `agents/<id>/tmp`; rustup's
+    /// agent runs the daemon's binary by path (see `sandbox_executable`). The agent's `HOME` is
+    /// `agents/<id>/home` with its own `CARGO_HOME`, its `TMPDIR` `agents/<id>/tmp`; rustup's
     /// toolchains stay usable read-only (`RUSTUP_HOME`). Hidden: the session's other files, the
     /// project's spec directory and, when it sits among megatest's specs (`…/projects/`), all
     /// of them.
@@ -614,6 +612,8 @@ impl Session {
         Some(copy)
     }
 
+    /// `<session>/bin`, holding a `megatest` link to the running binary (made on first use);
+    /// None (logged) when it cannot be made.
     fn agent_bin_dir(&self) -> Option<PathBuf> {
         let bin = self.dir().join("bin");
         let link = bin.join("megatest");
