@@ -237,6 +237,16 @@ pub fn version_of(preset: &Preset, path: &str, home: &Path) -> Result<Option<Str
     Ok(parse_version(&text))
 }
 
+/// `probe` run with a scratch `HOME` for `--version` probes (`$TMPDIR/megatest-version-<pid>`,
+/// removed afterwards), so that they leave nothing in the user's; None when it cannot be made.
+pub fn with_scratch_home<T>(probe: impl FnOnce(&Path) -> T) -> Option<T> {
+    let home = std::env::temp_dir().join(format!("megatest-version-{}", std::process::id()));
+    std::fs::create_dir_all(&home).ok()?;
+    let out = probe(&home);
+    let _ = std::fs::remove_dir_all(&home);
+    Some(out)
+}
+
 /// What `megatest run` says about the installed CLI: None when it is the proven version,
 /// otherwise a warning (a different or unknown version, or not installed, with the install
 /// command).

@@ -1,7 +1,7 @@
 //! `megatest presets`: the agent CLI presets, the release each was proven with, what is
 //! installed here, where their tool calls come from, and their notes.
 
-use crate::agent::presets::{version_of, warning_for, ToolCalls, PRESETS};
+use crate::agent::presets::{version_of, warning_for, with_scratch_home, ToolCalls, PRESETS};
 use anyhow::Result;
 use clap::Args;
 
@@ -14,14 +14,19 @@ pub struct PresetsArgs {
 
 pub fn presets(args: PresetsArgs) -> Result<i32> {
     let path = std::env::var("PATH").unwrap_or_default();
-    let scratch = tempdir_for_probe()?;
+    let found: Vec<_> = with_scratch_home(|home| {
+        PRESETS
+            .iter()
+            .map(|preset| version_of(preset, &path, home))
+            .collect()
+    })
+    .ok_or_else(|| anyhow::anyhow!("cannot make a scratch HOME in the temporary directory"))?;
     let mut rows = Vec::new();
-    for preset in PRESETS {
-        let found = version_of(preset, &path, &scratch);
+    for (preset, found) in PRESETS.iter().zip(found) {
         let installed = match &found {
             Ok(Some(version)) => version.clone(),
             Ok(None) => "installed (version unknown)".to_string(),
-            Err(_) => "not installed".to_string(),
+            Err(reason) => format!("no: {reason}"),
         };
         let tool_calls = match preset.tool_calls {
             ToolCalls::Native => "counted from the model's answers".to_string(),
@@ -44,7 +49,6 @@ pub fn presets(args: PresetsArgs) -> Result<i32> {
             "notes": preset.notes,
         }));
     }
-    let _ = std::fs::remove_dir_all(&scratch);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(0);
@@ -72,11 +76,4 @@ pub fn presets(args: PresetsArgs) -> Result<i32> {
     }
     println!("Use one with [agents] kind = \"command\", preset = \"<name>\"; every run gets HOME = agents/<id>/home.");
     Ok(0)
-}
-
-/// A scratch `HOME` for the `--version` probes (removed afterwards).
-fn tempdir_for_probe() -> Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("megatest-presets-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }

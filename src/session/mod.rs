@@ -235,12 +235,10 @@ fn prepare_in(
         // The installed CLI against the version the preset was proven with (a scratch HOME:
         // the probe leaves nothing in the user's).
         let path = std::env::var("PATH").unwrap_or_default();
-        let scratch = std::env::temp_dir().join(format!("megatest-version-{}", std::process::id()));
-        if std::fs::create_dir_all(&scratch).is_ok() {
-            if let Some(warning) = agent::presets::check_installed(preset, &path, &scratch) {
-                config.warnings.push(warning);
-            }
-            let _ = std::fs::remove_dir_all(&scratch);
+        if let Some(Some(warning)) = agent::presets::with_scratch_home(|home| {
+            agent::presets::check_installed(preset, &path, home)
+        }) {
+            config.warnings.push(warning);
         }
     }
     let api = &config.raw.api;

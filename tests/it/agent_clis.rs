@@ -210,6 +210,10 @@ fn assert_preset_ran(name: &str, session: &Path, report: &Value, stats: &Value) 
             .unwrap_or_else(|e| panic!("done-{task}.txt: {e}\n{}", logs()));
         assert_eq!(done.trim(), task);
     }
+    // The installed CLI is the proven version: `megatest run` warned about nothing.
+    let config = read_json(&session.join("config.json"));
+    let warnings = config["warnings"].to_string();
+    assert!(!warnings.contains("preset"), "{warnings}");
     // The ledger is what the provider sent, call for call.
     assert_eq!(stats["bad_key"], 0, "{stats}");
     assert_eq!(report["usage"]["model_calls"], stats["calls"], "{stats}");
@@ -354,4 +358,40 @@ fn selfware_preset_runs_the_real_cli_with_native_tool_calls() {
             .unwrap()
             >= 2
     );
+}
+
+#[test]
+fn megatest_presets_lists_the_proven_and_the_installed_versions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("codex");
+    std::fs::write(&fake, "#!/bin/sh\necho codex-cli 9.9.9\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = megatest()
+        .args(["presets", "--json"])
+        .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    let rows: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let row = |name: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let codex = row("codex");
+    assert_eq!(codex["installed"], "9.9.9");
+    assert_eq!(codex["proven_with"]["version"], "0.171.0");
+    assert!(codex["warning"].as_str().unwrap().contains("version 9.9.9"));
+    let aider = row("aider");
+    assert!(aider["installed"].as_str().unwrap().contains("not on PATH"));
+    assert_eq!(
+        aider["proven_with"]["install"],
+        "pip install aider-chat==0.86.2"
+    );
+    assert!(aider["tool_calls"].as_str().unwrap().starts_with("null: "));
+    assert_eq!(rows.as_array().unwrap().len(), 5);
 }
