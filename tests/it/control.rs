@@ -460,8 +460,16 @@ fn usr1_writes_status_usr2_checkpoints_hup_reloads_or_keeps_the_config() {
         .exists()));
     let status = read_json(&live.session.join("status.json"));
     assert_eq!(status["session_id"], "live");
-    let log = std::fs::read_to_string(live.session.join("session.log")).unwrap();
-    assert!(log.contains("status (SIGUSR1)"), "{log}");
+    // The log line is written by the logging thread: it may land just after status.json.
+    let log_has = |text: &str| {
+        std::fs::read_to_string(live.session.join("session.log"))
+            .unwrap_or_default()
+            .contains(text)
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || log_has("status (SIGUSR1)")),
+        "no `status (SIGUSR1)` line in session.log"
+    );
 
     live.signal(nix::sys::signal::Signal::SIGUSR2);
     assert!(wait_for(Duration::from_secs(10), || live
