@@ -6,7 +6,8 @@
 //! instead of init's. megatest's own children never leave its session (agents get a new process
 //! group, not a new session), so a child of megatest in another session is an escapee.
 //! [`sweep`] (the session's watchdog tick, every run's end, the session's end) finds them in
-//! `/proc`, reads the agent each belongs to from its environment (`MEGATEST_AGENT_ID`), leaves
+//! `/proc`, reads the agent each belongs to from its environment (`MEGATEST_AGENT_ID`) or its
+//! run's cgroup, leaves
 //! alone those whose agent's run is still going (a server it started for its own tests), kills
 //! the others with their process group, and reaps escapees that died (megatest is their parent
 //! now: nobody else would). An escapee whose parent is still alive is not megatest's child yet;
@@ -153,15 +154,22 @@ fn parse_stat(stat: &str) -> Option<(char, i32, i32)> {
     Some((state, ppid, sid))
 }
 
+/// The agent of process `pid`: `MEGATEST_AGENT_ID` in its environment, or else its run's
+/// cgroup (a process in bubblewrap's user namespace does not show megatest its environment).
 fn agent_of(pid: i32) -> Option<String> {
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    environ
-        .split(|b| *b == 0)
-        .find_map(|var| var.strip_prefix(b"MEGATEST_AGENT_ID="))
-        .map(|id| String::from_utf8_lossy(id).into_owned())
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .ok()
+        .and_then(|environ| {
+            environ
+                .split(|b| *b == 0)
+                .find_map(|var| var.strip_prefix(b"MEGATEST_AGENT_ID="))
+                .map(|id| String::from_utf8_lossy(id).into_owned())
+        })
+        .or_else(|| super::cgroup::agent_of_process(pid))
 }
 
-fn command_line(pid: i32) -> String {
+/// Process `pid`'s command line (arguments joined by spaces, at most 200 characters).
+pub fn command_line(pid: i32) -> String {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let line: String = raw
         .split(|b| *b == 0)

@@ -11,6 +11,8 @@
 //! Architecture invariant: every live process group is in a process-wide registry;
 //! [`kill_all_groups`] (called on every exit path of `megatest run`, panics included) SIGKILLs them.
 
+use super::cgroup::{self, CgroupTree, RunCgroup};
+use super::escapees::{self, Escapee};
 use super::{
     AgentBackend, AgentGroup, LaunchSpec, RunEnd, RunLimits, RunOutcome, StartError, StartedRun,
 };
@@ -35,9 +37,46 @@ pub struct AgentProcess {
     child: tokio::process::Child,
 }
 
-/// The local backend: runs are child processes, each the leader of its own process group.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LocalBackend;
+/// The local backend: runs are child processes, each the leader of its own process group and,
+/// where cgroup v2 is writable, in a cgroup of its own ([`super::cgroup`]).
+#[derive(Debug)]
+pub struct LocalBackend {
+    cgroups: Result<Arc<CgroupTree>, String>,
+    /// Escapees the end of their run's cgroup killed, until the next sweep reports them.
+    killed_at_run_end: Arc<Mutex<Vec<Escapee>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Default for LocalBackend {
+    fn default() -> Self {
+        LocalBackend::new()
+    }
+}
+
+impl LocalBackend {
+    /// A backend whose runs get cgroups where the host allows (why not is kept for the report).
+    pub fn new() -> LocalBackend {
+        let cgroups = CgroupTree::create().map(Arc::new).map_err(|err| {
+            tracing::debug!(message = "agent runs are process groups without cgroups", reason = %err);
+            err.to_string()
+        });
+        LocalBackend {
+            cgroups,
+            killed_at_run_end: Default::default(),
+        }
+    }
+
+    /// A backend whose runs are process groups only; `reason` says why.
+    pub fn without_cgroups(reason: &str) -> LocalBackend {
+        LocalBackend {
+            cgroups: Err(reason.to_string()),
+            killed_at_run_end: Default::default(),
+        }
+    }
+}
 
 impl AgentBackend for LocalBackend {
     fn start(
@@ -46,47 +85,153 @@ impl AgentBackend for LocalBackend {
         limits: RunLimits,
         stop: CancellationToken,
     ) -> Result<StartedRun, StartError> {
-        let process = spawn(spec)?;
-        let group: Arc<dyn AgentGroup> = Arc::new(LocalGroup(process.pid));
-        let ended = Box::pin(supervise(process, limits.timeout, limits.grace, stop));
+        let mut spec = spec.clone();
+        let cgroup = match &self.cgroups {
+            Ok(tree) => {
+                let agent = spec
+                    .env
+                    .iter()
+                    .find(|(k, _)| k == "MEGATEST_AGENT_ID")
+                    .map_or("run", |(_, v)| v.as_str());
+                match tree.new_run(agent, spec.limits.memory_bytes, spec.limits.processes) {
+                    Ok(run) => {
+                        // What the group limits is not limited per process as well.
+                        if tree.limits_memory() {
+                            spec.limits.memory_bytes = None;
+                        }
+                        if tree.limits_processes() {
+                            spec.limits.processes = None;
+                        }
+                        Some(Arc::new(run))
+                    }
+                    Err(err) => {
+                        tracing::warn!(message = "agent run started without its cgroup", error = %err);
+                        None
+                    }
+                }
+            }
+            Err(_) => None,
+        };
+        let process = match spawn_in(&spec, cgroup.as_deref()) {
+            Ok(process) => process,
+            Err(err) => {
+                if let Some(cgroup) = &cgroup {
+                    cgroup.remove_blocking();
+                }
+                return Err(err);
+            }
+        };
+        let group: Arc<dyn AgentGroup> = Arc::new(LocalGroup {
+            pgid: process.pid,
+            cgroup: cgroup.clone(),
+        });
+        // The run keeps the backend's cgroup directory (removed with its last user).
+        let tree = self.cgroups.as_ref().ok().cloned();
+        let killed = self.killed_at_run_end.clone();
+        let ended = Box::pin(async move {
+            let _tree = tree;
+            let outcome = supervise_in(
+                process,
+                cgroup.as_deref(),
+                limits.timeout,
+                limits.grace,
+                stop,
+            )
+            .await;
+            if let Some(cgroup) = cgroup {
+                // Alive after the group kill: they left the process group; the next sweep
+                // reports them as the escapees the cgroup kill took.
+                let left: Vec<Escapee> = cgroup
+                    .pids()
+                    .into_iter()
+                    .filter(|pid| process_alive(*pid))
+                    .map(|pid| Escapee {
+                        pid,
+                        agent: cgroup::agent_of_process(pid),
+                        command: escapees::command_line(pid),
+                    })
+                    .collect();
+                if !left.is_empty() && cgroup.kill() {
+                    lock(&killed).extend(left);
+                }
+                if !cgroup.remove().await {
+                    tracing::warn!(message = "an agent run's cgroup could not be removed", cgroup = %cgroup.path().display());
+                }
+            }
+            outcome
+        });
         Ok(StartedRun { group, ended })
     }
 
     fn group(&self, id: u32) -> Arc<dyn AgentGroup> {
-        Arc::new(LocalGroup(id))
+        Arc::new(LocalGroup {
+            pgid: id,
+            cgroup: cgroup::run_group_of(id as i32).map(Arc::new),
+        })
     }
 
-    fn sweep_escapees(
-        &self,
-        busy: &std::collections::HashSet<String>,
-    ) -> Vec<super::escapees::Escapee> {
-        super::escapees::sweep(busy)
+    fn sweep_escapees(&self, busy: &std::collections::HashSet<String>) -> Vec<Escapee> {
+        let mut killed = std::mem::take(&mut *lock(&self.killed_at_run_end));
+        killed.extend(escapees::sweep(busy));
+        killed
     }
 
     fn kill_all(&self) -> usize {
+        if let Ok(tree) = &self.cgroups {
+            tree.kill_all();
+        }
         kill_all_groups()
+    }
+
+    fn shutdown(&self) {
+        self.kill_all();
+        if let Ok(tree) = &self.cgroups {
+            tree.remove();
+        }
+    }
+
+    fn cgroups(&self) -> Result<super::CgroupInfo, String> {
+        match &self.cgroups {
+            Ok(tree) => Ok(super::CgroupInfo {
+                dir: tree.dir().to_path_buf(),
+                controllers: tree.controllers().iter().cloned().collect(),
+            }),
+            Err(reason) => Err(reason.clone()),
+        }
     }
 }
 
-/// A local process group, named by its id (the leader's pid).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LocalGroup(pub u32);
+/// A local run's processes: its process group (named by the leader's pid) and, when it has
+/// one, its cgroup (which also holds the processes that left the process group).
+#[derive(Debug, Clone)]
+pub struct LocalGroup {
+    /// The process group id (the leader's pid).
+    pub pgid: u32,
+    /// The run's cgroup.
+    pub cgroup: Option<Arc<RunCgroup>>,
+}
 
 impl AgentGroup for LocalGroup {
     fn id(&self) -> u32 {
-        self.0
+        self.pgid
     }
     fn freeze(&self) -> bool {
-        signal_group(self.0 as i32, Signal::SIGSTOP)
+        let frozen = self.cgroup.as_ref().is_some_and(|c| c.set_frozen(true));
+        signal_group(self.pgid as i32, Signal::SIGSTOP) || frozen
     }
     fn thaw(&self) -> bool {
-        signal_group(self.0 as i32, Signal::SIGCONT)
+        let thawed = self.cgroup.as_ref().is_some_and(|c| c.set_frozen(false));
+        signal_group(self.pgid as i32, Signal::SIGCONT) || thawed
     }
     fn is_frozen(&self) -> bool {
-        process_stopped(self.0 as i32)
+        process_stopped(self.pgid as i32) || self.cgroup.as_ref().is_some_and(|c| c.is_frozen())
     }
     fn kill(&self) -> bool {
-        kill_group(self.0 as i32)
+        let killed = self.cgroup.as_ref().is_some_and(|c| {
+            c.set_frozen(false);
+            c.is_populated() && c.kill()
+        });
+        kill_group(self.pgid as i32) || killed
     }
 }
 
@@ -94,6 +239,14 @@ impl AgentGroup for LocalGroup {
 ///
 /// Errors: the log file cannot be opened, or the program cannot be started.
 pub fn spawn(spec: &LaunchSpec) -> Result<AgentProcess, StartError> {
+    spawn_in(spec, None)
+}
+
+/// [`spawn`], the process moving itself into `cgroup` before it execs (so its first child is
+/// in the group already).
+///
+/// Errors: as [`spawn`]; a failed move into the cgroup fails the start.
+pub fn spawn_in(spec: &LaunchSpec, cgroup: Option<&RunCgroup>) -> Result<AgentProcess, StartError> {
     let log_error = |source| StartError::LogFile {
         path: spec.log_path.clone(),
         source,
@@ -119,10 +272,15 @@ pub fn spawn(spec: &LaunchSpec) -> Result<AgentProcess, StartError> {
         .process_group(0)
         .kill_on_drop(true);
     let limits = spec.limits;
-    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    let cgroup = cgroup.cloned();
+    // SAFETY: setrlimit, open, write and close are async-signal-safe; nothing else runs between
+    // fork and exec.
     unsafe {
         command.pre_exec(move || {
             use nix::sys::resource::{getrlimit, setrlimit, Resource};
+            if let Some(cgroup) = &cgroup {
+                cgroup.enter_from_child()?;
+            }
             setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(std::io::Error::from)?;
             for (resource, limit) in [
                 (Resource::RLIMIT_DATA, limits.memory_bytes),
@@ -168,7 +326,19 @@ pub fn spawn(spec: &LaunchSpec) -> Result<AgentProcess, StartError> {
 /// latter two, stop the group (SIGTERM, `grace`, SIGKILL). Always SIGKILLs what is left of the
 /// group at the end and unregisters it.
 pub async fn supervise(
+    process: AgentProcess,
+    timeout: Duration,
+    grace: Duration,
+    stop: CancellationToken,
+) -> RunOutcome {
+    supervise_in(process, None, timeout, grace, stop).await
+}
+
+/// [`supervise`] a run that has `cgroup`: a stop thaws the group first. What is left in the
+/// group at the end (processes that left the process group) is the caller's to kill.
+pub async fn supervise_in(
     mut process: AgentProcess,
+    cgroup: Option<&RunCgroup>,
     timeout: Duration,
     grace: Duration,
     stop: CancellationToken,
@@ -176,8 +346,8 @@ pub async fn supervise(
     let pgid = process.pid as i32;
     let (end, status) = tokio::select! {
         status = process.child.wait() => (RunEnd::Exited, status.ok()),
-        _ = tokio::time::sleep(timeout) => (RunEnd::TimedOut, stop_group(&mut process, grace).await),
-        _ = stop.cancelled() => (RunEnd::Stopped, stop_group(&mut process, grace).await),
+        _ = tokio::time::sleep(timeout) => (RunEnd::TimedOut, stop_group(&mut process, cgroup, grace).await),
+        _ = stop.cancelled() => (RunEnd::Stopped, stop_group(&mut process, cgroup, grace).await),
     };
     let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     LIVE_GROUPS
@@ -194,9 +364,13 @@ pub async fn supervise(
 /// SIGTERM the group, wait up to `grace` for the leader, then SIGKILL the group and reap.
 async fn stop_group(
     process: &mut AgentProcess,
+    cgroup: Option<&RunCgroup>,
     grace: Duration,
 ) -> Option<std::process::ExitStatus> {
     let group = Pid::from_raw(process.pid as i32);
+    if let Some(cgroup) = cgroup {
+        cgroup.set_frozen(false);
+    }
     let _ = killpg(group, Signal::SIGTERM);
     // A stopped group (a hang, a pause) must run to see its SIGTERM.
     let _ = killpg(group, Signal::SIGCONT);
@@ -318,6 +492,12 @@ pub fn process_stopped(pid: i32) -> bool {
     })
 }
 
+/// True if process `pid` is suspended: stopped (state `T`) or in a frozen cgroup of megatest's
+/// (a frozen task shows as sleeping).
+pub fn process_paused(pid: i32) -> bool {
+    process_stopped(pid) || cgroup::run_group_of(pid).is_some_and(|c| c.is_frozen())
+}
+
 /// Number of registered live groups.
 pub fn live_group_count() -> usize {
     LIVE_GROUPS.lock().map(|s| s.len()).unwrap_or(0)
@@ -426,7 +606,7 @@ mod tests {
             timeout: Duration::from_secs(30),
             grace: Duration::from_millis(200),
         };
-        let started = LocalBackend
+        let started = LocalBackend::new()
             .start(
                 &sh("sleep 30", dir.path()),
                 limits,
@@ -449,16 +629,123 @@ mod tests {
         }
         assert!(
             group.is_frozen(),
-            "group {} never showed as stopped: {:?}",
+            "group {} never showed as stopped: {:?} {:?}",
             group.id(),
-            std::fs::read_to_string(format!("/proc/{}/stat", group.id()))
+            std::fs::read_to_string(format!("/proc/{}/stat", group.id())),
+            std::fs::read_to_string(dir.path().join("agent.log"))
         );
         assert!(group.thaw());
         // A handle re-attached by id reaches the same group.
-        assert!(LocalBackend.group(group.id()).kill());
+        assert!(LocalBackend::new().group(group.id()).kill());
         let outcome = started.ended.await;
         assert_eq!(outcome.end, RunEnd::Exited);
         assert_eq!(outcome.signal, Some(libc_sigkill()));
+    }
+
+    /// True when this host lets megatest make cgroup v2 groups (checked without megatest's
+    /// code: a directory made and removed in the unified hierarchy).
+    fn host_allows_cgroups() -> bool {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let Some(mount) = mountinfo.lines().find_map(|l| {
+            let (before, after) = l.split_once(" - ")?;
+            after
+                .starts_with("cgroup2 ")
+                .then(|| before.split(' ').nth(4).unwrap().to_string())
+        }) else {
+            return false;
+        };
+        let relative = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+        let probe = std::path::Path::new(&mount)
+            .join(relative.trim_start_matches('/'))
+            .join(format!("probe-{}", std::process::id()));
+        let made = std::fs::create_dir(&probe).is_ok();
+        let kill = probe.join("cgroup.kill").exists();
+        let _ = std::fs::remove_dir(&probe);
+        made && kill
+    }
+
+    #[tokio::test]
+    async fn a_runs_cgroup_freezes_and_kills_what_left_its_process_group() {
+        let backend = LocalBackend::new();
+        let info = backend.cgroups();
+        if !host_allows_cgroups() {
+            let reason = info.expect_err("cgroups on a host that refuses them");
+            eprintln!("no cgroup v2 here ({reason}): only the fallback is checked");
+            return;
+        }
+        let info = info.expect("the host allows cgroups but the backend made none");
+        let dir = tempfile::tempdir().unwrap();
+        let limits = RunLimits {
+            timeout: Duration::from_secs(60),
+            grace: Duration::from_millis(200),
+        };
+        // The escapee leaves the process group (setsid) and ticks into a file.
+        let script = "setsid sh -c 'while :; do echo x >> tick; sleep 0.02; done' & \
+                      echo $! > escapee.pid; sleep 60";
+        let mut spec = sh(script, dir.path());
+        spec.env
+            .push(("MEGATEST_AGENT_ID".into(), "agent-7".into()));
+        let started = backend
+            .start(&spec, limits, CancellationToken::new())
+            .unwrap();
+        let group = started.group.clone();
+        let tick = dir.path().join("tick");
+        let size = || std::fs::metadata(&tick).map(|m| m.len()).unwrap_or(0);
+        for _ in 0..500 {
+            if size() > 0 && dir.path().join("escapee.pid").exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let escapee: i32 = std::fs::read_to_string(dir.path().join("escapee.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // In its run's group, named after its agent, although its environment is not read.
+        assert_eq!(
+            cgroup::agent_of_process(escapee).as_deref(),
+            Some("agent-7")
+        );
+        assert!(cgroup::run_group_of(escapee)
+            .unwrap()
+            .path()
+            .starts_with(&info.dir));
+        assert!(group.freeze());
+        for _ in 0..500 {
+            if group.is_frozen() && cgroup::run_group_of(escapee).unwrap().is_frozen() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let frozen_at = size();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            size(),
+            frozen_at,
+            "the escapee ran on while its run was frozen"
+        );
+        assert!(group.thaw());
+        for _ in 0..500 {
+            if size() > frozen_at {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(size() > frozen_at, "the escapee was not thawed");
+        // A handle re-attached by id finds the run's cgroup, and its kill takes the escapee.
+        let run_dir = cgroup::run_group_of(escapee).unwrap().path().to_path_buf();
+        assert!(backend.group(group.id()).kill());
+        assert!(!alive(escapee), "the escapee {escapee} survived the kill");
+        let outcome = started.ended.await;
+        assert_eq!(outcome.signal, Some(libc_sigkill()));
+        assert!(!run_dir.exists(), "the run's cgroup was not removed");
+        drop(backend);
+        assert!(
+            !info.dir.exists(),
+            "the backend's cgroup directory was not removed"
+        );
     }
 
     #[test]

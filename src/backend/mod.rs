@@ -1,12 +1,14 @@
 //! Backends start agent runs and hand out a handle on each run's group of processes: the
 //! [`AgentBackend`] and [`AgentGroup`] traits. [`local`] runs them as child processes of
-//! megatest, each in its own process group; the ECS backend of a later issue implements the
+//! megatest, each in its own process group and, where cgroup v2 is writable, its own cgroup
+//! ([`cgroup`]); the ECS backend of a later issue implements the
 //! same traits.
 //!
 //! Architecture invariant: signals reach agents only through this module (an [`AgentGroup`]'s
 //! freeze / thaw / kill, a run's stop token, and the daemon-level sweeps in [`local`]).
 //! Guarded by `tests/it/architecture.rs` (`signals_are_sent_only_by_the_backend`).
 
+pub mod cgroup;
 pub mod escapees;
 pub mod local;
 pub mod sandbox;
@@ -157,4 +159,22 @@ pub trait AgentBackend: Send + Sync {
     /// Kill the processes that left their run's group (see [`escapees`]) unless their agent is
     /// in `busy` (agent ids with a run going); returns those killed.
     fn sweep_escapees(&self, busy: &std::collections::HashSet<String>) -> Vec<escapees::Escapee>;
+
+    /// The session is over: kill what is left and remove what the backend made on the host
+    /// (the local backend's cgroup directory). Idempotent.
+    fn shutdown(&self);
+
+    /// Where runs get cgroups of their own; Err: why they do not (they are process groups with
+    /// rlimits then).
+    fn cgroups(&self) -> Result<CgroupInfo, String>;
+}
+
+/// The cgroup directory a backend puts its runs in.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CgroupInfo {
+    /// The backend's directory (`…/megatest-<pid>-<n>`); each run is a group in it.
+    pub dir: PathBuf,
+    /// The controllers run groups have (`memory`, `pids`; possibly none: then only kill and
+    /// freeze are by cgroup, and the limits are rlimits).
+    pub controllers: Vec<String>,
 }

@@ -271,7 +271,7 @@ mod tests {
             timeout: Duration::from_secs(30),
             grace: Duration::from_millis(100),
         };
-        let run = crate::backend::local::LocalBackend
+        let run = crate::backend::local::LocalBackend::new()
             .start(&spec, limits, tokio_util::sync::CancellationToken::new())
             .unwrap();
         let checkpointer = Checkpointer::open(&dir.path().join("checkpoints")).unwrap();

@@ -223,7 +223,7 @@ fn drive(prepared: session::Prepared, reopen: bool) -> Result<session::SessionEn
     let end = runtime
         .block_on(session_task)
         .unwrap_or_else(|join| Err(anyhow::anyhow!("session task failed: {join}")));
-    agent_backend.kill_all();
+    agent_backend.shutdown();
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     end
 }

@@ -202,33 +202,78 @@ pub struct CheckpointSummary {
     pub last: Option<crate::store::CheckpointRow>,
 }
 
-/// The resource limits agent processes ran under (`[agents]` `memory_limit_mb`,
-/// `cpu_limit_secs`, `max_processes`).
+/// How agent runs were held together and limited (`[agents]` `memory_limit_mb`,
+/// `cpu_limit_secs`, `max_processes`, and what the host allowed).
 #[derive(Debug, Clone, Serialize)]
 pub struct Containment {
-    /// `rlimit` (set on every agent process before it starts: per process, inherited by its
-    /// children but counted for each separately) or `none` (no limit configured).
+    /// Which mechanisms applied: `cgroup` (a cgroup v2 group per run: kill and freeze reach
+    /// processes that left the run's process group, and the limits below are the group's),
+    /// `cgroup+rlimit` (groups, with some limit an rlimit), `rlimit` (process groups with
+    /// rlimits), `none` (process groups, no limit configured).
     pub method: String,
-    /// RLIMIT_DATA per process, MiB.
+    /// The directory the runs' cgroups were in (`…/megatest-<pid>-<n>`), when they had any.
+    pub cgroup_dir: Option<std::path::PathBuf>,
+    /// Why runs had no cgroups (cgroup v2 missing, read-only, no `cgroup.kill`), when they did not.
+    pub no_cgroup_reason: Option<String>,
+    /// The memory limit, MiB.
     pub memory_limit_mb: Option<u64>,
-    /// RLIMIT_CPU per process, CPU seconds.
+    /// How it was enforced: `memory.max` (for the whole run together) or `RLIMIT_DATA` (per
+    /// process, each child counted separately).
+    pub memory_limit_by: Option<String>,
+    /// The CPU limit, CPU seconds.
     pub cpu_limit_secs: Option<u64>,
-    /// RLIMIT_NPROC: processes of the agent's user (all agents and megatest share it; not
-    /// enforced for root).
+    /// How it was enforced: `RLIMIT_CPU` (per process; a cgroup's `cpu.max` is a rate, not a
+    /// total, so CPU time is always an rlimit).
+    pub cpu_limit_by: Option<String>,
+    /// The process limit.
     pub max_processes: Option<u64>,
+    /// How it was enforced: `pids.max` (the run's processes together) or `RLIMIT_NPROC`
+    /// (processes of the agent's user — all agents and megatest share it; not enforced for root).
+    pub max_processes_by: Option<String>,
 }
 
 impl Containment {
-    /// The limits `[agents]` configured.
-    pub fn of(agents: &crate::config::raw::Agents) -> Containment {
-        let any = agents.memory_limit_mb.is_some()
-            || agents.cpu_limit_secs.is_some()
-            || agents.max_processes.is_some();
+    /// The limits `[agents]` configured, enforced as `cgroups` (the backend's cgroup directory
+    /// and controllers, or why there is none) allowed.
+    pub fn of(
+        agents: &crate::config::raw::Agents,
+        cgroups: &Result<crate::backend::CgroupInfo, String>,
+    ) -> Containment {
+        let has = |controller: &str| {
+            cgroups
+                .as_ref()
+                .is_ok_and(|info| info.controllers.iter().any(|c| c == controller))
+        };
+        let by = |limit: Option<u64>, group_file: &str, controller: &str, rlimit: &str| {
+            limit.map(|_| if has(controller) { group_file } else { rlimit }.to_string())
+        };
+        let memory_limit_by = by(
+            agents.memory_limit_mb,
+            "memory.max",
+            "memory",
+            "RLIMIT_DATA",
+        );
+        let cpu_limit_by = agents.cpu_limit_secs.map(|_| "RLIMIT_CPU".to_string());
+        let max_processes_by = by(agents.max_processes, "pids.max", "pids", "RLIMIT_NPROC");
+        let any_rlimit = [&memory_limit_by, &cpu_limit_by, &max_processes_by]
+            .iter()
+            .any(|b| b.as_deref().is_some_and(|b| b.starts_with("RLIMIT")));
+        let method = match (cgroups.is_ok(), any_rlimit) {
+            (true, false) => "cgroup",
+            (true, true) => "cgroup+rlimit",
+            (false, true) => "rlimit",
+            (false, false) => "none",
+        };
         Containment {
-            method: if any { "rlimit" } else { "none" }.into(),
+            method: method.into(),
+            cgroup_dir: cgroups.as_ref().ok().map(|info| info.dir.clone()),
+            no_cgroup_reason: cgroups.as_ref().err().cloned(),
             memory_limit_mb: agents.memory_limit_mb,
+            memory_limit_by,
             cpu_limit_secs: agents.cpu_limit_secs,
+            cpu_limit_by,
             max_processes: agents.max_processes,
+            max_processes_by,
         }
     }
 }
@@ -398,4 +443,51 @@ pub struct SessionMetrics {
     pub checkpoints: u32,
     /// Error events recorded by this daemon (`final_report.json` has them all, by kind).
     pub errors: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::CgroupInfo;
+
+    #[test]
+    fn containment_says_which_mechanism_enforced_each_limit() {
+        let mut agents: crate::config::raw::Agents = Default::default();
+        let none: Result<CgroupInfo, String> = Err("no cgroup v2".into());
+        let c = Containment::of(&agents, &none);
+        assert_eq!(
+            (c.method.as_str(), c.no_cgroup_reason.as_deref()),
+            ("none", Some("no cgroup v2"))
+        );
+        agents.memory_limit_mb = Some(128);
+        agents.cpu_limit_secs = Some(60);
+        agents.max_processes = Some(64);
+        let c = Containment::of(&agents, &none);
+        assert_eq!(c.method, "rlimit");
+        assert_eq!(c.memory_limit_by.as_deref(), Some("RLIMIT_DATA"));
+        assert_eq!(c.max_processes_by.as_deref(), Some("RLIMIT_NPROC"));
+        let bare = Ok(CgroupInfo {
+            dir: "/sys/fs/cgroup/megatest-1-0".into(),
+            controllers: vec![],
+        });
+        let c = Containment::of(&agents, &bare);
+        assert_eq!(c.method, "cgroup+rlimit");
+        assert!(c.no_cgroup_reason.is_none());
+        let full = Ok(CgroupInfo {
+            dir: "/sys/fs/cgroup/megatest-1-0".into(),
+            controllers: vec!["memory".into(), "pids".into()],
+        });
+        let c = Containment::of(&agents, &full);
+        assert_eq!(
+            (
+                c.memory_limit_by.as_deref(),
+                c.cpu_limit_by.as_deref(),
+                c.max_processes_by.as_deref()
+            ),
+            (Some("memory.max"), Some("RLIMIT_CPU"), Some("pids.max"))
+        );
+        assert_eq!(c.method, "cgroup+rlimit");
+        agents.cpu_limit_secs = None;
+        assert_eq!(Containment::of(&agents, &full).method, "cgroup");
+    }
 }

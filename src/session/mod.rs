@@ -246,7 +246,7 @@ fn prepare_in(
         Some(crate::api::bind(&api.address, api.allow_non_loopback).map_err(PrepareError)?);
     Ok(Prepared {
         sandboxed,
-        agent_backend: Arc::new(crate::backend::local::LocalBackend),
+        agent_backend: Arc::new(crate::backend::local::LocalBackend::new()),
         api_listener,
         overrides: overrides.clone(),
         config,

@@ -533,7 +533,10 @@ impl Session {
                 (AgentKind::Command, None) => "command".into(),
             },
             sandbox: if self.prepared.sandboxed { "bwrap" } else { "none" }.into(),
-            containment: crate::report::Containment::of(&config.raw.agents),
+            containment: crate::report::Containment::of(
+                &config.raw.agents,
+                &self.prepared.agent_backend.cgroups(),
+            ),
             phases,
             budget,
             rollbacks: self

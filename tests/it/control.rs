@@ -301,7 +301,7 @@ fn status_checkpoint_pause_continue_and_stop_through_the_api() {
     for pid in &pids {
         assert!(
             wait_for(Duration::from_secs(5), || {
-                megatest::backend::local::process_stopped(*pid)
+                megatest::backend::local::process_paused(*pid)
             }),
             "agent {pid} not stopped"
         );
@@ -311,7 +311,7 @@ fn status_checkpoint_pause_continue_and_stop_through_the_api() {
     for pid in &pids {
         assert!(
             wait_for(Duration::from_secs(5), || {
-                !megatest::backend::local::process_stopped(*pid)
+                !megatest::backend::local::process_paused(*pid)
             }),
             "agent {pid} still stopped"
         );

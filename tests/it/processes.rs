@@ -47,8 +47,10 @@ fn agent_that_ignores_sigterm_and_forks_is_killed_with_its_grandchild() {
 #[test]
 fn a_process_that_leaves_its_agents_group_with_setsid_does_not_survive_the_run() {
     let dir = tempfile::tempdir().unwrap();
-    // Each run starts a process in a new session (out of reach of the group kill) and exits.
-    let command = "setsid sh -c 'echo $$ >> escapees.pid; exec sleep 1000' & sleep 0.3; exit 0";
+    // Each run starts a process in a new session (out of reach of the group kill), with an
+    // empty environment (no MEGATEST_AGENT_ID to attribute it by), and exits.
+    let command =
+        "setsid env -i sh -c 'echo $$ >> escapees.pid; exec sleep 1000' & sleep 0.3; exit 0";
     let config = command_config(dir.path(), SIM, command, &[], "");
     let runs = dir.path().join("runs");
     let output = run_session(&config, &runs, &["--time-scale", "600"], &[]);
@@ -76,12 +78,24 @@ fn a_process_that_leaves_its_agents_group_with_setsid_does_not_survive_the_run()
         .map(Result::unwrap)
         .collect();
     assert!(!killed.is_empty(), "{stderr}");
+    // With a cgroup per run, the escapee is attributed by its run's group (and the group kill
+    // at the run's end takes it); without one, its agent is unknown.
+    let report = read_json(&session.join("final_report.json"));
+    let cgroup_dir = report["containment"]["cgroup_dir"].as_str();
     for (agent, data) in &killed {
-        assert!(
-            agent.as_deref().is_some_and(|a| a.starts_with("agent-")),
-            "{agent:?}"
-        );
+        if cgroup_dir.is_some() {
+            assert!(
+                agent.as_deref().is_some_and(|a| a.starts_with("agent-")),
+                "{agent:?}"
+            );
+        }
         assert!(data.contains("sleep 1000"), "{data}");
+    }
+    if let Some(dir) = cgroup_dir {
+        assert!(
+            !std::path::Path::new(dir).exists(),
+            "the session's cgroup directory {dir} was left behind"
+        );
     }
 }
 
@@ -188,8 +202,13 @@ with open("probe-" + os.environ["MEGATEST_AGENT_ID"] + "-" + os.environ["MEGATES
 /// its own.
 #[test]
 fn a_sandboxed_agent_does_its_task_but_cannot_leave_its_workspace() {
-    if megatest::backend::sandbox::probe().is_err() {
-        eprintln!("skipped: bubblewrap cannot run here (.ci/run installs it)");
+    if let Err(err) = megatest::backend::sandbox::probe() {
+        // CI installs bubblewrap: there, a sandbox that cannot run is a failure.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "bubblewrap cannot run under CI: {err}"
+        );
+        eprintln!("skipped: bubblewrap cannot run here (.ci/run installs it): {err}");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -279,6 +298,19 @@ fn agents_run_under_the_memory_limit_the_config_sets() {
     assert!(small >= 2, "{names:?}");
     assert_eq!(big, 0, "an allocation over the limit succeeded: {names:?}");
     let report = read_json(&session.join("final_report.json"));
-    assert_eq!(report["containment"]["method"], "rlimit");
-    assert_eq!(report["containment"]["memory_limit_mb"], 128);
+    let containment = &report["containment"];
+    assert_eq!(containment["memory_limit_mb"], 128);
+    // A cgroup's memory.max where the host delegates the memory controller, else RLIMIT_DATA;
+    // the method names what applied, and a missing cgroup says why.
+    match containment["memory_limit_by"].as_str() {
+        Some("memory.max") => assert_eq!(containment["method"], "cgroup"),
+        Some("RLIMIT_DATA") if containment["cgroup_dir"].is_string() => {
+            assert_eq!(containment["method"], "cgroup+rlimit")
+        }
+        Some("RLIMIT_DATA") => {
+            assert_eq!(containment["method"], "rlimit");
+            assert!(containment["no_cgroup_reason"].is_string(), "{containment}");
+        }
+        other => panic!("memory_limit_by {other:?}: {containment}"),
+    }
 }

@@ -473,7 +473,7 @@ fn full_disk_pauses_the_session_until_space_is_freed() {
     let pid = run_pid(&runs, "t1");
     assert!(
         wait_for(Duration::from_secs(5), || {
-            megatest::backend::local::process_stopped(pid)
+            megatest::backend::local::process_paused(pid)
         }),
         "agent {pid} not stopped"
     );
