@@ -232,6 +232,8 @@ fn offline_status(found: &Found) -> serde_json::Value {
         "ended_because": found.summary.ended_because,
         "recoveries": report.as_ref().map(|r| serde_json::json!({"by_outcome": r["recovery_outcomes"], "total": r["recoveries"].as_array().map(|a| a.len())})),
         "escalations": [],
+        "verdict": report.as_ref().map(|r| crate::report::digest::verdict(r).0),
+        "report_html": found.dir.join("report.html").is_file().then(|| found.dir.join("report.html")),
         "source": "files (the session is not running)",
     })
 }
@@ -309,6 +311,12 @@ fn print_status(doc: &serde_json::Value) {
             "exit code {code}: {}",
             doc["ended_because"].as_str().unwrap_or("")
         );
+    }
+    if let Some(verdict) = doc["verdict"].as_str() {
+        println!("verdict {}", verdict.to_uppercase());
+    }
+    if let Some(page) = doc["report_html"].as_str() {
+        println!("report {page}");
     }
 }
 

@@ -5,6 +5,7 @@ mod checkpoints;
 mod control;
 mod evaluate;
 mod presets;
+mod report;
 mod restore;
 mod resume;
 mod run;
@@ -74,6 +75,9 @@ enum Command {
     /// The agent CLI presets: the release each was proven with, the installed version, where
     /// tool calls come from, notes (`--json` for machines).
     Presets(presets::PresetsArgs),
+    /// Rebuild an ended session's report.html, final_report.json, junit.xml or Markdown
+    /// summary from its session.db (exit 1: no final report yet, 2: no such session).
+    Report(report::ReportArgs),
 }
 
 /// Provider names accepted on the command line.
@@ -159,6 +163,7 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Checkpoints(args) => checkpoints::run(args),
         Command::Resume(args) => resume::run(args),
         Command::Restore(args) => restore::run(args),
+        Command::Report(args) => report::run(args),
         Command::Status(args) => control::status(args),
         Command::Checkpoint(target) => control::action(target, "checkpoint"),
         Command::Pause(target) => control::action(target, "pause"),

@@ -241,6 +241,10 @@ fn init_logging(
     progress: Option<indicatif::MultiProgress>,
 ) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    use tracing_subscriber::Layer;
+    // Colours only on a terminal; per-call activity lines on the terminal only when asked for.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let verbose = matches!(level, "debug" | "trace");
     let stderr = match progress {
         Some(multi) => BoxMakeWriter::new(progress::ProgressWriter(multi)),
         None => BoxMakeWriter::new(std::io::stderr),
@@ -262,7 +266,11 @@ fn init_logging(
             tracing_subscriber::fmt::layer()
                 .with_writer(stderr)
                 .with_target(false)
-                .log_internal_errors(false),
+                .with_ansi(ansi)
+                .log_internal_errors(false)
+                .with_filter(tracing_subscriber::filter::filter_fn(move |meta| {
+                    verbose || meta.target() != crate::session::ACTIVITY_TARGET
+                })),
         )
         .with(
             tracing_subscriber::fmt::layer()

@@ -2,8 +2,13 @@
 //! `metrics_current.json` ([`SessionMetrics`]). Every figure is measured; one that could not be
 //! is a [`Figure`] with `value: null` and a `reason`.
 
+pub mod digest;
+pub mod files;
 pub mod grades;
+pub mod html;
 pub mod junit;
+pub mod markdown;
+pub mod svg;
 pub mod tiers;
 pub mod verdict;
 
@@ -354,8 +359,57 @@ pub struct FinalReport {
     /// Every criterion as judged: the seed's tiers (`tier`), the targets and every phase's
     /// success criteria.
     pub success_criteria: Vec<CriterionResult>,
+    /// What failed: the count `junit.xml` has as failures.
+    pub failures: FailureCounts,
     /// Config keys parsed and validated whose behaviour lands later.
     pub not_yet_enforced: Vec<String>,
+}
+
+/// What failed in a session, as `junit.xml` counts it: each a failed test case there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FailureCounts {
+    /// Phase-end checks that did not pass (build, tests, coverage, …; every phase).
+    pub checks: u64,
+    /// Acceptance cases of the newest evaluation that failed (a suite that could not run
+    /// counts as one).
+    pub acceptance_cases: u64,
+    /// Success criteria judged not met (null ones are not failures: they are skipped).
+    pub criteria: u64,
+    /// The sum.
+    pub total: u64,
+}
+
+impl FailureCounts {
+    /// Count the failures of `phases`' checks, `evaluation`'s acceptance cases and `criteria`.
+    pub fn of(
+        phases: &[PhaseReport],
+        evaluation: Option<&crate::eval::evaluation::Evaluation>,
+        criteria: &[CriterionResult],
+    ) -> FailureCounts {
+        let checks = phases
+            .iter()
+            .flat_map(|p| &p.checks)
+            .filter(|c| !c.passed)
+            .count() as u64;
+        let acceptance_cases = evaluation.map_or(0, |e| {
+            if e.acceptance.status == "not_run" {
+                1
+            } else {
+                e.acceptance
+                    .cases
+                    .iter()
+                    .filter(|c| c.outcome != "passed" && c.outcome != "skipped")
+                    .count() as u64
+            }
+        });
+        let criteria = criteria.iter().filter(|c| c.met == Some(false)).count() as u64;
+        FailureCounts {
+            checks,
+            acceptance_cases,
+            criteria,
+            total: checks + acceptance_cases + criteria,
+        }
+    }
 }
 
 /// The project in `final_report.json`.

@@ -160,6 +160,7 @@ impl Session {
             check_history: Default::default(),
             api_ballots: Default::default(),
             metrics_writer,
+            trust_recorded: Default::default(),
         })
     }
 

@@ -2,6 +2,10 @@
 //! budgets, ledger commits and their counting, agent-reported tool calls (events endpoint and
 //! `events.jsonl`), the ledger spool on resume, and the proxy's start and settling.
 
+/// The tracing target of per-call activity lines (`[monitoring] agent_activity_logging`):
+/// they go to `session.log`, and to the terminal only at log level debug or trace.
+pub const ACTIVITY_TARGET: &str = "megatest::activity";
+
 use super::*;
 use crate::protocol::Tick;
 
@@ -254,7 +258,7 @@ impl Session {
             }
         }
         if self.prepared.config.raw.monitoring.agent_activity_logging {
-            tracing::info!(message = "agent activity: model call", agent = %row.agent_id, task = ?row.task_id, model = %row.model_served, status = row.status, prompt_tokens = row.prompt_tokens, completion_tokens = row.completion_tokens, tools = ?row.tool_names);
+            tracing::info!(target: ACTIVITY_TARGET, message = "agent activity: model call", agent = %row.agent_id, task = ?row.task_id, model = %row.model_served, status = row.status, prompt_tokens = row.prompt_tokens, completion_tokens = row.completion_tokens, tools = ?row.tool_names);
         }
         self.totals.model_calls += 1;
         self.totals.prompt_tokens += row.prompt_tokens;
@@ -367,7 +371,7 @@ impl Session {
         let now_secs = self.clock.session_secs();
         let agent_id = agent.id.clone();
         if self.prepared.config.raw.monitoring.agent_activity_logging && !names.is_empty() {
-            tracing::info!(message = "agent activity: reported tool calls", agent = %agent_id, task = ?task, tools = ?names);
+            tracing::info!(target: ACTIVITY_TARGET, message = "agent activity: reported tool calls", agent = %agent_id, task = ?task, tools = ?names);
         }
         self.count_toward_checkpoint(names.len() as u64, 0);
         self.store.record_agent_tool_calls(

@@ -21,6 +21,7 @@ mod evaluating;
 mod gating;
 mod lifecycle;
 mod metering;
+pub use metering::ACTIVITY_TARGET;
 mod phases;
 mod proposals;
 mod recover;
@@ -379,6 +380,8 @@ pub struct Session {
     checkpoint_audit: std::cell::RefCell<Option<(Option<u32>, crate::checkpoint::Audit)>>,
     /// Writes `metrics_current.json` and `metrics/metrics.jsonl` off the session task.
     metrics_writer: crate::fsutil::BackgroundWriter,
+    /// The trust scores last recorded as a `trust_scores` event (the report's trust chart).
+    trust_recorded: BTreeMap<String, f64>,
     budgets: Budgets,
     /// `ledger.spool`: the proxy appends each answered call, the session commits it.
     spool: Arc<LedgerSpool>,
@@ -521,6 +524,7 @@ impl Session {
         let report = self.final_report(status, exit_code, &because);
         let written = write_json_atomic(&self.dir().join("final_report.json"), &report);
         log_end_step("final_report.json", written);
+        let summary = self.publish_reports(&report);
         let ended =
             self.store
                 .end_session(self.id(), status, exit_code, &because, &report.ended_at);
@@ -551,6 +555,9 @@ impl Session {
             api.drain(Duration::from_secs(2)).await;
         }
         tracing::info!(message = "session ended", status, exit_code, because = %because);
+        if let Some(summary) = summary {
+            crate::console::say(summary);
+        }
         let resume = self.restore_after_stop()?;
         // What this run decided — a stop, a restore, a pause — ended with it: a resumed run
         // (after a restore, or by `megatest resume`) starts from the board, not from these.

@@ -47,6 +47,7 @@ impl Session {
     /// `metrics/metrics.prom` (text format). Failures are logged, never fatal (the ledger and
     /// event log are the record).
     pub(super) fn write_metrics(&mut self, status: &str) {
+        self.record_trust_scores();
         let monitoring = &self.prepared.config.raw.monitoring;
         if !monitoring.enabled {
             return;
@@ -76,6 +77,23 @@ impl Session {
                 &self.dir().join("metrics").join("metrics.prom"),
                 text.into_bytes(),
             );
+        }
+    }
+
+    /// Record the agents' trust scores (rounded to 0.001) as a `trust_scores` event when they
+    /// changed since the last one: the report draws them over time.
+    pub(super) fn record_trust_scores(&mut self) {
+        let scores: BTreeMap<String, f64> = self
+            .trust_scores()
+            .into_iter()
+            .map(|(id, (score, _))| (id, (score * 1000.0).round() / 1000.0))
+            .collect();
+        if scores.is_empty() || scores == self.trust_recorded {
+            return;
+        }
+        let data = serde_json::to_value(&scores).unwrap_or_default();
+        if self.event("trust_scores", None, None, None, data).is_ok() {
+            self.trust_recorded = scores;
         }
     }
 
@@ -470,6 +488,8 @@ impl Session {
             Some(&scores),
         ));
         criteria.extend(phases.iter().flat_map(|p| p.success_criteria.clone()));
+        let failures =
+            crate::report::FailureCounts::of(&phases, self.evaluation.as_deref(), &criteria);
         let (spawned, retired) = (
             self.spawning_events("agent_spawned"),
             self.spawning_events("agent_retired"),
@@ -601,6 +621,7 @@ impl Session {
             test_coverage: self.coverage_figure(),
             evaluation: self.evaluation.as_deref().cloned(),
             consensus: self.consensus_report(),
+            failures,
             success_criteria: criteria,
             not_yet_enforced: config.not_yet_enforced.clone(),
         }
@@ -608,6 +629,39 @@ impl Session {
 }
 
 impl Session {
+    /// Keep `report` in session.db, write `report.html` and `junit.xml` beside it and append
+    /// the step summary under GitHub Actions; returns the end-of-run summary to print. A failed
+    /// step is logged; the rest still runs.
+    pub(super) fn publish_reports(&mut self, report: &FinalReport) -> Option<String> {
+        use crate::report::files::{self, Format};
+        let document = match serde_json::to_value(report) {
+            Ok(document) => document,
+            Err(err) => {
+                super::log_end_step::<anyhow::Error>("the reports", Err(err.into()));
+                return None;
+            }
+        };
+        super::log_end_step(
+            "the final report into session.db",
+            self.store.save_final_report(&document),
+        );
+        let timeline = self.store.timeline().unwrap_or_else(|err| {
+            tracing::warn!(message = "cannot read the timeline for report.html", error = %format!("{err:#}"));
+            Default::default()
+        });
+        let dir = self.dir().to_path_buf();
+        let html = files::write(&dir, Format::Html, &document, &timeline);
+        let html_path = html.as_ref().ok().cloned();
+        super::log_end_step("report.html", html.map(|_| ()));
+        let junit = files::write(&dir, Format::Junit, &document, &timeline);
+        super::log_end_step("junit.xml", junit.map(|_| ()));
+        super::log_end_step(
+            "the GitHub step summary",
+            files::append_step_summary(&document, &dir).map(|_| ()),
+        );
+        Some(files::terminal_summary(&document, html_path.as_deref()))
+    }
+
     /// (agent id, reason) of each `agent_spawned` or `agent_retired` event, in order.
     fn spawning_events(&self, kind: &str) -> Vec<(String, String)> {
         self.store

@@ -466,6 +466,8 @@ impl Session {
         }
         self.event("vote_closed", None, Some(&phase), Some(&task_id), data)?;
         tracing::info!(message = "vote closed", vote = vote.id, task = %task_id, outcome = outcome.word(), reason = outcome.reason());
+        // A closed vote moves trust scores (reviews approved or rejected).
+        self.record_trust_scores();
         let reasons: Vec<String> = match outcome {
             Outcome::Rejected(_) => self
                 .store

@@ -26,6 +26,7 @@ mod rollback;
 mod rows;
 mod schema;
 pub mod spool;
+mod timeline;
 mod votes;
 
 pub use reads::{AgentRecord, BoardEntry, PhaseRecord, RunCounts, TaskRecord};
@@ -33,6 +34,7 @@ pub use rows::{
     CheckRow, CheckpointRow, CountedCall, EventRow, LedgerRow, LedgerTotals, RecoveryRow,
     SessionOrigin, SessionSummary,
 };
+pub use timeline::{CallPoint, Mark, RunSpan, Timeline, TrustSample};
 pub use votes::{BallotRow, NewVote, VoteRow};
 
 /// A thread with its own connection that runs PASSIVE WAL checkpoints when woken; failures

@@ -254,4 +254,12 @@ CREATE TABLE ballots (
     PRIMARY KEY (vote_id, voter)
 );
 "#,
+    // The final report (`final_report.json`'s document), so that `megatest report` rebuilds
+    // every report from session.db alone.
+    r#"
+CREATE TABLE final_report (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    document TEXT NOT NULL
+);
+"#,
 ];

@@ -48,8 +48,10 @@ fn installed(name: &str) -> PathBuf {
                 dir.join("node_modules/.bin").join(preset.program)
             }
             _ => {
+                // A debug build: it compiles in less than half the time of a release build
+                // (measured: ~10 min against ~25 min on 2 cores), and runs fast enough here.
                 run(Command::new("cargo")
-                    .args(["install", "--locked", "--quiet", "--root"])
+                    .args(["install", "--debug", "--locked", "--quiet", "--root"])
                     .arg(dir.join("cargo"))
                     .args([package, "--version", version]));
                 dir.join("cargo/bin").join(preset.program)

@@ -15,6 +15,7 @@ mod processes;
 mod proxy;
 mod quickstart;
 mod recovery;
+mod reports;
 mod resume;
 mod sdk;
 mod signals;
