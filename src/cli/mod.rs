@@ -2,6 +2,7 @@
 
 mod agent;
 mod checkpoints;
+mod compare;
 mod control;
 mod evaluate;
 mod presets;
@@ -78,6 +79,9 @@ enum Command {
     /// Rebuild an ended session's report.html, final_report.json, junit.xml or Markdown
     /// summary from its session.db (exit 1: no final report yet, 2: no such session).
     Report(report::ReportArgs),
+    /// Ended sessions side by side (tokens, cost, criteria, acceptance, coverage, LOC, …),
+    /// the differences to the first marked: the A/B comparison of configurations.
+    Compare(compare::CompareArgs),
 }
 
 /// Provider names accepted on the command line.
@@ -164,6 +168,7 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Resume(args) => resume::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Report(args) => report::run(args),
+        Command::Compare(args) => compare::run(args),
         Command::Status(args) => control::status(args),
         Command::Checkpoint(target) => control::action(target, "checkpoint"),
         Command::Pause(target) => control::action(target, "pause"),

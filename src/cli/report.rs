@@ -29,24 +29,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<i32> {
         return Ok(2);
     };
     let store = crate::store::Store::open(&dir.join("session.db"))?;
-    let document = match store.final_report()? {
-        Some(document) => document,
-        None => match std::fs::read(dir.join("final_report.json")) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| {
-                anyhow::anyhow!("{}: {err}", dir.join("final_report.json").display())
-            })?,
-            Err(_) => {
-                let status = crate::store::session_summary(&dir.join("session.db"))
-                    .map_or_else(|_| "unknown".into(), |s| s.status);
-                crate::console::say(format_args!(
-                    "megatest: session {} has no final report yet (status {status}): it is \
-                     written when the session ends; `megatest status {}` shows a running one",
-                    dir.display(),
-                    args.session
-                ));
-                return Ok(1);
-            }
-        },
+    let Some(document) = final_report(&store, &dir, &args.session)? else {
+        return Ok(1);
     };
     let timeline = store.timeline()?;
     let artifacts = dir.display().to_string();
@@ -61,4 +45,37 @@ pub fn run(args: ReportArgs) -> anyhow::Result<i32> {
         crate::console::say(format_args!("megatest: wrote {}", target.display()));
     }
     Ok(0)
+}
+
+/// The final report of the session in `dir`: the one session.db keeps, else its
+/// `final_report.json`; None (said on stderr, naming `session` as the operator gave it) when
+/// the session has not ended.
+///
+/// Errors: unreadable database, or a `final_report.json` that is not JSON.
+pub(crate) fn final_report(
+    store: &crate::store::Store,
+    dir: &std::path::Path,
+    session: &str,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    if let Some(document) = store.final_report()? {
+        return Ok(Some(document));
+    }
+    let file = dir.join("final_report.json");
+    match std::fs::read(&file) {
+        Ok(bytes) => {
+            Ok(Some(serde_json::from_slice(&bytes).map_err(|err| {
+                anyhow::anyhow!("{}: {err}", file.display())
+            })?))
+        }
+        Err(_) => {
+            let status = crate::store::session_summary(&dir.join("session.db"))
+                .map_or_else(|_| "unknown".into(), |s| s.status);
+            crate::console::say(format_args!(
+                "megatest: session {} has no final report yet (status {status}): it is written \
+                 when the session ends; `megatest status {session}` shows a running one",
+                dir.display(),
+            ));
+            Ok(None)
+        }
+    }
 }

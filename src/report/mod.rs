@@ -2,6 +2,7 @@
 //! `metrics_current.json` ([`SessionMetrics`]). Every figure is measured; one that could not be
 //! is a [`Figure`] with `value: null` and a `reason`.
 
+pub mod compare;
 pub mod digest;
 pub mod files;
 pub mod grades;

@@ -164,6 +164,68 @@ fn a_session_ends_with_a_summary_a_self_contained_page_junit_and_the_step_summar
     assert!(md.contains("| Tokens | "), "{md}");
     assert!(md.contains("### Phases"), "{md}");
 
+    // A/B: the quickstart session against a sim session of another configuration.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_config = command_config(
+        other_dir.path(),
+        "[model]\nprovider = \"sim\"",
+        "echo ok > \"out-$MEGATEST_TASK_ID\"",
+        &[],
+        "",
+    );
+    let other_runs = other_dir.path().join("runs");
+    let output = run_session(&other_config, &other_runs, &["--time-scale", "600"], &[]);
+    assert!(matches!(output.status.code(), Some(0 | 1)), "{output:?}");
+    let other = only_session(&other_runs);
+    let other_report = read_json(&other.join("final_report.json"));
+    let compare = |format: &str| {
+        let output = megatest()
+            .args([
+                "compare",
+                session.to_str().unwrap(),
+                other.to_str().unwrap(),
+            ])
+            .args(["--format", format])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let json: serde_json::Value = serde_json::from_str(&compare("json")).unwrap();
+    assert_eq!(json["sessions"][0], id);
+    let row = |name: &str| {
+        json["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["metric"] == name)
+            .unwrap_or_else(|| panic!("no row {name}: {json}"))
+            .clone()
+    };
+    let tokens = row("tokens");
+    let (a, b) = (
+        report["usage"]["total_tokens"].as_f64().unwrap(),
+        other_report["usage"]["total_tokens"].as_f64().unwrap(),
+    );
+    assert_eq!(tokens["cells"][0]["value"].as_f64(), Some(a));
+    assert_eq!(tokens["cells"][1]["value"].as_f64(), Some(b));
+    assert_eq!(tokens["differs"], a != b);
+    let percent = ((b - a) / a * 100.0).abs().round();
+    assert!(
+        tokens["cells"][1]["delta"]
+            .as_str()
+            .is_some_and(|d| d.ends_with(&format!("{percent} %"))),
+        "{tokens}"
+    );
+    assert_eq!(row("model")["differs"], true);
+    assert_eq!(row("agents")["differs"], true);
+    assert_eq!(row("project")["differs"], false);
+    let table = compare("table");
+    assert!(table.contains("* model"), "{table}");
+    assert!(table.contains("(baseline)"), "{table}");
+    assert!(compare("md").contains("| **model** |"));
+    assert!(compare("html").contains("class=\"differs\""));
+
     // Looked at in a browser: renders, light and dark, without a console message.
     if let Some(chromium) = chromium() {
         for (name, dark) in [("light", false), ("dark", true)] {
