@@ -256,7 +256,7 @@ fn remove_stale_trees(parent: &Path) {
         else {
             continue;
         };
-        if !super::local::process_alive(pid) {
+        if !super::procfs::process_alive(pid) {
             let _ = std::fs::write(entry.path().join("cgroup.kill"), "1");
             remove_tree(&entry.path());
         }

@@ -13,6 +13,7 @@
 
 use super::cgroup::{self, CgroupTree, RunCgroup};
 use super::escapees::{self, Escapee};
+pub use super::procfs::{process_alive, process_stopped};
 use super::{
     AgentBackend, AgentGroup, LaunchSpec, RunEnd, RunLimits, RunOutcome, StartError, StartedRun,
 };
@@ -461,35 +462,6 @@ pub fn kill_leftover_groups(pgids: &[i64], needle: &str) -> usize {
         }
     }
     killed
-}
-
-/// True if process `pid` exists and is not a zombie (reads `/proc/<pid>/stat`).
-pub fn process_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => false,
-        Ok(stat) => {
-            // The state follows the parenthesised command name, which may itself hold spaces.
-            let state = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .chars()
-                .next();
-            !matches!(state, Some('Z') | Some('X'))
-        }
-    }
-}
-
-/// True if process `pid` is stopped (state `T`: SIGSTOP, by megatest or anyone else).
-pub fn process_stopped(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('T')
-    })
 }
 
 /// True if process `pid` is suspended: stopped (state `T`) or in a frozen cgroup of megatest's

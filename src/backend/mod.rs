@@ -11,6 +11,7 @@
 pub mod cgroup;
 pub mod escapees;
 pub mod local;
+pub mod procfs;
 pub mod sandbox;
 
 use futures_util::future::BoxFuture;

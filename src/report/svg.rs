@@ -160,13 +160,17 @@ fn axes(
             y = y(value),
         );
     }
+    time_ticks(out, x_max, top + plot_h + 18.0, x);
+}
+
+/// Seven session-time labels along the x axis at height `y`.
+fn time_ticks(out: &mut String, x_max: f64, y: f64, x: &dyn Fn(f64) -> f64) {
     for i in 0..=6 {
         let value = x_max * i as f64 / 6.0;
         let _ = write!(
             out,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" class=\"tick\">{}</text>",
+            "<text x=\"{:.1}\" y=\"{y:.1}\" text-anchor=\"middle\" class=\"tick\">{}</text>",
             x(value),
-            top + plot_h + 18.0,
             duration(value)
         );
     }
@@ -360,16 +364,7 @@ pub fn timeline(phases: &[(String, f64, f64)], lanes: &[Lane], x_max: f64) -> St
             );
         }
     }
-    for i in 0..=6 {
-        let value = x_max * i as f64 / 6.0;
-        let _ = write!(
-            out,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" class=\"tick\">{}</text>",
-            x(value),
-            height - 8.0,
-            duration(value)
-        );
-    }
+    time_ticks(&mut out, x_max, height - 8.0, &x);
     out.push_str("</svg>");
     out
 }
