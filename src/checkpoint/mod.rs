@@ -15,6 +15,7 @@
 pub mod diff;
 pub mod document;
 mod error;
+pub mod fork;
 pub mod job;
 pub mod objects;
 pub mod restore;

@@ -5,6 +5,7 @@ mod checkpoints;
 mod compare;
 mod control;
 mod evaluate;
+mod fork;
 mod presets;
 mod report;
 mod restore;
@@ -82,6 +83,9 @@ enum Command {
     /// Ended sessions side by side (tokens, cost, criteria, acceptance, coverage, LOC, …),
     /// the differences to the first marked: the A/B comparison of configurations.
     Compare(compare::CompareArgs),
+    /// A new session from any checkpoint of any session (workspace, board, working memory),
+    /// with its own ledger and budgets and a forked_from link; runs it to its end.
+    Fork(fork::ForkArgs),
 }
 
 /// Provider names accepted on the command line.
@@ -169,6 +173,7 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Restore(args) => restore::run(args),
         Command::Report(args) => report::run(args),
         Command::Compare(args) => compare::run(args),
+        Command::Fork(args) => fork::run(args),
         Command::Status(args) => control::status(args),
         Command::Checkpoint(target) => control::action(target, "checkpoint"),
         Command::Pause(target) => control::action(target, "pause"),

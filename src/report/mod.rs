@@ -362,6 +362,8 @@ pub struct FinalReport {
     pub success_criteria: Vec<CriterionResult>,
     /// What failed: the count `junit.xml` has as failures.
     pub failures: FailureCounts,
+    /// The session and checkpoint this one was forked from (`megatest fork`); None otherwise.
+    pub forked_from: Option<crate::store::ForkOrigin>,
     /// Config keys parsed and validated whose behaviour lands later.
     pub not_yet_enforced: Vec<String>,
 }

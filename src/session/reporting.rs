@@ -622,6 +622,7 @@ impl Session {
             evaluation: self.evaluation.as_deref().cloned(),
             consensus: self.consensus_report(),
             failures,
+            forked_from: self.store.forked_from().unwrap_or_default(),
             success_criteria: criteria,
             not_yet_enforced: config.not_yet_enforced.clone(),
         }

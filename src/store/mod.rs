@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 mod error;
+mod fork;
 mod ledger;
 mod reads;
 mod recoveries;
@@ -29,6 +30,7 @@ pub mod spool;
 mod timeline;
 mod votes;
 
+pub use fork::ForkOrigin;
 pub use reads::{AgentRecord, BoardEntry, PhaseRecord, RunCounts, TaskRecord};
 pub use rows::{
     CheckRow, CheckpointRow, CountedCall, EventRow, LedgerRow, LedgerTotals, RecoveryRow,

@@ -262,4 +262,8 @@ CREATE TABLE final_report (
     document TEXT NOT NULL
 );
 "#,
+    // A forked session's origin (`megatest fork`): source session, directory and checkpoint.
+    r#"
+ALTER TABLE sessions ADD COLUMN forked_from TEXT;
+"#,
 ];
