@@ -136,6 +136,12 @@ impl CgroupTree {
             let _ = std::fs::remove_dir(&dir);
             return Err(CgroupError::NoKill(dir));
         }
+        // Making a group is not enough: the delegation rules may still refuse moving a
+        // process into it. Try with a short-lived child, as every run's first process will.
+        if let Err(err) = probe_entering(&dir) {
+            remove_tree(&dir);
+            return Err(err);
+        }
         let offered = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
         let mut controllers = BTreeSet::new();
         for wanted in ["memory", "pids"] {
@@ -238,6 +244,34 @@ impl CgroupTree {
 impl Drop for CgroupTree {
     fn drop(&mut self) {
         self.remove();
+    }
+}
+
+/// Start `true` moving itself into a `probe` group of `dir` (as runs do), then remove it.
+fn probe_entering(dir: &Path) -> Result<(), CgroupError> {
+    use std::os::unix::process::CommandExt;
+    let path = dir.join("probe");
+    std::fs::create_dir(&path).map_err(io_error(&path))?;
+    let probe = RunCgroup::at(path.clone());
+    let entering = probe.clone();
+    let mut command = std::process::Command::new("true");
+    command.stdin(std::process::Stdio::null());
+    // SAFETY: open, write and close only (see `RunCgroup::enter_from_child`).
+    unsafe {
+        command.pre_exec(move || entering.enter_from_child());
+    }
+    let result = command.status();
+    probe.remove_blocking();
+    match result {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(CgroupError::Io {
+            path: path.join("cgroup.procs"),
+            source: std::io::Error::other(format!("a probe process ended with {status}")),
+        }),
+        Err(source) => Err(CgroupError::Io {
+            path: path.join("cgroup.procs"),
+            source,
+        }),
     }
 }
 
