@@ -69,14 +69,6 @@ impl LocalBackend {
             killed_at_run_end: Default::default(),
         }
     }
-
-    /// A backend whose runs are process groups only; `reason` says why.
-    pub fn without_cgroups(reason: &str) -> LocalBackend {
-        LocalBackend {
-            cgroups: Err(reason.to_string()),
-            killed_at_run_end: Default::default(),
-        }
-    }
 }
 
 impl AgentBackend for LocalBackend {

@@ -11,10 +11,7 @@ use std::fmt::Write;
 pub fn cell(text: &str) -> String {
     let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
     let cut = super::svg::truncate(&one_line, 300);
-    cut.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('|', "\\|")
+    super::svg::esc(&cut).replace('|', "\\|")
 }
 
 /// The summary of `report`; `artifacts` names where the session's files are (a directory,
