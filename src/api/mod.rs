@@ -9,13 +9,16 @@
 //! wrong one → 403. Every error is JSON `{"error": {"code", "message"}}` with a 4xx status (409
 //! once the session is ending); bodies over [`MAX_BODY_BYTES`] get 413.
 //!
+//! `GET /` serves the live dashboard ([`dashboard`]): a browser signs in once with the token
+//! and then carries an `HttpOnly; SameSite=Strict` cookie that operator endpoints accept like
+//! the token.
+//!
 //! Every route is in [`ROUTES`], from which `GET /api/openapi.json` is generated.
 
 use crate::protocol::{ApiRequest, ControlError, ControlReply, Event};
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -26,7 +29,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+pub mod dashboard;
+mod events;
 mod routes;
+use events::events;
 use routes::events_shape_ok;
 pub use routes::{openapi, Access, Operation, Route, MAX_ID, ROUTES};
 
@@ -63,6 +69,13 @@ fn method_router(route: &Route) -> axum::routing::MethodRouter<Arc<ApiState>> {
         Operation::AgentTaskDone => on(filter, agent_task_done),
         Operation::AgentVote => on(filter, agent_vote),
         Operation::AgentProposal => on(filter, agent_proposal),
+        Operation::Dashboard => on(filter, dashboard::index),
+        Operation::DashboardScript => on(filter, dashboard::script),
+        Operation::DashboardStyle => on(filter, dashboard::style),
+        Operation::Login => on(filter, dashboard::login),
+        Operation::Logout => on(filter, dashboard::logout),
+        Operation::Views => on(filter, dashboard::views),
+        Operation::AgentLog => on(filter, dashboard::agent_log),
     }
 }
 
@@ -96,6 +109,10 @@ struct ApiState {
     db: PathBuf,
     shutdown: CancellationToken,
     streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// The dashboard's sign-in cookie name (`megatest_<port>`).
+    cookie_name: String,
+    /// Sign-in ids handed out for the operator token, oldest first.
+    sign_ins: std::sync::Mutex<Vec<String>>,
 }
 
 /// A running API: its address, and how many event streams are open.
@@ -115,22 +132,6 @@ impl ApiHandle {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-}
-
-/// Counts an open event stream for as long as it lives.
-struct StreamGuard(Arc<std::sync::atomic::AtomicUsize>);
-
-impl StreamGuard {
-    fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> StreamGuard {
-        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        StreamGuard(count.clone())
-    }
-}
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -167,6 +168,8 @@ pub fn serve(
         db,
         shutdown: shutdown.clone(),
         streams: streams.clone(),
+        cookie_name: dashboard::cookie_name(addr.port()),
+        sign_ins: std::sync::Mutex::new(Vec::new()),
     });
     let mut app = Router::new();
     for route in ROUTES {
@@ -213,14 +216,29 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim())
 }
 
-/// Err(answer) unless the request carries the operator token.
+/// True when the request carries a dashboard sign-in cookie of this server, from its own
+/// origin.
+fn signed_in(state: &ApiState, headers: &HeaderMap) -> bool {
+    let Some(id) = dashboard::cookie_value(headers, &state.cookie_name) else {
+        return false;
+    };
+    let sign_ins = state.sign_ins.lock().unwrap_or_else(|e| e.into_inner());
+    sign_ins
+        .iter()
+        .any(|kept| constant_time_eq(kept.as_bytes(), id.as_bytes()))
+        && dashboard::same_origin(headers)
+}
+
+/// Err(answer) unless the request carries the operator token (or, without an
+/// `Authorization` header, the dashboard's sign-in cookie).
 #[allow(clippy::result_large_err)] // the error is the HTTP answer itself
 fn operator(state: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
     match bearer(headers) {
+        None if signed_in(state, headers) => Ok(()),
         None => Err(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "missing Authorization: Bearer <token from api.token>",
+            "missing Authorization: Bearer <token from api.token> (a browser signs in at /)",
         )),
         Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => Ok(()),
         Some(_) => Err(error(
@@ -437,79 +455,6 @@ async fn metrics(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Resp
             .into_response(),
         Err(answer) => answer,
     }
-}
-
-async fn events(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
-    if let Err(denied) = operator(&state, &headers) {
-        return denied;
-    }
-    let after: i64 = match headers.get("last-event-id").map(|v| {
-        v.to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<i64>().ok())
-            .filter(|id| *id >= 0)
-    }) {
-        None => 0,
-        Some(Some(id)) => id,
-        Some(None) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "Last-Event-ID must be an event id: an integer from 0 to 9223372036854775807",
-            )
-        }
-    };
-    let db = state.db.clone();
-    let shutdown = state.shutdown.clone();
-    let stream = futures_util::stream::unfold(
-        (
-            after,
-            Vec::<crate::store::EventRow>::new().into_iter(),
-            db,
-            shutdown,
-            StreamGuard::new(&state.streams),
-        ),
-        |(mut last, mut pending, db, shutdown, guard)| async move {
-            loop {
-                if let Some(row) = pending.next() {
-                    last = row.id;
-                    let event = SseEvent::default()
-                    .id(row.id.to_string())
-                    .event(row.kind.clone())
-                    .data(json!({"id": row.id, "at": row.at, "session_secs": row.session_secs, "kind": row.kind,
-                        "agent_id": row.agent_id, "phase": row.phase, "task_id": row.task_id,
-                        "data": serde_json::from_str::<Value>(&row.data).unwrap_or(Value::Null)}).to_string());
-                    return Some((
-                        Ok::<_, std::convert::Infallible>(event),
-                        (last, pending, db, shutdown, guard),
-                    ));
-                }
-                // After the shutdown one last read drains what was committed; then the end.
-                let closing = shutdown.is_cancelled();
-                let path = db.clone();
-                let rows = tokio::task::spawn_blocking(move || {
-                    crate::store::events_after(&path, last, 500)
-                })
-                .await
-                .ok()
-                .and_then(|r| r.ok())
-                .unwrap_or_default();
-                if rows.is_empty() {
-                    if closing {
-                        return None;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                        _ = shutdown.cancelled() => {}
-                    }
-                }
-                pending = rows.into_iter();
-            }
-        },
-    );
-    Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response()
 }
 
 /// The agent behind the request's key and its body, or the answer for a bad one.

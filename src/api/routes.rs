@@ -70,6 +70,20 @@ pub enum Operation {
     AgentVote,
     /// `POST /api/agent/proposals`.
     AgentProposal,
+    /// `GET /`: the live dashboard, or its sign-in page.
+    Dashboard,
+    /// `GET /ui/dashboard.js`.
+    DashboardScript,
+    /// `GET /ui/dashboard.css`.
+    DashboardStyle,
+    /// `POST /api/login`.
+    Login,
+    /// `POST /api/logout`.
+    Logout,
+    /// `GET /api/dashboard`.
+    Views,
+    /// `GET /api/agents/{agent}/log`.
+    AgentLog,
 }
 
 /// The largest id the API takes (event ids, escalation ids): SQLite's rowid range.
@@ -104,6 +118,10 @@ pub(super) fn events_shape_ok(value: &Value) -> bool {
     }
 }
 
+pub(super) fn login_schema() -> Value {
+    json!({"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}})
+}
+
 pub(super) fn vote_schema() -> Value {
     json!({"type": "object", "required": ["choice"], "properties": {
         "choice": {"type": "string", "enum": ["approve", "reject", "abstain"]},
@@ -135,6 +153,13 @@ pub const ROUTES: &[Route] = &[
     Route { method: "post", path: "/api/escalations/{id}/decision", access: Access::Operator, summary: "Decide an open escalation: continue or stop", body: Some(decision_schema), produces: "application/json" , operation: Operation::Decide },
     Route { method: "get", path: "/api/events", access: Access::Operator, summary: "The event log as server-sent events; resumable with Last-Event-ID", body: None, produces: "text/event-stream" , operation: Operation::Events },
     Route { method: "get", path: "/metrics", access: Access::Operator, summary: "Prometheus text format", body: None, produces: "text/plain" , operation: Operation::Metrics },
+    Route { method: "get", path: "/", access: Access::Public, summary: "The live dashboard once signed in (cookie from /api/login, or the bearer token); otherwise its sign-in page", body: None, produces: "text/html" , operation: Operation::Dashboard },
+    Route { method: "get", path: "/ui/dashboard.js", access: Access::Public, summary: "The dashboard's script (embedded in the binary)", body: None, produces: "text/javascript" , operation: Operation::DashboardScript },
+    Route { method: "get", path: "/ui/dashboard.css", access: Access::Public, summary: "The dashboard's style sheet (embedded in the binary)", body: None, produces: "text/css" , operation: Operation::DashboardStyle },
+    Route { method: "post", path: "/api/login", access: Access::Public, summary: "Exchange the operator token for an HttpOnly, SameSite=Strict sign-in cookie that operator endpoints accept from this origin", body: Some(login_schema), produces: "application/json" , operation: Operation::Login },
+    Route { method: "post", path: "/api/logout", access: Access::Operator, summary: "Forget this sign-in and clear its cookie", body: None, produces: "application/json" , operation: Operation::Logout },
+    Route { method: "get", path: "/api/dashboard", access: Access::Operator, summary: "The dashboard's data: the status document, the report's views drawn from the session so far (HTML fragments), the newest event id", body: None, produces: "application/json" , operation: Operation::Views },
+    Route { method: "get", path: "/api/agents/{agent}/log", access: Access::Operator, summary: "A chunk of the agent's log (agent.log) after byte offset `after`, or its last 64 KiB", body: None, produces: "application/json" , operation: Operation::AgentLog },
     Route { method: "post", path: "/api/agent/events", access: Access::Agent, summary: "Tool calls an agent reports (as /v1/megatest/events)", body: Some(events_schema), produces: "application/json" , operation: Operation::AgentEvents },
     Route { method: "post", path: "/api/agent/notes", access: Access::Agent, summary: "A note into the session's working memory (kept in checkpoints)", body: Some(note_schema), produces: "application/json" , operation: Operation::AgentNote },
     Route { method: "post", path: "/api/agent/votes", access: Access::Agent, summary: "The agent's ballot in the vote its current review task belongs to (a later ballot replaces an earlier one)", body: Some(vote_schema), produces: "application/json" , operation: Operation::AgentVote },
@@ -166,6 +191,11 @@ pub fn openapi() -> Value {
         };
         if route.path.contains("{id}") {
             op["parameters"] = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}]);
+        }
+        if route.path.contains("{agent}") {
+            op["parameters"] = json!([
+                {"name": "agent", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}},
+                {"name": "after", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID}}]);
         }
         if route.path == "/api/events" {
             op["parameters"] = json!([{"name": "Last-Event-ID", "in": "header", "required": false, "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID}}]);

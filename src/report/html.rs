@@ -10,7 +10,8 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-const STYLE: &str = r#"
+/// The report's style sheet (light and dark, print); the live dashboard uses it too.
+pub const STYLE: &str = r#"
 :root{--bg:#fff;--fg:#1b1f24;--muted:#5b6470;--card:#f4f6f8;--grid:#d8dde3;--ok:#1a7f37;--bad:#cf222e;--warn:#9a6700;
 --c0:#0969da;--c1:#bf3989;--c2:#1a7f37;--c3:#bc4c00;--c4:#8250df;--c5:#0a7d8c;--c6:#9a6700;--c7:#57606a}
 @media (prefers-color-scheme:dark){:root{--bg:#0d1117;--fg:#e6edf3;--muted:#9198a1;--card:#161b22;--grid:#30363d;
@@ -85,13 +86,25 @@ pub fn render(report: &Value, timeline: &Timeline) -> String {
     page.push_str("</div>");
     tier_cards(&mut page, report);
     let x_max = timeline_end(report, timeline);
-    timeline_section(&mut page, report, timeline, x_max);
+    let agents: Vec<String> = report["agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["id"].as_str().map(str::to_string))
+        .collect();
+    timeline_section(&mut page, &report_phases(report), &agents, timeline, x_max);
     tokens_section(&mut page, timeline, x_max);
     tools_section(&mut page, timeline);
     acceptance_section(&mut page, report);
     criteria_section(&mut page, report);
     code_section(&mut page, report);
-    trust_section(&mut page, report, timeline, x_max);
+    let end_scores: Vec<(String, f64)> = report["agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| Some((a["id"].as_str()?.to_string(), a["trust_score"].as_f64()?)))
+        .collect();
+    trust_section(&mut page, &end_scores, timeline, x_max);
     budget_section(&mut page, report);
     agents_section(&mut page, report);
     let _ = writeln!(
@@ -105,14 +118,18 @@ pub fn render(report: &Value, timeline: &Timeline) -> String {
 
 fn timeline_end(report: &Value, timeline: &Timeline) -> f64 {
     let reported = report["duration"]["session_secs"].as_f64().unwrap_or(0.0);
-    let seen = timeline
+    reported.max(seen_end(timeline))
+}
+
+/// Session seconds of the latest thing `timeline` holds.
+pub(super) fn seen_end(timeline: &Timeline) -> f64 {
+    timeline
         .runs
         .iter()
         .map(|r| r.end.unwrap_or(r.start))
         .chain(timeline.marks.iter().map(|m| m.at))
         .chain(timeline.calls.iter().map(|c| c.at))
-        .fold(0.0, f64::max);
-    reported.max(seen)
+        .fold(0.0, f64::max)
 }
 
 fn met_cell(met: &Value) -> &'static str {
@@ -174,7 +191,8 @@ fn criteria_section(page: &mut String, report: &Value) {
     page.push_str("</section>");
 }
 
-fn timeline_section(page: &mut String, report: &Value, timeline: &Timeline, x_max: f64) {
+/// (name, start, end) in session seconds of the phases a final report lists, end to end.
+fn report_phases(report: &Value) -> Vec<(String, f64, f64)> {
     let mut phases = Vec::new();
     let mut at = 0.0;
     for phase in report["phases"].as_array().into_iter().flatten() {
@@ -188,6 +206,18 @@ fn timeline_section(page: &mut String, report: &Value, timeline: &Timeline, x_ma
         ));
         at += secs;
     }
+    phases
+}
+
+/// The timeline section: `phases` as (name, start, end) session seconds, a lane for each of
+/// `agents` (and any other agent `timeline` names) after the session's own lane.
+pub(super) fn timeline_section(
+    page: &mut String,
+    phases: &[(String, f64, f64)],
+    agents: &[String],
+    timeline: &Timeline,
+    x_max: f64,
+) {
     let mut lanes: BTreeMap<String, Lane> = BTreeMap::new();
     let session_lane = "session".to_string();
     lanes.insert(
@@ -209,10 +239,8 @@ fn timeline_section(page: &mut String, report: &Value, timeline: &Timeline, x_ma
             .spans
             .len()
     };
-    for agent in report["agents"].as_array().into_iter().flatten() {
-        if let Some(id) = agent["id"].as_str() {
-            lane(&mut lanes, id);
-        }
+    for id in agents {
+        lane(&mut lanes, id);
     }
     for run in &timeline.runs {
         lane(&mut lanes, &run.agent_id);
@@ -262,7 +290,7 @@ fn timeline_section(page: &mut String, report: &Value, timeline: &Timeline, x_ma
         "<section id=\"timeline\"><h2>Timeline</h2><p class=\"muted\">One lane per agent: its task \
          runs (green finished, red failed or timed out, grey stopped or open); ◆ checkpoints, ■ checks, ▲ recoveries \
          and escalations, ● votes (red: failed, rejected or escalated). Hover for details.</p>{}</section>",
-        svg::timeline(&phases, &ordered, x_max)
+        svg::timeline(phases, &ordered, x_max)
     );
 }
 
@@ -287,7 +315,8 @@ fn to_series<K: ToString>(map: BTreeMap<K, Vec<(f64, f64)>>) -> Vec<Series> {
         .collect()
 }
 
-fn tokens_section(page: &mut String, timeline: &Timeline, x_max: f64) {
+/// Tokens (and cost, where priced) per agent and per model over time.
+pub(super) fn tokens_section(page: &mut String, timeline: &Timeline, x_max: f64) {
     let calls = &timeline.calls;
     let by_agent = cumulative(
         calls
@@ -326,7 +355,8 @@ fn tokens_section(page: &mut String, timeline: &Timeline, x_max: f64) {
     page.push_str("</section>");
 }
 
-fn tools_section(page: &mut String, timeline: &Timeline) {
+/// Tool calls per task, most first (the top 25).
+pub(super) fn tools_section(page: &mut String, timeline: &Timeline) {
     let mut per_task: BTreeMap<String, f64> = BTreeMap::new();
     for call in &timeline.calls {
         let task = call.task_id.clone().unwrap_or_else(|| "(no task)".into());
@@ -421,19 +451,20 @@ fn code_section(page: &mut String, report: &Value) {
     page.push_str("</section>");
 }
 
-fn trust_section(page: &mut String, report: &Value, timeline: &Timeline, x_max: f64) {
+/// Trust scores over time; `end_scores` (agent, score) as bars when no samples were recorded.
+pub(super) fn trust_section(
+    page: &mut String,
+    end_scores: &[(String, f64)],
+    timeline: &Timeline,
+    x_max: f64,
+) {
     page.push_str("<section id=\"trust\"><h2>Trust scores</h2>");
     if timeline.trust.is_empty() {
-        let items: Vec<(String, f64)> = report["agents"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|a| Some((a["id"].as_str()?.to_string(), a["trust_score"].as_f64()?)))
-            .collect();
+        let items = end_scores;
         let _ = write!(
             page,
             "<p class=\"muted\">At the end (no samples over time were recorded).</p>{}",
-            svg::bar_chart("trust scores", &items, "")
+            svg::bar_chart("trust scores", items, "")
         );
     } else {
         let mut by_agent: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
@@ -455,7 +486,8 @@ fn trust_section(page: &mut String, report: &Value, timeline: &Timeline, x_max: 
     page.push_str("</section>");
 }
 
-fn meter(used: f64, limit: f64) -> String {
+/// A horizontal bar: `used` of `limit` (red past the limit).
+pub(super) fn meter(used: f64, limit: f64) -> String {
     let fraction = if limit > 0.0 { used / limit } else { 0.0 };
     format!(
         "<div class=\"bar{}\"><i style=\"width:{:.1}%\"></i></div>",

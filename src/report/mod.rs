@@ -8,6 +8,7 @@ pub mod files;
 pub mod grades;
 pub mod html;
 pub mod junit;
+pub mod live;
 pub mod markdown;
 pub mod svg;
 pub mod tiers;

@@ -74,6 +74,12 @@ impl Session {
             "escalations": self.open_escalations(),
             "phase_elapsed_session_secs": self.current_phase.and_then(|p| self.phases[p].started).map(|(start, _)| metrics.elapsed_session_secs - start),
             "phase_planned_session_secs": self.current_phase.map(|p| self.prepared.config.phases[p].session_secs),
+            "phases": self.prepared.config.phases.iter().zip(&self.phases).map(|(plan, record)| json!({
+                "name": plan.name,
+                "planned_session_secs": plan.session_secs,
+                "started_session_secs": record.started.map(|(session, _)| session),
+                "ended_session_secs": record.ended.map(|(session, _)| session),
+            })).collect::<Vec<Value>>(),
             "phase_index": self.current_phase,
             "phase_count": self.prepared.config.phases.len(),
             "last_event": self.store.last_event().ok().flatten().map(|(kind, at)| json!({"kind": kind, "at": at})),

@@ -186,7 +186,7 @@ impl Session {
             self.api = Some(api);
             tracing::info!(message = "control API listening", addr = %addr);
             crate::console::say(format_args!(
-                "megatest: control API on http://{addr} (token in {})",
+                "megatest: live dashboard and control API on http://{addr}/ (sign in with the token in {})",
                 self.dir().join("api.token").display()
             ));
         }

@@ -539,7 +539,9 @@ impl Session {
             None,
             None,
             None,
-            serde_json::json!({"status": status, "exit_code": exit_code, "because": because}),
+            // The figures of metrics_current.json: a live dashboard shows them as the last word.
+            serde_json::json!({"status": status, "exit_code": exit_code, "because": because,
+                "metrics": self.current_metrics(status)}),
         );
         let _ = self.notice(
             NotifyEvent::Complete,

@@ -133,7 +133,15 @@ impl Session {
             updated_at: now(),
             elapsed_session_secs: elapsed_session,
             elapsed_wall_secs: self.clock.wall_secs(),
-            remaining_session_secs: if status == "running" { remaining } else { 0.0 },
+            // A paused, escalated or stopping session still has its time boxes; an ended one none.
+            remaining_session_secs: if matches!(
+                status,
+                "running" | "paused" | "escalated" | "stopping"
+            ) {
+                remaining
+            } else {
+                0.0
+            },
             model_calls: self.totals.model_calls,
             total_tokens: self.totals.total_tokens,
             tokens_per_minute: if elapsed_minutes > 0.0 {

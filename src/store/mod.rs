@@ -157,6 +157,20 @@ impl Store {
         Ok(store)
     }
 
+    /// `path` opened read-only beside the session's own connection (no migration, no
+    /// checkpoint thread): for readers such as the control API's live dashboard. Errors:
+    /// cannot open, not a database.
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .step(|| format!("open {} read-only", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(2))?;
+        Ok(Store {
+            conn,
+            checkpoints: None,
+            checkpoint_thread: None,
+        })
+    }
+
     /// Close both connections and wait for the checkpoint thread: afterwards nothing has the
     /// file open and SQLite has folded its WAL into it (the file may be renamed).
     pub fn close(mut self) -> Result<()> {

@@ -185,7 +185,7 @@ fn auth_matrix_and_malformed_requests_get_json_4xx() {
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             let security = op["security"].to_string();
-            let concrete = path.replace("{id}", "1");
+            let concrete = path.replace("{id}", "1").replace("{agent}", "agent-1");
             let body: Option<&[u8]> = if method == "post" { Some(b"{}") } else { None };
             let method = method.to_uppercase();
             let (no_auth, _) = live.call(&method, &concrete, None, body);
@@ -201,6 +201,9 @@ fn auth_matrix_and_malformed_requests_get_json_4xx() {
                 assert_eq!(wrong, 403, "{method} {path} with a wrong key");
                 let (as_operator, _) = live.call(&method, &concrete, Some(&live.token), body);
                 assert_eq!(as_operator, 403, "{method} {path} with the operator token");
+            } else if path == "/api/login" {
+                // Public, but `{}` carries no token to exchange.
+                assert_eq!(no_auth, 400, "{method} {path} without a token in the body");
             } else {
                 assert_eq!(no_auth, 200, "{method} {path} is public");
             }

@@ -10,6 +10,7 @@ mod architecture;
 mod checkpoints;
 mod config_errors;
 mod control;
+mod dashboard;
 mod fork;
 mod house_defects;
 mod processes;

@@ -3,24 +3,8 @@
 //! `megatest report` rebuilding them from session.db alone.
 
 use crate::support::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-/// Debian's chromium, where installed (`.ci/run` installs it; under CI its absence fails).
-fn chromium() -> Option<PathBuf> {
-    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium is missing under CI (.ci/run installs it)"
-        );
-        eprintln!("skipped the browser part: chromium is not installed (.ci/run installs it)");
-    }
-    found
-}
 
 /// Render `page` headless into `png`; returns Chromium's stderr (console messages included).
 fn screenshot(chromium: &Path, page: &Path, png: &Path, dark: bool) -> String {

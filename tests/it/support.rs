@@ -352,3 +352,19 @@ pub fn criterion<'a>(report: &'a Value, name: &str) -> &'a Value {
         .find(|c| c["criterion"] == name)
         .unwrap_or_else(|| panic!("no criterion {name:?} in {}", report["success_criteria"]))
 }
+
+/// Debian's chromium, where installed (`.ci/run` installs it; under CI its absence fails).
+pub fn chromium() -> Option<PathBuf> {
+    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium is missing under CI (.ci/run installs it)"
+        );
+        eprintln!("skipped the browser part: chromium is not installed (.ci/run installs it)");
+    }
+    found
+}
