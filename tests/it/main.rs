@@ -11,6 +11,7 @@ mod checkpoints;
 mod config_errors;
 mod control;
 mod dashboard;
+mod deploy;
 mod fork;
 mod house_defects;
 mod processes;
