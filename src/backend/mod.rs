@@ -9,6 +9,7 @@
 //! Guarded by `tests/it/architecture.rs` (`signals_are_sent_only_by_the_backend`).
 
 pub mod cgroup;
+pub mod ecs;
 pub mod escapees;
 pub mod local;
 pub mod procfs;

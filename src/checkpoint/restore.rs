@@ -86,6 +86,26 @@ impl Rollback {
     }
 }
 
+/// Write the workspace (`project/`) of the session in `dir` from its newest checkpoint that
+/// verifies, as a session copied from elsewhere (`megatest resume s3://…`) arrives without
+/// one. Returns (checkpoint sequence, files written), None when no checkpoint verifies.
+///
+/// Errors: the checkpoint store or the workspace cannot be read or written.
+pub fn restore_workspace(dir: &Path) -> Result<Option<(u32, u64)>> {
+    let checkpoints_dir = dir.join("checkpoints");
+    let infos = inspect(&checkpoints_dir, true)?;
+    let Some(chosen) = infos.iter().rev().find(|i| i.problems.is_empty()) else {
+        return Ok(None);
+    };
+    let document: CheckpointDocument = serde_json::from_slice(&std::fs::read(&chosen.path)?)
+        .step(|| format!("read {}", chosen.path.display()))?;
+    let objects = snapshot::ObjectStore::open(&checkpoints_dir.join("objects"))?;
+    let project = dir.join("project");
+    std::fs::create_dir_all(&project).step(|| format!("create {}", project.display()))?;
+    let restored = snapshot::restore(&project, &objects, &document.file_system_state.manifest)?;
+    Ok(Some((chosen.sequence, restored.written)))
+}
+
 /// Roll the session in `dir` back to checkpoint `wanted` (or, if it does not verify, the
 /// previous valid one) and mark the session interrupted (resumable). The caller makes sure no
 /// daemon runs the session meanwhile.

@@ -4,6 +4,7 @@ mod agent;
 mod checkpoints;
 mod compare;
 mod control;
+mod ecs;
 mod evaluate;
 mod fork;
 mod presets;
@@ -86,6 +87,9 @@ enum Command {
     /// A new session from any checkpoint of any session (workspace, board, working memory),
     /// with its own ledger and budgets and a forked_from link; runs it to its end.
     Fork(fork::ForkArgs),
+    /// Sessions on AWS ECS Fargate (Spot) with their directories in S3: launch, watch,
+    /// status, logs, stop, stop-all, collect, costs.
+    Ecs(Box<ecs::EcsArgs>),
 }
 
 /// Provider names accepted on the command line.
@@ -145,6 +149,7 @@ impl OverrideArgs {
             provider: self.provider.map(Provider::from),
             session_id: self.session_id.clone(),
             api_addr: self.api_addr.clone(),
+            sync: None,
         }
     }
 }
@@ -174,6 +179,7 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Report(args) => report::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Fork(args) => fork::run(args),
+        Command::Ecs(args) => ecs::run(*args),
         Command::Status(args) => control::status(args),
         Command::Checkpoint(target) => control::action(target, "checkpoint"),
         Command::Pause(target) => control::action(target, "pause"),

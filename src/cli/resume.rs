@@ -2,6 +2,12 @@
 //! interrupted. Leftover agent process groups of the dead daemon are found by their recorded
 //! process group ids and killed; the config is loaded again from the recorded path with the
 //! recorded overrides; the session is rebuilt from `session.db` and runs on.
+//!
+//! `megatest resume s3://BUCKET/PREFIX/ID` first pulls a session that `--sync` pushed there
+//! (an ECS task stopped by a Spot interruption, another machine) into `--runs-dir/ID`: its
+//! workspace is written from its newest checkpoint, its paths made this machine's, its config
+//! taken from `config.source.toml` when the recorded file is not here; then it runs on, still
+//! syncing to the same place.
 
 use crate::cli::checkpoints::find_session;
 use clap::Args;
@@ -9,7 +15,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
-    /// Session id (under --runs-dir) or path of a session directory
+    /// Session id (under --runs-dir), path of a session directory, or the s3://BUCKET/PREFIX/ID
+    /// a synced session was pushed to
     pub session: String,
     /// Directory holding session directories
     #[arg(long, env = "MEGATEST_RUNS_DIR", default_value = "test_runs")]
@@ -17,8 +24,80 @@ pub struct ResumeArgs {
 }
 
 pub fn run(args: ResumeArgs) -> anyhow::Result<i32> {
+    if args.session.starts_with("s3://") {
+        return from_s3(&args);
+    }
     let Some(dir) = find_session(&args.session, &args.runs_dir) else {
         return Ok(2);
     };
+    crate::daemon::resume(&dir)
+}
+
+fn from_s3(args: &ResumeArgs) -> anyhow::Result<i32> {
+    use crate::backend::ecs::{sync, Aws, AwsSettings};
+    let url = match sync::S3Url::parse(&args.session) {
+        Ok(url) => url,
+        Err(err) => {
+            eprintln!("megatest: {err}");
+            return Ok(2);
+        }
+    };
+    let Some(id) = url.last_segment().map(str::to_string) else {
+        eprintln!(
+            "megatest: {} names no session: give s3://BUCKET/PREFIX/SESSION_ID",
+            args.session
+        );
+        return Ok(2);
+    };
+    let dir = args.runs_dir.join(&id);
+    if dir.join("session.db").exists() {
+        eprintln!(
+            "megatest: {} holds session {id} already: resume it with `megatest resume {id}`, or move it away to pull {url} again",
+            dir.display()
+        );
+        return Ok(2);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let pulled = runtime.block_on(async {
+        let aws = Aws::connect(&AwsSettings::default()).await?;
+        sync::check_bucket(&aws, &url.bucket).await?;
+        sync::pull(&aws, &url, &dir).await
+    });
+    drop(runtime);
+    let files = match pulled {
+        Ok(files) => files,
+        Err(err) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            eprintln!("megatest: resume {url}: {err}");
+            return Ok(2);
+        }
+    };
+    if !dir.join("session.db").exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        eprintln!("megatest: {url} holds no session (no session.db among {files} files)");
+        return Ok(2);
+    }
+    let dir = std::fs::canonicalize(&dir)?;
+    let restored = crate::checkpoint::restore::restore_workspace(&dir)?;
+    let mut store = crate::store::Store::open(&dir.join("session.db"))?;
+    let recorded = store.session_origin()?.config_path;
+    let source = dir.join(sync::SOURCE_CONFIG);
+    let config = match recorded {
+        Some(path) if std::path::Path::new(&path).is_file() => None,
+        _ if source.is_file() => Some(source),
+        _ => None,
+    };
+    store.relocate(&dir, config.as_deref())?;
+    store.close()?;
+    crate::console::say(format_args!(
+        "megatest: pulled {files} files of session {id} from {url} into {}{}",
+        dir.display(),
+        match restored {
+            Some((seq, written)) => format!("; workspace from checkpoint {seq} ({written} files)"),
+            None => "; no checkpoint to write the workspace from".into(),
+        }
+    ));
     crate::daemon::resume(&dir)
 }

@@ -44,6 +44,10 @@ pub struct Overrides {
     /// `--api-addr`: the control API's address, overrides `[api].address`.
     #[serde(default)]
     pub api_addr: Option<String>,
+    /// `--sync s3://BUCKET/PREFIX`: the session directory is pushed there after every
+    /// checkpoint and at every end (kept for `megatest resume`, so a resumed session syncs on).
+    #[serde(default)]
+    pub sync: Option<String>,
 }
 
 /// One problem found in a config file.

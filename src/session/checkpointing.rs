@@ -148,6 +148,9 @@ impl Session {
         self.checkpoints_taken += 1;
         self.last_checkpoint = Some(row);
         self.answer_checkpoint_requests(Ok(()));
+        if let Some(sync) = &self.sync {
+            sync.soon();
+        }
         self.enforce_store_limit()
     }
 

@@ -118,6 +118,7 @@ impl Session {
             sampling: false,
             evaluation: phases.iter().rev().find_map(|p| p.evaluation.clone()),
             api: None,
+            sync: None,
             api_shutdown: CancellationToken::new(),
             rejections: rejections::Rejections::default(),
             ticks: None,

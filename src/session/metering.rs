@@ -190,6 +190,26 @@ impl Session {
                 self.dir().join("api.token").display()
             ));
         }
+        if let Some(url) = self.prepared.overrides.sync.clone() {
+            let settings = crate::backend::ecs::AwsSettings::default();
+            let source = self.config_path();
+            match crate::backend::ecs::sync::SyncHandle::start(
+                &url,
+                self.dir().to_path_buf(),
+                source.as_deref(),
+                &settings,
+            )
+            .await
+            {
+                Ok(handle) => {
+                    tracing::info!(message = "syncing the session", url = %handle.url);
+                    self.sync = Some(handle);
+                }
+                Err(err) => {
+                    tracing::error!(message = "the session will not be synced", url, error = %err)
+                }
+            }
+        }
         self.event(
             "session_started",
             None,

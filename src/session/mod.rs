@@ -410,6 +410,8 @@ pub struct Session {
     checkpoint_replies_in_flight: Vec<tokio::sync::oneshot::Sender<crate::protocol::ControlReply>>,
     /// The control API (None until started).
     api: Option<crate::api::ApiHandle>,
+    /// Pushes the session directory to S3 (`--sync`; None without).
+    sync: Option<crate::backend::ecs::sync::SyncHandle>,
     /// Ends the control API: cancelled last, after the report, so event streams see the end.
     api_shutdown: CancellationToken,
     /// Requests with an unknown agent key: counted, sampled into `events`.
@@ -552,6 +554,12 @@ impl Session {
             serde_json::json!({"status": status, "exit_code": exit_code, "because": because}),
         );
         self.flush_alerts().await;
+        // The last push: everything the end wrote, within ECS's longest stop timeout.
+        if let Some(sync) = &self.sync {
+            if !sync.now(Duration::from_secs(100)).await {
+                tracing::error!(message = "the last sync did not complete", url = %sync.url);
+            }
+        }
         self.api_shutdown.cancel();
         if let Some(api) = &self.api {
             api.drain(Duration::from_secs(2)).await;

@@ -32,6 +32,27 @@ impl Store {
         Ok(())
     }
 
+    /// Make a session copied from another machine (`megatest resume s3://…`) this machine's:
+    /// checkpoint paths under `dir`, no daemon recorded, and `config_path` when given (the
+    /// recorded one does not exist here). Errors: the database could not be written.
+    pub fn relocate(&mut self, dir: &Path, config_path: Option<&Path>) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE checkpoints SET path = ?1 || substr(path, instr(path, '/checkpoints/')) \
+             WHERE instr(path, '/checkpoints/') > 0",
+            params![dir.to_string_lossy().into_owned()],
+        )?;
+        tx.execute("UPDATE sessions SET daemon_pid = NULL", [])?;
+        if let Some(config) = config_path {
+            tx.execute(
+                "UPDATE sessions SET config_path = ?1",
+                params![config.to_string_lossy().into_owned()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Turn this copy of a session into a fork at `origin`'s checkpoint: the new id, status
     /// interrupted (resumable), a fresh ledger, budget and recovery state, no final report,
     /// nothing recorded after the checkpoint's moment (events, runs, votes, recoveries,

@@ -12,6 +12,7 @@ mod config_errors;
 mod control;
 mod dashboard;
 mod deploy;
+mod ecs;
 mod fork;
 mod house_defects;
 mod processes;
