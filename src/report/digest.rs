@@ -175,6 +175,22 @@ pub fn headline(report: &Value) -> Vec<(&'static str, String)> {
             ),
         ),
     ];
+    if let Some(resumed) = report["interruptions"]["resumed"]
+        .as_u64()
+        .filter(|n| *n > 0)
+    {
+        figures.push((
+            "Interruptions",
+            format!(
+                "resumed {resumed}× after {} of downtime (wall)",
+                super::svg::duration(
+                    report["interruptions"]["downtime_wall_secs"]
+                        .as_f64()
+                        .unwrap_or(0.0)
+                )
+            ),
+        ));
+    }
     figures.push((
         "Acceptance",
         match acceptance_rate(report) {

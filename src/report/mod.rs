@@ -365,8 +365,21 @@ pub struct FinalReport {
     pub failures: FailureCounts,
     /// The session and checkpoint this one was forked from (`megatest fork`); None otherwise.
     pub forked_from: Option<crate::store::ForkOrigin>,
+    /// How often the session's daemon stopped before its end and the session was resumed
+    /// (a crash, SIGTERM, a Spot interruption on ECS; also a checkpoint restore, which
+    /// resumes in the same process), and the wall time it was down.
+    pub interruptions: Interruptions,
     /// Config keys parsed and validated whose behaviour lands later.
     pub not_yet_enforced: Vec<String>,
+}
+
+/// Resumptions of a session after its daemon stopped (its `session_resumed` events).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Interruptions {
+    /// Times the session was resumed.
+    pub resumed: u32,
+    /// Wall seconds between each stop and its resumption, summed.
+    pub downtime_wall_secs: f64,
 }
 
 /// What failed in a session, as `junit.xml` counts it: each a failed test case there.

@@ -631,6 +631,7 @@ impl Session {
             consensus: self.consensus_report(),
             failures,
             forked_from: self.store.forked_from().unwrap_or_default(),
+            interruptions: self.interruptions(),
             success_criteria: criteria,
             not_yet_enforced: config.not_yet_enforced.clone(),
         }
@@ -691,4 +692,22 @@ fn count_reasons(events: &[(String, String)]) -> BTreeMap<String, usize> {
         *out.entry(reason.clone()).or_insert(0) += 1;
     }
     out
+}
+
+impl Session {
+    /// The `session_resumed` events: how often and for how long (wall seconds) it was down.
+    fn interruptions(&self) -> crate::report::Interruptions {
+        let resumed = self
+            .store
+            .events_of_kind("session_resumed")
+            .unwrap_or_default();
+        crate::report::Interruptions {
+            resumed: resumed.len() as u32,
+            downtime_wall_secs: resumed
+                .iter()
+                .filter_map(|e| serde_json::from_str::<serde_json::Value>(&e.data).ok())
+                .filter_map(|d| d["downtime_wall_secs"].as_f64())
+                .sum(),
+        }
+    }
 }

@@ -202,6 +202,13 @@ fn a_synced_session_resumes_from_s3_in_a_fresh_directory_and_completes() {
     let session = second_runs.join("s1");
     let report = read_json(&session.join("final_report.json"));
     assert_eq!(report["status"], "complete", "{stderr}");
+    assert_eq!(report["interruptions"]["resumed"], 1);
+    assert!(
+        report["interruptions"]["downtime_wall_secs"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
     assert!(session.join("project").read_dir().unwrap().next().is_some());
     assert_eq!(moto.text("mt-sessions", "sessions/s1/status"), "complete\n");
     // Its checkpoints are recorded under this machine's directory.
