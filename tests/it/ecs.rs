@@ -598,6 +598,29 @@ fn an_ecs_launch_that_cannot_work_says_what_to_fix_and_starts_nothing() {
         .cloned()
         .collect();
     assert!(launch(&no_credentials).contains("no AWS credentials"));
+    let no_cluster: Vec<_> = env
+        .iter()
+        .map(|(k, v)| {
+            (
+                *k,
+                if *k == "MEGATEST_ECS_CLUSTER" {
+                    "nope".into()
+                } else {
+                    v.clone()
+                },
+            )
+        })
+        .collect();
+    assert!(launch(&no_cluster).contains("no cluster \"nope\""));
+    // A task size Fargate does not run is refused before anything is registered.
+    let output = aws_megatest(&env, dir.path())
+        .args(["ecs", "launch"])
+        .arg(&config)
+        .args(["--cpu", "2048", "--memory", "1024"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 2);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--cpu 2048 takes --memory"));
     // An invalid config is refused before AWS is asked anything.
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[session]\nagent_count = 99\n").unwrap();

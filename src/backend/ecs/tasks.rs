@@ -119,6 +119,38 @@ impl TaskInfo {
     }
 }
 
+/// Whether Fargate runs a task of `cpu` units and `memory` MiB: the combinations of AWS's
+/// "Task CPU and memory" table for Fargate (Linux). Errors: what would be allowed instead.
+pub fn fargate_size(cpu: u32, memory: u32) -> Result<(), String> {
+    let (low, high, step) = match cpu {
+        256 => {
+            return if [512, 1024, 2048].contains(&memory) {
+                Ok(())
+            } else {
+                Err("--cpu 256 takes --memory 512, 1024 or 2048".into())
+            }
+        }
+        512 => (1024, 4096, 1024),
+        1024 => (2048, 8192, 1024),
+        2048 => (4096, 16384, 1024),
+        4096 => (8192, 30720, 1024),
+        8192 => (16384, 61440, 4096),
+        16384 => (32768, 122880, 8192),
+        _ => {
+            return Err(format!(
+                "--cpu {cpu} is not a Fargate size: 256, 512, 1024, 2048, 4096, 8192 or 16384"
+            ))
+        }
+    };
+    if (low..=high).contains(&memory) && (memory - low) % step == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "--cpu {cpu} takes --memory from {low} to {high} MiB in steps of {step}"
+        ))
+    }
+}
+
 fn ecs_error<E>(operation: &'static str, err: &aws_sdk_ecs::error::SdkError<E>) -> AwsError
 where
     E: std::error::Error + aws_sdk_ecs::error::ProvideErrorMetadata + 'static,
@@ -293,10 +325,19 @@ pub async fn run_task(
     } else {
         request.launch_type(LaunchType::Fargate)
     };
-    let answer = request
-        .send()
-        .await
-        .map_err(|err| ecs_error("ecs:RunTask", &err))?;
+    let answer = request.send().await.map_err(|err| {
+        if AwsError::code(&err).as_deref() == Some("ClusterNotFoundException") {
+            AwsError::Api {
+                operation: "ecs:RunTask",
+                message: format!(
+                    "no cluster {:?}: check --cluster / MEGATEST_ECS_CLUSTER (the stack's ClusterName output)",
+                    placement.cluster
+                ),
+            }
+        } else {
+            ecs_error("ecs:RunTask", &err)
+        }
+    })?;
     if let Some(failure) = answer.failures().first() {
         return Err(AwsError::Api {
             operation: "ecs:RunTask",
@@ -501,4 +542,46 @@ pub async fn log_lines(
         lines,
         answer.next_forward_token().map(str::to_string).or(token),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fargate_sizes_follow_the_table_and_spot_interruptions_are_recognised() {
+        assert!(fargate_size(2048, 8192).is_ok());
+        assert!(fargate_size(256, 512).is_ok());
+        assert!(fargate_size(8192, 20480).is_ok());
+        assert!(fargate_size(2048, 2048)
+            .unwrap_err()
+            .contains("4096 to 16384"));
+        assert!(fargate_size(8192, 18432).is_err());
+        assert!(fargate_size(3000, 8192)
+            .unwrap_err()
+            .contains("not a Fargate size"));
+        let mut task = TaskInfo {
+            arn: "arn:aws:ecs:us-east-1:1:task/mt/abc".into(),
+            session_id: None,
+            sweep: None,
+            label: None,
+            replaces: None,
+            last_status: "STOPPED".into(),
+            stop_code: None,
+            stopped_reason: Some("Your Spot Task was interrupted.".into()),
+            cpu: 0,
+            memory: 0,
+            spot: true,
+            created_at: None,
+            pull_started_at: None,
+            started_at: None,
+            stopped_at: None,
+        };
+        assert!(task.spot_interrupted());
+        assert_eq!(task.id(), "abc");
+        task.stopped_reason = Some("megatest ecs stop".into());
+        assert!(!task.spot_interrupted());
+        task.stop_code = Some("SpotInterruption".into());
+        assert!(task.spot_interrupted());
+    }
 }

@@ -166,6 +166,10 @@ pub(super) async fn launch(args: LaunchArgs) -> Result<i32> {
         }
         None => vec![base; args.count.max(1) as usize],
     };
+    if let Err(err) = tasks::fargate_size(args.cpu, args.memory) {
+        eprintln!("megatest: {err}");
+        return Ok(2);
+    }
     if args.max_parallel == 0 {
         eprintln!("megatest: --max-parallel must be at least 1");
         return Ok(2);
