@@ -370,7 +370,12 @@ fn an_ecs_sweep_launches_survives_a_spot_interruption_and_is_collected() {
         .arg(&config)
         .arg("--matrix")
         .arg(&matrix)
-        .args(["--spot", "--max-parallel", "4", "--runs-dir"])
+        .args(["--spot", "--max-parallel", "4"])
+        .args([
+            "--secret",
+            "OPENAI_API_KEY=arn:aws:secretsmanager:us-east-1:123456789012:secret:provider-key",
+            "--runs-dir",
+        ])
         .arg(&runs)
         .output()
         .unwrap();
@@ -395,9 +400,12 @@ fn an_ecs_sweep_launches_survives_a_spot_interruption_and_is_collected() {
     let definition = moto.boto(
         "d = ecs.describe_task_definition(taskDefinition='megatest')['taskDefinition']\n\
          c = d['containerDefinitions'][0]\n\
-         print(json.dumps([d['networkMode'], c['stopTimeout'], c['logConfiguration']['options']['awslogs-group']]))",
+         print(json.dumps([d['networkMode'], c['stopTimeout'], c['logConfiguration']['options']['awslogs-group'], c['secrets'][0]['name']]))",
     );
-    assert_eq!(definition.trim(), r#"["awsvpc", 120, "/megatest/mt"]"#);
+    assert_eq!(
+        definition.trim(),
+        r#"["awsvpc", 120, "/megatest/mt", "OPENAI_API_KEY"]"#
+    );
     // Status: both running, on Spot, tagged with the sweep.
     let status = ecs_cli(&env, home, &["status", "--json", "--sweep", &sweep]);
     let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();

@@ -49,6 +49,9 @@ pub struct Placement {
     pub memory: u32,
     /// Give tasks a public IP (subnets without NAT).
     pub assign_public_ip: bool,
+    /// Variables the container gets from Secrets Manager or SSM Parameter Store: (name, ARN),
+    /// e.g. the model provider's key (`OPENAI_API_KEY`); the execution role must read them.
+    pub secrets: Vec<(String, String)>,
 }
 
 /// One session to start.
@@ -176,6 +179,12 @@ pub async fn task_definition(aws: &Aws, placement: &Placement) -> Result<String,
                 && def.execution_role_arn() == placement.execution_role_arn.as_deref()
                 && def.task_role_arn() == placement.task_role_arn.as_deref()
                 && container.and_then(|c| c.image()) == Some(placement.image.as_str())
+                && container.map(|c| {
+                    c.secrets()
+                        .iter()
+                        .map(|s| (s.name().to_string(), s.value_from().to_string()))
+                        .collect::<Vec<_>>()
+                }) == Some(placement.secrets.clone())
                 && container
                     .and_then(|c| c.log_configuration())
                     .and_then(|l| l.options())
@@ -202,6 +211,19 @@ pub async fn task_definition(aws: &Aws, placement: &Placement) -> Result<String,
         .memory(placement.memory as i32)
         .stop_timeout(STOP_TIMEOUT_SECS)
         .log_configuration(logs)
+        .set_secrets(Some(
+            placement
+                .secrets
+                .iter()
+                .map(|(name, from)| {
+                    aws_sdk_ecs::types::Secret::builder()
+                        .name(name)
+                        .value_from(from)
+                        .build()
+                        .map_err(|e| AwsError::Io(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ))
         .environment(
             KeyValuePair::builder()
                 .name("MEGATEST_RUNS_DIR")

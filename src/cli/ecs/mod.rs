@@ -131,6 +131,11 @@ struct LaunchArgs {
     /// Give tasks a public IP (subnets without a NAT gateway)
     #[arg(long)]
     assign_public_ip: bool,
+    /// A variable the container reads from Secrets Manager or SSM Parameter Store, NAME=ARN
+    /// (the model provider's key: OPENAI_API_KEY=arn:aws:secretsmanager:…); repeatable. The
+    /// stack's ProviderSecretArns parameter lets the execution role read them.
+    #[arg(long = "secret", value_name = "NAME=ARN")]
+    secrets: Vec<String>,
     /// Run on the FARGATE_SPOT capacity provider (interrupted tasks are replaced by `watch`)
     #[arg(long)]
     spot: bool,

@@ -75,6 +75,7 @@ impl Sweep {
             cpu: 0,
             memory: 0,
             assign_public_ip: self.assign_public_ip,
+            secrets: Vec::new(),
         }
     }
 
@@ -185,7 +186,23 @@ pub(super) async fn launch(args: LaunchArgs) -> Result<i32> {
         cpu: args.cpu,
         memory: args.memory,
         assign_public_ip: args.assign_public_ip,
+        secrets: args
+            .secrets
+            .iter()
+            .map(|s| {
+                s.split_once('=')
+                    .map(|(name, from)| (name.trim().to_string(), from.trim().to_string()))
+                    .filter(|(name, from)| !name.is_empty() && !from.is_empty())
+            })
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default(),
     };
+    if placement.secrets.len() != args.secrets.len() {
+        eprintln!(
+            "megatest: --secret takes NAME=ARN, e.g. OPENAI_API_KEY=arn:aws:secretsmanager:…"
+        );
+        return Ok(2);
+    }
     let aws = connect(&args.stack).await?;
     // Rejected here, nothing is uploaded or started.
     let task_definition = tasks::task_definition(&aws, &placement).await?;
