@@ -130,6 +130,9 @@ pub(crate) struct OverrideArgs {
     /// Model provider, overrides [model].provider
     #[arg(long, env = "MEGATEST_PROVIDER", value_enum)]
     pub provider: Option<ProviderArg>,
+    /// Model name agents ask for upstream, overrides [model].name
+    #[arg(long, env = "MEGATEST_MODEL")]
+    pub model: Option<String>,
     /// Session id (default: mega-YYYYmmdd-HHMMSS-<8 hex>), overrides session.id
     #[arg(long, env = "MEGATEST_SESSION_ID")]
     pub session_id: Option<String>,
@@ -150,6 +153,7 @@ impl OverrideArgs {
             session_id: self.session_id.clone(),
             api_addr: self.api_addr.clone(),
             sync: None,
+            model: self.model.clone(),
         }
     }
 }

@@ -48,6 +48,9 @@ pub struct Overrides {
     /// checkpoint and at every end (kept for `megatest resume`, so a resumed session syncs on).
     #[serde(default)]
     pub sync: Option<String>,
+    /// `--model`: overrides `[model].name` (the model agents ask for upstream).
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 /// One problem found in a config file.

@@ -87,6 +87,9 @@ impl<'a> Validator<'a> {
         if let Some(provider) = overrides.provider {
             raw.model.provider = Some(provider);
         }
+        if let Some(model) = &overrides.model {
+            raw.model.name = Some(model.clone());
+        }
         if let Some(id) = &overrides.session_id {
             raw.session.id = id.clone();
         }

@@ -9,6 +9,7 @@
 //! hours = [1]
 //! provider = ["sim"]
 //! time_scale = [60.0]
+//! model = ["gpt-4o", "gpt-4o-mini"]
 //! repeat = 2
 //!
 //! [[session]]         # and sessions spelled out one by one
@@ -32,6 +33,8 @@ pub struct SessionSpec {
     pub provider: Option<String>,
     /// `MEGATEST_TIME_SCALE`.
     pub time_scale: Option<f64>,
+    /// `MEGATEST_MODEL` (`[model].name`).
+    pub model: Option<String>,
 }
 
 impl SessionSpec {
@@ -52,6 +55,9 @@ impl SessionSpec {
         }
         if let Some(v) = self.time_scale {
             env.push(("MEGATEST_TIME_SCALE".into(), v.to_string()));
+        }
+        if let Some(v) = &self.model {
+            env.push(("MEGATEST_MODEL".into(), v.clone()));
         }
         env
     }
@@ -74,6 +80,9 @@ impl SessionSpec {
         if let Some(v) = self.time_scale {
             parts.push(format!("x{v}"));
         }
+        if let Some(v) = &self.model {
+            parts.push(v.clone());
+        }
         if parts.is_empty() {
             "config".into()
         } else {
@@ -89,6 +98,7 @@ impl SessionSpec {
             hours: self.hours.or(base.hours),
             provider: self.provider.clone().or_else(|| base.provider.clone()),
             time_scale: self.time_scale.or(base.time_scale),
+            model: self.model.clone().or_else(|| base.model.clone()),
         }
     }
 
@@ -102,6 +112,9 @@ impl SessionSpec {
         }
         if let Some(t) = self.time_scale.filter(|t| !(t.is_finite() && *t > 0.0)) {
             return Err(format!("time_scale = {t}: must be above 0"));
+        }
+        if self.model.as_deref() == Some("") {
+            return Err("model = \"\": a model name".into());
         }
         if let Some(p) = self.project.as_deref().filter(|p| {
             p.is_empty()
@@ -128,6 +141,8 @@ struct Axes {
     provider: Vec<String>,
     #[serde(default)]
     time_scale: Vec<f64>,
+    #[serde(default)]
+    model: Vec<String>,
     repeat: Option<u32>,
 }
 
@@ -165,17 +180,20 @@ pub fn parse(text: &str) -> Result<Vec<SessionSpec>, String> {
                     for hours in axis(&axes.hours) {
                         for provider in axis(&axes.provider) {
                             for time_scale in axis(&axes.time_scale) {
-                                sessions.push(SessionSpec {
-                                    project: project.clone(),
-                                    agents,
-                                    hours,
-                                    provider: provider.clone(),
-                                    time_scale,
-                                });
-                                if sessions.len() > MAX_SESSIONS {
-                                    return Err(format!(
-                                        "the matrix makes more than {MAX_SESSIONS} sessions"
-                                    ));
+                                for model in axis(&axes.model) {
+                                    sessions.push(SessionSpec {
+                                        project: project.clone(),
+                                        agents,
+                                        hours,
+                                        provider: provider.clone(),
+                                        time_scale,
+                                        model,
+                                    });
+                                    if sessions.len() > MAX_SESSIONS {
+                                        return Err(format!(
+                                            "the matrix makes more than {MAX_SESSIONS} sessions"
+                                        ));
+                                    }
                                 }
                             }
                         }
@@ -226,5 +244,13 @@ mod tests {
             .contains("agentz"));
         assert!(parse("").unwrap_err().contains("no sessions"));
         assert!(parse("[[session]]\nproject = \"a b\"\n").is_err());
+        // An A/B of models: one session each, the model reaching the task as MEGATEST_MODEL.
+        let ab = parse("[matrix]\nmodel = [\"gpt-4o\", \"gpt-4o-mini\"]\n").unwrap();
+        assert_eq!(ab.len(), 2);
+        assert_eq!(
+            ab[1].environment(),
+            vec![("MEGATEST_MODEL".to_string(), "gpt-4o-mini".to_string())]
+        );
+        assert!(parse("[matrix]\nmodel = [\"\"]\n").is_err());
     }
 }

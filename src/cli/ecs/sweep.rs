@@ -129,6 +129,7 @@ fn spec_of(environment: &[(String, String)]) -> SessionSpec {
         hours: get("MEGATEST_HOURS").and_then(|v| v.parse().ok()),
         provider: get("MEGATEST_PROVIDER"),
         time_scale: get("MEGATEST_TIME_SCALE").and_then(|v| v.parse().ok()),
+        model: get("MEGATEST_MODEL"),
     }
 }
 
@@ -152,6 +153,7 @@ pub(super) async fn launch(args: LaunchArgs) -> Result<i32> {
         hours: overrides.hours,
         provider: overrides.provider.map(|p| p.as_str().to_string()),
         time_scale: overrides.time_scale,
+        model: overrides.model.clone(),
     };
     let specs: Vec<SessionSpec> = match &args.matrix {
         Some(path) => {
