@@ -63,6 +63,8 @@ impl Sweep {
         .child(session_id)
     }
 
+    /// What `run_task` reads of a placement: the cluster and the network. The image, size,
+    /// roles, logs and secrets are the registered task definition's (`task_definition`).
     fn placement(&self) -> Placement {
         Placement {
             cluster: self.cluster.clone(),
