@@ -57,15 +57,11 @@ fn from_s3(args: &ResumeArgs) -> anyhow::Result<i32> {
         );
         return Ok(2);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let pulled = runtime.block_on(async {
+    let pulled = crate::backend::ecs::block_on(async {
         let aws = Aws::connect(&AwsSettings::default()).await?;
         sync::check_bucket(&aws, &url.bucket).await?;
         sync::pull(&aws, &url, &dir).await
     });
-    drop(runtime);
     let files = match pulled {
         Ok(files) => files,
         Err(err) => {

@@ -75,10 +75,7 @@ fn fetch_config(url: &str, runs_dir: &std::path::Path) -> Result<PathBuf> {
         bucket: location.bucket.clone(),
         prefix: parent.to_string(),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let text = runtime.block_on(async {
+    let text = crate::backend::ecs::block_on(async {
         let aws = Aws::connect(&AwsSettings::default()).await?;
         sync::read_text(&aws, &folder, name).await
     })?;

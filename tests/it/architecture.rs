@@ -69,6 +69,24 @@ fn architecture_only_store_knows_rusqlite() {
 }
 
 #[test]
+fn architecture_only_the_ecs_backend_knows_aws_sdk_types() {
+    let outside: Vec<_> = [
+        "aws_sdk_",
+        "aws_config",
+        "aws_smithy",
+        "aws_credential_types",
+    ]
+    .iter()
+    .flat_map(|needle| occurrences(needle))
+    .filter(|(name, _, _)| !name.starts_with("src/backend/ecs/"))
+    .collect();
+    assert!(
+        outside.is_empty(),
+        "AWS SDK types named outside src/backend/ecs/: {outside:#?}"
+    );
+}
+
+#[test]
 fn architecture_cli_is_only_used_by_cli_and_main() {
     let outside: Vec<_> = occurrences("crate::cli")
         .into_iter()

@@ -642,4 +642,23 @@ fn an_ecs_launch_that_cannot_work_says_what_to_fix_and_starts_nothing() {
     // Nothing was started.
     let tasks = moto.boto("print(len(ecs.list_tasks(cluster='mt')['taskArns']))");
     assert_eq!(tasks.trim(), "0");
+
+    // A launch reuses the task definition while it matches; another size is a new revision.
+    let revision = |extra: &[&str]| {
+        let output = aws_megatest(&env, dir.path())
+            .args(["ecs", "launch"])
+            .arg(&config)
+            .args(extra)
+            .arg("--runs-dir")
+            .arg(dir.path().join("runs"))
+            .output()
+            .unwrap();
+        assert_exit(&output, 0);
+        moto.boto("print(ecs.describe_task_definition(taskDefinition='megatest')['taskDefinition']['revision'])")
+            .trim()
+            .to_string()
+    };
+    let first = revision(&[]);
+    assert_eq!(revision(&[]), first);
+    assert_ne!(revision(&["--memory", "16384"]), first);
 }

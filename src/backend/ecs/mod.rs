@@ -79,6 +79,18 @@ impl AwsError {
     }
 }
 
+/// Run `future` to its end on a runtime of its own, for the command line's one-shot AWS calls
+/// (the clients then live and die with that runtime). Errors: the future's, or no runtime.
+pub fn block_on<T>(
+    future: impl std::future::Future<Output = Result<T, AwsError>>,
+) -> Result<T, AwsError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AwsError::Io(format!("cannot start a runtime: {e}")))?
+        .block_on(future)
+}
+
 /// Clients for ECS, S3 and CloudWatch Logs sharing one configuration.
 #[derive(Clone, Debug)]
 pub struct Aws {

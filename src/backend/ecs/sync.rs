@@ -196,18 +196,7 @@ impl Syncer {
             let bytes = std::fs::read(&path)
                 .map_err(|e| AwsError::Io(format!("read {}: {e}", path.display())))?;
             let length = bytes.len() as u64;
-            self.aws
-                .s3
-                .put_object()
-                .bucket(&self.url.bucket)
-                .key(self.url.key(&relative))
-                .body(ByteStream::from(bytes))
-                .send()
-                .await
-                .map_err(|err| match AwsError::code(&err).as_deref() {
-                    Some("NoSuchBucket") => AwsError::NoSuchBucket(self.url.bucket.clone()),
-                    _ => AwsError::api("s3:PutObject", &err),
-                })?;
+            write(&self.aws, &self.url, &relative, bytes).await?;
             sent.insert(relative, stamp);
             report.files += 1;
             report.bytes += length;
@@ -286,11 +275,7 @@ pub const SOURCE_CONFIG: &str = "config.source.toml";
 /// the bucket (a blocking call for the command line). Errors: as [`SyncHandle::start`].
 pub fn check_location(url: &str, settings: &super::AwsSettings) -> Result<S3Url, AwsError> {
     let parsed = S3Url::parse(url)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| AwsError::Io(e.to_string()))?;
-    runtime.block_on(async {
+    super::block_on(async {
         let aws = Aws::connect(settings).await?;
         check_bucket(&aws, &parsed.bucket).await
     })?;
@@ -334,10 +319,7 @@ pub async fn list(aws: &Aws, url: &S3Url) -> Result<Vec<String>, AwsError> {
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|err| match AwsError::code(&err).as_deref() {
-            Some("NoSuchBucket") => AwsError::NoSuchBucket(url.bucket.clone()),
-            _ => AwsError::api("s3:ListObjectsV2", &err),
-        })?;
+        let page = page.map_err(|err| s3_error("s3:ListObjectsV2", &url.bucket, &err))?;
         for object in page.contents() {
             if let Some(relative) = object.key().and_then(|k| k.strip_prefix(&prefix)) {
                 if !relative.is_empty() {
@@ -351,6 +333,17 @@ pub async fn list(aws: &Aws, url: &S3Url) -> Result<Vec<String>, AwsError> {
 
 /// The text of one object (None: no such key).
 pub async fn read_text(aws: &Aws, url: &S3Url, relative: &str) -> Result<Option<String>, AwsError> {
+    Ok(read_bytes(aws, url, relative)
+        .await?
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// The bytes of one object (None: no such key).
+pub async fn read_bytes(
+    aws: &Aws,
+    url: &S3Url,
+    relative: &str,
+) -> Result<Option<Vec<u8>>, AwsError> {
     match aws
         .s3
         .get_object()
@@ -365,12 +358,10 @@ pub async fn read_text(aws: &Aws, url: &S3Url, relative: &str) -> Result<Option<
                 .collect()
                 .await
                 .map_err(|e| AwsError::Io(format!("read {}: {e}", url.key(relative))))?;
-            Ok(Some(
-                String::from_utf8_lossy(&bytes.into_bytes()).into_owned(),
-            ))
+            Ok(Some(bytes.into_bytes().to_vec()))
         }
         Err(err) if AwsError::code(&err).as_deref() == Some("NoSuchKey") => Ok(None),
-        Err(err) => Err(AwsError::api("s3:GetObject", &err)),
+        Err(err) => Err(s3_error("s3:GetObject", &url.bucket, &err)),
     }
 }
 
@@ -383,11 +374,23 @@ pub async fn write(aws: &Aws, url: &S3Url, relative: &str, bytes: Vec<u8>) -> Re
         .body(ByteStream::from(bytes))
         .send()
         .await
-        .map_err(|err| match AwsError::code(&err).as_deref() {
-            Some("NoSuchBucket") => AwsError::NoSuchBucket(url.bucket.clone()),
-            _ => AwsError::api("s3:PutObject", &err),
-        })?;
+        .map_err(|err| s3_error("s3:PutObject", &url.bucket, &err))?;
     Ok(())
+}
+
+/// An S3 error, [`AwsError::NoSuchBucket`] when that is what it says.
+fn s3_error<E>(
+    operation: &'static str,
+    bucket: &str,
+    err: &aws_sdk_s3::error::SdkError<E>,
+) -> AwsError
+where
+    E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + 'static,
+{
+    match AwsError::code(err).as_deref() {
+        Some("NoSuchBucket") => AwsError::NoSuchBucket(bucket.into()),
+        _ => AwsError::api(operation, err),
+    }
 }
 
 /// Download everything under `url` into `dir` (created; files written through a temporary
@@ -414,20 +417,9 @@ pub async fn pull(aws: &Aws, url: &S3Url, dir: &Path) -> Result<u64, AwsError> {
                     .map_err(|e| AwsError::Io(format!("create {}: {e}", parent.display())))?;
             }
         }
-        let object = aws
-            .s3
-            .get_object()
-            .bucket(&url.bucket)
-            .key(url.key(&relative))
-            .send()
-            .await
-            .map_err(|err| AwsError::api("s3:GetObject", &err))?;
-        let bytes = object
-            .body
-            .collect()
-            .await
-            .map_err(|e| AwsError::Io(format!("read {relative}: {e}")))?
-            .into_bytes();
+        let Some(bytes) = read_bytes(aws, url, &relative).await? else {
+            continue; // removed since the listing
+        };
         crate::fsutil::write_atomic(&target, &bytes)
             .map_err(|e| AwsError::Io(format!("write {}: {e}", target.display())))?;
         count += 1;

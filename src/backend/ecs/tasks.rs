@@ -154,13 +154,6 @@ pub fn fargate_size(cpu: u32, memory: u32) -> Result<(), String> {
     }
 }
 
-fn ecs_error<E>(operation: &'static str, err: &aws_sdk_ecs::error::SdkError<E>) -> AwsError
-where
-    E: std::error::Error + aws_sdk_ecs::error::ProvideErrorMetadata + 'static,
-{
-    AwsError::api(operation, err)
-}
-
 /// The ARN of a task definition for `placement`: the family's latest revision when it has
 /// this image, size, roles and log group, else a new revision.
 /// Errors: the definition was rejected (the service's reason), an API error.
@@ -245,7 +238,7 @@ pub async fn task_definition(aws: &Aws, placement: &Placement) -> Result<String,
         .tags(Tag::builder().key("megatest:managed").value("true").build())
         .send()
         .await
-        .map_err(|err| match ecs_error("ecs:RegisterTaskDefinition", &err) {
+        .map_err(|err| match AwsError::api("ecs:RegisterTaskDefinition", &err) {
             AwsError::Api { message, .. } => AwsError::Api {
                 operation: "ecs:RegisterTaskDefinition",
                 message: format!(
@@ -357,7 +350,7 @@ pub async fn run_task(
                 ),
             }
         } else {
-            ecs_error("ecs:RunTask", &err)
+            AwsError::api("ecs:RunTask", &err)
         }
     })?;
     if let Some(failure) = answer.failures().first() {
@@ -402,7 +395,7 @@ pub async fn list(aws: &Aws, cluster: &str) -> Result<Vec<TaskInfo>, AwsError> {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|err| ecs_error("ecs:ListTasks", &err))?;
+            let page = page.map_err(|err| AwsError::api("ecs:ListTasks", &err))?;
             arns.extend(page.task_arns().iter().cloned());
         }
     }
@@ -420,7 +413,7 @@ pub async fn list(aws: &Aws, cluster: &str) -> Result<Vec<TaskInfo>, AwsError> {
             .include(aws_sdk_ecs::types::TaskField::Tags)
             .send()
             .await
-            .map_err(|err| ecs_error("ecs:DescribeTasks", &err))?;
+            .map_err(|err| AwsError::api("ecs:DescribeTasks", &err))?;
         for task in described.tasks() {
             let tag = |key: &str| {
                 task.tags()
@@ -442,7 +435,7 @@ pub async fn list(aws: &Aws, cluster: &str) -> Result<Vec<TaskInfo>, AwsError> {
                             .task_definition(def)
                             .send()
                             .await
-                            .map_err(|err| ecs_error("ecs:DescribeTaskDefinition", &err))?;
+                            .map_err(|err| AwsError::api("ecs:DescribeTaskDefinition", &err))?;
                         let d = described.task_definition();
                         let of = |v: Option<&str>| v.and_then(|v| v.parse().ok()).unwrap_or(0);
                         sizes.insert(
@@ -498,7 +491,7 @@ pub async fn container_of(
         .tasks(arn)
         .send()
         .await
-        .map_err(|err| ecs_error("ecs:DescribeTasks", &err))?;
+        .map_err(|err| AwsError::api("ecs:DescribeTasks", &err))?;
     let container = described
         .tasks()
         .first()
@@ -525,7 +518,7 @@ pub async fn stop(aws: &Aws, cluster: &str, arn: &str, reason: &str) -> Result<(
         .reason(reason)
         .send()
         .await
-        .map_err(|err| ecs_error("ecs:StopTask", &err))?;
+        .map_err(|err| AwsError::api("ecs:StopTask", &err))?;
     Ok(())
 }
 
