@@ -126,7 +126,12 @@ pub fn acceptance_rate(report: &Value) -> Result<(usize, usize), String> {
 
 /// USD with cents, or `unknown (reason)`.
 pub fn cost_text(report: &Value) -> String {
-    match figure(&report["budget"]["cost_usd"]) {
+    usd_text(&figure(&report["budget"]["cost_usd"]))
+}
+
+/// A cost figure as text: `$1.23`, or `unknown (reason)`.
+pub fn usd_text(cost: &Result<f64, String>) -> String {
+    match cost {
         Ok(usd) => format!("${usd:.2}"),
         Err(reason) => format!("unknown ({reason})"),
     }

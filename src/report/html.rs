@@ -499,37 +499,64 @@ pub(super) fn meter(used: f64, limit: f64) -> String {
 fn budget_section(page: &mut String, report: &Value) {
     let budget = &report["budget"];
     page.push_str("<section id=\"budget\"><h2>Budget</h2><table>");
-    if let (Some(used), Some(limit)) = (
+    budget_rows(
+        page,
         budget["used_tokens"].as_f64(),
         budget["total_token_budget"].as_f64(),
-    ) {
-        let _ = write!(
-            page,
-            "<tr><th>Tokens</th><td class=\"num\">{} of {}</td><td style=\"width:40%\">{}</td></tr>",
-            svg::short(used),
-            svg::short(limit),
-            meter(used, limit)
-        );
+        &budget["cost_usd"],
+        budget["max_cost_usd"].as_f64(),
+        budget["exhausted"].as_str(),
+    );
+    page.push_str("</table></section>");
+}
+
+/// The budget table's rows (report and live dashboard): tokens `used` against `limit`, the
+/// cost (a figure: USD or null with the reason) against `max_cost`, what was exhausted.
+pub(super) fn budget_rows(
+    out: &mut String,
+    used: Option<f64>,
+    limit: Option<f64>,
+    cost: &Value,
+    max_cost: Option<f64>,
+    exhausted: Option<&str>,
+) {
+    match (used, limit) {
+        (Some(used), Some(limit)) => {
+            let _ = write!(
+                out,
+                "<tr><th>Tokens</th><td class=\"num\">{} of {}</td><td style=\"width:40%\">{}</td></tr>",
+                svg::short(used),
+                svg::short(limit),
+                meter(used, limit)
+            );
+        }
+        (Some(used), None) => {
+            let _ = write!(
+                out,
+                "<tr><th>Tokens</th><td class=\"num\">{}</td><td>no token budget</td></tr>",
+                svg::short(used)
+            );
+        }
+        _ => {}
     }
-    let cost = digest::figure(&budget["cost_usd"]);
+    let cost = digest::figure(cost);
     let _ = write!(
-        page,
+        out,
         "<tr><th>Cost</th><td class=\"num\">{}</td><td>{}</td></tr>",
-        esc(&digest::cost_text(report)),
-        match (cost, budget["max_cost_usd"].as_f64()) {
+        esc(&digest::usd_text(&cost)),
+        match (cost, max_cost) {
             (Ok(used), Some(limit)) => meter(used, limit),
             (_, Some(limit)) => format!("limit ${limit:.2}"),
             _ => "no cost limit".into(),
         }
     );
-    if let Some(exhausted) = budget["exhausted"].as_str() {
+    if let Some(exhausted) = exhausted {
         let _ = write!(
-            page,
+            out,
             "<tr><th>Exhausted</th><td class=\"bad\" colspan=\"2\">{}</td></tr>",
             esc(exhausted)
         );
     }
-    page.push_str("</table></section>");
 }
 
 fn agents_section(page: &mut String, report: &Value) {

@@ -5,7 +5,7 @@
 //! agent ids, failure kinds) is escaped.
 
 use super::svg::{self, esc};
-use super::{digest, html};
+use super::html;
 use crate::store::Timeline;
 use serde_json::{json, Value};
 use std::fmt::Write;
@@ -106,50 +106,15 @@ fn agents_table(status: &Value) -> String {
 fn budget(status: &Value) -> String {
     let budget = &status["budget"];
     let mut out = String::from("<table>");
-    match (
+    html::budget_rows(
+        &mut out,
         budget["tokens_used"].as_f64(),
         budget["tokens_total"].as_f64(),
-    ) {
-        (Some(used), Some(limit)) => {
-            let _ = write!(
-                out,
-                "<tr><th>Tokens</th><td class=\"num\">{} of {}</td><td style=\"width:40%\">{}</td></tr>",
-                svg::short(used),
-                svg::short(limit),
-                html::meter(used, limit)
-            );
-        }
-        (Some(used), None) => {
-            let _ = write!(
-                out,
-                "<tr><th>Tokens</th><td class=\"num\">{}</td><td>no token budget</td></tr>",
-                svg::short(used)
-            );
-        }
-        _ => {}
-    }
-    let cost = digest::figure(&budget["cost_usd"]);
-    let cost_text = match &cost {
-        Ok(usd) => format!("${usd:.4}"),
-        Err(reason) => format!("unknown ({reason})"),
-    };
-    let _ = write!(
-        out,
-        "<tr><th>Cost</th><td class=\"num\">{}</td><td>{}</td></tr>",
-        esc(&cost_text),
-        match (cost, budget["max_cost_usd"].as_f64()) {
-            (Ok(used), Some(limit)) => html::meter(used, limit),
-            (_, Some(limit)) => format!("limit ${limit:.2}"),
-            _ => "no cost limit".into(),
-        }
+        &budget["cost_usd"],
+        budget["max_cost_usd"].as_f64(),
+        budget["exhausted"].as_str(),
     );
-    if let Some(exhausted) = budget["exhausted"].as_str() {
-        let _ = write!(
-            out,
-            "<tr><th>Exhausted</th><td class=\"bad\" colspan=\"2\">{}</td></tr>",
-            esc(exhausted)
-        );
-    } else if budget["alert_raised"].as_bool() == Some(true) {
+    if budget["exhausted"].is_null() && budget["alert_raised"].as_bool() == Some(true) {
         out.push_str(
             "<tr><th>Alert</th><td class=\"open\" colspan=\"2\">the budget alert threshold was passed</td></tr>",
         );
