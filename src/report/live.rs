@@ -4,8 +4,8 @@
 //! escalations. Pure: HTML fragments keyed by view; every string from the session (task ids,
 //! agent ids, failure kinds) is escaped.
 
-use super::svg::{self, esc};
 use super::html;
+use super::svg::{self, esc};
 use crate::store::Timeline;
 use serde_json::{json, Value};
 use std::fmt::Write;
