@@ -52,6 +52,7 @@
   let logAgent = null;
   let logOffset = null;
   let logTimer = null;
+  const drawn = new Map(); // view name → the fragment last drawn into it
   const numbers = new Intl.NumberFormat("en");
   const FEED_ROWS = 200;
   const LOG_KEEP_CHARS = 400000;
@@ -135,9 +136,14 @@
     setFigure("cost", cost, typeof cost === "number" ? `$${cost.toFixed(4)}` : "unknown (no price)");
     setFigure("recoveries", status.recoveries ? status.recoveries.total : null);
     // Server-drawn, escaped fragments (report::live::views).
+    // A view is redrawn only when its fragment changed: a button under the pointer is not
+    // replaced between press and release.
     for (const [name, html] of Object.entries(data.views || {})) {
       const el = $(`#view-${name}`);
-      if (el) el.innerHTML = html;
+      if (el && drawn.get(name) !== html) {
+        el.innerHTML = html;
+        drawn.set(name, html);
+      }
     }
     setState(status.status);
     logTabs((status.agents || []).map((agent) => agent.id));

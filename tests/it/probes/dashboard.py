@@ -160,7 +160,7 @@ with sync_playwright() as playwright:
     # An escalation, answered from its row.
     button = page.wait_for_selector('[data-escalation][data-decision="continue"]', timeout=60000)
     escalation = int(button.get_attribute("data-escalation"))
-    button.click()
+    page.click(f'[data-escalation="{escalation}"][data-decision="continue"]')
     page.wait_for_selector("#confirm[open]")
     page.click("#confirm-ok")
     wait(lambda: f"Escalation #{escalation}: continue" in page.inner_text("#notice"), 30, "no decision notice")
