@@ -30,7 +30,45 @@ pub fn run(args: ResumeArgs) -> anyhow::Result<i32> {
     let Some(dir) = find_session(&args.session, &args.runs_dir) else {
         return Ok(2);
     };
+    // A copy collected from S3 by an older megatest, or a workspace removed by hand: written
+    // again from the newest checkpoint that verifies, or refused (agents need one to work in).
+    if !dir.join("project").is_dir() {
+        match crate::checkpoint::restore::restore_workspace(&dir)? {
+            Some((seq, written)) => crate::console::say(format_args!(
+                "megatest: {} was missing: written from checkpoint {seq} ({written} files)",
+                dir.join("project").display()
+            )),
+            None => {
+                eprintln!(
+                    "megatest: {} is missing and no checkpoint of the session verifies to write it from: the session cannot go on",
+                    dir.join("project").display()
+                );
+                return Ok(2);
+            }
+        }
+    }
     crate::daemon::resume(&dir)
+}
+
+/// Make a session directory pulled from S3 this machine's: its workspace written from its
+/// newest checkpoint that verifies (S3 holds none), its recorded paths moved under `dir`, and
+/// its config taken from `config.source.toml` when the recorded file is not here. Returns
+/// (checkpoint sequence, files written) of the workspace, None when no checkpoint verifies.
+///
+/// Errors: the checkpoint store, the workspace or `session.db` cannot be read or written.
+pub(crate) fn adopt_pulled(dir: &std::path::Path) -> anyhow::Result<Option<(u32, u64)>> {
+    let restored = crate::checkpoint::restore::restore_workspace(dir)?;
+    let mut store = crate::store::Store::open(&dir.join("session.db"))?;
+    let recorded = store.session_origin()?.config_path;
+    let source = dir.join(crate::backend::ecs::sync::SOURCE_CONFIG);
+    let config = match recorded {
+        Some(path) if std::path::Path::new(&path).is_file() => None,
+        _ if source.is_file() => Some(source),
+        _ => None,
+    };
+    store.relocate(dir, config.as_deref())?;
+    store.close()?;
+    Ok(restored)
 }
 
 fn from_s3(args: &ResumeArgs) -> anyhow::Result<i32> {
@@ -76,17 +114,7 @@ fn from_s3(args: &ResumeArgs) -> anyhow::Result<i32> {
         return Ok(2);
     }
     let dir = std::fs::canonicalize(&dir)?;
-    let restored = crate::checkpoint::restore::restore_workspace(&dir)?;
-    let mut store = crate::store::Store::open(&dir.join("session.db"))?;
-    let recorded = store.session_origin()?.config_path;
-    let source = dir.join(sync::SOURCE_CONFIG);
-    let config = match recorded {
-        Some(path) if std::path::Path::new(&path).is_file() => None,
-        _ if source.is_file() => Some(source),
-        _ => None,
-    };
-    store.relocate(&dir, config.as_deref())?;
-    store.close()?;
+    let restored = adopt_pulled(&dir)?;
     crate::console::say(format_args!(
         "megatest: pulled {files} files of session {id} from {url} into {}{}",
         dir.display(),

@@ -1,355 +1,9 @@
-//! Sessions beyond one machine, against moto (PyPI `moto[server]`, a local AWS-compatible
-//! server on a loopback port): S3 sync of a real session and its resumption from S3 in a fresh
-//! directory; ECS launches, status, stop and costs. moto runs no containers: the "container"
-//! side runs as a local process with the environment the task definition sets.
+//! `megatest ecs` against moto: sweeps launched, watched through a Spot interruption, stopped,
+//! collected and costed; launches that cannot work or that the API refuses.
 
+use crate::moto::*;
 use crate::support::*;
-use std::path::Path;
-use std::process::{Child, Command};
 use std::time::Duration;
-
-/// A moto server on a free loopback port, stopped on drop.
-pub(crate) struct Moto {
-    child: Child,
-    /// `http://127.0.0.1:PORT`.
-    pub(crate) url: String,
-    python: std::path::PathBuf,
-}
-
-impl Moto {
-    pub(crate) fn start() -> Moto {
-        let python = python_venv("moto-venv", &["moto[server]==5.2.5"]);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(python.parent().unwrap().join("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        assert!(
-            wait_for(Duration::from_secs(30), || std::net::TcpStream::connect((
-                "127.0.0.1",
-                port
-            ))
-            .is_ok()),
-            "moto_server did not start"
-        );
-        Moto { child, url, python }
-    }
-
-    /// The AWS variables that point a client at this server.
-    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ACCESS_KEY_ID", "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_ENDPOINT_URL", self.url.clone()),
-            ("AWS_EC2_METADATA_DISABLED", "true".into()),
-        ]
-    }
-
-    /// Run `code` in Python with boto3 pointed at this server as `s3`, `ecs` and `logs`;
-    /// returns its stdout.
-    pub(crate) fn boto(&self, code: &str) -> String {
-        let prelude = format!(
-            "import boto3, json\nkw = dict(endpoint_url={:?}, region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing')\ns3 = boto3.client('s3', **kw)\necs = boto3.client('ecs', **kw)\nlogs = boto3.client('logs', **kw)\nec2 = boto3.client('ec2', **kw)\n",
-            self.url
-        );
-        let output = Command::new(&self.python)
-            .arg("-c")
-            .arg(format!("{prelude}{code}"))
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "boto3: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    /// Keys under `prefix` in `bucket`.
-    pub(crate) fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        let out = self.boto(&format!(
-            "keys = [o['Key'] for p in s3.get_paginator('list_objects_v2').paginate(Bucket={bucket:?}, Prefix={prefix:?}) for o in p.get('Contents', [])]\nprint(json.dumps(keys))"
-        ));
-        serde_json::from_str(out.trim()).unwrap()
-    }
-
-    /// The text of one object.
-    pub(crate) fn text(&self, bucket: &str, key: &str) -> String {
-        self.boto(&format!(
-            "print(s3.get_object(Bucket={bucket:?}, Key={key:?})['Body'].read().decode(), end='')"
-        ))
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `megatest` with `env` set and the host's AWS settings removed.
-pub(crate) fn aws_megatest(env: &[(&'static str, String)], home: &Path) -> Command {
-    let mut command = megatest();
-    for (name, _) in std::env::vars() {
-        if name.starts_with("AWS_") {
-            command.env_remove(name);
-        }
-    }
-    command.env("HOME", home);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command
-}
-
-#[test]
-fn a_synced_session_resumes_from_s3_in_a_fresh_directory_and_completes() {
-    let moto = Moto::start();
-    moto.boto("s3.create_bucket(Bucket='mt-sessions')");
-    let dir = tempfile::tempdir().unwrap();
-    let env = moto.env();
-    let first_runs = dir.path().join("machine-a");
-    let url = "s3://mt-sessions/sessions/s1";
-    let mut child = aws_megatest(&env, dir.path())
-        .arg("run")
-        .arg(fixture_config())
-        .args(["--provider", "sim", "--hours", "1", "--time-scale", "60"])
-        .args([
-            "--agents",
-            "4",
-            "--session-id",
-            "s1",
-            "--sync",
-            url,
-            "--runs-dir",
-        ])
-        .arg(&first_runs)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("a.txt")).unwrap())
-        .spawn()
-        .unwrap();
-    // Interrupt it once its first checkpoint was pushed (as ECS does to a Spot task: SIGTERM).
-    assert!(
-        wait_for(Duration::from_secs(120), || !moto
-            .keys("mt-sessions", "sessions/s1/checkpoints/checkpoint_")
-            .is_empty()),
-        "no checkpoint reached S3: {}",
-        std::fs::read_to_string(dir.path().join("a.txt")).unwrap_or_default()
-    );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(143));
-    // What S3 holds: the end's status last, a consistent database, checkpoints and their
-    // objects, the config it ran; no secrets, no workspace, no live database files.
-    let keys = moto.keys("mt-sessions", "sessions/s1/");
-    assert_eq!(
-        moto.text("mt-sessions", "sessions/s1/status"),
-        "interrupted\n"
-    );
-    for wanted in [
-        "sessions/s1/session.db",
-        "sessions/s1/final_report.json",
-        "sessions/s1/report.html",
-        "sessions/s1/config.source.toml",
-        "sessions/s1/session.log",
-    ] {
-        assert!(
-            keys.iter().any(|k| k == wanted),
-            "{wanted} missing: {keys:?}"
-        );
-    }
-    assert!(keys
-        .iter()
-        .any(|k| k.starts_with("sessions/s1/checkpoints/objects/")));
-    for secret in [
-        "api.token",
-        "agents.toml",
-        "session.db-wal",
-        "project/",
-        ".disk_reserve",
-    ] {
-        assert!(
-            !keys.iter().any(|k| k.contains(secret)),
-            "{secret} was pushed: {keys:?}"
-        );
-    }
-    // Another machine: resume from S3 into an empty runs directory; the session completes
-    // there and goes on syncing to the same place.
-    let second_runs = dir.path().join("machine-b");
-    let output = aws_megatest(&env, dir.path())
-        .args(["resume", url, "--runs-dir"])
-        .arg(&second_runs)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(matches!(output.status.code(), Some(0 | 1)), "{stderr}");
-    assert!(
-        stderr.contains("pulled") && stderr.contains("workspace from checkpoint"),
-        "{stderr}"
-    );
-    let session = second_runs.join("s1");
-    let report = read_json(&session.join("final_report.json"));
-    assert_eq!(report["status"], "complete", "{stderr}");
-    assert_eq!(report["interruptions"]["resumed"], 1);
-    assert!(
-        report["interruptions"]["downtime_wall_secs"]
-            .as_f64()
-            .unwrap()
-            > 0.0
-    );
-    assert!(session.join("project").read_dir().unwrap().next().is_some());
-    assert_eq!(moto.text("mt-sessions", "sessions/s1/status"), "complete\n");
-    // Its checkpoints are recorded under this machine's directory.
-    let outside = scalar(
-        &session,
-        "SELECT COUNT(*) FROM checkpoints WHERE substr(path, 1, length(?1)) != ?1",
-        &[session.canonicalize().unwrap().to_str().unwrap()],
-    );
-    assert_eq!(outside, 0);
-    // Resuming it again from S3 over the local copy is refused, naming what to do.
-    let again = aws_megatest(&env, dir.path())
-        .args(["resume", url, "--runs-dir"])
-        .arg(&second_runs)
-        .output()
-        .unwrap();
-    assert_exit(&again, 2);
-}
-
-#[test]
-fn sync_locations_that_cannot_work_are_refused_before_anything_is_written() {
-    let moto = Moto::start();
-    moto.boto("s3.create_bucket(Bucket='mt-sessions')");
-    let dir = tempfile::tempdir().unwrap();
-    let runs = dir.path().join("runs");
-    let quickstart = root().join("configs/quickstart.toml");
-    let attempt = |env: &[(&'static str, String)], url: &str| {
-        let output = aws_megatest(env, dir.path())
-            .arg("run")
-            .arg(&quickstart)
-            .args(["--sync", url, "--runs-dir"])
-            .arg(&runs)
-            .output()
-            .unwrap();
-        assert_exit(&output, 2);
-        assert_no_session(&runs);
-        String::from_utf8_lossy(&output.stderr).into_owned()
-    };
-    let env = moto.env();
-    let no_credentials: Vec<_> = env
-        .iter()
-        .filter(|(k, _)| !k.starts_with("AWS_ACCESS") && !k.starts_with("AWS_SECRET"))
-        .cloned()
-        .collect();
-    assert!(attempt(&no_credentials, "s3://mt-sessions/x").contains("no AWS credentials"));
-    assert!(attempt(&env, "s3://no-such-bucket/x").contains("\"no-such-bucket\" does not exist"));
-    assert!(attempt(&env, "https://mt-sessions/x").contains("is not an S3 location"));
-    let no_region: Vec<_> = env
-        .iter()
-        .filter(|(k, _)| *k != "AWS_REGION")
-        .cloned()
-        .collect();
-    assert!(attempt(&no_region, "s3://mt-sessions/x").contains("no AWS region"));
-}
-
-/// The stack's outputs as `megatest ecs` reads them, for a moto "account" prepared like the
-/// CloudFormation template would: cluster, bucket, log group, the default VPC's subnets and
-/// security group. Tasks stay RUNNING until stopped (moto's time-based progression).
-fn stack(moto: &Moto) -> Vec<(&'static str, String)> {
-    let out = moto.boto(
-        "ecs.create_cluster(clusterName='mt')\n\
-         s3.create_bucket(Bucket='mt-sessions')\n\
-         logs.create_log_group(logGroupName='/megatest/mt')\n\
-         subnets = [s['SubnetId'] for s in ec2.describe_subnets()['Subnets']][:2]\n\
-         sg = ec2.describe_security_groups()['SecurityGroups'][0]['GroupId']\n\
-         import urllib.request\n\
-         urllib.request.urlopen(urllib.request.Request(kw['endpoint_url'] + '/moto-api/state-manager/set-transition', data=json.dumps({'model_name': 'ecs::task', 'transition': {'progression': 'time', 'seconds': 3600}}).encode(), method='POST'))\n\
-         print(','.join(subnets)); print(sg)",
-    );
-    let mut lines = out.lines();
-    let subnets = lines.next().unwrap().to_string();
-    let sg = lines.next().unwrap().to_string();
-    let mut env = moto.env();
-    env.extend([
-        ("MEGATEST_ECS_CLUSTER", "mt".to_string()),
-        ("MEGATEST_ECS_BUCKET", "mt-sessions".to_string()),
-        ("MEGATEST_ECS_IMAGE", "megatest:test".to_string()),
-        ("MEGATEST_ECS_LOG_GROUP", "/megatest/mt".to_string()),
-        ("MEGATEST_ECS_SUBNETS", subnets),
-        ("MEGATEST_ECS_SECURITY_GROUPS", sg),
-    ]);
-    env
-}
-
-/// The command and environment moto recorded for `task`'s container.
-fn container(moto: &Moto, task: &str) -> (Vec<String>, Vec<(String, String)>) {
-    let out = moto.boto(&format!(
-        "t = ecs.describe_tasks(cluster='mt', tasks=[{task:?}])['tasks'][0]['overrides']['containerOverrides'][0]\n\
-         print(json.dumps([t['command'], [[e['name'], e['value']] for e in t['environment']]]))"
-    ));
-    let value: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    let command = value[0]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
-    let env = value[1]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p[0].as_str().unwrap().to_string(),
-                p[1].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    (command, env)
-}
-
-/// Start the "container" of a task as a local process: `megatest <command>` with the task's
-/// environment (and moto's AWS variables, which a task role gives in ECS).
-fn run_container(
-    moto: &Moto,
-    task: &str,
-    home: &Path,
-    runs: &Path,
-    log: &Path,
-) -> (Child, Vec<String>) {
-    let (command, env) = container(moto, task);
-    let mut process = aws_megatest(&moto.env(), home);
-    for (k, v) in &env {
-        process.env(k, v);
-    }
-    let child = process
-        .env("MEGATEST_RUNS_DIR", runs)
-        .args(&command)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    (child, command)
-}
-
-fn ecs_cli(env: &[(&'static str, String)], home: &Path, args: &[&str]) -> std::process::Output {
-    aws_megatest(env, home)
-        .arg("ecs")
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 #[test]
 fn an_ecs_sweep_launches_survives_a_spot_interruption_and_is_collected() {
@@ -661,4 +315,234 @@ fn an_ecs_launch_that_cannot_work_says_what_to_fix_and_starts_nothing() {
     let first = revision(&[]);
     assert_eq!(revision(&[]), first);
     assert_ne!(revision(&["--memory", "16384"]), first);
+}
+
+#[test]
+fn a_launch_the_api_refuses_says_why_and_leaves_nothing_behind() {
+    let moto = Moto::start();
+    let env = stack(&moto);
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let config = root().join("configs/quickstart.toml");
+    let launch = |env: &[(&'static str, String)], extra: &[&str]| {
+        let output = aws_megatest(env, dir.path())
+            .args(["ecs", "launch"])
+            .arg(&config)
+            .args(extra)
+            .arg("--runs-dir")
+            .arg(&runs)
+            .output()
+            .unwrap();
+        assert_exit(&output, 2);
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let nothing_left = |what: &str| {
+        assert_eq!(
+            moto.keys("mt-sessions", ""),
+            Vec::<String>::new(),
+            "{what}: objects left in the bucket"
+        );
+        let sweeps: Vec<_> = std::fs::read_dir(runs.join("sweeps"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(sweeps.is_empty(), "{what}: sweep records left: {sweeps:?}");
+        let running = moto.boto(
+            "arns = ecs.list_tasks(cluster='mt')['taskArns']\n\
+             tasks = ecs.describe_tasks(cluster='mt', tasks=arns)['tasks'] if arns else []\n\
+             print(sum(1 for t in tasks if t['desiredStatus'] != 'STOPPED'))",
+        );
+        assert_eq!(running.trim(), "0", "{what}: tasks left running");
+    };
+
+    // The task definition is refused by the API (as AWS refuses, e.g., a role it cannot assume).
+    let refusal = "Role is not valid: arn:aws:iam::123456789012:role/nope";
+    let proxy = StandIn::start(&moto, &["refuse", "RegisterTaskDefinition", "0", refusal]);
+    let err = launch(&proxy.env(&env), &["--count", "2"]);
+    assert!(err.contains("ecs:RegisterTaskDefinition"), "{err}");
+    assert!(err.contains("the task definition was rejected"), "{err}");
+    assert!(err.contains(refusal), "{err}");
+    assert!(
+        err.contains("--execution-role-arn"),
+        "the error says what to check: {err}"
+    );
+    nothing_left("a refused task definition");
+    drop(proxy);
+
+    // The third RunTask of a sweep is refused: the two started tasks are stopped, the uploaded
+    // configs deleted and no sweep is recorded.
+    let refusal = "No Container Instances were found in your capacity provider";
+    let proxy = StandIn::start(&moto, &["refuse", "RunTask", "2", refusal]);
+    let err = launch(&proxy.env(&env), &["--count", "3"]);
+    assert!(err.contains("ecs:RunTask"), "{err}");
+    assert!(err.contains(refusal), "{err}");
+    let stopped = moto.boto(
+        "arns = ecs.list_tasks(cluster='mt', desiredStatus='STOPPED')['taskArns']\n\
+         print(len(arns))",
+    );
+    assert_eq!(
+        stopped.trim(),
+        "2",
+        "the tasks the launch started were not stopped"
+    );
+    nothing_left("a refused third task");
+}
+
+#[test]
+fn a_session_killed_before_its_final_sync_is_collected_and_resumes_locally() {
+    let moto = Moto::start();
+    let env = stack(&moto);
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let url = "s3://mt-sessions/sessions/k1";
+    let mut child = aws_megatest(&env, home)
+        .arg("run")
+        .arg(fixture_config())
+        .args(["--provider", "sim", "--hours", "1", "--time-scale", "60"])
+        .args(["--agents", "4", "--session-id", "k1", "--sync", url])
+        .arg("--runs-dir")
+        .arg(dir.path().join("task"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("k1.txt")).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(120), || !moto
+            .keys("mt-sessions", "sessions/k1/checkpoints/checkpoint_")
+            .is_empty()),
+        "no checkpoint reached S3: {}",
+        std::fs::read_to_string(dir.path().join("k1.txt")).unwrap_or_default()
+    );
+    // Killed outright (the host went away): no final sync, S3 still says running.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let live = moto
+        .text("mt-sessions", "sessions/k1/status")
+        .trim()
+        .to_string();
+    assert!(
+        ["running", "escalated", "paused"].contains(&live.as_str()),
+        "{live}"
+    );
+    // While a task of the cluster runs the session, collect leaves it alone.
+    let task = moto.boto(
+        "ecs.register_task_definition(family='other', containerDefinitions=[{'name': 'c', 'image': 'x', 'memory': 512}])\n\
+         t = ecs.run_task(cluster='mt', taskDefinition='other', launchType='FARGATE', startedBy='megatest', tags=[{'key': 'megatest:session', 'value': 'k1'}])\n\
+         print(t['tasks'][0]['taskArn'])",
+    );
+    let runs = dir.path().join("runs");
+    let collect = || {
+        let output = ecs_cli(
+            &env,
+            home,
+            &["collect", "--runs-dir", runs.to_str().unwrap()],
+        );
+        assert_exit(&output, 0);
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let out = collect();
+    assert!(
+        out.contains(&format!("k1: still {live}, not collected")),
+        "{out}"
+    );
+    assert!(!runs.join("k1").exists());
+    // Its task stopped: collected, and `megatest resume` here takes it to its end.
+    moto.boto(&format!(
+        "ecs.stop_task(cluster='mt', task={:?}, reason='host lost')",
+        task.trim()
+    ));
+    let out = collect();
+    assert!(
+        out.contains(&format!(
+            "k1: S3 says {live} but no task in cluster mt runs it"
+        )),
+        "{out}"
+    );
+    // Collected with its workspace, written from the last checkpoint that reached S3.
+    assert!(runs.join("k1/project").read_dir().unwrap().next().is_some());
+    let output = megatest()
+        .arg("resume")
+        .arg(runs.join("k1"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(matches!(output.status.code(), Some(0 | 1)), "{stderr}");
+    let report = read_json(&runs.join("k1").join("final_report.json"));
+    assert_eq!(report["status"], "complete", "{stderr}");
+    assert_eq!(report["interruptions"]["resumed"], 1);
+}
+
+#[test]
+fn the_costs_of_ten_half_hour_sessions_match_a_hand_calculation() {
+    let moto = Moto::start();
+    let env = stack(&moto);
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let runs = dir.path().join("runs");
+    let launched = aws_megatest(&env, home)
+        .args(["ecs", "launch"])
+        .arg(root().join("configs/quickstart.toml"))
+        .args([
+            "--count",
+            "10",
+            "--cpu",
+            "2048",
+            "--memory",
+            "8192",
+            "--runs-dir",
+        ])
+        .arg(&runs)
+        .output()
+        .unwrap();
+    assert_exit(&launched, 0);
+    let sweep = String::from_utf8_lossy(&launched.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string();
+    // ECS's task times (moto reports none): each task billed 30 minutes from its image pull.
+    let times = StandIn::start(&moto, &["task-times", "1800"]);
+    let env = times.env(&env);
+    let costs = |extra: &[&str]| {
+        let mut args = vec!["costs", "--sweep", &sweep, "--json"];
+        args.extend(extra);
+        let output = ecs_cli(&env, home, &args);
+        assert_exit(&output, 0);
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    // By hand, AWS's us-east-1 list prices: 2 vCPU × 0.5 h × $0.04048 + 8 GB × 0.5 h × $0.004445.
+    let each = 2.0 * 0.5 * 0.04048 + 8.0 * 0.5 * 0.004445;
+    let listed = costs(&[]);
+    let tasks = listed["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 10, "{listed}");
+    for task in tasks {
+        assert_eq!(task["billed_secs"], 1800.0, "{task}");
+        assert_eq!(task["spot"], false);
+        assert!((task["cost_usd"]["value"].as_f64().unwrap() - each).abs() < 1e-9);
+    }
+    let total = listed["total_usd"]["value"].as_f64().unwrap();
+    assert!(
+        (total - 10.0 * each).abs() < 1e-9,
+        "{total} vs {}",
+        10.0 * each
+    );
+    // With a price table of one's own: 2 × 0.5 × 0.05 + 8 × 0.5 × 0.005 = $0.07 a session.
+    let prices = dir.path().join("prices.toml");
+    std::fs::write(
+        &prices,
+        "[regions.us-east-1]\nvcpu_hour = 0.05\ngb_hour = 0.005\n",
+    )
+    .unwrap();
+    let priced = costs(&["--prices", prices.to_str().unwrap()]);
+    let total = priced["total_usd"]["value"].as_f64().unwrap();
+    assert!((total - 0.7).abs() < 1e-9, "{priced}");
+    // The table for people: a row per session and the total.
+    let table = ecs_cli(&env, home, &["costs", "--sweep", &sweep]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with(&sweep)).count(),
+        10,
+        "{text}"
+    );
+    assert!(text.contains(&format!("${:.4}", 10.0 * each)), "{text}");
 }

@@ -378,6 +378,18 @@ pub async fn write(aws: &Aws, url: &S3Url, relative: &str, bytes: Vec<u8>) -> Re
     Ok(())
 }
 
+/// Delete `relative` under `url` (no error when it is not there, as S3 answers).
+pub async fn remove(aws: &Aws, url: &S3Url, relative: &str) -> Result<(), AwsError> {
+    aws.s3
+        .delete_object()
+        .bucket(&url.bucket)
+        .key(url.key(relative))
+        .send()
+        .await
+        .map_err(|err| s3_error("s3:DeleteObject", &url.bucket, &err))?;
+    Ok(())
+}
+
 /// An S3 error, [`AwsError::NoSuchBucket`] when that is what it says.
 fn s3_error<E>(
     operation: &'static str,

@@ -40,7 +40,8 @@ enum Verb {
     /// Stop every running megatest task (of one sweep with --sweep).
     StopAll(StopAllArgs),
     /// Download every finished session's directory from S3 into the runs directory, so
-    /// `megatest report` and `megatest compare` work on it.
+    /// `megatest report` and `megatest compare` work on it. A session S3 still calls running
+    /// whose task stopped (killed before its final sync) is downloaded too, to be resumed.
     Collect(CollectArgs),
     /// What the tasks cost: vCPU and memory × billed time × Fargate / Fargate Spot prices.
     Costs(CostsArgs),
@@ -491,6 +492,23 @@ async fn collect(args: CollectArgs) -> Result<i32> {
         .map(str::to_string)
         .collect();
     sessions.sort();
+    // A session S3 calls live whose tasks all stopped was killed without its final sync (or
+    // its task is long gone): its directory is as resumable as after a crash, so it is
+    // collected too. Without the cluster's tasks, every live session is left alone.
+    let running: Option<std::collections::BTreeSet<String>> =
+        match tasks::list(&aws, &args.stack.cluster).await {
+            Ok(tasks) => Some(
+                tasks
+                    .into_iter()
+                    .filter(|t| t.last_status != "STOPPED")
+                    .filter_map(|t| t.session_id)
+                    .collect(),
+            ),
+            Err(err) => {
+                eprintln!("megatest: sessions S3 calls live are left alone: {err}");
+                None
+            }
+        };
     let (mut pulled, mut skipped) = (0, 0);
     for id in sessions {
         let url = base.child(&id);
@@ -499,7 +517,9 @@ async fn collect(args: CollectArgs) -> Result<i32> {
             .unwrap_or_default()
             .trim()
             .to_string();
-        if LIVE.contains(&remote.as_str()) {
+        let orphaned =
+            LIVE.contains(&remote.as_str()) && running.as_ref().is_some_and(|r| !r.contains(&id));
+        if LIVE.contains(&remote.as_str()) && !orphaned {
             println!("{id}: still {remote}, not collected");
             skipped += 1;
             continue;
@@ -516,10 +536,19 @@ async fn collect(args: CollectArgs) -> Result<i32> {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&staging, &dir)?;
         let dir = std::fs::canonicalize(&dir)?;
-        let mut store = crate::store::Store::open(&dir.join("session.db"))?;
-        store.relocate(&dir, None)?;
-        store.close()?;
-        println!("{id}: {remote}, {files} files into {}", dir.display());
+        crate::cli::resume::adopt_pulled(&dir)?;
+        if orphaned {
+            println!(
+                "{id}: S3 says {remote} but no task in cluster {} runs it (stopped before its \
+                 final sync): {files} files into {}; `megatest resume {}` continues it from its \
+                 last checkpoint",
+                args.stack.cluster,
+                dir.display(),
+                dir.display()
+            );
+        } else {
+            println!("{id}: {remote}, {files} files into {}", dir.display());
+        }
         pulled += 1;
     }
     println!("collected {pulled} session(s), {skipped} left as they were");

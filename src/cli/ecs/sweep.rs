@@ -81,6 +81,29 @@ impl Sweep {
         }
     }
 
+    /// Undo a launch that failed part-way, so nothing is left half-launched: stop the tasks it
+    /// started, delete the configs it uploaded (the first `uploaded` sessions') and its local
+    /// record. Best effort: the launch's own error is what gets reported.
+    async fn undo(&self, aws: &Aws, uploaded: usize, runs_dir: &Path) {
+        for arn in self.sessions.iter().flat_map(|s| s.tasks.iter()) {
+            if let Err(err) =
+                tasks::stop(aws, &self.cluster, arn, "megatest ecs launch failed").await
+            {
+                eprintln!("megatest: could not stop {arn}: {err}");
+            }
+        }
+        for session in &self.sessions[..uploaded] {
+            let url = self.sync_url(&session.session_id);
+            if let Err(err) = sync::remove(aws, &url, sync::SOURCE_CONFIG).await {
+                eprintln!(
+                    "megatest: could not delete {url}/{}: {err}",
+                    sync::SOURCE_CONFIG
+                );
+            }
+        }
+        let _ = std::fs::remove_file(Sweep::path(runs_dir, &self.sweep));
+    }
+
     /// Start session `i`: its first task runs the config, a replacement resumes from S3.
     async fn start(&mut self, aws: &Aws, i: usize, replaces: Option<String>) -> Result<String> {
         let session = &self.sessions[i];
@@ -238,21 +261,31 @@ pub(super) async fn launch(args: LaunchArgs) -> Result<i32> {
             })
             .collect(),
     };
+    let mut uploaded = 0;
+    let mut started = Ok(());
     for session in &sweep.sessions {
         let url = sweep.sync_url(&session.session_id);
-        sync::write(&aws, &url, sync::SOURCE_CONFIG, config_bytes.clone()).await?;
+        started = sync::write(&aws, &url, sync::SOURCE_CONFIG, config_bytes.clone())
+            .await
+            .map_err(anyhow::Error::from);
+        if started.is_err() {
+            break;
+        }
+        uploaded += 1;
     }
-    sweep.save(&args.runs_dir)?;
+    if started.is_ok() {
+        started = sweep.save(&args.runs_dir);
+    }
     let first = sweep.sessions.len().min(args.max_parallel as usize);
     for i in 0..first {
-        if let Err(err) = sweep.start(&aws, i, None).await {
-            // Nothing half-launched: stop what this launch started.
-            for arn in sweep.sessions.iter().flat_map(|s| s.tasks.clone()) {
-                let _ = tasks::stop(&aws, &sweep.cluster, &arn, "megatest ecs launch failed").await;
-            }
-            let _ = std::fs::remove_file(Sweep::path(&args.runs_dir, &sweep_id));
-            return Err(err);
+        if started.is_err() {
+            break;
         }
+        started = sweep.start(&aws, i, None).await.map(drop);
+    }
+    if let Err(err) = started {
+        sweep.undo(&aws, uploaded, &args.runs_dir).await;
+        return Err(err);
     }
     sweep.save(&args.runs_dir)?;
     upload_sweep(&aws, &sweep).await?;
