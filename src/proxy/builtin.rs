@@ -58,7 +58,10 @@ pub(super) async fn builtin_call(
     stream: bool,
 ) -> Response {
     let settings = call.state.settings.clone();
-    let served = settings.served_name.clone();
+    // A built-in model answers to its own name whatever name the agents ask for (`--model`,
+    // `[model].name`): the ledger says which model really answered, and no price of the name
+    // asked for is charged for it.
+    let served = model.name().to_string();
     let mut retries = 0;
     loop {
         call.attempts += 1;

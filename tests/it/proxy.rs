@@ -136,6 +136,42 @@ fn openai_ledger_equals_upstream_usage_streamed_or_not() {
 }
 
 #[test]
+fn a_builtin_model_asked_for_a_priced_name_answers_as_itself_and_costs_nothing_made_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = json!([{"api": "chat", "model": "gpt-4o"}, {"api": "chat", "model": "gpt-4o", "stream": true}]);
+    let config = probe_config(dir.path(), "[model]\nprovider = \"sim\"\n", &plan, "");
+    let runs = dir.path().join("runs");
+    let output = run_session(
+        &config,
+        &runs,
+        &["--time-scale", "60", "--model", "gpt-4o"],
+        &[],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let session = only_session(&runs);
+    // Asked for gpt-4o, answered by sim: gpt-4o's price is not charged for sim's tokens.
+    assert_eq!(
+        ledger_sum(
+            &session,
+            "model_requested = 'gpt-4o' AND model_served = 'sim'"
+        ),
+        20
+    );
+    assert_eq!(ledger_sum(&session, "cost_usd IS NOT NULL"), 0);
+    let report = read_json(&session.join("final_report.json"));
+    assert!(
+        report["budget"]["cost_usd"]["value"].is_null(),
+        "{}",
+        report["budget"]
+    );
+}
+
+#[test]
 fn anthropic_ledger_equals_upstream_usage_streamed_or_not() {
     let upstream = FakeUpstream::start(UPSTREAM_KEY);
     let dir = tempfile::tempdir().unwrap();
