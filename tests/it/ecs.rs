@@ -405,10 +405,15 @@ fn a_session_killed_before_its_final_sync_is_collected_and_resumes_locally() {
         .stderr(std::fs::File::create(dir.path().join("k1.txt")).unwrap())
         .spawn()
         .unwrap();
+    // A push writes `status` last: wait for the whole of the push that took a checkpoint.
     assert!(
-        wait_for(Duration::from_secs(120), || !moto
-            .keys("mt-sessions", "sessions/k1/checkpoints/checkpoint_")
-            .is_empty()),
+        wait_for(Duration::from_secs(120), || {
+            let keys = moto.keys("mt-sessions", "sessions/k1/");
+            keys.iter().any(|k| k == "sessions/k1/status")
+                && keys
+                    .iter()
+                    .any(|k| k.starts_with("sessions/k1/checkpoints/checkpoint_"))
+        }),
         "no checkpoint reached S3: {}",
         std::fs::read_to_string(dir.path().join("k1.txt")).unwrap_or_default()
     );

@@ -533,6 +533,12 @@ async fn collect(args: CollectArgs) -> Result<i32> {
         let staging = args.runs_dir.join(format!(".{id}.collecting"));
         let _ = std::fs::remove_dir_all(&staging);
         let files = sync::pull(&aws, &url, &staging).await?;
+        if !staging.join("session.db").is_file() {
+            let _ = std::fs::remove_dir_all(&staging);
+            println!("{id}: no session.db among its {files} files in S3, not collected");
+            skipped += 1;
+            continue;
+        }
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&staging, &dir)?;
         let dir = std::fs::canonicalize(&dir)?;
