@@ -213,22 +213,13 @@ pub(crate) struct StandIn {
 
 impl StandIn {
     pub(crate) fn start(moto: &Moto, mode: &[&str]) -> StandIn {
-        use std::io::BufRead;
-        let mut child = Command::new(&moto.python)
-            .arg(root().join("tests/it/probes/aws_standin.py"))
-            .arg(&moto.url)
-            .args(mode)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        StandIn {
-            child,
-            url: line.trim().to_string(),
-        }
+        let (child, url) = start_listening(
+            Command::new(&moto.python)
+                .arg(root().join("tests/it/probes/aws_standin.py"))
+                .arg(&moto.url)
+                .args(mode),
+        );
+        StandIn { child, url }
     }
 
     /// `env` with the endpoint pointed at this proxy.

@@ -9,7 +9,7 @@ passes every request through, except
         pull started at a fixed instant, the task started 20 s later and stopped SECONDS after
         the pull started (lastStatus STOPPED).
 
-Prints `http://127.0.0.1:PORT` on its first line, then serves until killed.
+Prints `listening http://127.0.0.1:PORT` on its first line, then serves until killed.
 """
 
 import http.server
@@ -102,5 +102,5 @@ class Proxy(http.server.BaseHTTPRequestHandler):
 
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-print(f"http://127.0.0.1:{server.server_address[1]}", flush=True)
+print(f"listening http://127.0.0.1:{server.server_address[1]}", flush=True)
 server.serve_forever()
