@@ -517,9 +517,9 @@ async fn collect(args: CollectArgs) -> Result<i32> {
             .unwrap_or_default()
             .trim()
             .to_string();
-        let orphaned =
-            LIVE.contains(&remote.as_str()) && running.as_ref().is_some_and(|r| !r.contains(&id));
-        if LIVE.contains(&remote.as_str()) && !orphaned {
+        let live = LIVE.contains(&remote.as_str());
+        let orphaned = live && running.as_ref().is_some_and(|r| !r.contains(&id));
+        if live && !orphaned {
             println!("{id}: still {remote}, not collected");
             skipped += 1;
             continue;

@@ -262,28 +262,21 @@ pub(super) async fn launch(args: LaunchArgs) -> Result<i32> {
             .collect(),
     };
     let mut uploaded = 0;
-    let mut started = Ok(());
-    for session in &sweep.sessions {
-        let url = sweep.sync_url(&session.session_id);
-        started = sync::write(&aws, &url, sync::SOURCE_CONFIG, config_bytes.clone())
-            .await
-            .map_err(anyhow::Error::from);
-        if started.is_err() {
-            break;
-        }
-        uploaded += 1;
-    }
-    if started.is_ok() {
-        started = sweep.save(&args.runs_dir);
-    }
     let first = sweep.sessions.len().min(args.max_parallel as usize);
-    for i in 0..first {
-        if started.is_err() {
-            break;
+    let launched: Result<()> = async {
+        for session in &sweep.sessions {
+            let url = sweep.sync_url(&session.session_id);
+            sync::write(&aws, &url, sync::SOURCE_CONFIG, config_bytes.clone()).await?;
+            uploaded += 1;
         }
-        started = sweep.start(&aws, i, None).await.map(drop);
+        sweep.save(&args.runs_dir)?;
+        for i in 0..first {
+            sweep.start(&aws, i, None).await?;
+        }
+        Ok(())
     }
-    if let Err(err) = started {
+    .await;
+    if let Err(err) = launched {
         sweep.undo(&aws, uploaded, &args.runs_dir).await;
         return Err(err);
     }
