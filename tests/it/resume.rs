@@ -420,3 +420,47 @@ fn restore_rolls_back_exactly_falls_back_from_a_corrupt_checkpoint_and_continues
     assert_eq!(interventions["met"], false);
     assert_eq!(interventions["evidence"], "1 rollback");
 }
+
+/// A session directory whose workspace is gone (removed by hand, or copied from S3 without
+/// one) resumes with `project/` written from its newest checkpoint that verifies; without a
+/// checkpoint to write it from, resume refuses and touches nothing.
+#[test]
+fn resume_writes_a_missing_workspace_from_the_newest_checkpoint_or_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let mut run = spawn(&mut run_command(
+        &root().join("configs/quickstart.toml"),
+        &runs,
+        &["--session-id", "w1"],
+        &[],
+    ));
+    let session = runs.join("w1");
+    assert!(wait_for(Duration::from_secs(120), || session
+        .join("checkpoints/checkpoint_001.json")
+        .exists()));
+    kill_after(&mut run, 0);
+    std::fs::remove_dir_all(session.join("project")).unwrap();
+    // A copy without checkpoints either: refused, nothing written.
+    let bare = dir.path().join("bare");
+    std::fs::create_dir(&bare).unwrap();
+    for name in ["session.db", "status"] {
+        std::fs::copy(session.join(name), bare.join(name)).unwrap();
+    }
+    let refused = megatest().arg("resume").arg(&bare).output().unwrap();
+    assert_exit(&refused, 2);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("no checkpoint of the session verifies")
+    );
+    assert!(!bare.join("project").exists());
+    // The session itself: its workspace comes back and it runs to its end.
+    let output = megatest().arg("resume").arg(&session).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_exit(&output, 0);
+    assert!(
+        stderr.contains("was missing: written from checkpoint"),
+        "{stderr}"
+    );
+    let report = read_json(&session.join("final_report.json"));
+    assert_eq!(report["status"], "complete", "{stderr}");
+    assert_eq!(report["tasks"]["done"], 10);
+}
